@@ -1,0 +1,116 @@
+//! The durable queue. The only module that speaks SQL.
+//!
+//! One writer thread owns the read-write connection and group-commits every
+//! command waiting at that moment: one transaction, one fsync, then every waiter
+//! is answered. Reads for operators go through their own connections.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+/// Called after each group commit with its latency (begin → fsync done) and
+/// how many commands it carried. Lets metrics watch the spool without the
+/// spool knowing about metrics.
+pub type CommitObserver = Arc<dyn Fn(Duration, usize) + Send + Sync>;
+
+#[derive(Clone)]
+pub struct SpoolOptions {
+    pub path: PathBuf,
+    /// This process's id in lease_owner; unique per process start.
+    pub instance_id: String,
+    /// Most commands one group commit takes.
+    pub max_batch: usize,
+    pub on_commit: Option<CommitObserver>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("spool: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("spool is closed")]
+    Closed,
+    #[error("spool: no item {0}")]
+    NotFound(i64),
+    #[error("spool: {0}")]
+    Other(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemState {
+    Pending,
+    Leased,
+    Done,
+    Dead,
+}
+
+impl ItemState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemState::Pending => "pending",
+            ItemState::Leased => "leased",
+            ItemState::Done => "done",
+            ItemState::Dead => "dead",
+        }
+    }
+}
+
+/// A webhook accepted by ingress, not yet durable.
+#[derive(Debug, Clone)]
+pub struct NewItem {
+    pub hook: String,
+    /// The dedup header's value, if the hook has one and the request carried it.
+    pub dedup_id: Option<String>,
+    pub received_at: SystemTime,
+    /// Request headers as received (name lower-case), hop-by-hop ones removed.
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Bytes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Durable now, with this id.
+    New(i64),
+    /// Same hook and dedup id seen before: the first item's id; nothing written.
+    Duplicate(i64),
+}
+
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub id: i64,
+    pub hook: String,
+    pub dedup_id: Option<String>,
+    pub received_at: SystemTime,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Bytes,
+    pub state: ItemState,
+    /// Attempts made before this claim (a claim does not count one).
+    pub attempts: u32,
+    pub next_attempt: SystemTime,
+    pub last_error: Option<String>,
+    pub lease_owner: Option<String>,
+    pub lease_expiry: Option<SystemTime>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub hook: String,
+    /// Most items to claim.
+    pub max: usize,
+    /// Arrival order: claim only the hook's oldest unfinished item, and only
+    /// when no item of the hook is under a live lease.
+    pub ordered: bool,
+    /// Lease length; an expired lease makes the item claimable again.
+    pub lease: Duration,
+}
+
+/// Count of items in one (hook, state).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DepthRow {
+    pub hook: String,
+    pub state: ItemState,
+    pub count: u64,
+}
