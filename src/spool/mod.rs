@@ -114,3 +114,6 @@ pub struct DepthRow {
     pub state: ItemState,
     pub count: u64,
 }
+
+mod handle_stub;
+pub use handle_stub::Spool;
