@@ -6,4 +6,5 @@
 //! See ARCHITECTURE.md for the map.
 
 pub mod config;
+pub mod ingress;
 pub mod spool;
