@@ -17,7 +17,9 @@ pub enum StdListener {
 impl StdListener {
     pub fn describe(&self) -> String {
         match self {
-            StdListener::Tcp(l) => l.local_addr().map_or_else(|_| "tcp:?".into(), |a| a.to_string()),
+            StdListener::Tcp(l) => l
+                .local_addr()
+                .map_or_else(|_| "tcp:?".into(), |a| a.to_string()),
             StdListener::Unix(l) => l
                 .local_addr()
                 .ok()

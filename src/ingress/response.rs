@@ -8,7 +8,10 @@ pub type Body = Full<Bytes>;
 
 /// `{"error": code, "message": message}` with `status`.
 pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    json(status, &serde_json::json!({ "error": code, "message": message }))
+    json(
+        status,
+        &serde_json::json!({ "error": code, "message": message }),
+    )
 }
 
 pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
@@ -16,8 +19,10 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     body.push(b'\n');
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 

@@ -43,10 +43,14 @@ pub struct Ingress {
 
 impl Ingress {
     /// Builds the routes of `cfg`; `secrets` is `Config::load_secrets`'s answer.
-    pub fn routes(cfg: &Config, secrets: Vec<Option<Vec<u8>>>) -> Result<HashMap<String, Route>, String> {
+    pub fn routes(
+        cfg: &Config,
+        secrets: Vec<Option<Vec<u8>>>,
+    ) -> Result<HashMap<String, Route>, String> {
         let mut routes = HashMap::new();
         for (h, secret) in cfg.hooks.iter().map(|h| h.get_ref()).zip(secrets) {
-            let verifier = Verifier::new(&h.verify, secret).map_err(|e| format!("hook {:?}: {e}", h.name))?;
+            let verifier =
+                Verifier::new(&h.verify, secret).map_err(|e| format!("hook {:?}: {e}", h.name))?;
             routes.insert(
                 h.name.clone(),
                 Route {
@@ -75,13 +79,21 @@ pub async fn handle(ing: Arc<Ingress>, req: Request<Incoming>) -> Response<Body>
             if ing.ready.load(Ordering::Acquire) {
                 response::json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
             } else {
-                response::error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "not accepting webhooks now")
+                response::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_ready",
+                    "not accepting webhooks now",
+                )
             }
         }
         "/metrics" => metrics(&ing).await,
         _ => {
             ing.metrics.rejected("", Reject::UnknownHook);
-            response::error(StatusCode::NOT_FOUND, "not_found", "no such route; webhooks go to POST /hooks/<name>")
+            response::error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route; webhooks go to POST /hooks/<name>",
+            )
         }
     }
 }
@@ -89,8 +101,16 @@ pub async fn handle(ing: Arc<Ingress>, req: Request<Incoming>) -> Response<Body>
 async fn healthz(ing: &Ingress) -> Response<Body> {
     match tokio::time::timeout(Duration::from_secs(2), ing.spool.depth()).await {
         Ok(Ok(_)) => response::json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
-        Ok(Err(e)) => response::error(StatusCode::SERVICE_UNAVAILABLE, "spool_unavailable", &e.to_string()),
-        Err(_) => response::error(StatusCode::SERVICE_UNAVAILABLE, "spool_unavailable", "spool did not answer within 2s"),
+        Ok(Err(e)) => response::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "spool_unavailable",
+            &e.to_string(),
+        ),
+        Err(_) => response::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "spool_unavailable",
+            "spool did not answer within 2s",
+        ),
     }
 }
 
@@ -103,23 +123,46 @@ async fn metrics(ing: &Ingress) -> Response<Body> {
             .collect();
     }
     (ing.gauges)(&mut g);
-    response::text(StatusCode::OK, "text/plain; version=0.0.4", ing.metrics.render(&g))
+    response::text(
+        StatusCode::OK,
+        "text/plain; version=0.0.4",
+        ing.metrics.render(&g),
+    )
 }
 
 fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut r = response::error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", &format!("use {allow}"));
-    r.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static(allow));
+    let mut r = response::error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        &format!("use {allow}"),
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, http::HeaderValue::from_static(allow));
     r
 }
 
-fn reject(ing: &Ingress, hook: &str, why: Reject, status: StatusCode, code: &str, msg: &str) -> Response<Body> {
+fn reject(
+    ing: &Ingress,
+    hook: &str,
+    why: Reject,
+    status: StatusCode,
+    code: &str,
+    msg: &str,
+) -> Response<Body> {
     ing.metrics.rejected(hook, why);
     response::error(status, code, msg)
 }
 
 async fn hook(ing: &Ingress, name: &str, req: Request<Incoming>) -> Response<Body> {
     let Some(route) = ing.routes.get(name) else {
-        return reject(ing, "", Reject::UnknownHook, StatusCode::NOT_FOUND, "unknown_hook", &format!("no hook named {name:?}"));
+        return reject(
+            ing,
+            "",
+            Reject::UnknownHook,
+            StatusCode::NOT_FOUND,
+            "unknown_hook",
+            &format!("no hook named {name:?}"),
+        );
     };
     if req.method() != Method::POST {
         ing.metrics.rejected(name, Reject::Method);
@@ -127,7 +170,14 @@ async fn hook(ing: &Ingress, name: &str, req: Request<Incoming>) -> Response<Bod
     }
     ing.metrics.received(name);
     if !route.hook.enabled {
-        let r = reject(ing, name, Reject::Disabled, StatusCode::SERVICE_UNAVAILABLE, "hook_disabled", "this hook is disabled; retry later");
+        let r = reject(
+            ing,
+            name,
+            Reject::Disabled,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "hook_disabled",
+            "this hook is disabled; retry later",
+        );
         return response::retry_after(r, 60);
     }
     let (parts, body) = req.into_parts();
@@ -138,28 +188,64 @@ async fn hook(ing: &Ingress, name: &str, req: Request<Incoming>) -> Response<Bod
         Ok(Some(_)) => {}
         Ok(None) if is_chunked(&parts.headers) => {}
         Ok(None) => {
-            return reject(ing, name, Reject::LengthRequired, StatusCode::LENGTH_REQUIRED, "length_required", "send Content-Length or a chunked body");
+            return reject(
+                ing,
+                name,
+                Reject::LengthRequired,
+                StatusCode::LENGTH_REQUIRED,
+                "length_required",
+                "send Content-Length or a chunked body",
+            );
         }
         Err(()) => {
-            return reject(ing, name, Reject::Malformed, StatusCode::BAD_REQUEST, "malformed", "Content-Length is not a number");
+            return reject(
+                ing,
+                name,
+                Reject::Malformed,
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                "Content-Length is not a number",
+            );
         }
     }
     if route.hook.require_json && !is_json(&parts.headers) {
-        return reject(ing, name, Reject::UnsupportedMedia, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "this hook takes Content-Type: application/json");
+        return reject(
+            ing,
+            name,
+            Reject::UnsupportedMedia,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "this hook takes Content-Type: application/json",
+        );
     }
     let limit = usize::try_from(route.max_body).unwrap_or(usize::MAX);
-    let body = match tokio::time::timeout(ing.read_timeout, Limited::new(body, limit).collect()).await {
-        Err(_) => {
-            return reject(ing, name, Reject::Timeout, StatusCode::REQUEST_TIMEOUT, "request_timeout", "the body did not arrive within the read timeout");
-        }
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            return too_large(ing, name, route.max_body);
-        }
-        Ok(Err(e)) => {
-            return reject(ing, name, Reject::Malformed, StatusCode::BAD_REQUEST, "malformed", &format!("could not read the body: {e}"));
-        }
-        Ok(Ok(collected)) => collected.to_bytes(),
-    };
+    let body =
+        match tokio::time::timeout(ing.read_timeout, Limited::new(body, limit).collect()).await {
+            Err(_) => {
+                return reject(
+                    ing,
+                    name,
+                    Reject::Timeout,
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "the body did not arrive within the read timeout",
+                );
+            }
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                return too_large(ing, name, route.max_body);
+            }
+            Ok(Err(e)) => {
+                return reject(
+                    ing,
+                    name,
+                    Reject::Malformed,
+                    StatusCode::BAD_REQUEST,
+                    "malformed",
+                    &format!("could not read the body: {e}"),
+                );
+            }
+            Ok(Ok(collected)) => collected.to_bytes(),
+        };
     let now = SystemTime::now();
     if let Err(e) = route.verifier.verify(&parts.headers, &body, now) {
         let why = match e.status() {
@@ -170,21 +256,47 @@ async fn hook(ing: &Ingress, name: &str, req: Request<Incoming>) -> Response<Bod
         return reject(ing, name, why, e.status(), e.code(), &e.to_string());
     }
     if route.hook.require_json && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
-        return reject(ing, name, Reject::Malformed, StatusCode::BAD_REQUEST, "malformed", "the body is not valid JSON");
+        return reject(
+            ing,
+            name,
+            Reject::Malformed,
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            "the body is not valid JSON",
+        );
     }
-    let dedup_id = match route.hook.dedup_header.as_deref().and_then(|h| parts.headers.get(h)) {
+    let dedup_id = match route
+        .hook
+        .dedup_header
+        .as_deref()
+        .and_then(|h| parts.headers.get(h))
+    {
         None => None,
         Some(v) => match v.to_str() {
             Ok(s) if !s.is_empty() => Some(s.to_string()),
             _ => {
-                return reject(ing, name, Reject::Malformed, StatusCode::BAD_REQUEST, "malformed", "the delivery id header is empty or not visible ASCII");
+                return reject(
+                    ing,
+                    name,
+                    Reject::Malformed,
+                    StatusCode::BAD_REQUEST,
+                    "malformed",
+                    "the delivery id header is empty or not visible ASCII",
+                );
             }
         },
     };
     spool(ing, name, dedup_id, &parts.headers, body, now).await
 }
 
-async fn spool(ing: &Ingress, name: &str, dedup_id: Option<String>, headers: &HeaderMap, body: Bytes, now: SystemTime) -> Response<Body> {
+async fn spool(
+    ing: &Ingress,
+    name: &str,
+    dedup_id: Option<String>,
+    headers: &HeaderMap,
+    body: Bytes,
+    now: SystemTime,
+) -> Response<Body> {
     let item = NewItem {
         hook: name.to_string(),
         dedup_id,
@@ -195,50 +307,92 @@ async fn spool(ing: &Ingress, name: &str, dedup_id: Option<String>, headers: &He
     match ing.spool.enqueue(item).await {
         Ok(Enqueued::New(id)) => {
             ing.metrics.spooled(name);
-            response::json(StatusCode::ACCEPTED, &serde_json::json!({"id": id, "status": "queued"}))
+            response::json(
+                StatusCode::ACCEPTED,
+                &serde_json::json!({"id": id, "status": "queued"}),
+            )
         }
         Ok(Enqueued::Duplicate(id)) => {
             ing.metrics.duplicate(name);
-            response::json(StatusCode::OK, &serde_json::json!({"id": id, "status": "duplicate"}))
+            response::json(
+                StatusCode::OK,
+                &serde_json::json!({"id": id, "status": "duplicate"}),
+            )
         }
         Err(e) => {
             tracing::error!(hook = name, error = %e, hookd_event = "spool_commit_failed", "could not spool a webhook; answered 503");
-            let r = reject(ing, name, Reject::SpoolUnavailable, StatusCode::SERVICE_UNAVAILABLE, "spool_unavailable", "the spool cannot commit now; retry later");
+            let r = reject(
+                ing,
+                name,
+                Reject::SpoolUnavailable,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "spool_unavailable",
+                "the spool cannot commit now; retry later",
+            );
             response::retry_after(r, 5)
         }
     }
 }
 
 fn too_large(ing: &Ingress, hook: &str, max: u64) -> Response<Body> {
-    reject(ing, hook, Reject::TooLarge, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", &format!("the body is larger than this hook's limit of {max} bytes"))
+    reject(
+        ing,
+        hook,
+        Reject::TooLarge,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        &format!("the body is larger than this hook's limit of {max} bytes"),
+    )
 }
 
 fn declared_length(h: &HeaderMap) -> Result<Option<u64>, ()> {
     match h.get(header::CONTENT_LENGTH) {
         None => Ok(None),
-        Some(v) => v.to_str().ok().and_then(|s| s.trim().parse().ok()).map(Some).ok_or(()),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .map(Some)
+            .ok_or(()),
     }
 }
 
 fn is_chunked(h: &HeaderMap) -> bool {
-    h.get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains("chunked")))
+    h.get_all(header::TRANSFER_ENCODING).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.to_ascii_lowercase().contains("chunked"))
+    })
 }
 
 fn is_json(h: &HeaderMap) -> bool {
     let Some(ct) = h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
-/// Headers worth keeping with the item: everything but the connection's own.
+/// Headers worth keeping with the item: everything but the connection's own
+/// and credentials (a bearer token is checked, never stored).
 fn kept_headers(h: &HeaderMap) -> Vec<(String, Vec<u8>)> {
     const DROP: &[&str] = &[
-        "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
-        "upgrade", "host", "content-length", "expect",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "host",
+        "content-length",
+        "expect",
+        "authorization",
+        "proxy-authorization",
     ];
     h.iter()
         .filter(|(n, _)| !DROP.contains(&n.as_str()))
@@ -254,11 +408,20 @@ mod tests {
     fn json_media_types() {
         let mut h = HeaderMap::new();
         assert!(!is_json(&h));
-        h.insert(header::CONTENT_TYPE, "application/json; charset=utf-8".parse().unwrap());
+        h.insert(
+            header::CONTENT_TYPE,
+            "application/json; charset=utf-8".parse().unwrap(),
+        );
         assert!(is_json(&h));
-        h.insert(header::CONTENT_TYPE, "application/vnd.github+json".parse().unwrap());
+        h.insert(
+            header::CONTENT_TYPE,
+            "application/vnd.github+json".parse().unwrap(),
+        );
         assert!(is_json(&h));
-        h.insert(header::CONTENT_TYPE, "application/x-www-form-urlencoded".parse().unwrap());
+        h.insert(
+            header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded".parse().unwrap(),
+        );
         assert!(!is_json(&h));
     }
 

@@ -90,10 +90,17 @@ pub fn spawn(
                 l.set_nonblocking(true)?;
                 let l = tokio::net::TcpListener::from_std(l)?;
                 tasks.push(tokio::spawn(async move {
-                    accept_loop(desc, || l.accept(), |(s, _)| {
-                        let _ = s.set_nodelay(true);
-                        s
-                    }, ing, traffic, sw)
+                    accept_loop(
+                        desc,
+                        || l.accept(),
+                        |(s, _)| {
+                            let _ = s.set_nodelay(true);
+                            s
+                        },
+                        ing,
+                        traffic,
+                        sw,
+                    )
                     .await
                 }));
             }
@@ -109,8 +116,14 @@ pub fn spawn(
     Ok(tasks)
 }
 
-async fn accept_loop<A, F, T, S, M>(desc: String, accept: A, into_stream: M, ing: Arc<Ingress>, traffic: Arc<Traffic>, mut sw: Switches)
-where
+async fn accept_loop<A, F, T, S, M>(
+    desc: String,
+    accept: A,
+    into_stream: M,
+    ing: Arc<Ingress>,
+    traffic: Arc<Traffic>,
+    mut sw: Switches,
+) where
     A: Fn() -> F,
     F: std::future::Future<Output = std::io::Result<T>>,
     M: Fn(T) -> S,
@@ -140,8 +153,12 @@ where
     tracing::debug!(listener = %desc, "stopped accepting");
 }
 
-async fn serve_conn<S>(stream: S, ing: Arc<Ingress>, traffic: Arc<Traffic>, mut drain: watch::Receiver<bool>)
-where
+async fn serve_conn<S>(
+    stream: S,
+    ing: Arc<Ingress>,
+    traffic: Arc<Traffic>,
+    mut drain: watch::Receiver<bool>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let _conn_guard = Counted::new(&traffic.connections, Some(&traffic.idle));
