@@ -53,13 +53,18 @@ impl Histogram {
             }
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add((v * 1e6) as u64, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add((v * 1e6) as u64, Ordering::Relaxed);
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         for (b, slot) in self.bounds.iter().zip(&self.buckets) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {}", slot.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{b}\"}} {}",
+                slot.load(Ordering::Relaxed)
+            );
         }
         let count = self.count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
@@ -68,8 +73,12 @@ impl Histogram {
     }
 }
 
-const LATENCY_BOUNDS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0];
-const BATCH_BOUNDS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+const LATENCY_BOUNDS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+const BATCH_BOUNDS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
 
 /// Why a request was turned away; the `reason` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,14 +195,54 @@ impl Metrics {
     pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
         let counters: [(&str, &str, &[&str], &Family); 8] = [
-            ("hookd_received_total", "Webhook requests received for a known hook.", &["hook"], &self.received),
-            ("hookd_spooled_total", "Webhooks made durable in the spool.", &["hook"], &self.spooled),
-            ("hookd_duplicates_total", "Requests answered with an earlier id (same delivery id).", &["hook"], &self.duplicates),
-            ("hookd_rejected_total", "Requests turned away, by reason.", &["hook", "reason"], &self.rejected),
-            ("hookd_delivered_total", "Deliveries that succeeded.", &["hook"], &self.delivered),
-            ("hookd_failed_total", "Delivery attempts that failed.", &["hook"], &self.failed),
-            ("hookd_retried_total", "Failed attempts scheduled for a retry.", &["hook"], &self.retried),
-            ("hookd_dead_total", "Items given up after their last attempt.", &["hook"], &self.dead),
+            (
+                "hookd_received_total",
+                "Webhook requests received for a known hook.",
+                &["hook"],
+                &self.received,
+            ),
+            (
+                "hookd_spooled_total",
+                "Webhooks made durable in the spool.",
+                &["hook"],
+                &self.spooled,
+            ),
+            (
+                "hookd_duplicates_total",
+                "Requests answered with an earlier id (same delivery id).",
+                &["hook"],
+                &self.duplicates,
+            ),
+            (
+                "hookd_rejected_total",
+                "Requests turned away, by reason.",
+                &["hook", "reason"],
+                &self.rejected,
+            ),
+            (
+                "hookd_delivered_total",
+                "Deliveries that succeeded.",
+                &["hook"],
+                &self.delivered,
+            ),
+            (
+                "hookd_failed_total",
+                "Delivery attempts that failed.",
+                &["hook"],
+                &self.failed,
+            ),
+            (
+                "hookd_retried_total",
+                "Failed attempts scheduled for a retry.",
+                &["hook"],
+                &self.retried,
+            ),
+            (
+                "hookd_dead_total",
+                "Items given up after their last attempt.",
+                &["hook"],
+                &self.dead,
+            ),
         ];
         for (name, help, labels, fam) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -203,11 +252,22 @@ impl Metrics {
         }
         let _ = writeln!(out, "# HELP hookd_spool_depth Items in the spool by hook and state.\n# TYPE hookd_spool_depth gauge");
         for (hook, state, n) in &gauges.depth {
-            let _ = writeln!(out, "hookd_spool_depth{{{}}} {n}", label_pairs(&["hook", "state"], &[hook.clone(), state.clone()]));
+            let _ = writeln!(
+                out,
+                "hookd_spool_depth{{{}}} {n}",
+                label_pairs(&["hook", "state"], &[hook.clone(), state.clone()])
+            );
         }
-        let _ = writeln!(out, "# HELP hookd_in_flight Deliveries running now.\n# TYPE hookd_in_flight gauge");
+        let _ = writeln!(
+            out,
+            "# HELP hookd_in_flight Deliveries running now.\n# TYPE hookd_in_flight gauge"
+        );
         for (hook, n) in &gauges.in_flight {
-            let _ = writeln!(out, "hookd_in_flight{{{}}} {n}", label_pairs(&["hook"], std::slice::from_ref(hook)));
+            let _ = writeln!(
+                out,
+                "hookd_in_flight{{{}}} {n}",
+                label_pairs(&["hook"], std::slice::from_ref(hook))
+            );
         }
         let _ = writeln!(
             out,
@@ -219,9 +279,21 @@ impl Metrics {
             "# HELP hookd_drain_state 0 serving, 1 draining, 2 draining in the extension, 3 handing off.\n# TYPE hookd_drain_state gauge\nhookd_drain_state {}",
             gauges.drain_state
         );
-        self.commit_latency.render(&mut out, "hookd_commit_latency_seconds", "Group commit latency, begin to fsync done.");
-        self.batch_size.render(&mut out, "hookd_commit_batch_size", "Commands carried by one group commit.");
-        self.delivery_seconds.render(&mut out, "hookd_delivery_duration_seconds", "Duration of successful deliveries.");
+        self.commit_latency.render(
+            &mut out,
+            "hookd_commit_latency_seconds",
+            "Group commit latency, begin to fsync done.",
+        );
+        self.batch_size.render(
+            &mut out,
+            "hookd_commit_batch_size",
+            "Commands carried by one group commit.",
+        );
+        self.delivery_seconds.render(
+            &mut out,
+            "hookd_delivery_duration_seconds",
+            "Duration of successful deliveries.",
+        );
         out
     }
 }
@@ -236,7 +308,9 @@ fn label_pairs(names: &[&str], values: &[String]) -> String {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -254,12 +328,30 @@ mod tests {
             depth: vec![("gh".into(), "pending".into(), 5)],
             ..Gauges::default()
         });
-        assert!(text.contains("hookd_received_total{hook=\"gh\"} 2\n"), "{text}");
-        assert!(text.contains("hookd_rejected_total{hook=\"gh\",reason=\"forbidden\"} 1\n"), "{text}");
-        assert!(text.contains("hookd_spool_depth{hook=\"gh\",state=\"pending\"} 5\n"), "{text}");
-        assert!(text.contains("hookd_commit_latency_seconds_bucket{le=\"0.005\"} 1\n"), "{text}");
-        assert!(text.contains("hookd_commit_latency_seconds_bucket{le=\"0.002\"} 0\n"), "{text}");
-        assert!(text.contains("hookd_commit_batch_size_bucket{le=\"8\"} 1\n"), "{text}");
+        assert!(
+            text.contains("hookd_received_total{hook=\"gh\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hookd_rejected_total{hook=\"gh\",reason=\"forbidden\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hookd_spool_depth{hook=\"gh\",state=\"pending\"} 5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hookd_commit_latency_seconds_bucket{le=\"0.005\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hookd_commit_latency_seconds_bucket{le=\"0.002\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hookd_commit_batch_size_bucket{le=\"8\"} 1\n"),
+            "{text}"
+        );
         assert!(text.contains("hookd_commit_batch_size_count 1\n"), "{text}");
     }
 

@@ -19,7 +19,12 @@ fn setup() -> (tempfile::TempDir, Hookd, Upstream) {
     let up = Upstream::ok();
     let hooks = format!(
         "{}{}{}",
-        forward_hook(dir.path(), "gh", &up.url(), "dedup_header = \"X-GitHub-Delivery\"\nmax_body = \"1KiB\""),
+        forward_hook(
+            dir.path(),
+            "gh",
+            &up.url(),
+            "dedup_header = \"X-GitHub-Delivery\"\nmax_body = \"1KiB\""
+        ),
         forward_hook(dir.path(), "json", &up.url(), "require_json = true"),
         forward_hook(dir.path(), "off", &up.url(), "enabled = false"),
     );
@@ -29,7 +34,12 @@ fn setup() -> (tempfile::TempDir, Hookd, Upstream) {
 }
 
 fn assert_error(r: &Response, status: u16, code: &str) {
-    assert_eq!(r.status, status, "body: {}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.status,
+        status,
+        "body: {}",
+        String::from_utf8_lossy(&r.body)
+    );
     assert_eq!(r.header("content-type"), Some("application/json"));
     let j = r.json();
     assert_eq!(j["error"], code, "{j}");
@@ -51,7 +61,8 @@ fn every_bad_input_is_refused_with_json_and_spools_nothing() {
 
     // No Content-Length and not chunked.
     let mut s = TcpStream::connect(h.addr()).unwrap();
-    s.write_all(b"POST /hooks/gh HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(b"POST /hooks/gh HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let r = read_response(&mut BufReader::new(s)).unwrap();
     assert_error(&r, 411, "length_required");
 
@@ -68,18 +79,42 @@ fn every_bad_input_is_refused_with_json_and_spools_nothing() {
     let r = read_response(&mut BufReader::new(s)).unwrap();
     assert_error(&r, 413, "payload_too_large");
 
-    let r = request(h.addr(), "POST", "/hooks/json", &[("X-Hub-Signature-256", &github_sig(SECRET, body)), ("Content-Type", "text/plain")], body).unwrap();
+    let r = request(
+        h.addr(),
+        "POST",
+        "/hooks/json",
+        &[
+            ("X-Hub-Signature-256", &github_sig(SECRET, body)),
+            ("Content-Type", "text/plain"),
+        ],
+        body,
+    )
+    .unwrap();
     assert_error(&r, 415, "unsupported_media_type");
 
     let bad_json = b"{not json";
     let r = h.post_signed("json", bad_json, &[]);
     assert_error(&r, 400, "malformed");
 
-    let r = request(h.addr(), "POST", "/hooks/gh", &[("Content-Type", "application/json")], body).unwrap();
+    let r = request(
+        h.addr(),
+        "POST",
+        "/hooks/gh",
+        &[("Content-Type", "application/json")],
+        body,
+    )
+    .unwrap();
     assert_eq!(r.status, 401, "{:?}", String::from_utf8_lossy(&r.body));
     assert!(r.json()["error"].is_string());
 
-    let r = request(h.addr(), "POST", "/hooks/gh", &[("X-Hub-Signature-256", &github_sig("wrong secret", body))], body).unwrap();
+    let r = request(
+        h.addr(),
+        "POST",
+        "/hooks/gh",
+        &[("X-Hub-Signature-256", &github_sig("wrong secret", body))],
+        body,
+    )
+    .unwrap();
     assert_eq!(r.status, 403, "{:?}", String::from_utf8_lossy(&r.body));
     assert!(r.json()["error"].is_string());
 
@@ -96,7 +131,11 @@ fn every_bad_input_is_refused_with_json_and_spools_nothing() {
     let started = Instant::now();
     let r = read_response(&mut BufReader::new(s)).unwrap();
     assert_error(&r, 408, "request_timeout");
-    assert!(started.elapsed() < Duration::from_secs(8), "408 took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "408 took {:?}",
+        started.elapsed()
+    );
 
     assert_eq!(total(&h), before, "a refused request was spooled");
 }
@@ -121,8 +160,14 @@ fn accepted_webhook_answers_202_with_its_id_and_a_repeat_answers_200() {
     assert_ne!(other_id, id);
 
     // Delivered once each, however long we wait for more.
-    wait_for(Duration::from_secs(10), "both deliveries", || (up.ids().len() >= 2).then_some(()));
-    let first = up.received().into_iter().find(|r| r.header("hookd-delivery-id") == Some(&id.to_string())).unwrap();
+    wait_for(Duration::from_secs(10), "both deliveries", || {
+        (up.ids().len() >= 2).then_some(())
+    });
+    let first = up
+        .received()
+        .into_iter()
+        .find(|r| r.header("hookd-delivery-id") == Some(&id.to_string()))
+        .unwrap();
     assert_eq!(first.body, body);
     assert_eq!(first.header("x-github-delivery"), Some("d-1"));
     assert_eq!(first.header("hookd-attempt"), Some("1"));
@@ -143,7 +188,14 @@ fn health_ready_and_metrics() {
     assert_eq!(r.status, 200);
     let r = h.post_signed("gh", b"{}", &[]);
     assert_eq!(r.status, 202);
-    let r = request(h.addr(), "POST", "/hooks/gh", &[("X-Hub-Signature-256", &github_sig("wrong", b"{}"))], b"{}").unwrap();
+    let r = request(
+        h.addr(),
+        "POST",
+        "/hooks/gh",
+        &[("X-Hub-Signature-256", &github_sig("wrong", b"{}"))],
+        b"{}",
+    )
+    .unwrap();
     assert_eq!(r.status, 403);
     let r = request(h.addr(), "GET", "/metrics", &[], b"").unwrap();
     assert_eq!(r.status, 200);

@@ -26,21 +26,34 @@ pub fn init(cfg: &LogConfig) {
             // No prefix: fields arrive as HOOKD_EVENT=…, DELIVERY_ID=….
             Ok(layer) => {
                 let _ = registry
-                    .with(layer.with_field_prefix(None).with_syslog_identifier("hookd".into()))
+                    .with(
+                        layer
+                            .with_field_prefix(None)
+                            .with_syslog_identifier("hookd".into()),
+                    )
                     .try_init();
             }
             Err(e) => {
-                let _ = registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init();
+                let _ = registry
+                    .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+                    .try_init();
                 tracing::warn!(error = %e, "journald unavailable; logging to stderr");
             }
         },
         LogFormat::Json => {
             let _ = registry
-                .with(tracing_subscriber::fmt::layer().json().flatten_event(true).with_writer(std::io::stderr))
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .json()
+                        .flatten_event(true)
+                        .with_writer(std::io::stderr),
+                )
                 .try_init();
         }
         LogFormat::Plain | LogFormat::Auto => {
-            let _ = registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init();
+            let _ = registry
+                .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+                .try_init();
         }
     }
 }

@@ -13,7 +13,11 @@ use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::lifecycle::{control, exit, serve};
 
 #[derive(Parser, Debug)]
-#[command(name = "hookd", version, about = "A systemd-native webhook inbox: spools every webhook durably before answering, then delivers it with retries.")]
+#[command(
+    name = "hookd",
+    version,
+    about = "A systemd-native webhook inbox: spools every webhook durably before answering, then delivers it with retries."
+)]
 pub struct Cli {
     /// Configuration file.
     #[arg(long, short, global = true, env = "HOOKD_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
@@ -76,7 +80,10 @@ fn run_serve(path: &std::path::Path) -> ExitCode {
     for s in skipped {
         tracing::warn!("ignoring inherited {s}");
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the runtime");
@@ -86,7 +93,12 @@ fn run_serve(path: &std::path::Path) -> ExitCode {
     let code = match rt.block_on(serve::serve(cfg, inherited)) {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!(hookd_event = "start_failed", exit_code = e.code, "{}", e.message);
+            tracing::error!(
+                hookd_event = "start_failed",
+                exit_code = e.code,
+                "{}",
+                e.message
+            );
             eprintln!("hookd: {}", e.message);
             e.code
         }
@@ -123,7 +135,11 @@ fn status(path: &std::path::Path, json: bool) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    match control::request(&cfg.control_socket_path(), "status", Duration::from_secs(10)) {
+    match control::request(
+        &cfg.control_socket_path(),
+        "status",
+        Duration::from_secs(10),
+    ) {
         Ok(v) if json => {
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             ExitCode::SUCCESS
@@ -140,17 +156,50 @@ fn status(path: &std::path::Path, json: bool) -> ExitCode {
 }
 
 fn print_status(v: &serde_json::Value) {
-    let s = |k: &str| v.get(k).map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string)).unwrap_or_default();
-    println!("state:    {}\npid:      {}\nspool:    {}", s("state"), s("pid"), s("spool"));
+    let s = |k: &str| {
+        v.get(k)
+            .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
+            .unwrap_or_default()
+    };
+    println!(
+        "state:    {}\npid:      {}\nspool:    {}",
+        s("state"),
+        s("pid"),
+        s("spool")
+    );
     println!("requests in flight: {}", s("requests_in_flight"));
-    for r in v.get("in_flight").and_then(|x| x.as_array()).into_iter().flatten() {
-        println!("in flight  {:<20} {}", r["hook"].as_str().unwrap_or("?"), r["count"]);
+    for r in v
+        .get("in_flight")
+        .and_then(|x| x.as_array())
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "in flight  {:<20} {}",
+            r["hook"].as_str().unwrap_or("?"),
+            r["count"]
+        );
     }
-    for r in v.get("depth").and_then(|x| x.as_array()).into_iter().flatten() {
-        println!("spool      {:<20} {:<8} {}", r["hook"].as_str().unwrap_or("?"), r["state"].as_str().unwrap_or("?"), r["count"]);
+    for r in v
+        .get("depth")
+        .and_then(|x| x.as_array())
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "spool      {:<20} {:<8} {}",
+            r["hook"].as_str().unwrap_or("?"),
+            r["state"].as_str().unwrap_or("?"),
+            r["count"]
+        );
     }
     println!("orphaned pending: {}", s("orphaned_pending"));
-    for e in v.get("last_errors").and_then(|x| x.as_array()).into_iter().flatten() {
+    for e in v
+        .get("last_errors")
+        .and_then(|x| x.as_array())
+        .into_iter()
+        .flatten()
+    {
         println!("error      {e}");
     }
 }
@@ -160,13 +209,27 @@ fn reload(path: &std::path::Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    match control::request(&cfg.control_socket_path(), "reload", Duration::from_secs(120)) {
+    match control::request(
+        &cfg.control_socket_path(),
+        "reload",
+        Duration::from_secs(120),
+    ) {
         Ok(v) if v.get("ok").and_then(|x| x.as_bool()) == Some(true) => {
-            println!("{}", v.get("message").and_then(|m| m.as_str()).unwrap_or("reloaded"));
+            println!(
+                "{}",
+                v.get("message")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or("reloaded")
+            );
             ExitCode::SUCCESS
         }
         Ok(v) => {
-            eprintln!("hookd: reload failed: {}", v.get("error").and_then(|m| m.as_str()).unwrap_or("unknown error"));
+            eprintln!(
+                "hookd: reload failed: {}",
+                v.get("error")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or("unknown error")
+            );
             ExitCode::FAILURE
         }
         Err(e) => {

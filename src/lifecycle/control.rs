@@ -50,14 +50,17 @@ pub async fn serve(listener: UnixListener, handler: Handler) {
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
             let mut reader = tokio::io::BufReader::new(read);
-            let read = tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await;
+            let read =
+                tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await;
             let answer = match read {
                 Ok(Ok(n)) if n > 0 => match serde_json::from_str::<serde_json::Value>(&line) {
                     Ok(v) => match v.get("cmd").and_then(|c| c.as_str()) {
                         Some(cmd) => handler(cmd.to_string()).await,
                         None => serde_json::json!({"ok": false, "error": "request needs \"cmd\""}),
                     },
-                    Err(e) => serde_json::json!({"ok": false, "error": format!("bad request: {e}")}),
+                    Err(e) => {
+                        serde_json::json!({"ok": false, "error": format!("bad request: {e}")})
+                    }
                 },
                 _ => return,
             };
@@ -70,12 +73,21 @@ pub async fn serve(listener: UnixListener, handler: Handler) {
 
 /// Sends `cmd` to the daemon at `path` and waits up to `timeout` for the answer.
 pub fn request(path: &Path, cmd: &str, timeout: Duration) -> Result<serde_json::Value, String> {
-    let mut stream = std::os::unix::net::UnixStream::connect(path)
-        .map_err(|e| format!("cannot reach hookd at {}: {e} (is it running?)", path.display()))?;
-    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    let mut req = serde_json::to_vec(&serde_json::json!({ "cmd": cmd })).map_err(|e| e.to_string())?;
+    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
+        format!(
+            "cannot reach hookd at {}: {e} (is it running?)",
+            path.display()
+        )
+    })?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let mut req =
+        serde_json::to_vec(&serde_json::json!({ "cmd": cmd })).map_err(|e| e.to_string())?;
     req.push(b'\n');
-    stream.write_all(&req).map_err(|e| format!("{}: {e}", path.display()))?;
+    stream
+        .write_all(&req)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let mut line = String::new();
     BufReader::new(stream)
         .read_line(&mut line)

@@ -64,7 +64,10 @@ pub enum Ending {
     /// Every delivery finished; the shutdown hooks may use the rest of the window.
     Clean { hooks_deadline: Instant },
     /// Deliveries were abandoned at the end of the extension.
-    Forced { abandoned: usize, hooks_deadline: Instant },
+    Forced {
+        abandoned: usize,
+        hooks_deadline: Instant,
+    },
 }
 
 fn status_line(phase: Phase, in_flight: &InFlight, traffic: &Traffic, left: Duration) -> String {
@@ -79,7 +82,11 @@ fn status_line(phase: Phase, in_flight: &InFlight, traffic: &Traffic, left: Dura
 
 /// Runs the drain to its end. `signals` keeps being read so a second
 /// SIGTERM is logged and otherwise ignored.
-pub async fn run(d: Drain<'_>, cause: &str, signals: &mut mpsc::UnboundedReceiver<Request>) -> Ending {
+pub async fn run(
+    d: Drain<'_>,
+    cause: &str,
+    signals: &mut mpsc::UnboundedReceiver<Request>,
+) -> Ending {
     let started = Instant::now();
     d.phase.set(Phase::Draining);
     let line = status_line(Phase::Draining, d.in_flight, d.traffic, d.grace);
@@ -125,24 +132,44 @@ pub async fn run(d: Drain<'_>, cause: &str, signals: &mut mpsc::UnboundedReceive
                 "extended window over: abandoned {abandoned} deliveries; their items are pending again and will be delivered after the next start"
             );
             finish_connections(&d, Instant::now() + MARGIN / 4).await;
-            return Ending::Forced { abandoned, hooks_deadline: Instant::now() + MARGIN / 2 };
+            return Ending::Forced {
+                abandoned,
+                hooks_deadline: Instant::now() + MARGIN / 2,
+            };
         }
     }
-    let window_end = first_end + if d.phase.get() == Phase::Extended { d.grace } else { Duration::ZERO };
+    let window_end = first_end
+        + if d.phase.get() == Phase::Extended {
+            d.grace
+        } else {
+            Duration::ZERO
+        };
     finish_connections(&d, window_end.max(Instant::now() + MARGIN / 4)).await;
-    Ending::Clean { hooks_deadline: window_end.max(Instant::now() + MARGIN / 2) }
+    Ending::Clean {
+        hooks_deadline: window_end.max(Instant::now() + MARGIN / 2),
+    }
 }
 
 /// Stops accepting and waits for open connections to end, at most until `until`.
 async fn finish_connections(d: &Drain<'_>, until: Instant) {
     d.switches.stop_accepting.send_replace(true);
-    if tokio::time::timeout_at(until, d.traffic.wait_no_connections()).await.is_err() {
-        tracing::warn!(connections = d.traffic.connections(), "connections still open at exit");
+    if tokio::time::timeout_at(until, d.traffic.wait_no_connections())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = d.traffic.connections(),
+            "connections still open at exit"
+        );
     }
 }
 
 /// Waits until no delivery runs or `until`; true when idle.
-async fn wait_idle(d: &Drain<'_>, until: Instant, signals: &mut mpsc::UnboundedReceiver<Request>) -> bool {
+async fn wait_idle(
+    d: &Drain<'_>,
+    until: Instant,
+    signals: &mut mpsc::UnboundedReceiver<Request>,
+) -> bool {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         if d.in_flight.total() == 0 {

@@ -33,13 +33,25 @@ pub struct StartError {
 }
 
 fn fail(code: u8, message: impl Into<String>) -> StartError {
-    StartError { code, message: message.into() }
+    StartError {
+        code,
+        message: message.into(),
+    }
 }
 
 /// The fd-store name of a listener bound from `server.listen` (no `:` allowed).
 fn stored_name(addr: &ListenAddr) -> String {
     let raw = addr.to_string();
-    let safe: String = raw.chars().map(|c| if c == ':' || !c.is_ascii_graphic() { '_' } else { c }).collect();
+    let safe: String = raw
+        .chars()
+        .map(|c| {
+            if c == ':' || !c.is_ascii_graphic() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
     format!("{STORED_PREFIX}{safe}")
 }
 
@@ -53,7 +65,9 @@ fn to_std(s: Inherited) -> StdListener {
 /// Chooses the listeners: a socket unit's if systemd passed any, else the
 /// config's, taken back from the fd store where it kept them, bound otherwise.
 fn listeners(cfg: &Config, inherited: Vec<Named>) -> Result<Vec<StdListener>, StartError> {
-    let (stored, from_unit): (Vec<Named>, Vec<Named>) = inherited.into_iter().partition(|n| n.name.starts_with(STORED_PREFIX));
+    let (stored, from_unit): (Vec<Named>, Vec<Named>) = inherited
+        .into_iter()
+        .partition(|n| n.name.starts_with(STORED_PREFIX));
     if !from_unit.is_empty() {
         for n in &stored {
             let _ = notify::remove_stored_fd(&n.name);
@@ -63,7 +77,8 @@ fn listeners(cfg: &Config, inherited: Vec<Named>) -> Result<Vec<StdListener>, St
         }
         return Ok(from_unit.into_iter().map(|n| to_std(n.socket)).collect());
     }
-    let mut stored: HashMap<String, Inherited> = stored.into_iter().map(|n| (n.name, n.socket)).collect();
+    let mut stored: HashMap<String, Inherited> =
+        stored.into_iter().map(|n| (n.name, n.socket)).collect();
     let mut out = Vec::new();
     for text in &cfg.server.listen {
         let addr = ListenAddr::parse(text).map_err(|e| fail(exit::BAD_CONFIG, e))?;
@@ -74,7 +89,9 @@ fn listeners(cfg: &Config, inherited: Vec<Named>) -> Result<Vec<StdListener>, St
                 to_std(s)
             }
             None => {
-                let l = listeners::bind(&addr).map_err(|e| fail(exit::NO_LISTENER, format!("cannot listen on {addr}: {e}")))?;
+                let l = listeners::bind(&addr).map_err(|e| {
+                    fail(exit::NO_LISTENER, format!("cannot listen on {addr}: {e}"))
+                })?;
                 // Kept by systemd across restarts, so the port never closes.
                 if let Err(e) = notify::store_fd(&name, l.fd()) {
                     tracing::debug!(error = %e, "fd store unavailable");
@@ -85,7 +102,10 @@ fn listeners(cfg: &Config, inherited: Vec<Named>) -> Result<Vec<StdListener>, St
         out.push(l);
     }
     for name in stored.keys() {
-        tracing::info!(name, "dropping a stored listener no longer in server.listen");
+        tracing::info!(
+            name,
+            "dropping a stored listener no longer in server.listen"
+        );
         let _ = notify::remove_stored_fd(name);
     }
     Ok(out)
@@ -105,12 +125,22 @@ struct Daemon {
 /// Runs the daemon to its end and returns the exit code.
 pub async fn serve(cfg: Config, inherited: Vec<Named>) -> Result<u8, StartError> {
     let phase = Arc::new(PhaseCell::default());
-    let mut signals = signals::listen().map_err(|e| fail(exit::RUNTIME, format!("cannot install signal handlers: {e}")))?;
-    let secrets = cfg.load_secrets().map_err(|e| fail(exit::BAD_CONFIG, e.to_string()))?;
+    let mut signals = signals::listen().map_err(|e| {
+        fail(
+            exit::RUNTIME,
+            format!("cannot install signal handlers: {e}"),
+        )
+    })?;
+    let secrets = cfg
+        .load_secrets()
+        .map_err(|e| fail(exit::BAD_CONFIG, e.to_string()))?;
     let routes = Ingress::routes(&cfg, secrets).map_err(|e| fail(exit::BAD_CONFIG, e))?;
     let listeners = listeners(&cfg, inherited)?;
     if listeners.is_empty() {
-        return Err(fail(exit::NO_LISTENER, "no listening socket: systemd passed none and server.listen is empty"));
+        return Err(fail(
+            exit::NO_LISTENER,
+            "no listening socket: systemd passed none and server.listen is empty",
+        ));
     }
 
     let metrics = Arc::new(Metrics::default());
@@ -123,7 +153,12 @@ pub async fn serve(cfg: Config, inherited: Vec<Named>) -> Result<u8, StartError>
         max_batch: cfg.spool.max_batch,
         on_commit: Some(Arc::new(move |lat, n| observer_metrics.commit(lat, n))),
     })
-    .map_err(|e| fail(exit::SPOOL, format!("cannot open spool {}: {e}", spool_path.display())))?;
+    .map_err(|e| {
+        fail(
+            exit::SPOOL,
+            format!("cannot open spool {}: {e}", spool_path.display()),
+        )
+    })?;
 
     let d = Arc::new(Daemon {
         cfg,
@@ -145,7 +180,12 @@ pub async fn serve(cfg: Config, inherited: Vec<Named>) -> Result<u8, StartError>
         read_timeout: d.cfg.server.read_timeout,
         ready: ready.clone(),
         gauges: Arc::new(move |g| {
-            g.in_flight = gauge_daemon.in_flight.by_hook().into_iter().map(|(h, n)| (h, n as u64)).collect();
+            g.in_flight = gauge_daemon
+                .in_flight
+                .by_hook()
+                .into_iter()
+                .map(|(h, n)| (h, n as u64))
+                .collect();
             g.requests_in_flight = gauge_daemon.traffic.requests();
             g.drain_state = gauge_daemon.phase.get().drain_gauge();
         }),
@@ -160,7 +200,12 @@ pub async fn serve(cfg: Config, inherited: Vec<Named>) -> Result<u8, StartError>
             stop_accepting: switches.stop_accepting.subscribe(),
         },
     )
-    .map_err(|e| fail(exit::NO_LISTENER, format!("cannot use the listening sockets: {e}")))?;
+    .map_err(|e| {
+        fail(
+            exit::NO_LISTENER,
+            format!("cannot use the listening sockets: {e}"),
+        )
+    })?;
 
     let deliveries = spawn_delivery(&d, &switches);
     let control_path = d.cfg.control_socket_path();
@@ -219,23 +264,34 @@ pub async fn serve(cfg: Config, inherited: Vec<Named>) -> Result<u8, StartError>
     hooks.add_configured(&d.cfg.shutdown.hooks);
     if let Some(t) = control_task {
         let path = control_path.clone();
-        hooks.add("control-socket", 900, Duration::from_secs(1), move || async move {
-            t.abort();
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
-                _ => Ok(()),
-            }
-        });
+        hooks.add(
+            "control-socket",
+            900,
+            Duration::from_secs(1),
+            move || async move {
+                t.abort();
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+                    _ => Ok(()),
+                }
+            },
+        );
     }
     let spool = d.spool.clone();
     hooks.add("spool", 1000, Duration::from_secs(5), move || async move {
         spool.close().await;
         Ok(())
     });
-    hooks.run(hooks_deadline.max(Instant::now() + Duration::from_secs(2))).await;
+    hooks
+        .run(hooks_deadline.max(Instant::now() + Duration::from_secs(2)))
+        .await;
     d.phase.set(Phase::Stopped);
     if code == exit::CLEAN {
-        tracing::info!(hookd_event = "drain_complete", drain_usec = 0u64, "drain complete; exiting 0");
+        tracing::info!(
+            hookd_event = "drain_complete",
+            drain_usec = 0u64,
+            "drain complete; exiting 0"
+        );
     }
     Ok(code)
 }
@@ -244,7 +300,8 @@ fn spawn_delivery(d: &Arc<Daemon>, switches: &Switches) -> Vec<tokio::task::Join
     let client = ForwardClient::new();
     let metrics = d.metrics.clone();
     let last_errors = d.last_errors.clone();
-    let observer: Arc<dyn Fn(DeliveryEvent) + Send + Sync> = Arc::new(move |ev| observe(&metrics, &last_errors, ev));
+    let observer: Arc<dyn Fn(DeliveryEvent) + Send + Sync> =
+        Arc::new(move |ev| observe(&metrics, &last_errors, ev));
     d.cfg
         .hooks
         .iter()
@@ -256,14 +313,20 @@ fn spawn_delivery(d: &Arc<Daemon>, switches: &Switches) -> Vec<tokio::task::Join
                 observer: Some(observer.clone()),
                 client: client.clone(),
             };
-            tokio::spawn(delivery::run_hook(d.spool.clone(), h.get_ref().clone(), ctx))
+            tokio::spawn(delivery::run_hook(
+                d.spool.clone(),
+                h.get_ref().clone(),
+                ctx,
+            ))
         })
         .collect()
 }
 
 fn observe(metrics: &Metrics, last_errors: &Mutex<Vec<serde_json::Value>>, ev: DeliveryEvent) {
     match ev {
-        DeliveryEvent::Delivered { hook, secs } => metrics.delivered(&hook, Duration::from_secs_f64(secs)),
+        DeliveryEvent::Delivered { hook, secs } => {
+            metrics.delivered(&hook, Duration::from_secs_f64(secs))
+        }
         DeliveryEvent::Failed { hook } => metrics.failed(&hook),
         DeliveryEvent::Retried { hook } => metrics.retried(&hook),
         DeliveryEvent::Dead { hook } => metrics.dead(&hook),
@@ -309,7 +372,11 @@ async fn retention_loop(d: Arc<Daemon>) {
     loop {
         match d.spool.purge_done(d.cfg.spool.retain_done).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(hookd_event = "retention_purge", purged = n, "purged {n} done items"),
+            Ok(n) => tracing::info!(
+                hookd_event = "retention_purge",
+                purged = n,
+                "purged {n} done items"
+            ),
             Err(e) => tracing::warn!(error = %e, "retention purge failed"),
         }
         tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -334,20 +401,32 @@ fn control_handler(d: Arc<Daemon>) -> control::Handler {
         Box::pin(async move {
             match cmd.as_str() {
                 "status" => status_json(&d).await,
-                "reload" => serde_json::json!({"ok": false, "error": "reload by hand-off is not available in this version; use systemctl restart"}),
-                other => serde_json::json!({"ok": false, "error": format!("unknown command {other:?}")}),
+                "reload" => {
+                    serde_json::json!({"ok": false, "error": "reload by hand-off is not available in this version; use systemctl restart"})
+                }
+                other => {
+                    serde_json::json!({"ok": false, "error": format!("unknown command {other:?}")})
+                }
             }
         })
     })
 }
 
 async fn status_json(d: &Daemon) -> serde_json::Value {
-    let configured: Vec<&str> = d.cfg.hooks.iter().map(|h| h.get_ref().name.as_str()).collect();
+    let configured: Vec<&str> = d
+        .cfg
+        .hooks
+        .iter()
+        .map(|h| h.get_ref().name.as_str())
+        .collect();
     let (depth, orphaned) = match d.spool.depth().await {
         Ok(rows) => {
             let orphaned: u64 = rows
                 .iter()
-                .filter(|r| r.state == crate::spool::ItemState::Pending && !configured.contains(&r.hook.as_str()))
+                .filter(|r| {
+                    r.state == crate::spool::ItemState::Pending
+                        && !configured.contains(&r.hook.as_str())
+                })
                 .map(|r| r.count)
                 .sum();
             let depth: Vec<_> = rows

@@ -80,8 +80,12 @@ impl ShutdownHooks {
             };
             let ms = started.elapsed().as_millis() as u64;
             match res {
-                Ok(()) => tracing::info!(hookd_event = "shutdown_hook_done", hook = %hook.name, priority = hook.priority, duration_ms = ms, "shutdown hook done"),
-                Err(e) => tracing::warn!(hookd_event = "shutdown_hook_failed", hook = %hook.name, priority = hook.priority, duration_ms = ms, error = %e, "shutdown hook failed: {e}"),
+                Ok(()) => {
+                    tracing::info!(hookd_event = "shutdown_hook_done", hook = %hook.name, priority = hook.priority, duration_ms = ms, "shutdown hook done")
+                }
+                Err(e) => {
+                    tracing::warn!(hookd_event = "shutdown_hook_failed", hook = %hook.name, priority = hook.priority, duration_ms = ms, error = %e, "shutdown hook failed: {e}")
+                }
             }
         }
     }
@@ -107,7 +111,10 @@ async fn run_command(argv: &[String], limit: Duration) -> Result<(), String> {
                 let _ = nix::sys::signal::kill(pgid, nix::sys::signal::Signal::SIGKILL);
             }
             let _ = child.wait().await;
-            Err(format!("{prog} cut after {}", humantime::format_duration(limit)))
+            Err(format!(
+                "{prog} cut after {}",
+                humantime::format_duration(limit)
+            ))
         }
     }
 }
@@ -136,7 +143,10 @@ mod tests {
         hooks.run(Instant::now() + Duration::from_secs(10)).await;
         assert_eq!(*order.lock().unwrap(), vec!["early", "middle", "late"]);
         let took = started.elapsed();
-        assert!(took >= Duration::from_millis(200) && took < Duration::from_secs(5), "{took:?}");
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
     }
 
     #[tokio::test]
@@ -146,7 +156,11 @@ mod tests {
         let marker = dir.path().join("after");
         hooks.add_configured(&[ShutdownHookConfig {
             name: "sleeper".into(),
-            exec: vec!["/bin/sh".into(), "-c".into(), format!("sleep 30; touch {}", marker.display())],
+            exec: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("sleep 30; touch {}", marker.display()),
+            ],
             priority: 0,
             timeout: Duration::from_millis(300),
         }]);

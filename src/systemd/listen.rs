@@ -6,7 +6,9 @@
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 
-use nix::sys::socket::{getsockname, getsockopt, sockopt, AddressFamily, SockType, SockaddrLike, SockaddrStorage};
+use nix::sys::socket::{
+    getsockname, getsockopt, sockopt, AddressFamily, SockType, SockaddrLike, SockaddrStorage,
+};
 
 /// A listening socket received from systemd.
 #[derive(Debug)]
@@ -28,7 +30,8 @@ pub struct Named {
 /// # Safety
 /// Changes the environment: call before any other thread runs.
 pub unsafe fn take() -> std::io::Result<(Vec<Named>, Vec<String>)> {
-    let fds: Vec<(RawFd, String)> = unsafe { sd_notify::listen_fds_with_names_and_unset_env()? }.collect();
+    let fds: Vec<(RawFd, String)> =
+        unsafe { sd_notify::listen_fds_with_names_and_unset_env()? }.collect();
     let mut out = Vec::new();
     let mut skipped = Vec::new();
     for (fd, name) in fds {
@@ -53,8 +56,12 @@ fn classify(fd: OwnedFd) -> Result<Inherited, String> {
     }
     let addr: SockaddrStorage = getsockname(fd.as_raw_fd()).map_err(|e| e.to_string())?;
     match addr.family() {
-        Some(AddressFamily::Inet | AddressFamily::Inet6) => Ok(Inherited::Tcp(std::net::TcpListener::from(fd))),
+        Some(AddressFamily::Inet | AddressFamily::Inet6) => {
+            Ok(Inherited::Tcp(std::net::TcpListener::from(fd)))
+        }
         Some(AddressFamily::Unix) => Ok(Inherited::Unix(UnixListener::from(fd))),
-        other => Err(format!("address family {other:?}, need inet, inet6 or unix")),
+        other => Err(format!(
+            "address family {other:?}, need inet, inet6 or unix"
+        )),
     }
 }

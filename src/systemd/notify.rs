@@ -49,7 +49,10 @@ pub fn reloading(status: &str) {
 /// Tells systemd the next message comes within `within`; it is not additive.
 pub fn extend_timeout(within: Duration, status: &str) {
     let usec = u32::try_from(within.as_micros()).unwrap_or(u32::MAX);
-    send(&[NotifyState::ExtendTimeoutUsec(usec), NotifyState::Status(status)]);
+    send(&[
+        NotifyState::ExtendTimeoutUsec(usec),
+        NotifyState::Status(status),
+    ]);
 }
 
 pub fn watchdog() {
@@ -81,7 +84,10 @@ pub fn barrier(timeout: Duration) -> std::io::Result<()> {
     let (read, write) = nix::unistd::pipe().map_err(std::io::Error::from)?;
     sd_notify::notify_with_fds(&[NotifyState::Custom("BARRIER=1")], &[write.as_fd()])?;
     drop(write);
-    let mut fds = [nix::poll::PollFd::new(read.as_fd(), nix::poll::PollFlags::empty())];
+    let mut fds = [nix::poll::PollFd::new(
+        read.as_fd(),
+        nix::poll::PollFlags::empty(),
+    )];
     let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
     match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)) {
         Ok(0) => Err(std::io::Error::new(

@@ -31,14 +31,21 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>
         if let Some(v) = f() {
             return v;
         }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 /// A free port on 127.0.0.1 (bound then released; fine for tests run here).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A unix datagram socket standing in for systemd's `NOTIFY_SOCKET`:
@@ -108,7 +115,8 @@ impl Hookd {
         let port = free_port();
         let secret = dir.join("github.secret");
         std::fs::write(&secret, SECRET).unwrap();
-        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         let config = dir.join("hookd.toml");
         let text = format!(
             "[server]\nlisten = [\"127.0.0.1:{port}\"]\nread_timeout = \"2s\"\ncontrol_socket = \"{dir}/control.sock\"\n\n[spool]\npath = \"{dir}/spool.db\"\n\n{extra_toml}\n",
@@ -165,7 +173,10 @@ impl Hookd {
         self.child = Some(child);
         wait_for(Duration::from_secs(20), "READY=1", || {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("hookd exited with {st} before READY=1; log:\n{}", self.log_text());
+                panic!(
+                    "hookd exited with {st} before READY=1; log:\n{}",
+                    self.log_text()
+                );
             }
             (self.notify.lines_with("READY=1").len() > before).then_some(())
         });
@@ -194,9 +205,19 @@ impl Hookd {
     /// POSTs a GitHub-signed body to `/hooks/{hook}`.
     pub fn post_signed(&self, hook: &str, body: &[u8], extra: &[(&str, &str)]) -> Response {
         let sig = github_sig(SECRET, body);
-        let mut headers = vec![("X-Hub-Signature-256", sig.as_str()), ("Content-Type", "application/json")];
+        let mut headers = vec![
+            ("X-Hub-Signature-256", sig.as_str()),
+            ("Content-Type", "application/json"),
+        ];
         headers.extend_from_slice(extra);
-        request(self.addr(), "POST", &format!("/hooks/{hook}"), &headers, body).unwrap()
+        request(
+            self.addr(),
+            "POST",
+            &format!("/hooks/{hook}"),
+            &headers,
+            body,
+        )
+        .unwrap()
     }
 
     /// `hookd <args> --config <ours>`, returning (exit code, stdout, stderr).
@@ -243,7 +264,8 @@ pub struct Response {
 
 impl Response {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -255,18 +277,32 @@ impl Response {
 }
 
 /// One request on a new connection (`Connection: close`).
-pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Response> {
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     write_request(&mut s, method, path, headers, body, true)?;
     read_response(&mut BufReader::new(s))
 }
 
-pub fn write_request(s: &mut impl Write, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8], close: bool) -> std::io::Result<()> {
+pub fn write_request(
+    s: &mut impl Write,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    close: bool,
+) -> std::io::Result<()> {
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
     let mut has_len = false;
     for (n, v) in headers {
-        has_len |= n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding");
+        has_len |=
+            n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding");
         req.push_str(&format!("{n}: {v}\r\n"));
     }
     if !has_len && (method == "POST" || !body.is_empty()) {
@@ -284,7 +320,10 @@ pub fn write_request(s: &mut impl Write, method: &str, path: &str, headers: &[(&
 pub fn read_response(r: &mut impl BufRead) -> std::io::Result<Response> {
     let mut line = String::new();
     if r.read_line(&mut line)? == 0 {
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed before a response"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed before a response",
+        ));
     }
     let status: u16 = line
         .split_whitespace()
@@ -309,7 +348,11 @@ pub fn read_response(r: &mut impl BufRead) -> std::io::Result<Response> {
     }
     let mut body = vec![0; len];
     r.read_exact(&mut body)?;
-    Ok(Response { status, headers, body })
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// A request the upstream received.
@@ -409,7 +452,11 @@ fn serve_upstream(s: TcpStream, got: Arc<Mutex<Vec<Received>>>, behaviour: Behav
         if r.read_exact(&mut body).is_err() {
             return;
         }
-        let rec = Received { at: Instant::now(), headers, body };
+        let rec = Received {
+            at: Instant::now(),
+            headers,
+            body,
+        };
         let n = {
             let mut g = got.lock().unwrap();
             g.push(rec.clone());
