@@ -6,4 +6,5 @@
 //! See ARCHITECTURE.md for the map.
 
 pub mod config;
+pub mod delivery;
 pub mod spool;
