@@ -1,0 +1,382 @@
+#!/usr/bin/env bash
+# hookd benchmark: hookd's durable ingest side by side with adnanh/webhook,
+# a bare hyper server and SQLite's one-fsync-per-row rate, plus hookd's RSS,
+# startup time (empty and 1,000,000 pending items) and delivery throughput.
+# Everything in one run, interleaved round by round so drift hits all alike.
+# Not part of CI. Uses only 127.0.0.1; every process it starts is stopped on exit.
+#
+# Usage: bench/run.sh            (from anywhere in the repository)
+# Knobs (environment): RUNS=3 DURATION=10 CONNS="64 256" THREADS=2
+#   STARTS=5 MILLION=1000000 FILL_SECONDS=5 BENCH_DIR=/var/tmp/hookd-bench.PID
+#   KEEP=1 (keep BENCH_DIR) SKIP_BUILD=1 OUT=path.md
+# Needs: wrk, webhook (Debian packages), python3, sqlite3, openssl, curl.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH="$ROOT/bench"
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-"64 256"}
+THREADS=${THREADS:-2}
+STARTS=${STARTS:-5}
+MILLION=${MILLION:-1000000}
+FILL_SECONDS=${FILL_SECONDS:-5}
+WORK=${BENCH_DIR:-/var/tmp/hookd-bench.$$}
+STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
+OUT=${OUT:-$BENCH/results/$STAMP.md}
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/release
+
+P_HOOKD=9100 P_WEBHOOK=9101 P_BARE=9102 P_BLACKHOLE=9103 P_UPSTREAM=9104 P_DELIVER=9105
+SECRET=bench-secret-not-for-production
+
+for tool in wrk webhook python3 sqlite3 openssl curl; do
+  command -v "$tool" >/dev/null || { echo "run.sh: needs $tool (apt-get install -y wrk webhook sqlite3 ...)" >&2; exit 2; }
+done
+
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do
+    # Bounded wait, then SIGKILL what is left.
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  if [[ "${KEEP:-0}" != 1 ]]; then rm -rf "$WORK"; else echo "kept $WORK" >&2; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# Waits (bounded) until a TCP port on 127.0.0.1 accepts.
+wait_port() {
+  local port=$1
+  for _ in $(seq 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "run.sh: nothing listens on 127.0.0.1:$port after 10 s" >&2
+  return 1
+}
+
+port_free() {
+  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+    echo "run.sh: 127.0.0.1:$1 is already in use" >&2
+    exit 2
+  fi
+}
+
+# Stops one process this script started: SIGTERM, bounded wait, SIGKILL.
+stop_pid() {
+  local pid=$1
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+proc_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+for p in $P_HOOKD $P_WEBHOOK $P_BARE $P_BLACKHOLE $P_UPSTREAM $P_DELIVER; do port_free "$p"; done
+
+# ---- build -------------------------------------------------------------------
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+  log "building release binaries"
+  (cd "$ROOT" && cargo build --release --bins --examples)
+fi
+HOOKD=$TARGET/hookd
+BARE=$TARGET/examples/bare_hyper
+FSYNC=$TARGET/examples/fsync_per_row
+for b in "$HOOKD" "$BARE" "$FSYNC"; do [[ -x $b ]] || { echo "run.sh: missing $b" >&2; exit 2; }; done
+
+# ---- setup -------------------------------------------------------------------
+mkdir -p "$WORK" "$(dirname "$OUT")"
+RAW="$WORK/raw.txt"
+: >"$RAW"
+umask 077
+printf '%s' "$SECRET" >"$WORK/secret"
+chmod 600 "$WORK/secret"
+export BENCH_BODY="$BENCH/body.json"
+BENCH_SIG="sha256=$(openssl dgst -sha256 -hmac "$SECRET" -r <"$BENCH_BODY" | cut -d' ' -f1)"
+export BENCH_SIG
+
+# hookd config: $1 port, $2 spool, $3 upstream port, $4 concurrency, $5 timeout.
+hookd_config() {
+  cat <<EOF
+[server]
+listen = ["127.0.0.1:$1"]
+control_socket = "$WORK/control-$1.sock"
+
+[spool]
+path = "$2"
+
+[shutdown]
+grace = "1s"
+
+[log]
+format = "plain"
+level = "${HOOKD_LOG_LEVEL:-info}"
+
+[[hook]]
+name = "gh"
+verify = { scheme = "github", secret_file = "$WORK/secret" }
+action = { forward = "http://127.0.0.1:$3/", timeout = "$5" }
+concurrency = $4
+retry = { max_attempts = 10, backoff = "1s", max_backoff = "1m" }
+EOF
+}
+# Ingest: delivery forwards to an upstream that never answers, one at a time,
+# so it holds one item in flight and leaves ingest alone.
+hookd_config $P_HOOKD "$WORK/ingest.db" $P_BLACKHOLE 1 10m >"$WORK/ingest.toml"
+hookd_config $P_HOOKD "$WORK/empty.db" $P_BLACKHOLE 1 10m >"$WORK/empty.toml"
+hookd_config $P_HOOKD "$WORK/million.db" $P_BLACKHOLE 1 10m >"$WORK/million.toml"
+hookd_config $P_DELIVER "$WORK/deliver.db" $P_BLACKHOLE 1 10m >"$WORK/fill.toml"
+hookd_config $P_DELIVER "$WORK/deliver.db" $P_UPSTREAM 16 30s >"$WORK/deliver.toml"
+
+# adnanh/webhook: the same HMAC check on X-Hub-Signature-256, no command
+# (execute-command "" answers, then fails the lookup without forking), and a
+# variant that runs /bin/true per request after answering.
+cat >"$WORK/hooks.json" <<EOF
+[
+  {"id": "gh", "execute-command": "", "response-message": "ok",
+   "trigger-rule": {"match": {"type": "payload-hmac-sha256", "secret": "$SECRET",
+                              "parameter": {"source": "header", "name": "X-Hub-Signature-256"}}}},
+  {"id": "gh-true", "execute-command": "/bin/true", "response-message": "ok",
+   "trigger-rule": {"match": {"type": "payload-hmac-sha256", "secret": "$SECRET",
+                              "parameter": {"source": "header", "name": "X-Hub-Signature-256"}}}}
+]
+EOF
+
+FS_TYPE=$(df -T "$WORK" | awk 'NR == 2 { print $2 " on " $1 }')
+MACHINE="nproc $(nproc), $(uname -sr), $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(awk '/MemTotal/ { printf "%.0f GiB RAM", $2 / 1048576 }' /proc/meminfo); spool and SQLite files in $WORK ($FS_TYPE)"
+log "machine: $MACHINE"
+log "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---- startup, empty spool ------------------------------------------------------
+log "startup to READY=1, empty spool (fresh file each start), $STARTS starts"
+python3 "$BENCH/notify_start.py" --hookd "$HOOKD" --config "$WORK/empty.toml" --runs "$STARTS" \
+  --fresh "$WORK/empty.db" --log "$WORK/hookd-startup.log" | tee -a "$RAW" | tee "$WORK/startup-empty.txt" >&2
+STARTUP_EMPTY=$(sed -n 's/^STARTUP median_ms=\([0-9.]*\).*/\1/p' "$WORK/startup-empty.txt")
+STARTUP_EMPTY_RUNS=$(sed -n 's/^STARTUP .*runs_ms=\([0-9.,]*\).*/\1/p' "$WORK/startup-empty.txt")
+
+# ---- servers for the ingest rounds --------------------------------------------
+python3 "$BENCH/blackhole.py" $P_BLACKHOLE & PIDS+=($!)
+"$BARE" 127.0.0.1:$P_BARE >"$WORK/bare.log" 2>&1 & PIDS+=($!)
+webhook -hooks "$WORK/hooks.json" -ip 127.0.0.1 -port $P_WEBHOOK -nopanic >"$WORK/webhook.log" 2>&1 & PIDS+=($!)
+"$HOOKD" serve --config "$WORK/ingest.toml" >"$WORK/hookd-ingest.log" 2>&1 & HOOKD_PID=$!; PIDS+=($HOOKD_PID)
+for p in $P_BLACKHOLE $P_BARE $P_WEBHOOK $P_HOOKD; do wait_port "$p"; done
+
+# One signed POST to each, checked, before any measurement.
+for url in "http://127.0.0.1:$P_HOOKD/hooks/gh" "http://127.0.0.1:$P_WEBHOOK/hooks/gh" "http://127.0.0.1:$P_BARE/"; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+    -H "X-Hub-Signature-256: $BENCH_SIG" --data-binary @"$BENCH_BODY" "$url")
+  [[ $code == 2?? ]] || { echo "run.sh: $url answered $code to a signed POST" >&2; exit 1; }
+done
+sleep 1
+IDLE_RSS=$(proc_kib "$HOOKD_PID" VmRSS)
+log "hookd idle RSS ${IDLE_RSS} KiB"
+
+declare -A URL=(
+  [hookd]="http://127.0.0.1:$P_HOOKD/hooks/gh"
+  [webhook]="http://127.0.0.1:$P_WEBHOOK/hooks/gh"
+  [webhook_true]="http://127.0.0.1:$P_WEBHOOK/hooks/gh-true"
+  [bare_hyper]="http://127.0.0.1:$P_BARE/"
+)
+SERVERS=(hookd webhook bare_hyper)
+[[ "${WEBHOOK_TRUE:-1}" == 1 ]] && SERVERS+=(webhook_true)
+
+# Runs wrk once; appends "server conns run rps p50 p99 max errors" to $WORK/wrk.tsv.
+run_wrk() {
+  local server=$1 conns=$2 run=$3 line
+  line=$(wrk -t"$THREADS" -c"$conns" -d"${DURATION}s" --timeout 5s --latency -s "$BENCH/post.lua" "${URL[$server]}" \
+    | tee -a "$WORK/wrk-full.txt" | grep '^BENCH ') || { echo "run.sh: wrk failed on $server" >&2; return 1; }
+  echo "$server c=$conns run=$run $line" >>"$RAW"
+  log "$server c=$conns run $run: $line"
+  # shellcheck disable=SC2046
+  set -- $(sed -E 's/.*rps=([0-9.]+) p50_ms=([0-9.]+) p99_ms=([0-9.]+) max_ms=([0-9.]+) errors=([0-9]+).*/\1 \2 \3 \4 \5/' <<<"$line")
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$server" "$conns" "$run" "$1" "$2" "$3" "$4" "$5" >>"$WORK/wrk.tsv"
+}
+
+: >"$WORK/wrk.tsv"
+: >"$WORK/fsync.tsv"
+for run in $(seq "$RUNS"); do
+  log "round $run/$RUNS"
+  out=$("$FSYNC" "$WORK/fsync.db" 5)
+  echo "fsync_per_row run=$run $out" >>"$RAW"
+  log "fsync_per_row run $run: $out"
+  sed -E 's/.*rows_per_s ([0-9.]+).*/\1/' <<<"$out" >>"$WORK/fsync.tsv"
+  rm -f "$WORK"/fsync.db*
+  for conns in $CONNS; do
+    for server in "${SERVERS[@]}"; do
+      if [[ $server == webhook_true && $conns != 64 ]]; then continue; fi
+      run_wrk "$server" "$conns" "$run"
+    done
+  done
+done
+PEAK_RSS=$(proc_kib "$HOOKD_PID" VmHWM)
+log "hookd peak RSS ${PEAK_RSS} KiB"
+curl -s "http://127.0.0.1:$P_HOOKD/metrics" >"$WORK/metrics-ingest.txt" || true
+INGEST_ITEMS=$("$HOOKD" spool stats --json --config "$WORK/ingest.toml" 2>/dev/null | tee "$WORK/stats-ingest.json" | head -c 2000 || true)
+for p in "${PIDS[@]}"; do stop_pid "$p"; done
+PIDS=()
+
+# ---- startup with a million pending items ------------------------------------------
+# The schema comes from hookd itself (one start on a fresh file); the rows are
+# then made inside SQLite in one transaction (a recursive CTE), with the same
+# 1 KiB body, through hookd's own tables and counting triggers.
+log "making $MILLION pending items"
+python3 "$BENCH/notify_start.py" --hookd "$HOOKD" --config "$WORK/million.toml" --runs 1 \
+  --fresh "$WORK/million.db" --log "$WORK/hookd-startup.log" >/dev/null
+t0=$(date +%s.%N)
+BODY_HEX=$(od -An -v -tx1 "$BENCH_BODY" | tr -d ' \n')
+sqlite3 "$WORK/million.db" <<EOF
+PRAGMA synchronous = OFF;
+BEGIN;
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $MILLION)
+INSERT INTO items (hook, dedup_id, received_at, headers, body, state, next_attempt, updated_at)
+SELECT 'gh', NULL, strftime('%s','now') * 1000, x'', x'$BODY_HEX', 'pending', 0, 0 FROM n;
+COMMIT;
+PRAGMA wal_checkpoint(TRUNCATE);
+EOF
+MAKE_SECONDS=$(echo "$(date +%s.%N) - $t0" | bc)
+MILLION_SIZE=$(du -sh "$WORK/million.db" | cut -f1)
+log "made in ${MAKE_SECONDS}s, file $MILLION_SIZE"
+"$HOOKD" spool stats --json --config "$WORK/million.toml" >"$WORK/stats-million.json" 2>&1 || true
+python3 "$BENCH/blackhole.py" $P_BLACKHOLE & BH=$!; PIDS+=($BH)
+log "startup to READY=1 with $MILLION pending, $STARTS starts"
+python3 "$BENCH/notify_start.py" --hookd "$HOOKD" --config "$WORK/million.toml" --runs "$STARTS" \
+  --log "$WORK/hookd-startup.log" | tee -a "$RAW" | tee "$WORK/startup-million.txt" >&2
+STARTUP_MILLION=$(sed -n 's/^STARTUP median_ms=\([0-9.]*\).*/\1/p' "$WORK/startup-million.txt")
+STARTUP_MILLION_RUNS=$(sed -n 's/^STARTUP .*runs_ms=\([0-9.,]*\).*/\1/p' "$WORK/startup-million.txt")
+STARTUP_MILLION_RSS=$(sed -n 's/^STARTUP .*median_rss_kib=\([0-9]*\).*/\1/p' "$WORK/startup-million.txt")
+rm -f "$WORK"/million.db*
+
+# ---- delivery throughput ---------------------------------------------------------
+# Fill a backlog with real POSTs (delivery parked on the blackhole), stop, then
+# start on the same spool with a forward to bare_hyper (answers 204 at once) and
+# concurrency 16; time from READY until nothing is pending or leased.
+log "delivery: filling a backlog for ${FILL_SECONDS}s"
+"$HOOKD" serve --config "$WORK/fill.toml" >"$WORK/hookd-fill.log" 2>&1 & FILL_PID=$!; PIDS+=($FILL_PID)
+wait_port $P_DELIVER
+wrk -t"$THREADS" -c64 -d"${FILL_SECONDS}s" -s "$BENCH/post.lua" "http://127.0.0.1:$P_DELIVER/hooks/gh" >/dev/null
+stop_pid "$FILL_PID"
+stop_pid "$BH"
+"$BARE" 127.0.0.1:$P_UPSTREAM >"$WORK/upstream.log" 2>&1 & UP=$!; PIDS+=($UP)
+wait_port $P_UPSTREAM
+
+# Open (pending + leased) items of hook gh, from `hookd spool stats --json`.
+open_items() {
+  "$HOOKD" spool stats --json --config "$1" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+rows = d.get("depth", d) if isinstance(d, dict) else d
+n = 0
+def walk(x):
+    global n
+    if isinstance(x, dict):
+        if x.get("state") in ("pending", "leased") and "count" in x:
+            n += int(x["count"])
+        else:
+            for v in x.values(): walk(v)
+    elif isinstance(x, list):
+        for v in x: walk(v)
+walk(rows)
+print(n)'
+}
+BACKLOG=$(open_items "$WORK/deliver.toml")
+log "backlog: $BACKLOG items"
+"$HOOKD" serve --config "$WORK/deliver.toml" >"$WORK/hookd-deliver.log" 2>&1 & DPID=$!; PIDS+=($DPID)
+t0=$(date +%s.%N)
+wait_port $P_DELIVER
+left=$BACKLOG
+deadline=$(( $(date +%s) + 120 ))
+while (( left > 0 )) && (( $(date +%s) < deadline )); do
+  sleep 0.2
+  left=$(open_items "$WORK/deliver.toml")
+done
+DELIVER_SECONDS=$(echo "$(date +%s.%N) - $t0" | bc)
+DELIVERED=$(( BACKLOG - left ))
+DELIVER_RATE=$(echo "scale=1; $DELIVERED / $DELIVER_SECONDS" | bc)
+log "delivered $DELIVERED of $BACKLOG in ${DELIVER_SECONDS}s: $DELIVER_RATE/s ($left left)"
+echo "delivery backlog=$BACKLOG delivered=$DELIVERED seconds=$DELIVER_SECONDS rate=$DELIVER_RATE left=$left" >>"$RAW"
+curl -s "http://127.0.0.1:$P_DELIVER/metrics" >"$WORK/metrics-deliver.txt" || true
+stop_pid "$DPID"
+stop_pid "$UP"
+UPSTREAM_SEEN=$(sed -n 's/^requests //p' "$WORK/upstream.log")
+PIDS=()
+
+# ---- report ----------------------------------------------------------------------
+# Median of a column for (server, conns): med SERVER CONNS COL (4 rps, 5 p50, 6 p99, 7 max)
+med() { awk -F'\t' -v s="$1" -v c="$2" -v col="$3" '$1 == s && $2 == c { print $col }' "$WORK/wrk.tsv" | median; }
+all() { awk -F'\t' -v s="$1" -v c="$2" -v col="$3" '$1 == s && $2 == c { printf "%s%s", sep, $col; sep = ", " }' "$WORK/wrk.tsv"; }
+errs() { awk -F'\t' -v s="$1" -v c="$2" '$1 == s && $2 == c { n += $8 } END { print n + 0 }' "$WORK/wrk.tsv"; }
+ratio() { echo "scale=2; $1 / $2" | bc; }
+verdict() { if (( $(echo "$1" | bc) )); then echo met; else echo "NOT met"; fi; }
+FSYNC_MED=$(median <"$WORK/fsync.tsv")
+FSYNC_ALL=$(paste -sd, "$WORK/fsync.tsv" | sed 's/,/, /g')
+
+hist_mean() { # mean of a Prometheus histogram: NAME FILE
+  awk -v n="$1" '$1 == n"_sum" { s = $2 } $1 == n"_count" { c = $2 } END { if (c > 0) printf "%.2f (over %d)", s / c, c; else print "n/a" }' "$2"
+}
+
+{
+  echo "## Run $STAMP"
+  echo
+  echo "Command: \`$(printf '%q ' env RUNS="$RUNS" DURATION="$DURATION" CONNS="$CONNS" THREADS="$THREADS" STARTS="$STARTS" MILLION="$MILLION" FILL_SECONDS="$FILL_SECONDS" bench/run.sh)\`"
+  echo "at commit $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- src || echo ' (src modified)')."
+  echo
+  echo "Machine: $MACHINE. Load average before the run: $LOAD_BEFORE."
+  echo "wrk ($THREADS threads, ${DURATION}s per run, $RUNS runs per cell, interleaved round by round) runs on the same cores as the server."
+  echo
+  echo "### Ingest (medians; all runs in brackets)"
+  echo
+  echo "| server | conns | req/s | p50 ms | p99 ms | socket errors + non-2xx |"
+  echo "|---|---|---|---|---|---|"
+  for conns in $CONNS; do
+    for server in "${SERVERS[@]}"; do
+      [[ -n $(med "$server" "$conns" 4 | grep -v nan) ]] || continue
+      echo "| $server | $conns | $(med "$server" "$conns" 4) [$(all "$server" "$conns" 4)] | $(med "$server" "$conns" 5) [$(all "$server" "$conns" 5)] | $(med "$server" "$conns" 6) [$(all "$server" "$conns" 6)] | $(errs "$server" "$conns") |"
+    done
+  done
+  echo "| fsync_per_row (SQLite WAL FULL, 1 row/txn, 1 thread, 5 s) | - | $FSYNC_MED rows/s [$FSYNC_ALL] | | | |"
+  echo
+  echo "### Goals (ratios of medians from this run)"
+  echo
+  echo "| goal | measured | verdict |"
+  echo "|---|---|---|"
+  for conns in $CONNS; do
+    h=$(med hookd "$conns" 4)
+    r=$(ratio "$h" "$(med webhook "$conns" 4)")
+    echo "| hookd / webhook >= 2.5 at $conns conns | $r | $(verdict "$r >= 2.5") |"
+    r=$(ratio "$h" "$(med bare_hyper "$conns" 4)")
+    echo "| hookd / bare hyper >= 0.7 at $conns conns | $r | $(verdict "$r >= 0.7") |"
+    r=$(ratio "$h" "$FSYNC_MED")
+    echo "| hookd / fsync-per-row >= 6 at $conns conns | $r | $(verdict "$r >= 6") |"
+  done
+  p99=$(med hookd 64 6)
+  echo "| hookd p99 <= 10 ms at 64 conns | $p99 ms | $(verdict "$p99 <= 10") |"
+  echo "| idle RSS < 30 MiB (after READY and one request) | $(echo "scale=1; $IDLE_RSS / 1024" | bc) MiB | $(verdict "$IDLE_RSS < 30720") |"
+  echo "| peak RSS under load < 100 MiB (VmHWM after all rounds) | $(echo "scale=1; $PEAK_RSS / 1024" | bc) MiB | $(verdict "$PEAK_RSS < 102400") |"
+  echo "| startup to READY=1, empty spool < 100 ms | $STARTUP_EMPTY ms [$STARTUP_EMPTY_RUNS] | $(verdict "$STARTUP_EMPTY < 100") |"
+  echo "| startup to READY=1, $MILLION pending < 1 s | $STARTUP_MILLION ms [$STARTUP_MILLION_RUNS], RSS after READY $(echo "scale=1; $STARTUP_MILLION_RSS / 1024" | bc) MiB | $(verdict "$STARTUP_MILLION < 1000") |"
+  h=$(med hookd 64 4)
+  echo "| delivery >= half the ingest rate (64 conns: $h/2) | $DELIVER_RATE items/s ($DELIVERED of $BACKLOG in ${DELIVER_SECONDS}s, concurrency 16; upstream saw $UPSTREAM_SEEN) | $(verdict "$DELIVER_RATE >= $h / 2") |"
+  echo
+  echo "Group commit during the ingest rounds (from /metrics): mean batch size $(hist_mean hookd_commit_batch_size "$WORK/metrics-ingest.txt"), mean commit latency $(hist_mean hookd_commit_latency_seconds "$WORK/metrics-ingest.txt") s."
+  echo "The $MILLION pending items: made in SQL in ${MAKE_SECONDS}s (file $MILLION_SIZE)."
+  echo
+  echo "<details><summary>raw lines</summary>"
+  echo
+  echo '```'
+  cat "$RAW"
+  echo
+  grep -E '^hookd_commit_(batch_size|latency_seconds)' "$WORK/metrics-ingest.txt" || true
+  echo '```'
+  echo "</details>"
+} >"$OUT"
+log "wrote $OUT"
+cat "$OUT"
