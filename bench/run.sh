@@ -7,7 +7,7 @@
 #
 # Usage: bench/run.sh            (from anywhere in the repository)
 # Knobs (environment): RUNS=3 DURATION=10 CONNS="64 256" THREADS=2
-#   STARTS=5 MILLION=1000000 FILL_SECONDS=5 BENCH_DIR=/var/tmp/hookd-bench.PID
+#   STARTS=5 MILLION=1000000 FILL_SECONDS=3 DELIVER_MAX=60 BENCH_DIR=/var/tmp/hookd-bench.PID
 #   KEEP=1 (keep BENCH_DIR) SKIP_BUILD=1 OUT=path.md
 # Needs: wrk, webhook (Debian packages), python3, sqlite3, openssl, curl.
 set -euo pipefail
@@ -20,7 +20,8 @@ CONNS=${CONNS:-"64 256"}
 THREADS=${THREADS:-2}
 STARTS=${STARTS:-5}
 MILLION=${MILLION:-1000000}
-FILL_SECONDS=${FILL_SECONDS:-5}
+FILL_SECONDS=${FILL_SECONDS:-3}
+DELIVER_MAX=${DELIVER_MAX:-60}
 WORK=${BENCH_DIR:-/var/tmp/hookd-bench.$$}
 STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
 OUT=${OUT:-$BENCH/results/$STAMP.md}
@@ -87,13 +88,18 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
   log "building release binaries"
   (cd "$ROOT" && cargo build --release --bins --examples)
 fi
-HOOKD=$TARGET/hookd
-BARE=$TARGET/examples/bare_hyper
-FSYNC=$TARGET/examples/fsync_per_row
-for b in "$HOOKD" "$BARE" "$FSYNC"; do [[ -x $b ]] || { echo "run.sh: missing $b" >&2; exit 2; }; done
+# Copies, so that a rebuild in the (shared) target directory during the run
+# changes nothing. HOOKD_BIN overrides the hookd binary.
+mkdir -p "$WORK/bin" "$(dirname "$OUT")"
+for b in "${HOOKD_BIN:-$TARGET/hookd}" "$TARGET/examples/bare_hyper" "$TARGET/examples/fsync_per_row"; do
+  [[ -x $b ]] || { echo "run.sh: missing $b" >&2; exit 2; }
+  cp "$b" "$WORK/bin/"
+done
+HOOKD=$WORK/bin/$(basename "${HOOKD_BIN:-hookd}")
+BARE=$WORK/bin/bare_hyper
+FSYNC=$WORK/bin/fsync_per_row
 
 # ---- setup -------------------------------------------------------------------
-mkdir -p "$WORK" "$(dirname "$OUT")"
 RAW="$WORK/raw.txt"
 : >"$RAW"
 umask 077
@@ -162,6 +168,7 @@ python3 "$BENCH/notify_start.py" --hookd "$HOOKD" --config "$WORK/empty.toml" --
   --fresh "$WORK/empty.db" --log "$WORK/hookd-startup.log" | tee -a "$RAW" | tee "$WORK/startup-empty.txt" >&2
 STARTUP_EMPTY=$(sed -n 's/^STARTUP median_ms=\([0-9.]*\).*/\1/p' "$WORK/startup-empty.txt")
 STARTUP_EMPTY_RUNS=$(sed -n 's/^STARTUP .*runs_ms=\([0-9.,]*\).*/\1/p' "$WORK/startup-empty.txt")
+STARTUP_EMPTY_RSS=$(sed -n 's/^STARTUP .*median_rss_kib=\([0-9]*\).*/\1/p' "$WORK/startup-empty.txt")
 
 # ---- servers for the ingest rounds --------------------------------------------
 python3 "$BENCH/blackhole.py" $P_BLACKHOLE & PIDS+=($!)
@@ -220,7 +227,10 @@ done
 PEAK_RSS=$(proc_kib "$HOOKD_PID" VmHWM)
 log "hookd peak RSS ${PEAK_RSS} KiB"
 curl -s "http://127.0.0.1:$P_HOOKD/metrics" >"$WORK/metrics-ingest.txt" || true
-INGEST_ITEMS=$("$HOOKD" spool stats --json --config "$WORK/ingest.toml" 2>/dev/null | tee "$WORK/stats-ingest.json" | head -c 2000 || true)
+"$HOOKD" spool stats --json --config "$WORK/ingest.toml" >"$WORK/stats-ingest.json" 2>&1 || true
+SPOOLED=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["total"])' "$WORK/stats-ingest.json" 2>/dev/null || echo "?")
+# Every 2xx hookd gave (wrk rounds + the one curl check) must be an item.
+ANSWERED=$(awk '$1 == "hookd" { for (i = 1; i <= NF; i++) if ($i ~ /^requests=/) { split($i, kv, "="); n += kv[2] } } END { print n + 1 }' "$RAW")
 for p in "${PIDS[@]}"; do stop_pid "$p"; done
 PIDS=()
 
@@ -242,7 +252,7 @@ SELECT 'gh', NULL, strftime('%s','now') * 1000, x'', x'$BODY_HEX', 'pending', 0,
 COMMIT;
 PRAGMA wal_checkpoint(TRUNCATE);
 EOF
-MAKE_SECONDS=$(echo "$(date +%s.%N) - $t0" | bc)
+MAKE_SECONDS=$(echo "scale=1; ($(date +%s.%N) - $t0) / 1" | bc)
 MILLION_SIZE=$(du -sh "$WORK/million.db" | cut -f1)
 log "made in ${MAKE_SECONDS}s, file $MILLION_SIZE"
 "$HOOKD" spool stats --json --config "$WORK/million.toml" >"$WORK/stats-million.json" 2>&1 || true
@@ -293,14 +303,14 @@ log "backlog: $BACKLOG items"
 t0=$(date +%s.%N)
 wait_port $P_DELIVER
 left=$BACKLOG
-deadline=$(( $(date +%s) + 120 ))
+deadline=$(( $(date +%s) + DELIVER_MAX ))
 while (( left > 0 )) && (( $(date +%s) < deadline )); do
   sleep 0.2
   left=$(open_items "$WORK/deliver.toml")
 done
-DELIVER_SECONDS=$(echo "$(date +%s.%N) - $t0" | bc)
+DELIVER_SECONDS=$(echo "scale=2; ($(date +%s.%N) - $t0) / 1" | bc)
 DELIVERED=$(( BACKLOG - left ))
-DELIVER_RATE=$(echo "scale=1; $DELIVERED / $DELIVER_SECONDS" | bc)
+DELIVER_RATE=$(awk -v n="$DELIVERED" -v t="$DELIVER_SECONDS" 'BEGIN { printf "%.0f", n / t }')
 log "delivered $DELIVERED of $BACKLOG in ${DELIVER_SECONDS}s: $DELIVER_RATE/s ($left left)"
 echo "delivery backlog=$BACKLOG delivered=$DELIVERED seconds=$DELIVER_SECONDS rate=$DELIVER_RATE left=$left" >>"$RAW"
 curl -s "http://127.0.0.1:$P_DELIVER/metrics" >"$WORK/metrics-deliver.txt" || true
@@ -314,19 +324,19 @@ PIDS=()
 med() { awk -F'\t' -v s="$1" -v c="$2" -v col="$3" '$1 == s && $2 == c { print $col }' "$WORK/wrk.tsv" | median; }
 all() { awk -F'\t' -v s="$1" -v c="$2" -v col="$3" '$1 == s && $2 == c { printf "%s%s", sep, $col; sep = ", " }' "$WORK/wrk.tsv"; }
 errs() { awk -F'\t' -v s="$1" -v c="$2" '$1 == s && $2 == c { n += $8 } END { print n + 0 }' "$WORK/wrk.tsv"; }
-ratio() { echo "scale=2; $1 / $2" | bc; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "nan" }'; }
 verdict() { if (( $(echo "$1" | bc) )); then echo met; else echo "NOT met"; fi; }
 FSYNC_MED=$(median <"$WORK/fsync.tsv")
 FSYNC_ALL=$(paste -sd, "$WORK/fsync.tsv" | sed 's/,/, /g')
 
-hist_mean() { # mean of a Prometheus histogram: NAME FILE
-  awk -v n="$1" '$1 == n"_sum" { s = $2 } $1 == n"_count" { c = $2 } END { if (c > 0) printf "%.2f (over %d)", s / c, c; else print "n/a" }' "$2"
+hist_mean() { # mean of a Prometheus histogram: NAME FILE SCALE
+  awk -v n="$1" -v k="${3:-1}" '$1 == n"_sum" { s = $2 } $1 == n"_count" { c = $2 } END { if (c > 0) printf "%.2f (%d commits)", k * s / c, c; else print "n/a" }' "$2"
 }
 
 {
   echo "## Run $STAMP"
   echo
-  echo "Command: \`$(printf '%q ' env RUNS="$RUNS" DURATION="$DURATION" CONNS="$CONNS" THREADS="$THREADS" STARTS="$STARTS" MILLION="$MILLION" FILL_SECONDS="$FILL_SECONDS" bench/run.sh)\`"
+  echo "Command: \`$(printf '%q ' env RUNS="$RUNS" DURATION="$DURATION" CONNS="$CONNS" THREADS="$THREADS" STARTS="$STARTS" MILLION="$MILLION" FILL_SECONDS="$FILL_SECONDS" DELIVER_MAX="$DELIVER_MAX" bench/run.sh)\`"
   echo "at commit $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- src || echo ' (src modified)')."
   echo
   echo "Machine: $MACHINE. Load average before the run: $LOAD_BEFORE."
@@ -359,14 +369,17 @@ hist_mean() { # mean of a Prometheus histogram: NAME FILE
   done
   p99=$(med hookd 64 6)
   echo "| hookd p99 <= 10 ms at 64 conns | $p99 ms | $(verdict "$p99 <= 10") |"
-  echo "| idle RSS < 30 MiB (after READY and one request) | $(echo "scale=1; $IDLE_RSS / 1024" | bc) MiB | $(verdict "$IDLE_RSS < 30720") |"
+  echo "| idle RSS < 30 MiB (1 s after one request; right after READY: $(echo "scale=1; $STARTUP_EMPTY_RSS / 1024" | bc) MiB) | $(echo "scale=1; $IDLE_RSS / 1024" | bc) MiB | $(verdict "$IDLE_RSS < 30720") |"
   echo "| peak RSS under load < 100 MiB (VmHWM after all rounds) | $(echo "scale=1; $PEAK_RSS / 1024" | bc) MiB | $(verdict "$PEAK_RSS < 102400") |"
   echo "| startup to READY=1, empty spool < 100 ms | $STARTUP_EMPTY ms [$STARTUP_EMPTY_RUNS] | $(verdict "$STARTUP_EMPTY < 100") |"
   echo "| startup to READY=1, $MILLION pending < 1 s | $STARTUP_MILLION ms [$STARTUP_MILLION_RUNS], RSS after READY $(echo "scale=1; $STARTUP_MILLION_RSS / 1024" | bc) MiB | $(verdict "$STARTUP_MILLION < 1000") |"
   h=$(med hookd 64 4)
-  echo "| delivery >= half the ingest rate (64 conns: $h/2) | $DELIVER_RATE items/s ($DELIVERED of $BACKLOG in ${DELIVER_SECONDS}s, concurrency 16; upstream saw $UPSTREAM_SEEN) | $(verdict "$DELIVER_RATE >= $h / 2") |"
+  echo "| delivery >= half the ingest rate (64 conns: $h / 2) | $DELIVER_RATE items/s ($DELIVERED of $BACKLOG in ${DELIVER_SECONDS}s, concurrency 16; upstream saw $UPSTREAM_SEEN) | $(verdict "$DELIVER_RATE >= $h / 2") |"
   echo
-  echo "Group commit during the ingest rounds (from /metrics): mean batch size $(hist_mean hookd_commit_batch_size "$WORK/metrics-ingest.txt"), mean commit latency $(hist_mean hookd_commit_latency_seconds "$WORK/metrics-ingest.txt") s."
+  echo "Delivery during that drain (from /metrics): mean batch size $(hist_mean hookd_commit_batch_size "$WORK/metrics-deliver.txt"), mean commit latency $(hist_mean hookd_commit_latency_seconds "$WORK/metrics-deliver.txt" 1000) ms."
+  echo
+  echo "Group commit during the ingest rounds (from /metrics): mean batch size $(hist_mean hookd_commit_batch_size "$WORK/metrics-ingest.txt"), mean commit latency $(hist_mean hookd_commit_latency_seconds "$WORK/metrics-ingest.txt" 1000) ms."
+  echo "Spool check: hookd answered $ANSWERED signed POSTs with 202 (wrk counts plus one curl; wrk saw no non-2xx: see the errors column); the spool holds $SPOOLED items afterwards (at least as many: wrk does not count the answers still in flight when it stops, up to one per connection per run)."
   echo "The $MILLION pending items: made in SQL in ${MAKE_SECONDS}s (file $MILLION_SIZE)."
   echo
   echo "<details><summary>raw lines</summary>"
