@@ -114,6 +114,3 @@ pub struct DepthRow {
     pub state: ItemState,
     pub count: u64,
 }
-
-mod handle_stub;
-pub use handle_stub::Spool;
