@@ -1,6 +1,8 @@
 //! Where log lines go: the journal with structured fields under systemd,
 //! readable lines (or JSON) on a terminal.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
@@ -20,6 +22,8 @@ pub fn init(cfg: &LogConfig) {
         LogFormat::Auto => LogFormat::Plain,
         f => f,
     };
+    // Colours only for a person at a terminal, never in files or pipes.
+    let ansi = std::io::stderr().is_terminal();
     let registry = tracing_subscriber::registry().with(filter);
     match format {
         LogFormat::Journald => match tracing_journald::layer() {
@@ -35,7 +39,11 @@ pub fn init(cfg: &LogConfig) {
             }
             Err(e) => {
                 let _ = registry
-                    .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+                    .with(
+                        tracing_subscriber::fmt::layer()
+                            .with_ansi(ansi)
+                            .with_writer(std::io::stderr),
+                    )
                     .try_init();
                 tracing::warn!(error = %e, "journald unavailable; logging to stderr");
             }
@@ -52,7 +60,11 @@ pub fn init(cfg: &LogConfig) {
         }
         LogFormat::Plain | LogFormat::Auto => {
             let _ = registry
-                .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_ansi(ansi)
+                        .with_writer(std::io::stderr),
+                )
                 .try_init();
         }
     }

@@ -103,8 +103,15 @@ pub fn run(config: &Path, cmd: SpoolCommand) -> ExitCode {
 fn execute(cfg: &Config, admin: &Admin, cmd: SpoolCommand) -> Result<(), String> {
     let s = |e: crate::spool::SpoolError| e.to_string();
     match cmd {
-        SpoolCommand::Ls { state, hook, orphaned, limit, json } => {
-            let configured: Vec<String> = cfg.hooks.iter().map(|h| h.get_ref().name.clone()).collect();
+        SpoolCommand::Ls {
+            state,
+            hook,
+            orphaned,
+            limit,
+            json,
+        } => {
+            let configured: Vec<String> =
+                cfg.hooks.iter().map(|h| h.get_ref().name.clone()).collect();
             let filter = ListFilter {
                 state: state.map(Into::into),
                 hook: hook.as_deref(),
@@ -113,10 +120,16 @@ fn execute(cfg: &Config, admin: &Admin, cmd: SpoolCommand) -> Result<(), String>
             };
             let items = admin.ls(&filter).map_err(s)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&items).map_err(|e| e.to_string())?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&items).map_err(|e| e.to_string())?
+                );
                 return Ok(());
             }
-            println!("{:>10}  {:<16} {:<8} {:>8}  {:<20} {}", "ID", "HOOK", "STATE", "ATTEMPTS", "RECEIVED", "LAST ERROR");
+            println!(
+                "{:>10}  {:<16} {:<8} {:>8}  {:<20} LAST ERROR",
+                "ID", "HOOK", "STATE", "ATTEMPTS", "RECEIVED"
+            );
             for i in items {
                 println!(
                     "{:>10}  {:<16} {:<8} {:>8}  {:<20} {}",
@@ -145,12 +158,29 @@ fn execute(cfg: &Config, admin: &Admin, cmd: SpoolCommand) -> Result<(), String>
                     "last_error": item.last_error, "lease_owner": item.lease_owner,
                     "headers": headers, "body": body,
                 });
-                println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+                );
                 return Ok(());
             }
-            println!("id:           {}\nhook:         {}\nstate:        {}\nattempts:     {}", item.id, item.hook, item.state.as_str(), item.attempts);
-            println!("received:     {}\nnext attempt: {}", time(item.received_at), time(item.next_attempt));
-            println!("dedup id:     {}\nlast error:   {}", item.dedup_id.unwrap_or_default(), item.last_error.unwrap_or_default());
+            println!(
+                "id:           {}\nhook:         {}\nstate:        {}\nattempts:     {}",
+                item.id,
+                item.hook,
+                item.state.as_str(),
+                item.attempts
+            );
+            println!(
+                "received:     {}\nnext attempt: {}",
+                time(item.received_at),
+                time(item.next_attempt)
+            );
+            println!(
+                "dedup id:     {}\nlast error:   {}",
+                item.dedup_id.unwrap_or_default(),
+                item.last_error.unwrap_or_default()
+            );
             println!("lease owner:  {}\n", item.lease_owner.unwrap_or_default());
             for (n, v) in headers {
                 println!("{n}: {v}");
@@ -184,19 +214,36 @@ fn execute(cfg: &Config, admin: &Admin, cmd: SpoolCommand) -> Result<(), String>
             if json {
                 let mut v = serde_json::to_value(&st).map_err(|e| e.to_string())?;
                 v["total"] = total.into();
-                println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+                );
                 return Ok(());
             }
-            println!("spool:    {}\nschema:   v{}\nsize:     {} bytes (+ {} WAL)", admin.path().display(), st.schema_version, st.file_bytes, st.wal_bytes);
+            println!(
+                "spool:    {}\nschema:   v{}\nsize:     {} bytes (+ {} WAL)",
+                admin.path().display(),
+                st.schema_version,
+                st.file_bytes,
+                st.wal_bytes
+            );
             println!("items:    {total}");
             if let Some(ms) = st.oldest_pending_age_ms {
-                println!("oldest pending: {}", humantime::format_duration(Duration::from_secs(ms / 1000)));
+                println!(
+                    "oldest pending: {}",
+                    humantime::format_duration(Duration::from_secs(ms / 1000))
+                );
             }
             for r in &st.depth {
                 println!("  {:<20} {:<8} {}", r.hook, r.state.as_str(), r.count);
             }
             for i in &st.instances {
-                println!("instance {} pid {} {}", i.id, i.pid, if i.alive { "running" } else { "gone" });
+                println!(
+                    "instance {} pid {} {}",
+                    i.id,
+                    i.pid,
+                    if i.alive { "running" } else { "gone" }
+                );
             }
         }
     }

@@ -174,7 +174,7 @@ impl Worker {
             Outcome::Delivered => {
                 self.persist("complete", id, || self.spool.complete(id))
                     .await;
-                tracing::info!(event = "delivered", delivery_id = id, hook = %hook, attempt,
+                tracing::info!(hookd_event = "delivered", delivery_id = id, hook = %hook, attempt,
                     duration = %human(elapsed), "delivered in {}", human(elapsed));
                 self.observe(DeliveryEvent::Delivered {
                     hook: hook.clone(),
@@ -182,7 +182,11 @@ impl Worker {
                 });
             }
             Outcome::Failed(error) => {
-                self.observe(DeliveryEvent::Failed { hook: hook.clone() });
+                self.observe(DeliveryEvent::Failed {
+                    hook: hook.clone(),
+                    id,
+                    error: error.clone(),
+                });
                 let verdict = verdict(&self.hook.retry, attempt, &mut rand::thread_rng());
                 match verdict {
                     Verdict::Retry(wait) => {
@@ -193,7 +197,7 @@ impl Worker {
                             self.spool.retry_later(id, next, &error)
                         })
                         .await;
-                        tracing::warn!(event = "delivery_failed", delivery_id = id, hook = %hook, attempt,
+                        tracing::warn!(hookd_event = "delivery_failed", delivery_id = id, hook = %hook, attempt,
                             retry_in = %human(wait), error = %error,
                             "delivery failed: {error}; retry in {}", human(wait));
                         self.observe(DeliveryEvent::Retried { hook: hook.clone() });
@@ -201,7 +205,7 @@ impl Worker {
                     Verdict::Dead => {
                         self.persist("mark_dead", id, || self.spool.mark_dead(id, &error))
                             .await;
-                        tracing::error!(event = "delivery_dead", delivery_id = id, hook = %hook, attempt,
+                        tracing::error!(hookd_event = "delivery_dead", delivery_id = id, hook = %hook, attempt,
                             error = %error, "delivery failed for good after {attempt} attempts: {error}");
                         self.observe(DeliveryEvent::Dead { hook: hook.clone() });
                     }
@@ -209,7 +213,7 @@ impl Worker {
             }
             Outcome::Cancelled => {
                 self.persist("release", id, || self.spool.release(id)).await;
-                tracing::warn!(event = "delivery_abandoned", delivery_id = id, hook = %hook, attempt,
+                tracing::warn!(hookd_event = "delivery_abandoned", delivery_id = id, hook = %hook, attempt,
                     elapsed = %human(elapsed), "delivery abandoned after {}; item back to pending", human(elapsed));
             }
         }

@@ -37,7 +37,11 @@ pub enum DeliveryEvent {
     /// An attempt succeeded after `secs` seconds.
     Delivered { hook: String, secs: f64 },
     /// An attempt failed; followed by `Retried` or `Dead` for the same item.
-    Failed { hook: String },
+    Failed {
+        hook: String,
+        id: i64,
+        error: String,
+    },
     /// The failed item is scheduled for another attempt.
     Retried { hook: String },
     /// The failed item used up its attempts.

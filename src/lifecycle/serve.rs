@@ -327,11 +327,20 @@ fn observe(metrics: &Metrics, last_errors: &Mutex<Vec<serde_json::Value>>, ev: D
         DeliveryEvent::Delivered { hook, secs } => {
             metrics.delivered(&hook, Duration::from_secs_f64(secs))
         }
-        DeliveryEvent::Failed { hook } => metrics.failed(&hook),
+        DeliveryEvent::Failed { hook, id, error } => {
+            metrics.failed(&hook);
+            let mut errs = last_errors.lock().unwrap_or_else(|p| p.into_inner());
+            if errs.len() == LAST_ERRORS {
+                errs.remove(0);
+            }
+            errs.push(serde_json::json!({
+                "at": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+                "hook": hook, "delivery_id": id, "error": error,
+            }));
+        }
         DeliveryEvent::Retried { hook } => metrics.retried(&hook),
         DeliveryEvent::Dead { hook } => metrics.dead(&hook),
     }
-    let _ = last_errors;
 }
 
 async fn status(d: &Daemon) -> String {
@@ -449,6 +458,5 @@ async fn status_json(d: &Daemon) -> serde_json::Value {
         "depth": depth,
         "orphaned_pending": orphaned,
         "last_errors": errors,
-        "last_errors_kept": LAST_ERRORS,
     })
 }
