@@ -174,7 +174,7 @@ STARTUP_EMPTY_RSS=$(sed -n 's/^STARTUP .*median_rss_kib=\([0-9]*\).*/\1/p' "$WOR
 python3 "$BENCH/blackhole.py" $P_BLACKHOLE & PIDS+=($!)
 "$BARE" 127.0.0.1:$P_BARE >"$WORK/bare.log" 2>&1 & PIDS+=($!)
 webhook -hooks "$WORK/hooks.json" -ip 127.0.0.1 -port $P_WEBHOOK -nopanic >"$WORK/webhook.log" 2>&1 & PIDS+=($!)
-"$HOOKD" serve --config "$WORK/ingest.toml" >"$WORK/hookd-ingest.log" 2>&1 & HOOKD_PID=$!; PIDS+=($HOOKD_PID)
+"$HOOKD" serve --config "$WORK/ingest.toml" >"$WORK/hookd-ingest.log" 2>&1 & HOOKD_PID=$!; PIDS+=("$HOOKD_PID")
 for p in $P_BLACKHOLE $P_BARE $P_WEBHOOK $P_HOOKD; do wait_port "$p"; done
 
 # One signed POST to each, checked, before any measurement.
@@ -256,7 +256,7 @@ MAKE_SECONDS=$(echo "scale=1; ($(date +%s.%N) - $t0) / 1" | bc)
 MILLION_SIZE=$(du -sh "$WORK/million.db" | cut -f1)
 log "made in ${MAKE_SECONDS}s, file $MILLION_SIZE"
 "$HOOKD" spool stats --json --config "$WORK/million.toml" >"$WORK/stats-million.json" 2>&1 || true
-python3 "$BENCH/blackhole.py" $P_BLACKHOLE & BH=$!; PIDS+=($BH)
+python3 "$BENCH/blackhole.py" $P_BLACKHOLE & BH=$!; PIDS+=("$BH")
 log "startup to READY=1 with $MILLION pending, $STARTS starts"
 python3 "$BENCH/notify_start.py" --hookd "$HOOKD" --config "$WORK/million.toml" --runs "$STARTS" \
   --log "$WORK/hookd-startup.log" | tee -a "$RAW" | tee "$WORK/startup-million.txt" >&2
@@ -270,12 +270,12 @@ rm -f "$WORK"/million.db*
 # start on the same spool with a forward to bare_hyper (answers 204 at once) and
 # concurrency 16; time from READY until nothing is pending or leased.
 log "delivery: filling a backlog for ${FILL_SECONDS}s"
-"$HOOKD" serve --config "$WORK/fill.toml" >"$WORK/hookd-fill.log" 2>&1 & FILL_PID=$!; PIDS+=($FILL_PID)
+"$HOOKD" serve --config "$WORK/fill.toml" >"$WORK/hookd-fill.log" 2>&1 & FILL_PID=$!; PIDS+=("$FILL_PID")
 wait_port $P_DELIVER
 wrk -t"$THREADS" -c64 -d"${FILL_SECONDS}s" -s "$BENCH/post.lua" "http://127.0.0.1:$P_DELIVER/hooks/gh" >/dev/null
 stop_pid "$FILL_PID"
 stop_pid "$BH"
-"$BARE" 127.0.0.1:$P_UPSTREAM >"$WORK/upstream.log" 2>&1 & UP=$!; PIDS+=($UP)
+"$BARE" 127.0.0.1:$P_UPSTREAM >"$WORK/upstream.log" 2>&1 & UP=$!; PIDS+=("$UP")
 wait_port $P_UPSTREAM
 
 # Open (pending + leased) items of hook gh, from `hookd spool stats --json`.
@@ -299,7 +299,7 @@ print(n)'
 }
 BACKLOG=$(open_items "$WORK/deliver.toml")
 log "backlog: $BACKLOG items"
-"$HOOKD" serve --config "$WORK/deliver.toml" >"$WORK/hookd-deliver.log" 2>&1 & DPID=$!; PIDS+=($DPID)
+"$HOOKD" serve --config "$WORK/deliver.toml" >"$WORK/hookd-deliver.log" 2>&1 & DPID=$!; PIDS+=("$DPID")
 t0=$(date +%s.%N)
 wait_port $P_DELIVER
 left=$BACKLOG
@@ -339,7 +339,7 @@ hist_mean() { # mean of a Prometheus histogram: NAME FILE SCALE
   echo "Command: \`$(printf '%q ' env RUNS="$RUNS" DURATION="$DURATION" CONNS="$CONNS" THREADS="$THREADS" STARTS="$STARTS" MILLION="$MILLION" FILL_SECONDS="$FILL_SECONDS" DELIVER_MAX="$DELIVER_MAX" bench/run.sh)\`"
   echo "at commit $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- src || echo ' (src modified)')."
   echo
-  echo "Machine: $MACHINE. Load average before the run: $LOAD_BEFORE."
+  echo "Machine: $MACHINE. Load average (1, 5, 15 min) before the run: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine shares the 2 cores and the disk)."
   echo "wrk ($THREADS threads, ${DURATION}s per run, $RUNS runs per cell, interleaved round by round) runs on the same cores as the server."
   echo
   echo "### Ingest (medians; all runs in brackets)"
@@ -348,7 +348,7 @@ hist_mean() { # mean of a Prometheus histogram: NAME FILE SCALE
   echo "|---|---|---|---|---|---|"
   for conns in $CONNS; do
     for server in "${SERVERS[@]}"; do
-      [[ -n $(med "$server" "$conns" 4 | grep -v nan) ]] || continue
+      med "$server" "$conns" 4 | grep -qv nan || continue
       echo "| $server | $conns | $(med "$server" "$conns" 4) [$(all "$server" "$conns" 4)] | $(med "$server" "$conns" 5) [$(all "$server" "$conns" 5)] | $(med "$server" "$conns" 6) [$(all "$server" "$conns" 6)] | $(errs "$server" "$conns") |"
     done
   done
