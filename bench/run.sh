@@ -256,6 +256,8 @@ MAKE_SECONDS=$(echo "scale=1; ($(date +%s.%N) - $t0) / 1" | bc)
 MILLION_SIZE=$(du -sh "$WORK/million.db" | cut -f1)
 log "made in ${MAKE_SECONDS}s, file $MILLION_SIZE"
 "$HOOKD" spool stats --json --config "$WORK/million.toml" >"$WORK/stats-million.json" 2>&1 || true
+MILLION_PENDING=$(python3 -c 'import json, sys; print(sum(r["count"] for r in json.load(open(sys.argv[1]))["depth"] if r["state"] == "pending"))' "$WORK/stats-million.json" 2>/dev/null || echo "?")
+log "spool stats: $MILLION_PENDING pending"
 python3 "$BENCH/blackhole.py" $P_BLACKHOLE & BH=$!; PIDS+=("$BH")
 log "startup to READY=1 with $MILLION pending, $STARTS starts"
 python3 "$BENCH/notify_start.py" --hookd "$HOOKD" --config "$WORK/million.toml" --runs "$STARTS" \
@@ -282,20 +284,7 @@ wait_port $P_UPSTREAM
 open_items() {
   "$HOOKD" spool stats --json --config "$1" | python3 -c '
 import json, sys
-d = json.load(sys.stdin)
-rows = d.get("depth", d) if isinstance(d, dict) else d
-n = 0
-def walk(x):
-    global n
-    if isinstance(x, dict):
-        if x.get("state") in ("pending", "leased") and "count" in x:
-            n += int(x["count"])
-        else:
-            for v in x.values(): walk(v)
-    elif isinstance(x, list):
-        for v in x: walk(v)
-walk(rows)
-print(n)'
+print(sum(r["count"] for r in json.load(sys.stdin)["depth"] if r["state"] in ("pending", "leased")))'
 }
 BACKLOG=$(open_items "$WORK/deliver.toml")
 log "backlog: $BACKLOG items"
@@ -380,7 +369,7 @@ hist_mean() { # mean of a Prometheus histogram: NAME FILE SCALE
   echo
   echo "Group commit during the ingest rounds (from /metrics): mean batch size $(hist_mean hookd_commit_batch_size "$WORK/metrics-ingest.txt"), mean commit latency $(hist_mean hookd_commit_latency_seconds "$WORK/metrics-ingest.txt" 1000) ms."
   echo "Spool check: hookd answered $ANSWERED signed POSTs with 202 (wrk counts plus one curl; wrk saw no non-2xx: see the errors column); the spool holds $SPOOLED items afterwards (at least as many: wrk does not count the answers still in flight when it stops, up to one per connection per run)."
-  echo "The $MILLION pending items: made in SQL in ${MAKE_SECONDS}s (file $MILLION_SIZE)."
+  echo "The $MILLION pending items: made in SQL in ${MAKE_SECONDS}s (file $MILLION_SIZE; \`hookd spool stats\` counted $MILLION_PENDING pending before the starts; each start leases one to the never-answering upstream, and each stop releases it)."
   echo
   echo "<details><summary>raw lines</summary>"
   echo

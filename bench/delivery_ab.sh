@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Delivery throughput of one or more hookd binaries on the same backlog:
+# fills a spool once with real signed POSTs (delivery parked on an upstream
+# that never answers), then for each binary copies it, starts hookd with a
+# forward to bare_hyper (answers 204 at once) and times until nothing is
+# pending or leased. Prints items/s and group-commit counts.
+#
+# Usage: bench/delivery_ab.sh HOOKD_BIN [HOOKD_BIN...]
+#   CONC=16 (hook concurrency) FILL_SECONDS=3 DIR=/var/tmp/hookd-delivery-ab
+#   BARE=path to bare_hyper (default: ${CARGO_TARGET_DIR:-target}/release/examples/bare_hyper)
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+(( $# >= 1 )) || { echo "usage: $0 HOOKD_BIN [HOOKD_BIN...]" >&2; exit 2; }
+DIR=${DIR:-/var/tmp/hookd-delivery-ab}
+CONC=${CONC:-16}
+FILL_SECONDS=${FILL_SECONDS:-3}
+BARE=${BARE:-${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/bare_hyper}
+PORT=9120 BLACKHOLE=9123 UPSTREAM=9124
+SECRET=bench-secret-not-for-production
+
+rm -rf "$DIR"
+mkdir -p "$DIR"
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  rm -rf "$DIR"
+}
+trap cleanup EXIT
+stop() {
+  kill -TERM "$1" 2>/dev/null || return 0
+  for _ in $(seq 150); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+printf '%s' "$SECRET" >"$DIR/secret"
+chmod 600 "$DIR/secret"
+config() { # spool file, upstream port
+  cat <<EOT
+[server]
+listen = ["127.0.0.1:$PORT"]
+control_socket = "$DIR/control.sock"
+[spool]
+path = "$DIR/$1"
+[shutdown]
+grace = "1s"
+[log]
+format = "plain"
+[[hook]]
+name = "gh"
+verify = { scheme = "github", secret_file = "$DIR/secret" }
+action = { forward = "http://127.0.0.1:$2/", timeout = "30s" }
+concurrency = $CONC
+EOT
+}
+open_items() {
+  "$1" spool stats --json --config "$2" | python3 -c '
+import json, sys
+print(sum(r["count"] for r in json.load(sys.stdin)["depth"] if r["state"] in ("pending", "leased")))'
+}
+
+export BENCH_BODY="$ROOT/bench/body.json"
+BENCH_SIG="sha256=$(openssl dgst -sha256 -hmac "$SECRET" -r <"$BENCH_BODY" | cut -d' ' -f1)"
+export BENCH_SIG
+config fill.db $BLACKHOLE >"$DIR/fill.toml"
+python3 "$ROOT/bench/blackhole.py" $BLACKHOLE & BH=$!; PIDS+=("$BH")
+"$1" serve --config "$DIR/fill.toml" >"$DIR/fill.log" 2>&1 & FP=$!; PIDS+=("$FP")
+wait_port $PORT
+wrk -t2 -c64 -d"${FILL_SECONDS}s" -s "$ROOT/bench/post.lua" "http://127.0.0.1:$PORT/hooks/gh" | grep '^BENCH'
+stop "$FP"
+stop "$BH"
+"$BARE" 127.0.0.1:$UPSTREAM >"$DIR/upstream.log" & PIDS+=("$!")
+wait_port $UPSTREAM
+config deliver.db $UPSTREAM >"$DIR/deliver.toml"
+for bin in "$@"; do
+  rm -f "$DIR"/deliver.db*
+  cp "$DIR/fill.db" "$DIR/deliver.db"
+  [[ -f $DIR/fill.db-wal ]] && cp "$DIR/fill.db-wal" "$DIR/deliver.db-wal"
+  n=$(open_items "$bin" "$DIR/deliver.toml")
+  t0=$(date +%s.%N)
+  "$bin" serve --config "$DIR/deliver.toml" >"$DIR/deliver.log" 2>&1 & DP=$!; PIDS+=("$DP")
+  left=$n
+  for _ in $(seq 600); do
+    sleep 0.1
+    left=$(open_items "$bin" "$DIR/deliver.toml")
+    [[ $left == 0 ]] && break
+  done
+  t=$(echo "$(date +%s.%N) - $t0" | bc)
+  commits=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '$1 == "hookd_commit_batch_size_count" { print $2 }')
+  stop "$DP"
+  awk -v b="$bin" -v n="$n" -v t="$t" -v c="$commits" -v l="$left" -v k="$CONC" \
+    'BEGIN { printf "%s: %d items in %.2f s = %.0f/s (concurrency %d, %d group commits, %d left)\n", b, n - l, t, (n - l) / t, k, c, l }'
+done
