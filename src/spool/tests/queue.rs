@@ -165,6 +165,7 @@ async fn lease_ending_transitions() {
     assert_eq!(spool.release_all_mine().await.unwrap(), 1);
     assert_eq!(admin.show(ids[3]).unwrap().state, ItemState::Pending);
     spool.close().await;
+    assert_counts_match_rows(dir.path());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,6 +314,7 @@ async fn purge_done_removes_only_old_done_items() {
     assert_eq!(depth_of(&depth, "bulk", ItemState::Done), 0);
     assert_eq!(depth_of(&depth, "h", ItemState::Done), 1);
     spool.close().await;
+    assert_counts_match_rows(dir.path());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
