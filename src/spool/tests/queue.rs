@@ -176,7 +176,8 @@ async fn expired_lease_is_claimable_by_anyone() {
     let Enqueued::New(id) = a.enqueue(item("h", None, b"x")).await.unwrap() else {
         panic!()
     };
-    let lease = Duration::from_millis(200);
+    // Long enough that the next claim surely comes before it expires.
+    let lease = Duration::from_millis(1500);
     let first = a.claim(claim_req("h", 1, false, lease)).await.unwrap();
     assert_eq!(first.len(), 1);
     // A live lease is not claimable by the other instance.
