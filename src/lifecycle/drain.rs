@@ -103,8 +103,7 @@ pub async fn run(d: Drain<'_>, signals: &mut mpsc::UnboundedReceiver<Request>) -
     if to_systemd {
         d.phase.set(Phase::Draining);
         let line = status_line(Phase::Draining, d.in_flight, d.traffic, d.grace);
-        notify::stopping(&line);
-        notify::extend_timeout(d.grace + MARGIN, &line);
+        notify::stopping(d.grace + MARGIN, &line);
     } else {
         // The successor accepts from here on; we only finish what we hold.
         d.phase.set(Phase::HandingOff);
