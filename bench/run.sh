@@ -7,7 +7,8 @@
 #
 # Usage: bench/run.sh            (from anywhere in the repository)
 # Knobs (environment): RUNS=3 DURATION=10 CONNS="64 256" THREADS=2
-#   STARTS=5 MILLION=1000000 FILL_SECONDS=3 DELIVER_MAX=60 BENCH_DIR=/var/tmp/hookd-bench.PID
+#   STARTS=5 MILLION=1000000 FILL_SECONDS=3 DELIVER_MAX=60
+#   RELOAD_SECONDS=20 (0 skips the reload-latency part) RELOAD_RATE=1000 BENCH_DIR=/var/tmp/hookd-bench.PID
 #   KEEP=1 (keep BENCH_DIR) SKIP_BUILD=1 OUT=path.md
 # Needs: wrk, webhook (Debian packages), python3, sqlite3, openssl, curl.
 set -euo pipefail
@@ -22,12 +23,14 @@ STARTS=${STARTS:-5}
 MILLION=${MILLION:-1000000}
 FILL_SECONDS=${FILL_SECONDS:-3}
 DELIVER_MAX=${DELIVER_MAX:-60}
+RELOAD_SECONDS=${RELOAD_SECONDS:-20}
+RELOAD_RATE=${RELOAD_RATE:-1000}
 WORK=${BENCH_DIR:-/var/tmp/hookd-bench.$$}
 STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
 OUT=${OUT:-$BENCH/results/$STAMP.md}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/release
 
-P_HOOKD=9100 P_WEBHOOK=9101 P_BARE=9102 P_BLACKHOLE=9103 P_UPSTREAM=9104 P_DELIVER=9105
+P_HOOKD=9100 P_WEBHOOK=9101 P_BARE=9102 P_BLACKHOLE=9103 P_UPSTREAM=9104 P_DELIVER=9105 P_RELOAD=9106
 SECRET=bench-secret-not-for-production
 
 for tool in wrk webhook python3 sqlite3 openssl curl; do
@@ -81,7 +84,7 @@ proc_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-for p in $P_HOOKD $P_WEBHOOK $P_BARE $P_BLACKHOLE $P_UPSTREAM $P_DELIVER; do port_free "$p"; done
+for p in $P_HOOKD $P_WEBHOOK $P_BARE $P_BLACKHOLE $P_UPSTREAM $P_DELIVER $P_RELOAD; do port_free "$p"; done
 
 # ---- build -------------------------------------------------------------------
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
@@ -141,6 +144,7 @@ hookd_config $P_HOOKD "$WORK/empty.db" $P_BLACKHOLE 1 10m >"$WORK/empty.toml"
 hookd_config $P_HOOKD "$WORK/million.db" $P_BLACKHOLE 1 10m >"$WORK/million.toml"
 hookd_config $P_DELIVER "$WORK/deliver.db" $P_BLACKHOLE 1 10m >"$WORK/fill.toml"
 hookd_config $P_DELIVER "$WORK/deliver.db" $P_UPSTREAM 16 30s >"$WORK/deliver.toml"
+hookd_config $P_RELOAD "$WORK/reload.db" $P_UPSTREAM 4 30s >"$WORK/reload.toml"
 
 # adnanh/webhook: the same HMAC check on X-Hub-Signature-256, no command
 # (execute-command "" answers, then fails the lookup without forking), and a
@@ -304,6 +308,23 @@ log "delivered $DELIVERED of $BACKLOG in ${DELIVER_SECONDS}s: $DELIVER_RATE/s ($
 echo "delivery backlog=$BACKLOG delivered=$DELIVERED seconds=$DELIVER_SECONDS rate=$DELIVER_RATE left=$left" >>"$RAW"
 curl -s "http://127.0.0.1:$P_DELIVER/metrics" >"$WORK/metrics-deliver.txt" || true
 stop_pid "$DPID"
+
+# ---- latency across reloads (hand-off) -----------------------------------------------
+# A paced load (RELOAD_RATE req/s over 16 keep-alive connections) for
+# RELOAD_SECONDS without reloads, then as long with `hookd reload` every second;
+# deliveries go to bare_hyper. reload_bench.py is a child subreaper, as systemd
+# is for a unit, and answers BARRIER=1 on its NOTIFY_SOCKET.
+RELOAD_NO="" RELOAD_WITH="" RELOAD_SPOOLED=""
+if (( RELOAD_SECONDS > 0 )); then
+  log "latency across reloads: ${RELOAD_SECONDS}s without, ${RELOAD_SECONDS}s with a reload every second"
+  python3 "$BENCH/reload_bench.py" --hookd "$HOOKD" --config "$WORK/reload.toml" --port $P_RELOAD \
+    --body "$BENCH_BODY" --sig "$BENCH_SIG" --rate "$RELOAD_RATE" --conns 16 --duration "$RELOAD_SECONDS" \
+    --every 1 --log "$WORK/hookd-reload.log" | tee -a "$RAW" | tee "$WORK/reload.txt" >&2
+  RELOAD_NO=$(grep '^no_reload:' "$WORK/reload.txt" || true)
+  RELOAD_WITH=$(grep '^with_reload:' "$WORK/reload.txt" || true)
+  RELOAD_SPOOLED=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["total"])' \
+    <("$HOOKD" spool stats --json --config "$WORK/reload.toml") 2>/dev/null || echo "?")
+fi
 stop_pid "$UP"
 UPSTREAM_SEEN=$(sed -n 's/^requests //p' "$WORK/upstream.log")
 PIDS=()
@@ -343,6 +364,16 @@ hist_mean() { # mean of a Prometheus histogram: NAME FILE SCALE
   done
   echo "| fsync_per_row (SQLite WAL FULL, 1 row/txn, 1 thread, 5 s) | - | $FSYNC_MED rows/s [$FSYNC_ALL] | | | |"
   echo
+  echo "### Ratios round by round (each round runs all servers back to back, so it shares the machine's state)"
+  echo
+  echo "| round | fsync_per_row rows/s | hookd/webhook 64 | hookd/bare 64 | hookd/webhook 256 | hookd/bare 256 | hookd p99 64 ms |"
+  echo "|---|---|---|---|---|---|---|"
+  for run in $(seq "$RUNS"); do
+    rps() { awk -F'\t' -v s="$1" -v c="$2" -v r="$run" '$1 == s && $2 == c && $3 == r { print $4 }' "$WORK/wrk.tsv"; }
+    p99r=$(awk -F'\t' -v r="$run" '$1 == "hookd" && $2 == 64 && $3 == r { print $6 }' "$WORK/wrk.tsv")
+    echo "| $run | $(sed -n "${run}p" "$WORK/fsync.tsv") | $(ratio "$(rps hookd 64)" "$(rps webhook 64)") | $(ratio "$(rps hookd 64)" "$(rps bare_hyper 64)") | $(ratio "$(rps hookd 256)" "$(rps webhook 256)") | $(ratio "$(rps hookd 256)" "$(rps bare_hyper 256)") | $p99r |"
+  done
+  echo
   echo "### Goals (ratios of medians from this run)"
   echo
   echo "| goal | measured | verdict |"
@@ -367,6 +398,22 @@ hist_mean() { # mean of a Prometheus histogram: NAME FILE SCALE
   echo
   echo "Delivery during that drain (from /metrics): mean batch size $(hist_mean hookd_commit_batch_size "$WORK/metrics-deliver.txt"), mean commit latency $(hist_mean hookd_commit_latency_seconds "$WORK/metrics-deliver.txt" 1000) ms."
   echo
+  if [[ -n $RELOAD_WITH ]]; then
+    kv() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
+    echo "### Latency across reloads (hand-off), paced load $RELOAD_RATE req/s over 16 keep-alive connections, ${RELOAD_SECONDS}s each"
+    echo
+    echo "| phase | requests | p50 ms | p99 ms | max ms | errors (kinds) | non-2xx | longest time with no answer ms |"
+    echo "|---|---|---|---|---|---|---|---|"
+    for line in "$RELOAD_NO" "$RELOAD_WITH"; do
+      echo "| ${line%%:*} | $(kv requests "$line") | $(kv p50_ms "$line") | $(kv p99_ms "$line") | $(kv max_ms "$line") | $(kv errors "$line") ($(kv error_kinds "$line")) | $(kv non2xx "$line") | $(kv longest_gap_ms "$line") |"
+    done
+    echo
+    mx=$(kv in_reload_max_ms "$RELOAD_WITH")
+    echo "Reloads: $(kv reloads "$RELOAD_WITH") ($(kv failed_reloads "$RELOAD_WITH") failed); \`hookd reload\` took $(kv reload_cmd_ms_median "$RELOAD_WITH") ms median, $(kv reload_cmd_ms_max "$RELOAD_WITH") ms max."
+    echo "Requests in flight during a reload (its start to its end + 100 ms): $(kv in_reload_requests "$RELOAD_WITH"), p99 $(kv in_reload_p99_ms "$RELOAD_WITH") ms, max $mx ms: goal max < 100 ms $(verdict "$mx < 100")."
+    echo "The spool holds $RELOAD_SPOOLED items for $(( $(kv requests "$RELOAD_NO") + $(kv requests "$RELOAD_WITH") )) requests sent (requests without an answer were not spooled when the two numbers differ by the errors)."
+    echo
+  fi
   echo "Group commit during the ingest rounds (from /metrics): mean batch size $(hist_mean hookd_commit_batch_size "$WORK/metrics-ingest.txt"), mean commit latency $(hist_mean hookd_commit_latency_seconds "$WORK/metrics-ingest.txt" 1000) ms."
   echo "Spool check: hookd answered $ANSWERED signed POSTs with 202 (wrk counts plus one curl; wrk saw no non-2xx: see the errors column); the spool holds $SPOOLED items afterwards (at least as many: wrk does not count the answers still in flight when it stops, up to one per connection per run)."
   echo "The $MILLION pending items: made in SQL in ${MAKE_SECONDS}s (file $MILLION_SIZE; \`hookd spool stats\` counted $MILLION_PENDING pending before the starts; each start leases one to the never-answering upstream, and each stop releases it)."
