@@ -59,14 +59,6 @@ fn wait_pid_gone(pid: i32, limit: Duration) -> Option<WaitStatus> {
     })
 }
 
-fn items(h: &Hookd, state: &str) -> Vec<serde_json::Value> {
-    let (code, out, err) = h.cli(&[
-        "spool", "ls", "--state", state, "--json", "--limit", "100000",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    serde_json::from_str(&out).unwrap()
-}
-
 #[test]
 fn twenty_reloads_under_load_lose_and_refuse_nothing() {
     subreaper();
@@ -95,15 +87,8 @@ fn twenty_reloads_under_load_lose_and_refuse_nothing() {
                         break;
                     }
                     let body = format!("{{\"t\":{t},\"i\":{i}}}");
-                    let sig = github_sig(SECRET, body.as_bytes());
                     sent.fetch_add(1, Ordering::Relaxed);
-                    match request(
-                        addr,
-                        "POST",
-                        "/hooks/gh",
-                        &[("X-Hub-Signature-256", &sig)],
-                        body.as_bytes(),
-                    ) {
+                    match post_gh(addr, body.as_bytes()) {
                         Ok(r) if r.status == 202 => {
                             acked.lock().unwrap().push(r.json()["id"].as_i64().unwrap())
                         }
@@ -229,7 +214,8 @@ fn a_long_delivery_finishes_in_the_old_instance_while_the_new_one_serves() {
     );
 
     assert_eq!(h.wait_exit(Duration::from_secs(20)).code(), Some(0));
-    let done: HashSet<i64> = items(&h, "done")
+    let done: HashSet<i64> = h
+        .items("done")
         .iter()
         .map(|i| i["id"].as_i64().unwrap())
         .collect();
