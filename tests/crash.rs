@@ -38,14 +38,7 @@ fn every_acknowledged_webhook_survives_sigkill() {
                         "{{\"thread\":{t},\"n\":{i},\"pad\":\"{}\"}}",
                         "x".repeat(900)
                     );
-                    let sig = github_sig(SECRET, body.as_bytes());
-                    match request(
-                        addr,
-                        "POST",
-                        "/hooks/gh",
-                        &[("X-Hub-Signature-256", &sig)],
-                        body.as_bytes(),
-                    ) {
+                    match post_gh(addr, body.as_bytes()) {
                         Ok(r) if r.status == 202 => {
                             acked.lock().unwrap().push(r.json()["id"].as_i64().unwrap())
                         }

@@ -8,12 +8,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn items(h: &Hookd, state: &str) -> Vec<serde_json::Value> {
-    let (code, out, err) = h.cli(&["spool", "ls", "--state", state, "--json"]);
-    assert_eq!(code, 0, "{err}");
-    serde_json::from_str::<Vec<serde_json::Value>>(&out).unwrap()
-}
-
 const FAST_RETRY: &str =
     "retry = { max_attempts = 3, backoff = \"100ms\", max_backoff = \"200ms\" }";
 
@@ -32,7 +26,7 @@ fn failed_deliveries_are_retried_until_the_upstream_answers_2xx() {
     assert_eq!(r.status, 202);
     let id = r.json()["id"].as_i64().unwrap();
     let done = wait_for(Duration::from_secs(15), "the item to be done", || {
-        let d = items(&h, "done");
+        let d = h.items("done");
         (!d.is_empty()).then_some(d)
     });
     assert_eq!(done[0]["id"].as_i64(), Some(id));
@@ -67,7 +61,7 @@ fn an_item_is_dead_after_max_attempts_and_retry_revives_it() {
     let r = h.post_signed("gh", b"{}", &[]);
     assert_eq!(r.status, 202);
     let dead = wait_for(Duration::from_secs(15), "the item to be dead", || {
-        let d = items(&h, "dead");
+        let d = h.items("dead");
         (!d.is_empty()).then_some(d)
     });
     assert_eq!(dead[0]["attempts"].as_u64(), Some(3));
@@ -106,11 +100,12 @@ fn exec_gets_the_body_on_stdin_and_metadata_in_env() {
     .unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let hook = format!(
-        "[[hook]]\nname = \"run\"\nverify = {{ scheme = \"github\", secret_file = \"{}/github.secret\" }}\naction = {{ exec = [\"{}\"], timeout = \"10s\" }}\n",
-        dir.path().display(),
+        "[[hook]]\nname = \"run\"\nverify = {{ scheme = \"github\", secret_env = \"HOOKD_TEST_SECRET\" }}\naction = {{ exec = [\"{}\"], timeout = \"10s\" }}\n",
         script.display()
     );
     let mut h = Hookd::configure(dir.path(), &hook);
+    // The secret comes from the environment, which the command must not see.
+    h.env.push(("HOOKD_TEST_SECRET".into(), SECRET.into()));
     h.start();
     let body = b"{\"ref\":\"refs/heads/main\"}";
     let r = h.post_signed("run", body, &[("X-GitHub-Event", "push")]);
@@ -131,6 +126,10 @@ fn exec_gets_the_body_on_stdin_and_metadata_in_env() {
     ] {
         assert!(env.contains(&needle), "missing {needle} in\n{env}");
     }
+    assert!(
+        !env.contains("HOOKD_TEST_SECRET"),
+        "the secret leaked to the command:\n{env}"
+    );
     wait_for(
         Duration::from_secs(10),
         "the handler's output in the log",
@@ -162,7 +161,7 @@ fn ordered_hook_delivers_one_at_a_time_in_arrival_order_even_across_a_failure() 
         ids.push(r.json()["id"].as_i64().unwrap());
     }
     wait_for(Duration::from_secs(20), "all 8 delivered", || {
-        (items(&h, "done").len() == 8).then_some(())
+        (h.items("done").len() == 8).then_some(())
     });
     let got = up.received();
     let order: Vec<i64> = got

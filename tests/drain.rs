@@ -12,17 +12,28 @@ use std::time::{Duration, Instant};
 use common::*;
 use nix::sys::signal::Signal;
 
-fn items(h: &Hookd, state: &str) -> Vec<serde_json::Value> {
-    let (code, out, err) = h.cli(&["spool", "ls", "--state", state, "--json"]);
-    assert_eq!(code, 0, "{err}");
-    serde_json::from_str(&out).unwrap()
-}
-
 fn hook_with_grace(dir: &std::path::Path, url: &str, grace: &str, timeout: &str) -> String {
     format!(
         "[shutdown]\ngrace = \"{grace}\"\n\n[[hook]]\nname = \"gh\"\nverify = {{ scheme = \"github\", secret_file = \"{}/github.secret\" }}\naction = {{ forward = \"{url}\", timeout = \"{timeout}\" }}\n",
         dir.display()
     )
+}
+
+/// A hookd (grace 30 s) whose one delivery is running at an upstream that
+/// answers after `delay`.
+fn slow_delivery_in_flight(delay: Duration) -> (tempfile::TempDir, Hookd, Upstream) {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start(Arc::new(move |_, _| (200, delay)));
+    let mut h = Hookd::configure(
+        dir.path(),
+        &hook_with_grace(dir.path(), &up.url(), "30s", "10s"),
+    );
+    h.start();
+    assert_eq!(h.post_signed("gh", b"{}", &[]).status, 202);
+    wait_for(Duration::from_secs(10), "the delivery to start", || {
+        (!up.received().is_empty()).then_some(())
+    });
+    (dir, h, up)
 }
 
 #[test]
@@ -64,12 +75,14 @@ fn sigterm_waits_for_a_running_delivery_and_keeps_spooling() {
 
     let st = h.wait_exit(Duration::from_secs(15));
     assert_eq!(st.code(), Some(0), "log:\n{}", h.log_text());
-    let done: Vec<i64> = items(&h, "done")
+    let done: Vec<i64> = h
+        .items("done")
         .iter()
         .map(|i| i["id"].as_i64().unwrap())
         .collect();
     assert_eq!(done, vec![slow_id]);
-    let pending: Vec<i64> = items(&h, "pending")
+    let pending: Vec<i64> = h
+        .items("pending")
         .iter()
         .map(|i| i["id"].as_i64().unwrap())
         .collect();
@@ -137,7 +150,7 @@ fn work_left_after_the_extension_is_released_and_exit_is_1() {
         log.contains("delivery_abandoned") && log.contains(&format!("delivery_id={id}")),
         "{log}"
     );
-    let pending = items(&h, "pending");
+    let pending = h.items("pending");
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0]["id"].as_i64(), Some(id));
     assert!(pending[0]["lease_owner"].is_null(), "{}", pending[0]);
@@ -151,24 +164,14 @@ fn work_left_after_the_extension_is_released_and_exit_is_1() {
     wait_for(
         Duration::from_secs(10),
         "the abandoned item to be delivered",
-        || (items(&h, "done").len() == 1).then_some(()),
+        || (h.items("done").len() == 1).then_some(()),
     );
 }
 
 #[test]
 fn a_second_sigterm_changes_nothing_and_sigint_drains_the_same_way() {
     for first in [Signal::SIGTERM, Signal::SIGINT] {
-        let dir = tempfile::tempdir().unwrap();
-        let up = Upstream::start(Arc::new(|_, _| (200, Duration::from_millis(1500))));
-        let mut h = Hookd::configure(
-            dir.path(),
-            &hook_with_grace(dir.path(), &up.url(), "30s", "10s"),
-        );
-        h.start();
-        assert_eq!(h.post_signed("gh", b"{}", &[]).status, 202);
-        wait_for(Duration::from_secs(10), "delivery start", || {
-            (!up.received().is_empty()).then_some(())
-        });
+        let (_dir, mut h, _up) = slow_delivery_in_flight(Duration::from_millis(1500));
         h.signal(first);
         h.notify.wait_line("STOPPING=1", Duration::from_secs(5));
         h.signal(Signal::SIGTERM);
@@ -180,7 +183,7 @@ fn a_second_sigterm_changes_nothing_and_sigint_drains_the_same_way() {
             h.log_text()
         );
         assert_eq!(h.notify.lines_with("STOPPING=1").len(), 1);
-        assert_eq!(items(&h, "done").len(), 1);
+        assert_eq!(h.items("done").len(), 1);
     }
 }
 
@@ -209,18 +212,8 @@ fn shutdown_hooks_run_in_priority_order_and_a_hanging_one_is_cut() {
 
 #[test]
 fn keep_alive_connections_are_closed_at_drain_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let up = Upstream::start(Arc::new(|_, _| (200, Duration::from_secs(3))));
-    let mut h = Hookd::configure(
-        dir.path(),
-        &hook_with_grace(dir.path(), &up.url(), "30s", "10s"),
-    );
-    h.start();
-    // A delivery keeps the drain open long enough to look at connections.
-    assert_eq!(h.post_signed("gh", b"{}", &[]).status, 202);
-    wait_for(Duration::from_secs(10), "delivery start", || {
-        (!up.received().is_empty()).then_some(())
-    });
+    // A delivery in flight keeps the drain open.
+    let (_dir, mut h, _up) = slow_delivery_in_flight(Duration::from_secs(3));
 
     // Idle keep-alive: one answered request, then nothing.
     let mut idle = TcpStream::connect(h.addr()).unwrap();
@@ -260,17 +253,8 @@ fn keep_alive_connections_are_closed_at_drain_start() {
 
 #[test]
 fn no_request_fails_during_the_drain() {
-    let dir = tempfile::tempdir().unwrap();
-    let up = Upstream::start(Arc::new(|_, _| (200, Duration::from_secs(3))));
-    let mut h = Hookd::configure(
-        dir.path(),
-        &hook_with_grace(dir.path(), &up.url(), "30s", "10s"),
-    );
-    h.start();
-    assert_eq!(h.post_signed("gh", b"{}", &[]).status, 202);
-    wait_for(Duration::from_secs(10), "delivery start", || {
-        (!up.received().is_empty()).then_some(())
-    });
+    // A delivery in flight keeps the drain open.
+    let (_dir, mut h, _up) = slow_delivery_in_flight(Duration::from_secs(3));
 
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -284,14 +268,7 @@ fn no_request_fails_during_the_drain() {
                         break;
                     }
                     let body = format!("{{\"t\":{t},\"i\":{i}}}");
-                    let sig = github_sig(SECRET, body.as_bytes());
-                    match request(
-                        addr,
-                        "POST",
-                        "/hooks/gh",
-                        &[("X-Hub-Signature-256", &sig)],
-                        body.as_bytes(),
-                    ) {
+                    match post_gh(addr, body.as_bytes()) {
                         Ok(r) if r.status == 202 => ok.fetch_add(1, Ordering::Relaxed),
                         _ => failed.fetch_add(1, Ordering::Relaxed),
                     };

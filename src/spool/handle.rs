@@ -84,6 +84,7 @@ impl Spool {
             max_batch: opts.max_batch,
             on_commit: opts.on_commit.clone(),
             arrivals: arrivals.clone(),
+            sync_full: true,
         };
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()

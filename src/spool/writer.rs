@@ -4,6 +4,12 @@
 //! `max_batch`), run them in one `BEGIN IMMEDIATE … COMMIT` (one WAL fsync),
 //! then answer every waiter. A failed commit answers every waiter of the batch
 //! with the error: none of them is durable.
+//!
+//! Only a batch that accepts webhooks needs its fsync (`synchronous=FULL`):
+//! it is what the 202 promises. A batch of delivery bookkeeping alone (claims,
+//! results, releases) commits with `synchronous=NORMAL`, which survives a
+//! process crash and at worst, after a power loss, redelivers an item:
+//! at-least-once allows that, and delivery no longer waits on the disk.
 
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -55,6 +61,8 @@ pub(crate) struct Writer {
     pub max_batch: usize,
     pub on_commit: Option<CommitObserver>,
     pub arrivals: Arc<Notify>,
+    /// Whether the connection is at `synchronous=FULL` now.
+    pub sync_full: bool,
 }
 
 /// An executed command's answer, sent once the batch's fate is known:
@@ -149,7 +157,10 @@ impl Writer {
             wake: false,
         };
         if batch.in_tx {
-            if let Err(e) = self.exec_sql("BEGIN IMMEDIATE") {
+            let durable = cmds.iter().any(|c| matches!(c, Cmd::Enqueue(..)));
+            if let Err(e) = self.set_sync_full(durable) {
+                batch.lost = Some(e);
+            } else if let Err(e) = self.exec_sql("BEGIN IMMEDIATE") {
                 batch.lost = Some(e);
             }
         }
@@ -196,6 +207,19 @@ impl Writer {
             self.arrivals.notify_waiters();
             self.arrivals.notify_one();
         }
+    }
+
+    /// Switches between `synchronous=FULL` and `NORMAL` outside a transaction.
+    fn set_sync_full(&mut self, full: bool) -> Result<(), SpoolError> {
+        if self.sync_full != full {
+            self.exec_sql(if full {
+                "PRAGMA synchronous = FULL"
+            } else {
+                "PRAGMA synchronous = NORMAL"
+            })?;
+            self.sync_full = full;
+        }
+        Ok(())
     }
 
     fn exec_sql(&self, sql: &str) -> Result<(), SpoolError> {

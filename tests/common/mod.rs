@@ -102,6 +102,8 @@ impl NotifySocket {
 pub struct Hookd {
     /// The binary `start` runs; a test may point it at a copy.
     pub bin: PathBuf,
+    /// Extra environment for the daemon.
+    pub env: Vec<(String, String)>,
     pub dir: PathBuf,
     pub config: PathBuf,
     pub port: u16,
@@ -127,6 +129,7 @@ impl Hookd {
         std::fs::write(&config, text).unwrap();
         Hookd {
             bin: PathBuf::from(BIN),
+            env: Vec::new(),
             dir: dir.to_path_buf(),
             config,
             port,
@@ -157,6 +160,7 @@ impl Hookd {
             .env_remove("JOURNAL_STREAM")
             .env_remove("STATE_DIRECTORY")
             .env_remove("RUNTIME_DIRECTORY")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(
@@ -240,6 +244,15 @@ impl Hookd {
         )
     }
 
+    /// `hookd spool ls --state STATE --json`: the items in that state.
+    pub fn items(&self, state: &str) -> Vec<serde_json::Value> {
+        let (code, out, err) = self.cli(&[
+            "spool", "ls", "--state", state, "--json", "--limit", "100000",
+        ]);
+        assert_eq!(code, 0, "spool ls failed: {err}");
+        serde_json::from_str(&out).unwrap()
+    }
+
     /// `hookd spool stats --json` as JSON.
     pub fn spool_stats(&self) -> serde_json::Value {
         let (code, out, err) = self.cli(&["spool", "stats", "--json"]);
@@ -277,6 +290,18 @@ impl Response {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// A GitHub-signed POST of `body` to `/hooks/gh` on a new connection.
+pub fn post_gh(addr: SocketAddr, body: &[u8]) -> std::io::Result<Response> {
+    let sig = github_sig(SECRET, body);
+    request(
+        addr,
+        "POST",
+        "/hooks/gh",
+        &[("X-Hub-Signature-256", &sig)],
+        body,
+    )
 }
 
 /// One request on a new connection (`Connection: close`).
