@@ -129,9 +129,10 @@ ct_boot() {
   echo "$TIMEOUT_PID" > "$STATE/timeout.pid"
   for _ in $(seq 1 100); do find_ct_pids && break; sleep 0.1; done
   [ -n "$CT_PID1" ] || { log "container PID 1 not found"; tail -20 "$STATE/nspawn.log" >&2; return 1; }
+  echo "$CT_PID1" > "$STATE/pid1"
   # systemctl needs the private bus socket before is-system-running --wait can answer.
   for _ in $(seq 1 300); do [ -S "/proc/$CT_PID1/root/run/systemd/private" ] && break; sleep 0.1; done
-  st=$(CT_TIMEOUT=90 X systemctl is-system-running --wait 2>&1)
+  st=$(CT_TIMEOUT=90 X systemctl is-system-running --wait 2>/dev/null)
   case "$st" in
     running) return 0 ;;
     degraded) X systemctl --failed --no-pager --no-legend >&2; return 0 ;;
@@ -180,15 +181,20 @@ unmount_and_clean() {
   done
   # nspawn cannot remove this when the host's /run is not a tmpfs.
   rmdir "/run/systemd/nspawn/propagate/$MACHINE" 2>/dev/null
-  rm -f "$STATE/timeout.pid"
+  rm -f "$STATE/timeout.pid" "$STATE/pid1"
   return 0
 }
 
 # Leftovers of a run that was killed: its container (found by the recorded pid and checked
 # by command line), its mounts and cgroups.
 ct_cleanup_stale() {
-  local tp
+  local tp p1 p
   tp=$(cat "$STATE/timeout.pid" 2>/dev/null)
+  p1=$(cat "$STATE/pid1" 2>/dev/null)
+  # Commands a killed run left running in the container (nsenter into its PID 1).
+  if [ -n "$p1" ]; then
+    for p in $(pgrep -f "nsenter --target $p1 --all "); do kill -KILL "$p" 2>/dev/null; done
+  fi
   if [ -n "$tp" ] && is_our_nspawn "$tp"; then
     log "container of an earlier run (pid $tp) still up: shutting it down"
     TIMEOUT_PID=$tp

@@ -21,7 +21,6 @@ RATE=${E2E_RATE:-40}
 THREADS=4
 IN=/root/e2e                    # staging dir inside the container
 RECORD=$IN/received.jsonl       # the test upstream's record of deliveries
-LOAD_PIDS=()
 declare -A TIMES=()
 
 usage() { echo "usage: $0 path/to/hookd_*.deb   (as root)" >&2; exit 2; }
@@ -31,7 +30,11 @@ DEB=$(readlink -f "$DEB")
 
 cleanup() {
   local p
-  for p in "${LOAD_PIDS[@]}"; do kill "$p" 2>/dev/null; done   # only the loads we started
+  # Our background commands first (nsenter'd: a container shutdown would SIGSTOP their
+  # child, and nsenter stops with it for good). Not the container itself.
+  for p in $(jobs -p); do [ "$p" != "$TIMEOUT_PID" ] && kill_tree "$p"; done
+  # A hookd left draining would hold the poweroff for its grace window.
+  [ -n "$CT_PID1" ] && CT_TIMEOUT=10 X systemctl kill --signal=KILL hookd.service >/dev/null 2>&1
   ct_shutdown
 }
 
@@ -48,6 +51,8 @@ hookd_procs() { X pgrep -c -x hookd || true; }
 pid_moved() { local p; p=$(mainpid); [ -n "$p" ] && [ "$p" != 0 ] && [ "$p" != "$1" ]; }
 one_hookd() { [ "$(hookd_procs)" = 1 ]; }
 gone() { ! alive "$1"; }
+unit_gone() { ! X systemctl is-active --quiet "$1"; }
+kill_tree() { local c; for c in $(pgrep -P "$1"); do kill_tree "$c"; done; kill -KILL "$1" 2>/dev/null; }
 has_lines() { [ "$(wc -l < "$1" 2>/dev/null || echo 0)" -ge "$2" ]; }
 upstream_has() { X grep -q "\"event\": \"$1\".*\"id\": \"$2\"" "$RECORD"; }
 
@@ -83,23 +88,22 @@ apply_config() {
   CT_TIMEOUT=60 X systemctl restart hookd.service
 }
 
-# load_start NAME [URL_PATH]: signed webhooks from $THREADS connections at $RATE/s, in the
-# background, until load_stop NAME (bounded by count and time in load.py itself).
+# load_start NAME [URL_PATH]: signed webhooks from $THREADS connections at $RATE/s until
+# load_stop NAME (bounded by count and time in load.py itself). It runs inside the
+# container as a transient unit, so no host process outlives a container shutdown.
 load_start() {
-  X rm -f "$IN/stop-$1"
-  CT_TIMEOUT=200 X python3 "$IN/load.py" run --url "http://127.0.0.1:$PORT${2:-/hooks/e2e}" \
+  X rm -f "$IN/stop-$1" "$IN/out-$1.jsonl" "$IN/load-$1.summary"
+  X systemd-run --quiet --collect --unit="e2e-load-$1" -p StandardOutput="file:$IN/load-$1.summary" \
+    python3 "$IN/load.py" run --url "http://127.0.0.1:$PORT${2:-/hooks/e2e}" \
     --secret-file "$IN/secret" --out "$IN/out-$1.jsonl" --threads "$THREADS" --rate "$RATE" \
-    --max-requests 6000 --max-seconds 180 --stop-file "$IN/stop-$1" > "$STATE/load-$1.summary" 2>&1 &
-  LOAD_PIDS+=($!)
-  eval "LOAD_PID_$1=$!"
+    --max-requests 6000 --max-seconds 180 --stop-file "$IN/stop-$1"
   # started = it has answers on file
   wait_for 15 has_lines "$MERGED$IN/out-$1.jsonl" 8
 }
-load_stop() {  # NAME: stop it and wait (bounded) for its summary
-  local pid; eval "pid=\$LOAD_PID_$1"
+load_stop() {  # NAME: stop it, wait (bounded) for its summary
   touch "$MERGED$IN/stop-$1"
-  wait_for 40 gone "$pid"
-  wait "$pid" 2>/dev/null
+  wait_for 40 unit_gone "e2e-load-$1"
+  cp "$MERGED$IN/load-$1.summary" "$STATE/load-$1.summary" 2>/dev/null
 }
 load_line() {  # NAME: one-line summary for PASS/FAIL messages
   local f=$STATE/load-$1.summary
