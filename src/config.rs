@@ -720,6 +720,14 @@ mod tests {
     }
 
     #[test]
+    fn shipped_examples_parse() {
+        for f in ["examples/hookd.toml", "examples/quickstart.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
+            Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
         assert_eq!(parse_size("64KiB").unwrap(), 64 << 10);

@@ -5,5 +5,11 @@
 //! the service manager's protocol and knows nothing of webhooks.
 //! See ARCHITECTURE.md for the map.
 
+pub mod cli;
 pub mod config;
+pub mod delivery;
+pub mod ingress;
+pub mod lifecycle;
+pub mod metrics;
 pub mod spool;
+pub mod systemd;

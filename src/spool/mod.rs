@@ -3,6 +3,23 @@
 //! One writer thread owns the read-write connection and group-commits every
 //! command waiting at that moment: one transaction, one fsync, then every waiter
 //! is answered. Reads for operators go through their own connections.
+//!
+//! Files: `handle.rs` ([`Spool`]), `writer.rs` (the group-commit thread and
+//! the hot SQL), `schema.rs` (settings, migrations), `instances.rs` (who holds
+//! leases), `admin.rs` ([`Admin`] for the CLI), `codec.rs` (column encodings).
+
+mod admin;
+mod codec;
+mod handle;
+mod instances;
+mod schema;
+#[cfg(test)]
+mod tests;
+mod writer;
+
+pub use admin::{Admin, InstanceInfo, ItemSummary, ListFilter, Stats};
+pub use handle::Spool;
+pub use schema::SCHEMA_VERSION;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,8 +32,10 @@ use bytes::Bytes;
 /// spool knowing about metrics.
 pub type CommitObserver = Arc<dyn Fn(Duration, usize) + Send + Sync>;
 
+/// How to open a [`Spool`].
 #[derive(Clone)]
 pub struct SpoolOptions {
+    /// The spool file (created 0600 when missing; its directory must exist).
     pub path: PathBuf,
     /// This process's id in lease_owner; unique per process start.
     pub instance_id: String,
@@ -25,6 +44,7 @@ pub struct SpoolOptions {
     pub on_commit: Option<CommitObserver>,
 }
 
+/// Anything a spool operation can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
     #[error("spool: {0}")]
@@ -39,7 +59,10 @@ pub enum SpoolError {
     Other(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where an item is in its life: pending → leased → done | dead (or back to
+/// pending on retry or release).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ItemState {
     Pending,
     Leased,
@@ -48,12 +71,30 @@ pub enum ItemState {
 }
 
 impl ItemState {
+    /// The name stored in the spool and shown to operators.
     pub fn as_str(self) -> &'static str {
         match self {
             ItemState::Pending => "pending",
             ItemState::Leased => "leased",
             ItemState::Done => "done",
             ItemState::Dead => "dead",
+        }
+    }
+}
+
+impl std::str::FromStr for ItemState {
+    type Err = String;
+
+    /// Parses the names [`ItemState::as_str`] gives (for CLI filters).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(ItemState::Pending),
+            "leased" => Ok(ItemState::Leased),
+            "done" => Ok(ItemState::Done),
+            "dead" => Ok(ItemState::Dead),
+            _ => Err(format!(
+                "unknown item state {s:?} (pending, leased, done, dead)"
+            )),
         }
     }
 }
@@ -70,6 +111,7 @@ pub struct NewItem {
     pub body: Bytes,
 }
 
+/// Outcome of [`Spool::enqueue`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enqueued {
     /// Durable now, with this id.
@@ -78,6 +120,7 @@ pub enum Enqueued {
     Duplicate(i64),
 }
 
+/// A stored item as read back from the spool.
 #[derive(Debug, Clone)]
 pub struct Item {
     pub id: i64,
@@ -95,6 +138,7 @@ pub struct Item {
     pub lease_expiry: Option<SystemTime>,
 }
 
+/// What [`Spool::claim`] should lease.
 #[derive(Debug, Clone)]
 pub struct ClaimRequest {
     pub hook: String,
@@ -108,7 +152,7 @@ pub struct ClaimRequest {
 }
 
 /// Count of items in one (hook, state).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DepthRow {
     pub hook: String,
     pub state: ItemState,

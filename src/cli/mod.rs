@@ -1,0 +1,240 @@
+//! The command line: `serve`, `check-config`, `status`, `reload`, `spool …`.
+
+pub mod logging;
+pub mod spool;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::lifecycle::{control, exit, serve};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hookd",
+    version,
+    about = "A systemd-native webhook inbox: spools every webhook durably before answering, then delivers it with retries."
+)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, short, global = true, env = "HOOKD_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon (under systemd: Type=notify).
+    Serve,
+    /// Validate the configuration (and load its secrets) without starting.
+    CheckConfig,
+    /// State, deliveries in flight, spool depth and recent errors of the running daemon.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the running daemon to reload (hand-off to the binary and config on disk).
+    Reload,
+    /// Inspect and repair the spool file, whether or not the daemon runs.
+    #[command(subcommand)]
+    Spool(spool::SpoolCommand),
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve => run_serve(&cli.config),
+        Command::CheckConfig => check_config(&cli.config),
+        Command::Status { json } => status(&cli.config, json),
+        Command::Reload => reload(&cli.config),
+        Command::Spool(cmd) => spool::run(&cli.config, cmd),
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("hookd: {e}");
+        ExitCode::from(exit::BAD_CONFIG)
+    })
+}
+
+fn run_serve(path: &std::path::Path) -> ExitCode {
+    let cfg = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    logging::init(&cfg.log);
+    // Safety: no other thread runs yet; this clears LISTEN_* from the environment.
+    let (inherited, skipped) = match unsafe { crate::systemd::listen::take() } {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the sockets systemd passed");
+            return ExitCode::from(exit::NO_LISTENER);
+        }
+    };
+    for s in skipped {
+        tracing::warn!("ignoring inherited {s}");
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return ExitCode::from(exit::RUNTIME);
+        }
+    };
+    let code = match rt.block_on(serve::serve(cfg, inherited)) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(
+                hookd_event = "start_failed",
+                exit_code = e.code,
+                "{}",
+                e.message
+            );
+            eprintln!("hookd: {}", e.message);
+            e.code
+        }
+    };
+    rt.shutdown_timeout(Duration::from_secs(1));
+    ExitCode::from(code)
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    let cfg = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let routes = cfg
+        .load_secrets()
+        .map_err(|e| e.to_string())
+        .and_then(|s| crate::ingress::routes::Ingress::routes(&cfg, s));
+    if let Err(e) = routes {
+        eprintln!("hookd: {e}");
+        return ExitCode::from(exit::BAD_CONFIG);
+    }
+    println!(
+        "{}: ok ({} hooks; spool {}; listen {})",
+        path.display(),
+        cfg.hooks.len(),
+        cfg.spool_path().display(),
+        cfg.server.listen.join(" ")
+    );
+    ExitCode::SUCCESS
+}
+
+fn status(path: &std::path::Path, json: bool) -> ExitCode {
+    let cfg = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match control::request(
+        &cfg.control_socket_path(),
+        "status",
+        Duration::from_secs(10),
+    ) {
+        Ok(v) if json => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            print_status(&v);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hookd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_status(v: &serde_json::Value) {
+    let s = |k: &str| {
+        v.get(k)
+            .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
+            .unwrap_or_default()
+    };
+    println!(
+        "state:    {}\npid:      {}\nspool:    {}",
+        s("state"),
+        s("pid"),
+        s("spool")
+    );
+    println!("requests in flight: {}", s("requests_in_flight"));
+    for r in v
+        .get("in_flight")
+        .and_then(|x| x.as_array())
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "in flight  {:<20} {}",
+            r["hook"].as_str().unwrap_or("?"),
+            r["count"]
+        );
+    }
+    for r in v
+        .get("depth")
+        .and_then(|x| x.as_array())
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "spool      {:<20} {:<8} {}",
+            r["hook"].as_str().unwrap_or("?"),
+            r["state"].as_str().unwrap_or("?"),
+            r["count"]
+        );
+    }
+    println!("orphaned pending: {}", s("orphaned_pending"));
+    for e in v
+        .get("last_errors")
+        .and_then(|x| x.as_array())
+        .into_iter()
+        .flatten()
+    {
+        println!("error      {e}");
+    }
+}
+
+fn reload(path: &std::path::Path) -> ExitCode {
+    let cfg = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match control::request(
+        &cfg.control_socket_path(),
+        "reload",
+        Duration::from_secs(120),
+    ) {
+        Ok(v) if v.get("ok").and_then(|x| x.as_bool()) == Some(true) => {
+            println!(
+                "{}",
+                v.get("message")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or("reloaded")
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            eprintln!(
+                "hookd: reload failed: {}",
+                v.get("error")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or("unknown error")
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("hookd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! `hookd spool …`: works on the spool file directly, daemon or not.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use clap::{Subcommand, ValueEnum};
+
+use crate::config::Config;
+use crate::lifecycle::exit;
+use crate::spool::{Admin, ItemState, ListFilter};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum StateArg {
+    Pending,
+    Leased,
+    Done,
+    Dead,
+}
+
+impl From<StateArg> for ItemState {
+    fn from(s: StateArg) -> ItemState {
+        match s {
+            StateArg::Pending => ItemState::Pending,
+            StateArg::Leased => ItemState::Leased,
+            StateArg::Done => ItemState::Done,
+            StateArg::Dead => ItemState::Dead,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SpoolCommand {
+    /// List items (newest first), without bodies.
+    Ls {
+        #[arg(long, value_enum)]
+        state: Option<StateArg>,
+        #[arg(long)]
+        hook: Option<String>,
+        /// Only items whose hook is no longer in the config.
+        #[arg(long)]
+        orphaned: bool,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One item with its headers and body.
+    Show {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make items due now with a fresh attempt count: by id, or every dead one.
+    Retry {
+        ids: Vec<i64>,
+        /// Every dead item (of --hook, if given).
+        #[arg(long, conflicts_with = "ids")]
+        dead: bool,
+        #[arg(long)]
+        hook: Option<String>,
+    },
+    /// Delete done or dead items.
+    Purge {
+        #[arg(long, value_enum)]
+        state: StateArg,
+        /// Only items older than this (e.g. 7d).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: Option<Duration>,
+    },
+    /// Counts by hook and state, oldest pending age, file size, instances.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(config: &Path, cmd: SpoolCommand) -> ExitCode {
+    let cfg = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hookd: {e}");
+            return ExitCode::from(exit::BAD_CONFIG);
+        }
+    };
+    let path = cfg.spool_path();
+    let admin = match Admin::open(&path) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("hookd: {}: {e}", path.display());
+            return ExitCode::from(exit::SPOOL);
+        }
+    };
+    match execute(&cfg, &admin, cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hookd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(cfg: &Config, admin: &Admin, cmd: SpoolCommand) -> Result<(), String> {
+    let s = |e: crate::spool::SpoolError| e.to_string();
+    match cmd {
+        SpoolCommand::Ls {
+            state,
+            hook,
+            orphaned,
+            limit,
+            json,
+        } => {
+            let configured: Vec<String> =
+                cfg.hooks.iter().map(|h| h.get_ref().name.clone()).collect();
+            let filter = ListFilter {
+                state: state.map(Into::into),
+                hook: hook.as_deref(),
+                orphaned: orphaned.then_some(configured.as_slice()),
+                limit: Some(limit),
+            };
+            let items = admin.ls(&filter).map_err(s)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&items).map_err(|e| e.to_string())?
+                );
+                return Ok(());
+            }
+            println!(
+                "{:>10}  {:<16} {:<8} {:>8}  {:<20} {}",
+                "ID", "HOOK", "STATE", "ATTEMPTS", "RECEIVED", "LAST ERROR"
+            );
+            for i in items {
+                println!(
+                    "{:>10}  {:<16} {:<8} {:>8}  {:<20} {}",
+                    i.id,
+                    i.hook,
+                    i.state.as_str(),
+                    i.attempts,
+                    time(i.received_at),
+                    i.last_error.unwrap_or_default()
+                );
+            }
+        }
+        SpoolCommand::Show { id, json } => {
+            let item = admin.show(id).map_err(s)?;
+            let headers: Vec<(String, String)> = item
+                .headers
+                .iter()
+                .map(|(n, v)| (n.clone(), String::from_utf8_lossy(v).to_string()))
+                .collect();
+            let body = String::from_utf8_lossy(&item.body).to_string();
+            if json {
+                let v = serde_json::json!({
+                    "id": item.id, "hook": item.hook, "dedup_id": item.dedup_id,
+                    "state": item.state.as_str(), "attempts": item.attempts,
+                    "received_at": time(item.received_at), "next_attempt": time(item.next_attempt),
+                    "last_error": item.last_error, "lease_owner": item.lease_owner,
+                    "headers": headers, "body": body,
+                });
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+                );
+                return Ok(());
+            }
+            println!(
+                "id:           {}\nhook:         {}\nstate:        {}\nattempts:     {}",
+                item.id,
+                item.hook,
+                item.state.as_str(),
+                item.attempts
+            );
+            println!(
+                "received:     {}\nnext attempt: {}",
+                time(item.received_at),
+                time(item.next_attempt)
+            );
+            println!(
+                "dedup id:     {}\nlast error:   {}",
+                item.dedup_id.unwrap_or_default(),
+                item.last_error.unwrap_or_default()
+            );
+            println!("lease owner:  {}\n", item.lease_owner.unwrap_or_default());
+            for (n, v) in headers {
+                println!("{n}: {v}");
+            }
+            println!("\n{body}");
+        }
+        SpoolCommand::Retry { ids, dead, hook } => {
+            if dead {
+                let n = admin.retry_dead(hook.as_deref()).map_err(s)?;
+                println!("{n} dead items are pending again");
+            } else if ids.is_empty() {
+                return Err("give item ids, or --dead".into());
+            } else {
+                for id in ids {
+                    admin.retry(id).map_err(s)?;
+                    println!("{id} is pending again");
+                }
+            }
+        }
+        SpoolCommand::Purge { state, older_than } => {
+            let state: ItemState = state.into();
+            if !matches!(state, ItemState::Done | ItemState::Dead) {
+                return Err("purge takes --state done or --state dead".into());
+            }
+            let n = admin.purge(state, older_than).map_err(s)?;
+            println!("purged {n} {} items", state.as_str());
+        }
+        SpoolCommand::Stats { json } => {
+            let st = admin.stats().map_err(s)?;
+            let total: u64 = st.depth.iter().map(|r| r.count).sum();
+            if json {
+                let mut v = serde_json::to_value(&st).map_err(|e| e.to_string())?;
+                v["total"] = total.into();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+                );
+                return Ok(());
+            }
+            println!(
+                "spool:    {}\nschema:   v{}\nsize:     {} bytes (+ {} WAL)",
+                admin.path().display(),
+                st.schema_version,
+                st.file_bytes,
+                st.wal_bytes
+            );
+            println!("items:    {total}");
+            if let Some(ms) = st.oldest_pending_age_ms {
+                println!(
+                    "oldest pending: {}",
+                    humantime::format_duration(Duration::from_secs(ms / 1000))
+                );
+            }
+            for r in &st.depth {
+                println!("  {:<20} {:<8} {}", r.hook, r.state.as_str(), r.count);
+            }
+            for i in &st.instances {
+                println!(
+                    "instance {} pid {} {}",
+                    i.id,
+                    i.pid,
+                    if i.alive { "running" } else { "gone" }
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn time(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}

@@ -1,0 +1,261 @@
+//! One hook's dispatcher: claims due items up to the hook's concurrency, runs
+//! each as a task, and writes each result back to the spool.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::{sleep, sleep_until, Instant};
+
+use super::retry::{verdict, Verdict};
+use super::{exec, forward, human, DeliveryContext, DeliveryEvent, Outcome};
+use crate::config::{ActionKind, HookConfig};
+use crate::spool::{ClaimRequest, Item, Spool, SpoolError};
+
+/// A lease outlives the action's timeout by this much, so a running
+/// delivery's item never becomes claimable by another worker.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(60);
+/// The dispatcher looks at the spool at least this often, whatever it is told.
+const FALLBACK_TICK: Duration = Duration::from_secs(1);
+/// Pause after a spool error before trying again.
+const SPOOL_ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// Tries to write one result to the spool before leaving it to the lease.
+const RECORD_TRIES: u32 = 3;
+
+/// Delivers `hook`'s items until `ctx.stop` (or `ctx.hard_stop`) is set, then
+/// waits for its running deliveries and returns. Never panics on spool errors:
+/// it logs them and tries again a second later.
+pub async fn run_hook(spool: Spool, hook: HookConfig, ctx: DeliveryContext) {
+    let concurrency = if hook.ordered {
+        1
+    } else {
+        hook.concurrency.max(1)
+    };
+    let lease = hook.action.timeout.saturating_add(LEASE_MARGIN);
+    let worker = Arc::new(Worker {
+        spool: spool.clone(),
+        hook,
+        ctx: ctx.clone(),
+    });
+    let name = worker.hook.name.clone();
+    let arrivals = spool.arrivals();
+    let mut stop = ctx.stop.clone();
+    let mut hard_stop = ctx.hard_stop.clone();
+    let mut hard_stop_open = true;
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    tracing::debug!(hook = %name, concurrency, "delivery started");
+
+    while !(*stop.borrow() || *hard_stop.borrow()) {
+        // Registered before the claim, so an arrival during it still wakes us.
+        let notified = arrivals.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let mut wake_at = Instant::now() + FALLBACK_TICK;
+        let mut spool_failed = false;
+
+        let free = concurrency.saturating_sub(tasks.len());
+        if free > 0 {
+            let req = ClaimRequest {
+                hook: name.clone(),
+                max: free,
+                ordered: worker.hook.ordered,
+                lease,
+            };
+            match spool.claim(req).await {
+                Ok(items) => {
+                    let claimed = items.len();
+                    for item in items {
+                        tasks.spawn(worker.clone().deliver(item));
+                    }
+                    if claimed < free {
+                        match spool.next_due(&name).await {
+                            Ok(Some(due)) => {
+                                // A due time already past is one we could not
+                                // claim (ordered, leased elsewhere): the tick covers it.
+                                if let Ok(wait) = due.duration_since(SystemTime::now()) {
+                                    wake_at = wake_at.min(Instant::now() + wait);
+                                }
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                tracing::error!(hook = %name, error = %e, "spool: cannot read next due time");
+                                spool_failed = true;
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(hook = %name, error = %e, "spool: cannot claim deliveries; trying again in 1s");
+                    spool_failed = true;
+                }
+            }
+        }
+        if spool_failed {
+            wake_at = Instant::now() + SPOOL_ERROR_PAUSE;
+        }
+
+        tokio::select! {
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => report_panic(&name, joined),
+            _ = &mut notified, if !spool_failed => {}
+            _ = sleep_until(wake_at) => {}
+            changed = stop.changed() => {
+                // The sender gone means the process is going away: stop too.
+                if changed.is_err() {
+                    break;
+                }
+            }
+            changed = hard_stop.changed(), if hard_stop_open => {
+                hard_stop_open = changed.is_ok();
+            }
+        }
+    }
+
+    if !tasks.is_empty() {
+        tracing::info!(hook = %name, in_flight = tasks.len(), "delivery stopped claiming; waiting for running deliveries");
+    }
+    while let Some(joined) = tasks.join_next().await {
+        report_panic(&name, joined);
+    }
+    tracing::debug!(hook = %name, "delivery stopped");
+}
+
+fn report_panic(hook: &str, joined: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = joined {
+        // Its lease expires and the item is claimed again: nothing is lost.
+        tracing::error!(hook = %hook, error = %e, "delivery task failed");
+    }
+}
+
+/// What each delivery task of one hook needs.
+struct Worker {
+    spool: Spool,
+    hook: HookConfig,
+    ctx: DeliveryContext,
+}
+
+impl Worker {
+    async fn deliver(self: Arc<Self>, item: Item) {
+        let _tracked = self.ctx.in_flight.track(item.id, &self.hook.name);
+        let attempt = item.attempts.saturating_add(1);
+        let started = Instant::now();
+        let outcome = if *self.ctx.hard_stop.borrow() {
+            Outcome::Cancelled
+        } else {
+            self.attempt(&item, attempt).await
+        };
+        self.record(&item, attempt, outcome, started.elapsed())
+            .await;
+    }
+
+    /// Runs the action once; `Cancelled` if the hard stop comes first.
+    async fn attempt(&self, item: &Item, attempt: u32) -> Outcome {
+        let cancel = until_set(self.ctx.hard_stop.clone());
+        let timeout = self.hook.action.timeout;
+        match &self.hook.action.kind {
+            ActionKind::Forward { url, headers } => {
+                let call = forward(&self.ctx.client, url, item, attempt, headers, timeout);
+                tokio::select! {
+                    biased;
+                    outcome = call => outcome,
+                    _ = cancel => Outcome::Cancelled,
+                }
+            }
+            ActionKind::Exec { argv } => exec(argv, item, attempt, timeout, cancel).await,
+        }
+    }
+
+    /// Writes the outcome to the spool, logs it and tells the observer.
+    async fn record(&self, item: &Item, attempt: u32, outcome: Outcome, elapsed: Duration) {
+        let id = item.id;
+        let hook = &self.hook.name;
+        match outcome {
+            Outcome::Delivered => {
+                self.persist("complete", id, || self.spool.complete(id))
+                    .await;
+                tracing::info!(hookd_event = "delivered", delivery_id = id, hook = %hook, attempt,
+                    duration = %human(elapsed), "delivered in {}", human(elapsed));
+                self.observe(DeliveryEvent::Delivered {
+                    hook: hook.clone(),
+                    secs: elapsed.as_secs_f64(),
+                });
+            }
+            Outcome::Failed(error) => {
+                self.observe(DeliveryEvent::Failed {
+                    hook: hook.clone(),
+                    id,
+                    error: error.clone(),
+                });
+                let verdict = verdict(&self.hook.retry, attempt, &mut rand::thread_rng());
+                match verdict {
+                    Verdict::Retry(wait) => {
+                        let next = SystemTime::now()
+                            .checked_add(wait)
+                            .unwrap_or_else(SystemTime::now);
+                        self.persist("retry_later", id, || {
+                            self.spool.retry_later(id, next, &error)
+                        })
+                        .await;
+                        tracing::warn!(hookd_event = "delivery_failed", delivery_id = id, hook = %hook, attempt,
+                            retry_in = %human(wait), error = %error,
+                            "delivery failed: {error}; retry in {}", human(wait));
+                        self.observe(DeliveryEvent::Retried { hook: hook.clone() });
+                    }
+                    Verdict::Dead => {
+                        self.persist("mark_dead", id, || self.spool.mark_dead(id, &error))
+                            .await;
+                        tracing::error!(hookd_event = "delivery_dead", delivery_id = id, hook = %hook, attempt,
+                            error = %error, "delivery failed for good after {attempt} attempts: {error}");
+                        self.observe(DeliveryEvent::Dead { hook: hook.clone() });
+                    }
+                }
+            }
+            Outcome::Cancelled => {
+                self.persist("release", id, || self.spool.release(id)).await;
+                tracing::warn!(hookd_event = "delivery_abandoned", delivery_id = id, hook = %hook, attempt,
+                    elapsed = %human(elapsed), "delivery abandoned after {}; item back to pending", human(elapsed));
+            }
+        }
+    }
+
+    /// Runs one spool write, retrying a little; if it still fails the lease
+    /// expires and the item is delivered again (at-least-once).
+    async fn persist<F, Fut>(&self, what: &str, id: i64, write: F)
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<(), SpoolError>>,
+    {
+        for tries in 1..=RECORD_TRIES {
+            match write().await {
+                Ok(()) => return,
+                Err(e) => {
+                    let last = tries == RECORD_TRIES
+                        || matches!(e, SpoolError::Closed)
+                        || *self.ctx.hard_stop.borrow();
+                    if last {
+                        tracing::error!(delivery_id = id, hook = %self.hook.name, error = %e,
+                            "spool: {what} failed; the item will be tried again when its lease expires");
+                        return;
+                    }
+                    tracing::warn!(delivery_id = id, hook = %self.hook.name, error = %e,
+                        "spool: {what} failed; trying again");
+                    sleep(SPOOL_ERROR_PAUSE).await;
+                }
+            }
+        }
+    }
+
+    fn observe(&self, event: DeliveryEvent) {
+        if let Some(observer) = &self.ctx.observer {
+            observer(event);
+        }
+    }
+}
+
+/// Resolves once `rx` reads `true`; never if its sender goes away first.
+async fn until_set(mut rx: watch::Receiver<bool>) {
+    if rx.wait_for(|set| *set).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}

@@ -1,0 +1,334 @@
+//! The `exec` action: run a command (no shell) with the body on stdin.
+
+use std::future::Future;
+use std::io;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::{ChildStdin, Command};
+use tokio::time::{sleep_until, Instant};
+
+use super::{human, Outcome};
+use crate::spool::Item;
+
+/// Between SIGTERM and SIGKILL when a command overruns or is cancelled.
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
+/// How long output is still read after the command exits: a background
+/// grandchild may hold the pipes open forever.
+const OUTPUT_LINGER: Duration = Duration::from_secs(1);
+/// Longer output lines are logged in pieces of this size.
+const MAX_LINE: usize = 8 * 1024;
+/// How much of the last stderr line goes into the error message.
+const STDERR_IN_ERROR: usize = 200;
+/// systemd protocol variables meant for hookd alone, never for its children.
+const PRIVATE_ENV: &[&str] = &[
+    "NOTIFY_SOCKET",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+];
+
+/// Runs `argv` for `item`'s `attempt` (1-based): body on stdin, metadata in
+/// `HOOKD_*` variables, stdout/stderr logged line by line. Exit 0 is
+/// [`Outcome::Delivered`]; another status, or overrunning `timeout`, is
+/// [`Outcome::Failed`]. When `cancel` completes first the command is stopped
+/// and the result is [`Outcome::Cancelled`].
+///
+/// The command runs in its own process group; on timeout or cancel the whole
+/// group gets SIGTERM, then SIGKILL after [`KILL_GRACE`], and the command is
+/// reaped before this returns. Dropping the future SIGKILLs the group at once
+/// (the runtime reaps the child).
+pub async fn exec(
+    argv: &[String],
+    item: &Item,
+    attempt: u32,
+    timeout: Duration,
+    cancel: impl Future<Output = ()>,
+) -> Outcome {
+    run(argv, item, attempt, timeout, cancel, KILL_GRACE).await
+}
+
+/// Why a command was stopped before it exited by itself.
+#[derive(Clone, Copy)]
+enum Stop {
+    TimedOut,
+    Cancelled,
+}
+
+async fn run(
+    argv: &[String],
+    item: &Item,
+    attempt: u32,
+    timeout: Duration,
+    cancel: impl Future<Output = ()>,
+    grace: Duration,
+) -> Outcome {
+    let Some(program) = argv.first() else {
+        return Outcome::Failed("exec: no command given".into());
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(&argv[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    for var in PRIVATE_ENV {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env_for(item, attempt));
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return Outcome::Failed(format!("cannot start {program}: {e}")),
+    };
+    let mut group = GroupGuard(child.id().map(|id| Pid::from_raw(id as i32)));
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        // Unreachable with piped stdio; the guard kills the group.
+        return Outcome::Failed("exec: child pipes missing".into());
+    };
+    let log = OutputLog {
+        id: item.id,
+        hook: &item.hook,
+    };
+    let mut out = LineReader::new(stdout);
+    let mut err = LineReader::new(stderr);
+    let mut last_stderr: Option<String> = None;
+    let feed = feed_stdin(stdin, item.body.clone());
+    tokio::pin!(feed, cancel);
+    let mut fed = false;
+    let deadline = Instant::now() + timeout;
+    let mut stopping: Option<Stop> = None;
+    let mut kill_at: Option<Instant> = None;
+
+    let status: io::Result<ExitStatus> = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            line = out.next_line(), if !out.eof => log.line("stdout", line),
+            line = err.next_line(), if !err.eof => {
+                if let Some(l) = &line {
+                    last_stderr = Some(l.clone());
+                }
+                log.line("stderr", line);
+            }
+            _ = &mut feed, if !fed => fed = true,
+            _ = sleep_until(deadline), if stopping.is_none() => {
+                stopping = Some(Stop::TimedOut);
+                group.signal(Signal::SIGTERM);
+                kill_at = Some(Instant::now() + grace);
+            }
+            _ = &mut cancel, if stopping.is_none() => {
+                stopping = Some(Stop::Cancelled);
+                group.signal(Signal::SIGTERM);
+                kill_at = Some(Instant::now() + grace);
+            }
+            _ = sleep_until(kill_at.unwrap_or(deadline)), if kill_at.is_some() => {
+                group.signal(Signal::SIGKILL);
+                kill_at = None;
+            }
+        }
+    };
+    if stopping.is_some() {
+        // The leader is gone; finish off group members that ignored SIGTERM.
+        group.signal(Signal::SIGKILL);
+    }
+    group.disarm();
+
+    let linger = Instant::now() + OUTPUT_LINGER;
+    while !(out.eof && err.eof) {
+        tokio::select! {
+            line = out.next_line(), if !out.eof => log.line("stdout", line),
+            line = err.next_line(), if !err.eof => {
+                if let Some(l) = &line {
+                    last_stderr = Some(l.clone());
+                }
+                log.line("stderr", line);
+            }
+            _ = sleep_until(linger) => break,
+        }
+    }
+
+    match (stopping, status) {
+        (Some(Stop::Cancelled), _) => Outcome::Cancelled,
+        (Some(Stop::TimedOut), _) => Outcome::Failed(format!("timed out after {}", human(timeout))),
+        (None, Err(e)) => Outcome::Failed(format!("cannot wait for {program}: {e}")),
+        (None, Ok(status)) if status.success() => Outcome::Delivered,
+        (None, Ok(status)) => {
+            let mut msg = describe(status);
+            if let Some(line) = last_stderr.filter(|l| !l.trim().is_empty()) {
+                let cut: String = line.trim().chars().take(STDERR_IN_ERROR).collect();
+                msg.push_str(": ");
+                msg.push_str(&cut);
+            }
+            Outcome::Failed(msg)
+        }
+    }
+}
+
+/// `HOOKD_*` variables for the command.
+fn env_for(item: &Item, attempt: u32) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("HOOKD_DELIVERY_ID".to_string(), item.id.to_string()),
+        ("HOOKD_HOOK".to_string(), item.hook.clone()),
+        ("HOOKD_ATTEMPT".to_string(), attempt.to_string()),
+        (
+            "HOOKD_RECEIVED_AT".to_string(),
+            humantime::format_rfc3339_millis(item.received_at).to_string(),
+        ),
+    ];
+    for (name, value) in &item.headers {
+        let Ok(value) = std::str::from_utf8(value) else {
+            continue;
+        };
+        if value.contains('\0') {
+            continue;
+        }
+        let var = format!("HOOKD_HEADER_{}", env_name(name));
+        // A repeated header becomes one comma-separated value, as HTTP allows.
+        match env.iter_mut().find(|(k, _)| *k == var) {
+            Some((_, v)) => {
+                v.push_str(", ");
+                v.push_str(value);
+            }
+            None => env.push((var, value.to_string())),
+        }
+    }
+    env
+}
+
+/// `X-GitHub-Event` → `X_GITHUB_EVENT`; anything not alphanumeric becomes `_`.
+fn env_name(header: &str) -> String {
+    header
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        return format!("exit status {code}");
+    }
+    match status.signal() {
+        Some(sig) => match Signal::try_from(sig) {
+            Ok(s) => format!("killed by signal {}", s.as_str()),
+            Err(_) => format!("killed by signal {sig}"),
+        },
+        None => status.to_string(),
+    }
+}
+
+/// Writes the body, then closes stdin. A command that exits without reading
+/// its input is fine: the broken pipe is ignored.
+async fn feed_stdin(mut stdin: ChildStdin, body: Bytes) {
+    if let Err(e) = stdin.write_all(&body).await {
+        if e.kind() != io::ErrorKind::BrokenPipe {
+            tracing::debug!(error = %e, "exec: writing stdin failed");
+        }
+    }
+}
+
+/// The command's process group; SIGKILLed when dropped while still armed, so a
+/// cancelled delivery leaves no grandchildren behind.
+struct GroupGuard(Option<Pid>);
+
+impl GroupGuard {
+    /// Signals the group. Sent only while the leader is unreaped, or right
+    /// after: pids are handed out in sequence, so the id is not reused so soon.
+    fn signal(&self, sig: Signal) {
+        if let Some(pgid) = self.0 {
+            // ESRCH: everyone already left.
+            let _ = killpg(pgid, sig);
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.signal(Signal::SIGKILL);
+    }
+}
+
+/// Where output lines go: the log, tagged with the delivery.
+struct OutputLog<'a> {
+    id: i64,
+    hook: &'a str,
+}
+
+impl OutputLog<'_> {
+    fn line(&self, stream: &'static str, line: Option<String>) {
+        if let Some(line) = line {
+            tracing::info!(delivery_id = self.id, hook = %self.hook, stream, "{line}");
+        }
+    }
+}
+
+/// Splits a pipe into lines (lossy UTF-8, at most [`MAX_LINE`] bytes each).
+/// `next_line` is cancel-safe: its only await is a single `read`.
+struct LineReader<R> {
+    reader: R,
+    buf: Vec<u8>,
+    eof: bool,
+}
+
+impl<R: AsyncRead + Unpin> LineReader<R> {
+    fn new(reader: R) -> Self {
+        LineReader {
+            reader,
+            buf: Vec::new(),
+            eof: false,
+        }
+    }
+
+    /// The next line; `None` once the pipe is closed and empty (then `eof` is set).
+    async fn next_line(&mut self) -> Option<String> {
+        loop {
+            if let Some(pos) = self.buf.iter().take(MAX_LINE + 1).position(|&b| b == b'\n') {
+                let mut line: Vec<u8> = self.buf.drain(..=pos).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Some(String::from_utf8_lossy(&line).into_owned());
+            }
+            if self.buf.len() >= MAX_LINE {
+                let piece: Vec<u8> = self.buf.drain(..MAX_LINE).collect();
+                return Some(String::from_utf8_lossy(&piece).into_owned());
+            }
+            let mut chunk = [0u8; 4096];
+            match self.reader.read(&mut chunk).await {
+                Ok(n) if n > 0 => self.buf.extend_from_slice(&chunk[..n]),
+                // Closed, or a read error: either way nothing more comes.
+                _ => {
+                    self.eof = true;
+                    if self.buf.is_empty() {
+                        return None;
+                    }
+                    let rest = std::mem::take(&mut self.buf);
+                    return Some(String::from_utf8_lossy(&rest).into_owned());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "exec_tests.rs"]
+mod tests;

@@ -1,0 +1,199 @@
+//! The `forward` action: POST the stored body to a local upstream.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::time::{timeout_at, Instant};
+
+use super::{human, Outcome};
+use crate::spool::Item;
+
+/// How much of a non-2xx answer's body goes into the error message.
+const ERROR_SNIPPET: usize = 200;
+/// How much of a 2xx body is read (and thrown away) so the connection can be reused.
+const DRAIN_LIMIT: usize = 64 * 1024;
+
+/// Headers that belong to one connection, or that the client sets itself; never passed on.
+const NEVER_PASSED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "expect",
+];
+
+/// The HTTP/1.1 client every `forward` hook shares: pooled, keep-alive.
+/// Build it once per process; clones share the pool.
+#[derive(Clone)]
+pub struct ForwardClient {
+    inner: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl ForwardClient {
+    /// A client with a keep-alive pool; idle connections close after 30 s.
+    pub fn new() -> ForwardClient {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let inner = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        ForwardClient { inner }
+    }
+}
+
+impl Default for ForwardClient {
+    fn default() -> Self {
+        ForwardClient::new()
+    }
+}
+
+/// POSTs `item`'s body to `url` with its stored headers (filtered, see
+/// [`passes`]) plus `Hookd-Delivery-Id`, `Hookd-Attempt` (1-based) and
+/// `Hookd-Hook`. 2xx is [`Outcome::Delivered`]; any other answer, a connect
+/// error, or no answer within `timeout` is [`Outcome::Failed`].
+pub async fn forward(
+    client: &ForwardClient,
+    url: &str,
+    item: &Item,
+    attempt: u32,
+    headers_allow: &[String],
+    timeout: Duration,
+) -> Outcome {
+    let req = match build_request(url, item, attempt, headers_allow) {
+        Ok(r) => r,
+        Err(e) => return Outcome::Failed(format!("cannot build request to {url}: {e}")),
+    };
+    let deadline = Instant::now() + timeout;
+    let resp = match timeout_at(deadline, client.inner.request(req)).await {
+        Err(_) => {
+            return Outcome::Failed(format!(
+                "upstream {url} did not answer within {}",
+                human(timeout)
+            ))
+        }
+        Ok(Err(e)) => {
+            return Outcome::Failed(format!("cannot reach upstream {url}: {}", chain(&e)))
+        }
+        Ok(Ok(resp)) => resp,
+    };
+    let status = resp.status();
+    let limit = if status.is_success() {
+        DRAIN_LIMIT
+    } else {
+        ERROR_SNIPPET
+    };
+    // Best effort within what is left of the timeout: the status already decided.
+    let body = timeout_at(deadline, read_prefix(resp.into_body(), limit))
+        .await
+        .unwrap_or_default();
+    if status.is_success() {
+        return Outcome::Delivered;
+    }
+    let snippet = snippet(&body);
+    if snippet.is_empty() {
+        Outcome::Failed(format!("upstream answered {status}"))
+    } else {
+        Outcome::Failed(format!("upstream answered {status}: {snippet}"))
+    }
+}
+
+/// Whether a stored header goes upstream: never the connection's own headers
+/// nor `Hookd-*` (hookd sets those); with an allow list only the listed ones
+/// (case-insensitive), else all but `Authorization`.
+pub fn passes(name: &str, headers_allow: &[String]) -> bool {
+    let lower = name.to_ascii_lowercase();
+    if NEVER_PASSED.contains(&lower.as_str()) || lower.starts_with("hookd-") {
+        return false;
+    }
+    if headers_allow.is_empty() {
+        lower != "authorization"
+    } else {
+        headers_allow.iter().any(|a| a.eq_ignore_ascii_case(&lower))
+    }
+}
+
+fn build_request(
+    url: &str,
+    item: &Item,
+    attempt: u32,
+    headers_allow: &[String],
+) -> Result<Request<Full<Bytes>>, http::Error> {
+    let mut req = Request::post(url).body(Full::new(item.body.clone()))?;
+    let headers = req.headers_mut();
+    for (name, value) in &item.headers {
+        if !passes(name, headers_allow) {
+            continue;
+        }
+        // A stored header that is not valid on the wire is skipped, not fatal.
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    headers.insert("hookd-delivery-id", HeaderValue::from(item.id));
+    headers.insert("hookd-attempt", HeaderValue::from(attempt));
+    headers.insert("hookd-hook", HeaderValue::from_str(&item.hook)?);
+    Ok(req)
+}
+
+/// Reads at most `limit` bytes of `body`; stops early on an error.
+async fn read_prefix(mut body: hyper::body::Incoming, limit: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < limit {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    let take = data.len().min(limit - out.len());
+                    out.extend_from_slice(&data[..take]);
+                }
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
+/// The first bytes of an error body as one printable line.
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(ERROR_SNIPPET)]);
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
+/// An error and its sources, joined, without repeats.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let s = err.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+#[path = "forward_tests.rs"]
+mod tests;

@@ -1,0 +1,89 @@
+//! Delivery: per-hook workers that claim spooled items and run their action
+//! (`forward` or `exec`), with retries, backoff and a tracked in-flight set.
+//!
+//! [`run_hook`] is one hook's dispatcher; [`forward()`] and [`exec()`] are the
+//! actions; [`retry`] decides what a failure leads to.
+
+mod dispatch;
+pub mod exec;
+pub mod forward;
+mod inflight;
+pub mod retry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+pub use dispatch::{run_hook, LEASE_MARGIN};
+pub use exec::exec;
+pub use forward::{forward, ForwardClient};
+pub use inflight::{InFlight, InFlightEntry, InFlightGuard};
+
+/// How one attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The action succeeded: the item is done.
+    Delivered,
+    /// The action failed, with a one-line reason; the attempt counts.
+    Failed(String),
+    /// The caller gave up on the attempt (hard stop); it does not count.
+    Cancelled,
+}
+
+/// What delivery reports to metrics, without depending on the metrics module.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeliveryEvent {
+    /// An attempt succeeded after `secs` seconds.
+    Delivered { hook: String, secs: f64 },
+    /// An attempt failed; followed by `Retried` or `Dead` for the same item.
+    Failed {
+        hook: String,
+        id: i64,
+        error: String,
+    },
+    /// The failed item is scheduled for another attempt.
+    Retried { hook: String },
+    /// The failed item used up its attempts.
+    Dead { hook: String },
+}
+
+/// Receives every [`DeliveryEvent`]; called inline, so keep it cheap.
+pub type DeliveryObserver = Arc<dyn Fn(DeliveryEvent) + Send + Sync>;
+
+/// What every hook's dispatcher shares with the rest of the process.
+#[derive(Clone)]
+pub struct DeliveryContext {
+    /// `true`: claim nothing more; running deliveries go on.
+    pub stop: watch::Receiver<bool>,
+    /// `true`: give up running deliveries now and release their items to
+    /// `pending` (the attempt does not count). Implies `stop`.
+    pub hard_stop: watch::Receiver<bool>,
+    /// Where running deliveries are counted.
+    pub in_flight: Arc<InFlight>,
+    pub observer: Option<DeliveryObserver>,
+    /// The process's one forward client.
+    pub client: ForwardClient,
+}
+
+/// A duration for people: milliseconds under 10 s, whole seconds above.
+pub(crate) fn human(d: Duration) -> String {
+    let rounded = if d < Duration::from_secs(10) {
+        Duration::from_millis(d.as_millis().try_into().unwrap_or(u64::MAX))
+    } else {
+        Duration::from_secs(d.as_secs())
+    };
+    humantime::format_duration(rounded).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_durations() {
+        assert_eq!(human(Duration::from_secs(600)), "10m");
+        assert_eq!(human(Duration::from_micros(1_234_567)), "1s 234ms");
+        assert_eq!(human(Duration::from_millis(65_432)), "1m 5s");
+    }
+}

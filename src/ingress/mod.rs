@@ -1,0 +1,8 @@
+//! The HTTP side: listeners, the server loop, routes, limits and signature
+//! schemes. Hands accepted webhooks to the spool and nothing else.
+
+pub mod listeners;
+pub mod response;
+pub mod routes;
+pub mod server;
+pub mod verify;

@@ -1,0 +1,96 @@
+//! The control socket: one JSON request line in, one JSON answer out.
+//!
+//! `{"cmd":"status"}` answers the daemon's state; `{"cmd":"reload"}` asks for
+//! a reload and answers when it has an outcome. Unix permissions on the
+//! socket (the runtime directory's) decide who may ask.
+
+use std::future::Future;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::net::UnixListener;
+
+type Answer = Pin<Box<dyn Future<Output = serde_json::Value> + Send>>;
+
+/// Answers one command (`"status"`, `"reload"`, …) with a JSON value.
+pub type Handler = Arc<dyn Fn(String) -> Answer + Send + Sync>;
+
+/// Binds the socket, replacing a stale file that no one listens on.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)?;
+        }
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("{} is in use by a running hookd", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    UnixListener::bind(path)
+}
+
+/// Serves requests until the task is dropped.
+pub async fn serve(listener: UnixListener, handler: Handler) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut line = String::new();
+            let mut reader = tokio::io::BufReader::new(read);
+            let read =
+                tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line)).await;
+            let answer = match read {
+                Ok(Ok(n)) if n > 0 => match serde_json::from_str::<serde_json::Value>(&line) {
+                    Ok(v) => match v.get("cmd").and_then(|c| c.as_str()) {
+                        Some(cmd) => handler(cmd.to_string()).await,
+                        None => serde_json::json!({"ok": false, "error": "request needs \"cmd\""}),
+                    },
+                    Err(e) => {
+                        serde_json::json!({"ok": false, "error": format!("bad request: {e}")})
+                    }
+                },
+                _ => return,
+            };
+            let mut out = serde_json::to_vec(&answer).unwrap_or_default();
+            out.push(b'\n');
+            let _ = write.write_all(&out).await;
+        });
+    }
+}
+
+/// Sends `cmd` to the daemon at `path` and waits up to `timeout` for the answer.
+pub fn request(path: &Path, cmd: &str, timeout: Duration) -> Result<serde_json::Value, String> {
+    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
+        format!(
+            "cannot reach hookd at {}: {e} (is it running?)",
+            path.display()
+        )
+    })?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let mut req =
+        serde_json::to_vec(&serde_json::json!({ "cmd": cmd })).map_err(|e| e.to_string())?;
+    req.push(b'\n');
+    stream
+        .write_all(&req)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .map_err(|e| format!("no answer from hookd at {}: {e}", path.display()))?;
+    serde_json::from_str(&line).map_err(|e| format!("bad answer from hookd: {e}"))
+}

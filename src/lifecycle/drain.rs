@@ -1,0 +1,191 @@
+//! The drain: what happens between SIGTERM and exit.
+//!
+//! One grace window, then at most one extension of the same length, then the
+//! remaining deliveries are abandoned (their leases released: nothing lost).
+//! Ingress keeps spooling the whole time; systemd's stop timer is kept in step
+//! with `EXTEND_TIMEOUT_USEC` so it never kills us inside our own window.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::signals::Request;
+use super::{Phase, PhaseCell};
+use crate::delivery::InFlight;
+use crate::ingress::server::Traffic;
+use crate::systemd::notify;
+
+/// Time beyond the window we ask systemd for: closing the spool, the last
+/// connections and the shutdown hooks of a forced exit fit in it.
+pub const MARGIN: Duration = Duration::from_secs(10);
+
+/// How long abandoned deliveries get to release their leases.
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
+
+/// The switches that lifecycle turns on ingress and delivery.
+pub struct Switches {
+    pub stop_claiming: watch::Sender<bool>,
+    pub drain_ingress: watch::Sender<bool>,
+    pub stop_accepting: watch::Sender<bool>,
+    pub hard_stop: watch::Sender<bool>,
+}
+
+impl Switches {
+    pub fn new() -> Switches {
+        Switches {
+            stop_claiming: watch::channel(false).0,
+            drain_ingress: watch::channel(false).0,
+            stop_accepting: watch::channel(false).0,
+            hard_stop: watch::channel(false).0,
+        }
+    }
+}
+
+impl Default for Switches {
+    fn default() -> Self {
+        Switches::new()
+    }
+}
+
+/// What the drain watches.
+pub struct Drain<'a> {
+    pub grace: Duration,
+    pub in_flight: &'a Arc<InFlight>,
+    pub traffic: &'a Arc<Traffic>,
+    pub phase: &'a PhaseCell,
+    pub switches: &'a Switches,
+}
+
+/// How the drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Every delivery finished; the shutdown hooks may use the rest of the window.
+    Clean { hooks_deadline: Instant },
+    /// Deliveries were abandoned at the end of the extension.
+    Forced {
+        abandoned: usize,
+        hooks_deadline: Instant,
+    },
+}
+
+fn status_line(phase: Phase, in_flight: &InFlight, traffic: &Traffic, left: Duration) -> String {
+    format!(
+        "{}: {} deliveries, {} requests in flight, {}s left",
+        phase.as_str(),
+        in_flight.total(),
+        traffic.requests(),
+        left.as_secs()
+    )
+}
+
+/// Runs the drain to its end. `signals` keeps being read so a second
+/// SIGTERM is logged and otherwise ignored.
+pub async fn run(
+    d: Drain<'_>,
+    cause: &str,
+    signals: &mut mpsc::UnboundedReceiver<Request>,
+) -> Ending {
+    let started = Instant::now();
+    d.phase.set(Phase::Draining);
+    let line = status_line(Phase::Draining, d.in_flight, d.traffic, d.grace);
+    notify::stopping(&line);
+    notify::extend_timeout(d.grace + MARGIN, &line);
+    tracing::info!(
+        hookd_event = "drain_start",
+        drain_deliveries = d.in_flight.total() as u64,
+        drain_requests = d.traffic.requests(),
+        grace_usec = d.grace.as_micros() as u64,
+        cause,
+        "drain started ({cause}): {} deliveries and {} requests in flight, grace {}",
+        d.in_flight.total(),
+        d.traffic.requests(),
+        humantime::format_duration(d.grace)
+    );
+    d.switches.stop_claiming.send_replace(true);
+    d.switches.drain_ingress.send_replace(true);
+
+    let first_end = started + d.grace;
+    if !wait_idle(&d, first_end, signals).await {
+        d.phase.set(Phase::Extended);
+        let left = d.in_flight.entries();
+        let line = status_line(Phase::Extended, d.in_flight, d.traffic, d.grace);
+        notify::extend_timeout(d.grace + MARGIN, &line);
+        tracing::warn!(
+            hookd_event = "drain_timeout",
+            drain_deliveries = left.len() as u64,
+            delivery_ids = %left.iter().map(|r| r.id.to_string()).collect::<Vec<_>>().join(","),
+            grace_usec = d.grace.as_micros() as u64,
+            "grace window over with {} deliveries still running; extending once by {}",
+            left.len(),
+            humantime::format_duration(d.grace)
+        );
+        if !wait_idle(&d, first_end + d.grace, signals).await {
+            let abandoned = d.in_flight.total();
+            d.switches.hard_stop.send_replace(true);
+            let _ = tokio::time::timeout(RELEASE_WAIT, d.in_flight.wait_idle()).await;
+            tracing::error!(
+                hookd_event = "drain_abandoned",
+                drain_deliveries = abandoned as u64,
+                drain_usec = started.elapsed().as_micros() as u64,
+                "extended window over: abandoned {abandoned} deliveries; their items are pending again and will be delivered after the next start"
+            );
+            finish_connections(&d, Instant::now() + MARGIN / 4).await;
+            return Ending::Forced {
+                abandoned,
+                hooks_deadline: Instant::now() + MARGIN / 2,
+            };
+        }
+    }
+    let window_end = first_end
+        + if d.phase.get() == Phase::Extended {
+            d.grace
+        } else {
+            Duration::ZERO
+        };
+    finish_connections(&d, window_end.max(Instant::now() + MARGIN / 4)).await;
+    Ending::Clean {
+        hooks_deadline: window_end.max(Instant::now() + MARGIN / 2),
+    }
+}
+
+/// Stops accepting and waits for open connections to end, at most until `until`.
+async fn finish_connections(d: &Drain<'_>, until: Instant) {
+    d.switches.stop_accepting.send_replace(true);
+    if tokio::time::timeout_at(until, d.traffic.wait_no_connections())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = d.traffic.connections(),
+            "connections still open at exit"
+        );
+    }
+}
+
+/// Waits until no delivery runs or `until`; true when idle.
+async fn wait_idle(
+    d: &Drain<'_>,
+    until: Instant,
+    signals: &mut mpsc::UnboundedReceiver<Request>,
+) -> bool {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        if d.in_flight.total() == 0 {
+            return true;
+        }
+        tokio::select! {
+            _ = d.in_flight.wait_idle() => return true,
+            _ = tokio::time::sleep_until(until) => return d.in_flight.total() == 0,
+            _ = tick.tick() => {
+                let left = until.saturating_duration_since(Instant::now());
+                notify::status(&status_line(d.phase.get(), d.in_flight, d.traffic, left));
+            }
+            Some(req) = signals.recv() => match req {
+                Request::Stop(sig) => tracing::info!(signal = sig, "already draining; {sig} changes nothing"),
+                Request::Reload => tracing::warn!("reload ignored: already draining"),
+            },
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! [`Spool`]: the cheap, cloneable handle ingress and delivery hold.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{oneshot, Notify};
+
+use super::codec::to_ms;
+use super::writer::{Cmd, Finish, Reply, Writer};
+use super::{instances, schema};
+use super::{ClaimRequest, DepthRow, Enqueued, Item, NewItem, SpoolError, SpoolOptions};
+
+/// Done items one purge command deletes, so a large purge never holds the
+/// writer (and every enqueue behind it) for long.
+const PURGE_CHUNK: u32 = 2_000;
+
+/// Handle to an open spool. Clones share one writer thread; the thread stops
+/// after [`Spool::close`] or when the last clone is dropped (then it also
+/// hands back this instance's leases, unregisters it and checkpoints).
+///
+/// Every async method resolves after its group commit is durable (or failed).
+/// Methods on a closed spool return [`SpoolError::Closed`].
+#[derive(Clone)]
+pub struct Spool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tx: Sender<Cmd>,
+    path: PathBuf,
+    instance_id: String,
+    arrivals: Arc<Notify>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Our sender goes with us; the writer drains what is queued and stops.
+        // Joining makes "all handles dropped" mean "file released".
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(thread) = thread {
+            let (dead_tx, _) = mpsc::channel();
+            drop(std::mem::replace(&mut self.tx, dead_tx));
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Spool {
+    /// Opens or creates the spool file: WAL mode, synchronous=FULL, schema
+    /// migrations, registration of `opts.instance_id`, and release of leases
+    /// held by instances whose process no longer runs. Then starts the
+    /// writer thread. Blocking: call before serving or via `spawn_blocking`.
+    pub fn open(opts: SpoolOptions) -> Result<Spool, SpoolError> {
+        let path = opts.path.clone();
+        let context =
+            |e: SpoolError| SpoolError::Other(format!("cannot open spool {}: {e}", path.display()));
+        let conn = schema::open_rw(&path).map_err(context)?;
+        schema::migrate(&conn).map_err(context)?;
+        let released = instances::register(&conn, &opts.instance_id).map_err(context)?;
+        if released.leases > 0 || released.dead_instances > 0 {
+            tracing::info!(
+                leases = released.leases,
+                dead_instances = released.dead_instances,
+                "spool: released leases of instances that no longer run"
+            );
+        }
+        let arrivals = Arc::new(Notify::new());
+        let writer = Writer {
+            conn,
+            instance_id: opts.instance_id.clone(),
+            max_batch: opts.max_batch,
+            on_commit: opts.on_commit.clone(),
+            arrivals: arrivals.clone(),
+        };
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("hookd-spool".into())
+            .spawn(move || writer.run(rx))?;
+        Ok(Spool {
+            inner: Arc::new(Inner {
+                tx,
+                path,
+                instance_id: opts.instance_id,
+                arrivals,
+                thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, SpoolError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .tx
+            .send(make(reply))
+            .map_err(|_| SpoolError::Closed)?;
+        answer.await.map_err(|_| SpoolError::Closed)?
+    }
+
+    /// Stores a new item; `Ok` only once it is durable. A repeat of a
+    /// (hook, dedup_id) pair answers `Duplicate(first id)` and writes nothing.
+    /// An `Err` means nothing of this item was kept.
+    pub async fn enqueue(&self, item: NewItem) -> Result<Enqueued, SpoolError> {
+        self.call(|r| Cmd::Enqueue(item, r)).await
+    }
+
+    /// Leases up to `req.max` due items of `req.hook` to this instance:
+    /// items whose lease expired first, then pending items in due order
+    /// (next_attempt, then id). With `ordered`, at most the hook's oldest
+    /// unfinished item, and only when no item of the hook is under a live
+    /// lease and that item is due.
+    pub async fn claim(&self, req: ClaimRequest) -> Result<Vec<Item>, SpoolError> {
+        self.call(|r| Cmd::Claim(req, r)).await
+    }
+
+    /// Delivered: leased → done, attempts + 1, lease cleared.
+    ///
+    /// This and the other lease-ending methods act only on an item leased by
+    /// this instance; otherwise (lease expired and taken by someone else, or
+    /// no such item) they return `Ok(())` and change nothing.
+    pub async fn complete(&self, id: i64) -> Result<(), SpoolError> {
+        self.call(|r| Cmd::Finish(id, Finish::Complete, r)).await
+    }
+
+    /// Failed, try again: leased → pending at `next_attempt`, attempts + 1,
+    /// `last_error` set, lease cleared.
+    pub async fn retry_later(
+        &self,
+        id: i64,
+        next_attempt: SystemTime,
+        error: &str,
+    ) -> Result<(), SpoolError> {
+        let how = Finish::RetryLater {
+            next_attempt: to_ms(next_attempt),
+            error: error.to_owned(),
+        };
+        self.call(|r| Cmd::Finish(id, how, r)).await
+    }
+
+    /// Given up: leased → dead, attempts + 1, `last_error` set.
+    pub async fn mark_dead(&self, id: i64, error: &str) -> Result<(), SpoolError> {
+        let how = Finish::Dead {
+            error: error.to_owned(),
+        };
+        self.call(|r| Cmd::Finish(id, how, r)).await
+    }
+
+    /// Not attempted to the end (drain gave up): leased → pending, due at
+    /// once, attempts unchanged.
+    pub async fn release(&self, id: i64) -> Result<(), SpoolError> {
+        self.call(|r| Cmd::Finish(id, Finish::Release, r)).await
+    }
+
+    /// Releases every lease this instance holds; returns how many.
+    pub async fn release_all_mine(&self) -> Result<u64, SpoolError> {
+        self.call(Cmd::ReleaseAllMine).await
+    }
+
+    /// Deletes done items last updated more than `older_than` ago; returns
+    /// how many. Works in chunks, so enqueues are not held up meanwhile.
+    pub async fn purge_done(&self, older_than: Duration) -> Result<u64, SpoolError> {
+        let mut total = 0;
+        loop {
+            let n = self
+                .call(|reply| Cmd::PurgeDone {
+                    older_than,
+                    limit: PURGE_CHUNK,
+                    reply,
+                })
+                .await?;
+            total += n;
+            if n < u64::from(PURGE_CHUNK) {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Item counts by hook and state (states with no items are left out).
+    /// Reads a trigger-kept counter table: cheap at any spool size.
+    pub async fn depth(&self) -> Result<Vec<DepthRow>, SpoolError> {
+        self.call(Cmd::Depth).await
+    }
+
+    /// When something of `hook` not claimable now becomes claimable: the
+    /// earliest future `next_attempt` of its pending items or the earliest
+    /// lease expiry of its leased items (may be in the past: an expired
+    /// lease is claimable now). `None`: nothing waits. Items already due are
+    /// not counted (claim them). Other processes' completions are not seen
+    /// here, so cap a sleep on this (hand-off with `ordered` hooks).
+    pub async fn next_due(&self, hook: &str) -> Result<Option<SystemTime>, SpoolError> {
+        let hook = hook.to_owned();
+        self.call(|r| Cmd::NextDue(hook, r)).await
+    }
+
+    /// Woken after each commit that may let a claim return more than before:
+    /// new items, a released lease, a finished item (unblocks an `ordered`
+    /// hook), a retry scheduled (may be sooner than a sleeper's deadline).
+    ///
+    /// Each such commit calls `notify_waiters()` (wakes every task waiting
+    /// now) and then `notify_one()` (stores one permit, so a task between its
+    /// claim and its `notified().await` does not miss it). Expect spurious
+    /// wake-ups; claim again after every one.
+    pub fn arrivals(&self) -> Arc<Notify> {
+        self.inner.arrivals.clone()
+    }
+
+    /// Finishes every command queued before this call, hands back this
+    /// instance's remaining leases, unregisters it, checkpoints the WAL
+    /// (`TRUNCATE`) and stops the writer. Other clones get
+    /// [`SpoolError::Closed`] afterwards.
+    pub async fn close(self) {
+        let (done, closed) = oneshot::channel();
+        if self.inner.tx.send(Cmd::Close(done)).is_ok() {
+            let _ = closed.await;
+        }
+        // Join off the async threads; the writer has finished by now.
+        let thread = self.inner.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+
+    /// The spool file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// This process's lease owner id.
+    pub fn instance_id(&self) -> &str {
+        &self.inner.instance_id
+    }
+}

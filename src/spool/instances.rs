@@ -1,0 +1,150 @@
+//! Which hookd processes use the spool, and freeing the leases of dead ones.
+
+use nix::errno::Errno;
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+use rusqlite::{params, Connection};
+
+use super::codec::now_ms;
+use super::SpoolError;
+
+/// Start time of `pid` in clock ticks since boot (/proc/<pid>/stat field 22).
+/// With the pid it names one process start: a reused pid has another.
+pub(crate) fn proc_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 2 (comm) may hold spaces and parentheses: fields after it start
+    // behind the last ')'. The first of them is field 3, so 22 is index 19.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the process registered as (`pid`, `start_time`) still runs.
+pub(crate) fn is_alive(pid: i64, start_time: Option<i64>) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    let exists = || !matches!(kill(Pid::from_raw(pid), None), Err(Errno::ESRCH));
+    if !exists() {
+        return false;
+    }
+    match (start_time, proc_start_time(pid)) {
+        (Some(registered), Some(now)) => u64::try_from(registered) == Ok(now),
+        // /proc hidden from us: trust kill(); a wrong guess only keeps leases
+        // until they expire.
+        _ => exists(),
+    }
+}
+
+/// Leases freed when an instance registered.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Released {
+    pub dead_instances: u64,
+    pub leases: u64,
+}
+
+const RELEASE_OWNER: &str = "UPDATE items SET state = 'pending', lease_owner = NULL, \
+     lease_expiry = NULL, updated_at = ?2 WHERE state = 'leased' AND lease_owner = ?1";
+
+pub(crate) const RELEASE_ORPHANS: &str = "UPDATE items SET state = 'pending', lease_owner = NULL, \
+     lease_expiry = NULL, updated_at = ?1 WHERE state = 'leased' \
+     AND lease_owner NOT IN (SELECT id FROM instances)";
+
+/// Registers `instance_id` as this process, unregisters every instance whose
+/// process is gone and hands their leases back (leased → pending, attempts
+/// unchanged). Leases owned by no registered instance go back too. Leases of
+/// live instances (a hand-off partner) are kept. One transaction.
+pub(crate) fn register(conn: &Connection, instance_id: &str) -> Result<Released, SpoolError> {
+    let pid = std::process::id();
+    let start_time = i32::try_from(pid)
+        .ok()
+        .and_then(proc_start_time)
+        .and_then(|t| i64::try_from(t).ok());
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| {
+        let now = now_ms();
+        conn.execute(
+            "INSERT OR REPLACE INTO instances (id, pid, start_time, started_at) \
+             VALUES (?1, ?2, ?3, ?4)",
+            params![instance_id, pid, start_time, now],
+        )?;
+        let others: Vec<(String, i64, Option<i64>)> = conn
+            .prepare("SELECT id, pid, start_time FROM instances WHERE id <> ?1")?
+            .query_map([instance_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut released = Released::default();
+        for (id, pid, start_time) in others {
+            if is_alive(pid, start_time) {
+                continue;
+            }
+            released.leases += conn.execute(RELEASE_OWNER, params![id, now])? as u64;
+            conn.execute("DELETE FROM instances WHERE id = ?1", [&id])?;
+            released.dead_instances += 1;
+        }
+        released.leases += conn.execute(RELEASE_ORPHANS, [now])? as u64;
+        Ok(released)
+    })();
+    match result {
+        Ok(released) => {
+            conn.execute_batch("COMMIT")?;
+            Ok(released)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Hands back this instance's leases and removes its row (clean shutdown).
+pub(crate) fn unregister(conn: &Connection, instance_id: &str) -> Result<u64, SpoolError> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| {
+        let n = conn.execute(RELEASE_OWNER, params![instance_id, now_ms()])? as u64;
+        conn.execute("DELETE FROM instances WHERE id = ?1", [instance_id])?;
+        Ok(n)
+    })();
+    match result {
+        Ok(n) => {
+            conn.execute_batch("COMMIT")?;
+            Ok(n)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Releases leases held by `owner`; shared with the writer's release_all_mine.
+pub(crate) fn release_owner(conn: &Connection, owner: &str) -> rusqlite::Result<u64> {
+    Ok(conn
+        .prepare_cached(RELEASE_OWNER)?
+        .execute(params![owner, now_ms()])? as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_alive_and_reused_pid_is_not() {
+        let pid = std::process::id() as i32;
+        let start = proc_start_time(pid).expect("own /proc stat") as i64;
+        assert!(is_alive(pid as i64, Some(start)));
+        assert!(!is_alive(pid as i64, Some(start + 1)));
+        assert!(!is_alive(0, None));
+        assert!(!is_alive(-1, None));
+    }
+
+    #[test]
+    fn reaped_child_is_dead() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i64;
+        child.wait().unwrap();
+        // The pid could in theory be reused at once; then its start time differs.
+        assert!(!is_alive(pid, Some(0)));
+    }
+}

@@ -1,0 +1,188 @@
+//! Connection settings and versioned migrations (`PRAGMA user_version`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::SpoolError;
+
+/// How long a connection waits for another one's write lock (hand-off: two
+/// hookd processes, or the CLI, share the file).
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Migration `i` takes the schema from version `i` to `i + 1`. Append only.
+const MIGRATIONS: &[&str] = &[
+    // v1
+    r#"
+    CREATE TABLE items (
+        id           INTEGER PRIMARY KEY,
+        hook         TEXT    NOT NULL,
+        dedup_id     TEXT,
+        received_at  INTEGER NOT NULL,
+        headers      BLOB    NOT NULL,
+        body         BLOB    NOT NULL,
+        state        TEXT    NOT NULL
+                     CHECK (state IN ('pending', 'leased', 'done', 'dead')),
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        next_attempt INTEGER NOT NULL,
+        last_error   TEXT,
+        lease_owner  TEXT,
+        lease_expiry INTEGER,
+        updated_at   INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX items_dedup ON items (hook, dedup_id) WHERE dedup_id IS NOT NULL;
+    -- claim of pending items and next_due: a range scan in due order.
+    CREATE INDEX items_due ON items (hook, state, next_attempt);
+    -- ordered claim: the hook's oldest unfinished item.
+    CREATE INDEX items_open ON items (hook, id) WHERE state IN ('pending', 'leased');
+    -- lease release by owner; leased rows are few (bounded by concurrency).
+    CREATE INDEX items_leased ON items (lease_owner) WHERE state = 'leased';
+    -- retention purge.
+    CREATE INDEX items_done ON items (updated_at) WHERE state = 'done';
+    CREATE INDEX items_dead ON items (updated_at) WHERE state = 'dead';
+
+    -- Counts by (hook, state) kept by triggers, so depth never counts rows.
+    CREATE TABLE item_counts (
+        hook  TEXT    NOT NULL,
+        state TEXT    NOT NULL,
+        n     INTEGER NOT NULL,
+        PRIMARY KEY (hook, state)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER items_count_insert AFTER INSERT ON items BEGIN
+        INSERT INTO item_counts (hook, state, n) VALUES (new.hook, new.state, 1)
+            ON CONFLICT (hook, state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER items_count_delete AFTER DELETE ON items BEGIN
+        UPDATE item_counts SET n = n - 1 WHERE hook = old.hook AND state = old.state;
+    END;
+    CREATE TRIGGER items_count_update AFTER UPDATE OF hook, state ON items
+        WHEN old.hook IS NOT new.hook OR old.state IS NOT new.state
+    BEGIN
+        UPDATE item_counts SET n = n - 1 WHERE hook = old.hook AND state = old.state;
+        INSERT INTO item_counts (hook, state, n) VALUES (new.hook, new.state, 1)
+            ON CONFLICT (hook, state) DO UPDATE SET n = n + 1;
+    END;
+
+    CREATE TABLE instances (
+        id         TEXT    PRIMARY KEY,
+        pid        INTEGER NOT NULL,
+        -- /proc/<pid>/stat field 22 (clock ticks since boot); tells pid reuse apart.
+        start_time INTEGER,
+        started_at INTEGER NOT NULL
+    );
+    "#,
+];
+
+/// Schema version this build writes and understands.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Settings every connection gets: durable WAL commits, waiting on locks.
+pub(crate) fn configure(conn: &Connection) -> Result<(), SpoolError> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(SpoolError::Other(format!(
+            "spool: cannot switch to WAL mode (got {mode})"
+        )));
+    }
+    // FULL in WAL mode: every commit fsyncs the WAL before it returns.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+pub(crate) fn user_version(conn: &Connection) -> Result<u32, SpoolError> {
+    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    u32::try_from(v).map_err(|_| SpoolError::Other(format!("spool: bad schema version {v}")))
+}
+
+fn too_new(found: u32) -> SpoolError {
+    SpoolError::Other(format!(
+        "spool schema version {found} is newer than this hookd understands \
+         ({SCHEMA_VERSION}); run a newer hookd or restore an older spool"
+    ))
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`] inside one immediate transaction,
+/// so two processes opening at once migrate exactly once.
+pub(crate) fn migrate(conn: &Connection) -> Result<(), SpoolError> {
+    // Cheap check first: an up-to-date spool takes no write lock here.
+    let found = user_version(conn)?;
+    if found > SCHEMA_VERSION {
+        return Err(too_new(found));
+    }
+    if found == SCHEMA_VERSION {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| {
+        let found = user_version(conn)?;
+        if found > SCHEMA_VERSION {
+            return Err(too_new(found));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            conn.execute_batch(sql)?;
+            conn.pragma_update(None, "user_version", i as i64 + 1)?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => conn.execute_batch("COMMIT").map_err(SpoolError::from),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Checks an existing spool's version for the admin CLI, which never migrates.
+pub(crate) fn check_current(conn: &Connection, path: &Path) -> Result<(), SpoolError> {
+    let found = user_version(conn)?;
+    match found.cmp(&SCHEMA_VERSION) {
+        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Greater => Err(too_new(found)),
+        std::cmp::Ordering::Less if found == 0 => Err(SpoolError::Other(format!(
+            "{} is not a hookd spool (no schema)",
+            path.display()
+        ))),
+        std::cmp::Ordering::Less => Err(SpoolError::Other(format!(
+            "spool {} has schema version {found}, older than this hookd's {SCHEMA_VERSION}; \
+             start `hookd serve` once to migrate it",
+            path.display()
+        ))),
+    }
+}
+
+/// Opens (creating when missing) the read-write connection of a daemon.
+/// A new file is created 0600 first: it holds webhook bodies, and SQLite
+/// gives its -wal and -shm files the main file's mode.
+pub(crate) fn open_rw(path: &Path) -> Result<Connection, SpoolError> {
+    if !path.exists() {
+        create_private(path)?;
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    configure(&conn)?;
+    Ok(conn)
+}
+
+fn create_private(path: &Path) -> Result<(), SpoolError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        // Someone else created it between our check and now: fine.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(SpoolError::Other(format!(
+            "cannot create spool {}: {e}",
+            path.display()
+        ))),
+    }
+}

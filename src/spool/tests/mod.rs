@@ -1,0 +1,73 @@
+//! Spool tests on real files (real fsync) in temporary directories.
+
+mod admin;
+mod group_commit;
+mod open;
+mod queue;
+mod scale;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+use super::{ClaimRequest, CommitObserver, NewItem, Spool, SpoolOptions};
+
+fn spool_path(dir: &Path) -> PathBuf {
+    dir.join("spool.db")
+}
+
+fn options(dir: &Path, instance: &str) -> SpoolOptions {
+    SpoolOptions {
+        path: spool_path(dir),
+        instance_id: instance.to_string(),
+        max_batch: 1024,
+        on_commit: None,
+    }
+}
+
+fn open(dir: &Path, instance: &str) -> Spool {
+    Spool::open(options(dir, instance)).unwrap()
+}
+
+fn item(hook: &str, dedup: Option<&str>, body: &[u8]) -> NewItem {
+    NewItem {
+        hook: hook.to_string(),
+        dedup_id: dedup.map(str::to_string),
+        received_at: SystemTime::now(),
+        headers: vec![("content-type".into(), b"application/json".to_vec())],
+        body: Bytes::copy_from_slice(body),
+    }
+}
+
+fn claim_req(hook: &str, max: usize, ordered: bool, lease: Duration) -> ClaimRequest {
+    ClaimRequest {
+        hook: hook.to_string(),
+        max,
+        ordered,
+        lease,
+    }
+}
+
+/// Records every group commit's command count.
+#[derive(Clone, Default)]
+struct Commits(Arc<Mutex<Vec<usize>>>);
+
+impl Commits {
+    fn observer(&self) -> CommitObserver {
+        let seen = self.0.clone();
+        Arc::new(move |_latency, count| seen.lock().unwrap().push(count))
+    }
+
+    fn counts(&self) -> Vec<usize> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// Raw connection for setting up states the API cannot reach directly.
+fn raw(dir: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(spool_path(dir)).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn
+}

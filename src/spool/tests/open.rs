@@ -1,0 +1,186 @@
+//! Opening: migrations, instance registration, lease release.
+
+use std::os::unix::fs::PermissionsExt;
+
+use rusqlite::params;
+
+use super::*;
+use crate::spool::instances::proc_start_time;
+use crate::spool::writer::sql;
+use crate::spool::{schema, Admin, SCHEMA_VERSION};
+
+/// A spool with `n` pending items of hook "h", created and closed.
+fn spool_with_items(dir: &Path, n: u8) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let spool = open(dir, "setup");
+        for i in 0..n {
+            spool.enqueue(item("h", None, &[i])).await.unwrap();
+        }
+        spool.close().await;
+    });
+}
+
+fn add_instance(conn: &rusqlite::Connection, id: &str, pid: i64, start_time: Option<i64>) {
+    conn.execute(
+        "INSERT INTO instances (id, pid, start_time, started_at) VALUES (?1, ?2, ?3, 0)",
+        params![id, pid, start_time],
+    )
+    .unwrap();
+}
+
+/// Leases item `id` to `owner` for an hour, as if after 3 attempts.
+fn lease_to(conn: &rusqlite::Connection, id: i64, owner: &str) {
+    let expiry = crate::spool::codec::now_ms() + 3_600_000;
+    conn.execute(
+        "UPDATE items SET state = 'leased', lease_owner = ?2, lease_expiry = ?3, \
+         attempts = 3 WHERE id = ?1",
+        params![id, owner, expiry],
+    )
+    .unwrap();
+}
+
+fn state_and_owner(conn: &rusqlite::Connection, id: i64) -> (String, Option<String>, i64) {
+    conn.query_row(
+        "SELECT state, lease_owner, attempts FROM items WHERE id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .unwrap()
+}
+
+fn instance_ids(conn: &rusqlite::Connection) -> Vec<String> {
+    conn.prepare("SELECT id FROM instances ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn reaped_pid() -> i64 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    i64::from(pid)
+}
+
+#[test]
+fn leases_of_dead_instances_are_released_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    spool_with_items(dir.path(), 4);
+    let conn = raw(dir.path());
+    let me = i64::from(std::process::id());
+    let my_start = proc_start_time(me as i32).unwrap() as i64;
+    // Gone process; our pid with another start time (pid reused); no row.
+    add_instance(&conn, "ghost", reaped_pid(), Some(12_345));
+    add_instance(&conn, "reused", me, Some(my_start + 1));
+    lease_to(&conn, 1, "ghost");
+    lease_to(&conn, 2, "reused");
+    lease_to(&conn, 3, "never-registered");
+
+    let spool = open(dir.path(), "new");
+    for id in 1..=3 {
+        // Back to pending at once; attempts unchanged.
+        assert_eq!(state_and_owner(&conn, id), ("pending".into(), None, 3));
+    }
+    assert_eq!(instance_ids(&conn), ["new"]);
+    drop(spool);
+    // Dropping the last handle unregisters too.
+    assert!(instance_ids(&conn).is_empty());
+}
+
+#[test]
+fn leases_of_live_instances_are_kept_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    spool_with_items(dir.path(), 2);
+    let conn = raw(dir.path());
+    let me = i64::from(std::process::id());
+    let my_start = proc_start_time(me as i32).unwrap() as i64;
+    // A hand-off partner: a running process (ours, with its real start time).
+    add_instance(&conn, "partner", me, Some(my_start));
+    lease_to(&conn, 1, "partner");
+
+    let spool = open(dir.path(), "new");
+    assert_eq!(
+        state_and_owner(&conn, 1),
+        ("leased".into(), Some("partner".into()), 3)
+    );
+    assert_eq!(instance_ids(&conn), ["new", "partner"]);
+    drop(spool);
+    assert_eq!(instance_ids(&conn), ["partner"]);
+}
+
+#[test]
+fn migrations_are_idempotent_and_newer_schemas_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    spool_with_items(dir.path(), 3);
+    spool_with_items(dir.path(), 0);
+    let conn = raw(dir.path());
+    schema::migrate(&conn).unwrap();
+    schema::migrate(&conn).unwrap();
+    assert_eq!(schema::user_version(&conn).unwrap(), SCHEMA_VERSION);
+    let items: i64 = conn
+        .query_row("SELECT count(*) FROM items", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(items, 3);
+
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
+    let err = Spool::open(options(dir.path(), "x")).err().unwrap();
+    assert!(err.to_string().contains("newer"), "{err}");
+    let err = Admin::open(spool_path(dir.path())).err().unwrap();
+    assert!(err.to_string().contains("newer"), "{err}");
+}
+
+#[test]
+fn new_spool_file_is_private_and_in_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path(), "a");
+    let mode = std::fs::metadata(spool.path())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    drop(spool);
+    let conn = raw(dir.path());
+    let journal: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(journal, "wal");
+    // Missing directory: a clear error naming the path.
+    let err = Spool::open(options(&dir.path().join("missing"), "a"))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("missing"), "{err}");
+}
+
+#[test]
+fn hot_queries_search_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    spool_with_items(dir.path(), 1);
+    let conn = raw(dir.path());
+    let mut statements: Vec<(&str, usize)> = sql::HOT.to_vec();
+    statements.push((crate::spool::instances::RELEASE_ORPHANS, 1));
+    for (stmt, n_params) in statements {
+        let explain = format!("EXPLAIN QUERY PLAN {stmt}");
+        let args = vec![rusqlite::types::Value::Integer(1); n_params];
+        let plan: Vec<String> = conn
+            .prepare(&explain)
+            .unwrap()
+            .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for line in &plan {
+            // A scan is fine only over a partial index of few rows (leased).
+            let scans_items = line.contains("SCAN items") && !line.contains("items_leased");
+            assert!(!scans_items, "full scan in {stmt}: {plan:?}");
+            // Sorting is fine only for leased rows (bounded by concurrency).
+            let sorts = line.contains("TEMP B-TREE") && !stmt.contains("state = 'leased'");
+            assert!(!sorts, "sort in {stmt}: {plan:?}");
+        }
+    }
+}

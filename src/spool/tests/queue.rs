@@ -1,0 +1,346 @@
+//! Enqueue, claim and the lease-ending transitions.
+
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::spool::codec::{from_ms, to_ms};
+use crate::spool::{Admin, DepthRow, Enqueued, ItemState, SpoolError};
+
+const LONG: Duration = Duration::from_secs(300);
+
+fn depth_of(rows: &[DepthRow], hook: &str, state: ItemState) -> u64 {
+    rows.iter()
+        .find(|r| r.hook == hook && r.state == state)
+        .map_or(0, |r| r.count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_and_body_round_trip_arbitrary_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path(), "a");
+    let body: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+    let headers = vec![
+        (
+            "x-binary".to_string(),
+            vec![0xff, 0x00, 0x80, 0xfe, b'\r', b'\n'],
+        ),
+        ("x-empty".to_string(), Vec::new()),
+        ("x-signature".to_string(), b"sha256=abc".to_vec()),
+    ];
+    let mut new = item("gh", Some("d-1"), &body);
+    new.headers = headers.clone();
+    let Enqueued::New(id) = spool.enqueue(new.clone()).await.unwrap() else {
+        panic!("first enqueue must be new");
+    };
+    spool.close().await;
+
+    // Read back through a fresh process-level view: reopen and claim.
+    let spool = open(dir.path(), "b");
+    let items = spool.claim(claim_req("gh", 10, false, LONG)).await.unwrap();
+    assert_eq!(items.len(), 1);
+    let got = &items[0];
+    assert_eq!(got.id, id);
+    assert_eq!(got.headers, headers);
+    assert_eq!(&got.body[..], &body[..]);
+    assert_eq!(got.dedup_id.as_deref(), Some("d-1"));
+    assert_eq!(to_ms(got.received_at), to_ms(new.received_at));
+    spool.close().await;
+
+    let shown = Admin::open(spool_path(dir.path()))
+        .unwrap()
+        .show(id)
+        .unwrap();
+    assert_eq!(shown.headers, headers);
+    assert_eq!(&shown.body[..], &body[..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_returns_first_id_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path(), "a");
+    let first = spool.enqueue(item("gh", Some("d"), b"1")).await.unwrap();
+    let Enqueued::New(id) = first else {
+        panic!("expected new, got {first:?}")
+    };
+    let again = spool.enqueue(item("gh", Some("d"), b"2")).await.unwrap();
+    assert_eq!(again, Enqueued::Duplicate(id));
+    // Same dedup id on another hook is another webhook.
+    assert!(matches!(
+        spool.enqueue(item("other", Some("d"), b"3")).await.unwrap(),
+        Enqueued::New(_)
+    ));
+    // No dedup id: never a duplicate.
+    let a = spool.enqueue(item("gh", None, b"4")).await.unwrap();
+    let b = spool.enqueue(item("gh", None, b"4")).await.unwrap();
+    assert!(matches!((a, b), (Enqueued::New(x), Enqueued::New(y)) if x != y));
+
+    let depth = spool.depth().await.unwrap();
+    assert_eq!(depth_of(&depth, "gh", ItemState::Pending), 3);
+    assert_eq!(depth_of(&depth, "other", ItemState::Pending), 1);
+    let items = spool.claim(claim_req("gh", 10, false, LONG)).await.unwrap();
+    assert_eq!(items.len(), 3);
+    assert_eq!(&items.iter().find(|i| i.id == id).unwrap().body[..], b"1");
+    spool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_ending_transitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path(), "me");
+    for n in 0..4u8 {
+        spool.enqueue(item("h", None, &[n])).await.unwrap();
+    }
+    let before = SystemTime::now();
+    let items = spool.claim(claim_req("h", 10, false, LONG)).await.unwrap();
+    assert_eq!(items.len(), 4);
+    for it in &items {
+        assert_eq!(it.state, ItemState::Leased);
+        assert_eq!(it.lease_owner.as_deref(), Some("me"));
+        assert_eq!(it.attempts, 0);
+        let expiry = it.lease_expiry.unwrap();
+        assert!(expiry >= before + LONG - Duration::from_millis(1));
+    }
+    // Oldest first.
+    let ids: Vec<i64> = items.iter().map(|i| i.id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    // Nothing more to claim while leased.
+    assert!(spool
+        .claim(claim_req("h", 10, false, LONG))
+        .await
+        .unwrap()
+        .is_empty());
+
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    spool.complete(ids[0]).await.unwrap();
+    spool
+        .retry_later(ids[1], later, "upstream 502")
+        .await
+        .unwrap();
+    spool.mark_dead(ids[2], "gave up").await.unwrap();
+    spool.release(ids[3]).await.unwrap();
+
+    let admin = Admin::open(spool.path()).unwrap();
+    let done = admin.show(ids[0]).unwrap();
+    assert_eq!((done.state, done.attempts), (ItemState::Done, 1));
+    assert_eq!((done.lease_owner, done.lease_expiry), (None, None));
+
+    let retried = admin.show(ids[1]).unwrap();
+    assert_eq!((retried.state, retried.attempts), (ItemState::Pending, 1));
+    assert_eq!(retried.last_error.as_deref(), Some("upstream 502"));
+    assert_eq!(to_ms(retried.next_attempt), to_ms(later));
+    assert_eq!(retried.lease_owner, None);
+
+    let dead = admin.show(ids[2]).unwrap();
+    assert_eq!((dead.state, dead.attempts), (ItemState::Dead, 1));
+    assert_eq!(dead.last_error.as_deref(), Some("gave up"));
+
+    let released = admin.show(ids[3]).unwrap();
+    assert_eq!((released.state, released.attempts), (ItemState::Pending, 0));
+    assert_eq!((released.lease_owner, released.lease_expiry), (None, None));
+
+    // Only the released one is due; the retried one waits for its time.
+    let again = spool.claim(claim_req("h", 10, false, LONG)).await.unwrap();
+    assert_eq!(again.iter().map(|i| i.id).collect::<Vec<_>>(), [ids[3]]);
+    // Claimable later: the retry time, or the fresh lease's expiry.
+    let next = spool.next_due("h").await.unwrap().unwrap();
+    assert_eq!(
+        to_ms(next),
+        to_ms(later).min(to_ms(again[0].lease_expiry.unwrap()))
+    );
+    assert_eq!(spool.next_due("nothing-here").await.unwrap(), None);
+
+    let depth = spool.depth().await.unwrap();
+    assert_eq!(depth_of(&depth, "h", ItemState::Done), 1);
+    assert_eq!(depth_of(&depth, "h", ItemState::Dead), 1);
+    assert_eq!(depth_of(&depth, "h", ItemState::Pending), 1);
+    assert_eq!(depth_of(&depth, "h", ItemState::Leased), 1);
+
+    // Lease-ending calls on items we do not hold change nothing.
+    spool.complete(ids[2]).await.unwrap();
+    spool.release(ids[0]).await.unwrap();
+    spool.complete(999_999).await.unwrap();
+    assert_eq!(admin.show(ids[2]).unwrap().state, ItemState::Dead);
+    assert_eq!(admin.show(ids[0]).unwrap().state, ItemState::Done);
+
+    assert_eq!(spool.release_all_mine().await.unwrap(), 1);
+    assert_eq!(admin.show(ids[3]).unwrap().state, ItemState::Pending);
+    spool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_lease_is_claimable_by_anyone() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(dir.path(), "a");
+    let b = open(dir.path(), "b");
+    let Enqueued::New(id) = a.enqueue(item("h", None, b"x")).await.unwrap() else {
+        panic!()
+    };
+    let lease = Duration::from_millis(200);
+    let first = a.claim(claim_req("h", 1, false, lease)).await.unwrap();
+    assert_eq!(first.len(), 1);
+    // A live lease is not claimable by the other instance.
+    assert!(b
+        .claim(claim_req("h", 1, false, LONG))
+        .await
+        .unwrap()
+        .is_empty());
+    let expiry = first[0].lease_expiry.unwrap();
+    assert_eq!(b.next_due("h").await.unwrap(), Some(expiry));
+    // Wait for the expiry itself (plus a millisecond of resolution).
+    let wait = expiry.duration_since(SystemTime::now()).unwrap_or_default();
+    tokio::time::sleep(wait + Duration::from_millis(2)).await;
+
+    let taken = b.claim(claim_req("h", 1, false, LONG)).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].id, id);
+    assert_eq!(taken[0].lease_owner.as_deref(), Some("b"));
+    // The first owner lost its lease: its completion changes nothing.
+    a.complete(id).await.unwrap();
+    let admin = Admin::open(a.path()).unwrap();
+    assert_eq!(admin.show(id).unwrap().state, ItemState::Leased);
+    b.complete(id).await.unwrap();
+    assert_eq!(admin.show(id).unwrap().state, ItemState::Done);
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_claim_takes_only_the_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path(), "me");
+    let mut ids = Vec::new();
+    for n in 0..3u8 {
+        match spool.enqueue(item("o", None, &[n])).await.unwrap() {
+            Enqueued::New(id) => ids.push(id),
+            other => panic!("{other:?}"),
+        }
+    }
+    let ordered = |max| claim_req("o", max, true, LONG);
+    let head = spool.claim(ordered(5)).await.unwrap();
+    assert_eq!(head.iter().map(|i| i.id).collect::<Vec<_>>(), [ids[0]]);
+    // Head under a live lease: nothing, not even the next item.
+    assert!(spool.claim(ordered(5)).await.unwrap().is_empty());
+    spool.complete(ids[0]).await.unwrap();
+
+    let second = spool.claim(ordered(5)).await.unwrap();
+    assert_eq!(second.iter().map(|i| i.id).collect::<Vec<_>>(), [ids[1]]);
+    // Head waiting for its retry time: the third item must still wait.
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    spool.retry_later(ids[1], later, "boom").await.unwrap();
+    assert!(spool.claim(ordered(5)).await.unwrap().is_empty());
+    assert_eq!(
+        spool.next_due("o").await.unwrap().map(to_ms),
+        Some(to_ms(later))
+    );
+
+    // Make the head due again (as an operator retry would): it comes next.
+    super::raw(dir.path())
+        .execute("UPDATE items SET next_attempt = 0 WHERE id = ?1", [ids[1]])
+        .unwrap();
+    let again = spool.claim(ordered(5)).await.unwrap();
+    assert_eq!(again.iter().map(|i| i.id).collect::<Vec<_>>(), [ids[1]]);
+    assert_eq!(again[0].attempts, 1);
+    assert_eq!(from_ms(0), again[0].next_attempt);
+
+    // An expired head lease is claimable again, still only the head.
+    spool.release(ids[1]).await.unwrap();
+    let short = spool
+        .claim(claim_req("o", 5, true, Duration::from_millis(50)))
+        .await
+        .unwrap();
+    assert_eq!(short[0].id, ids[1]);
+    let wait = short[0]
+        .lease_expiry
+        .unwrap()
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    tokio::time::sleep(wait + Duration::from_millis(2)).await;
+    let after = spool.claim(ordered(5)).await.unwrap();
+    assert_eq!(after.iter().map(|i| i.id).collect::<Vec<_>>(), [ids[1]]);
+    spool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_done_removes_only_old_done_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path(), "me");
+    for n in 0..3u8 {
+        spool.enqueue(item("h", None, &[n])).await.unwrap();
+    }
+    let items = spool.claim(claim_req("h", 3, false, LONG)).await.unwrap();
+    spool.complete(items[0].id).await.unwrap();
+    spool.complete(items[1].id).await.unwrap();
+    spool.mark_dead(items[2].id, "x").await.unwrap();
+    assert_eq!(
+        spool.purge_done(Duration::from_secs(3600)).await.unwrap(),
+        0
+    );
+
+    // Back-date: one done item two hours old, the dead one too (kept).
+    let conn = super::raw(dir.path());
+    let hours_ago = |h: i64| to_ms(SystemTime::now()) - h * 3_600_000;
+    for id in [items[0].id, items[2].id] {
+        conn.execute(
+            "UPDATE items SET updated_at = ?2 WHERE id = ?1",
+            rusqlite::params![id, hours_ago(2)],
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        spool.purge_done(Duration::from_secs(3600)).await.unwrap(),
+        1
+    );
+    let admin = Admin::open(spool.path()).unwrap();
+    assert!(matches!(
+        admin.show(items[0].id),
+        Err(SpoolError::NotFound(_))
+    ));
+    assert_eq!(admin.show(items[1].id).unwrap().state, ItemState::Done);
+    assert_eq!(admin.show(items[2].id).unwrap().state, ItemState::Dead);
+
+    // More done rows than one purge chunk: all go, in several commits.
+    conn.execute_batch(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 4500) \
+         INSERT INTO items (hook, received_at, headers, body, state, next_attempt, updated_at) \
+         SELECT 'bulk', 0, x'', x'', 'done', 0, 0 FROM n",
+    )
+    .unwrap();
+    assert_eq!(
+        spool.purge_done(Duration::from_secs(60)).await.unwrap(),
+        4500
+    );
+    let depth = spool.depth().await.unwrap();
+    assert_eq!(depth_of(&depth, "bulk", ItemState::Done), 0);
+    assert_eq!(depth_of(&depth, "h", ItemState::Done), 1);
+    spool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arrivals_wake_a_waiting_dispatcher() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path(), "me");
+    let arrivals = spool.arrivals();
+    // Whether the waiter registers before or after the commit, it wakes:
+    // notify_waiters covers the first case, the stored permit the second.
+    let waiter = tokio::spawn(async move { arrivals.notified().await });
+    spool.enqueue(item("h", None, b"x")).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("woken within 5 s")
+        .unwrap();
+    spool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_spool_answers_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path(), "me");
+    let other = spool.clone();
+    spool.enqueue(item("h", None, b"x")).await.unwrap();
+    spool.close().await;
+    assert!(matches!(
+        other.enqueue(item("h", None, b"y")).await,
+        Err(SpoolError::Closed)
+    ));
+    assert!(matches!(other.depth().await, Err(SpoolError::Closed)));
+}

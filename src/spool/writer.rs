@@ -1,0 +1,511 @@
+//! The writer thread: owns the read-write connection and group-commits.
+//!
+//! Loop: block for one command, take every command already waiting (up to
+//! `max_batch`), run them in one `BEGIN IMMEDIATE … COMMIT` (one WAL fsync),
+//! then answer every waiter. A failed commit answers every waiter of the batch
+//! with the error: none of them is durable.
+
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::{oneshot, Notify};
+
+use super::codec::{dup_error, encode_headers, from_ms, item_from_row, ms_ago, now_ms, to_ms};
+use super::instances;
+use super::{ClaimRequest, CommitObserver, DepthRow, Enqueued, Item, NewItem, SpoolError};
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, SpoolError>>;
+
+/// How a delivery attempt ended; see the `Spool` methods of the same names.
+pub(crate) enum Finish {
+    Complete,
+    RetryLater { next_attempt: i64, error: String },
+    Dead { error: String },
+    Release,
+}
+
+pub(crate) enum Cmd {
+    Enqueue(NewItem, Reply<Enqueued>),
+    Claim(ClaimRequest, Reply<Vec<Item>>),
+    Finish(i64, Finish, Reply<()>),
+    ReleaseAllMine(Reply<u64>),
+    /// Deletes at most `limit` done items last updated before the cutoff.
+    PurgeDone {
+        older_than: Duration,
+        limit: u32,
+        reply: Reply<u64>,
+    },
+    Depth(Reply<Vec<DepthRow>>),
+    NextDue(String, Reply<Option<SystemTime>>),
+    /// Finish what is queued before it, then stop.
+    Close(oneshot::Sender<()>),
+}
+
+impl Cmd {
+    fn writes(&self) -> bool {
+        !matches!(self, Cmd::Depth(_) | Cmd::NextDue(..) | Cmd::Close(_))
+    }
+}
+
+pub(crate) struct Writer {
+    pub conn: Connection,
+    pub instance_id: String,
+    pub max_batch: usize,
+    pub on_commit: Option<CommitObserver>,
+    pub arrivals: Arc<Notify>,
+}
+
+/// An executed command's answer, sent once the batch's fate is known:
+/// `None` = committed, `Some(e)` = the batch failed with `e`.
+type Answer = Box<dyn FnOnce(Option<&SpoolError>) + Send>;
+
+/// State of one group commit while its commands run.
+struct Batch {
+    answers: Vec<Answer>,
+    in_tx: bool,
+    /// SQLite rolled the transaction back by itself (I/O error, disk full):
+    /// everything before is lost and nothing after may run.
+    lost: Option<SpoolError>,
+    /// Something became claimable sooner: delivery should look again.
+    wake: bool,
+}
+
+impl Batch {
+    fn settle<T: Send + 'static>(
+        &mut self,
+        conn: &Connection,
+        reply: Reply<T>,
+        res: Result<T, SpoolError>,
+    ) {
+        if let Err(e) = &res {
+            if self.in_tx && self.lost.is_none() && conn.is_autocommit() {
+                self.lost = Some(dup_error(e));
+            }
+        }
+        self.answers
+            .push(Box::new(move |failed: Option<&SpoolError>| {
+                let _ = reply.send(match failed {
+                    None => res,
+                    Some(e) => Err(dup_error(e)),
+                });
+            }));
+    }
+}
+
+impl Writer {
+    /// Runs until every handle is gone or `Close` arrives, then hands back
+    /// this instance's leases, unregisters it and checkpoints the WAL.
+    pub fn run(mut self, rx: Receiver<Cmd>) {
+        let max_batch = self.max_batch.max(1);
+        let mut closing = None;
+        while closing.is_none() {
+            let Ok(first) = rx.recv() else { break };
+            let mut batch = vec![first];
+            while batch.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(cmd) => batch.push(cmd),
+                    Err(_) => break,
+                }
+            }
+            self.run_batch(batch, &mut closing);
+        }
+        // Commands sent after Close are dropped with the channel: their
+        // callers see `SpoolError::Closed`.
+        drop(rx);
+        self.shutdown();
+        if let Some(done) = closing {
+            let _ = done.send(());
+        }
+    }
+
+    fn shutdown(&mut self) {
+        match instances::unregister(&self.conn, &self.instance_id) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(leases = n, "spool: released leases at close"),
+            Err(e) => tracing::warn!(error = %e, "spool: cannot unregister instance"),
+        }
+        let checkpoint = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            });
+        match checkpoint {
+            Ok(0) => {}
+            // Another process still reads the WAL: it checkpoints later.
+            Ok(_) => tracing::debug!("spool: checkpoint busy at close"),
+            Err(e) => tracing::warn!(error = %e, "spool: checkpoint at close failed"),
+        }
+    }
+
+    fn run_batch(&mut self, cmds: Vec<Cmd>, closing: &mut Option<oneshot::Sender<()>>) {
+        let count = cmds.len();
+        let started = Instant::now();
+        let mut batch = Batch {
+            answers: Vec::with_capacity(count),
+            in_tx: cmds.iter().any(Cmd::writes),
+            lost: None,
+            wake: false,
+        };
+        if batch.in_tx {
+            if let Err(e) = self.exec_sql("BEGIN IMMEDIATE") {
+                batch.lost = Some(e);
+            }
+        }
+        for cmd in cmds {
+            if let Cmd::Close(done) = cmd {
+                *closing = Some(done);
+                continue;
+            }
+            if batch.lost.is_some() {
+                // Not run: answered with the batch's error below.
+                self.settle_unrun(&mut batch, cmd);
+                continue;
+            }
+            self.exec(&mut batch, cmd);
+        }
+        let failed = if !batch.in_tx {
+            None
+        } else if let Some(e) = batch.lost.take() {
+            if !self.conn.is_autocommit() {
+                let _ = self.exec_sql("ROLLBACK");
+            }
+            Some(e)
+        } else {
+            match self.exec_sql("COMMIT") {
+                Ok(()) => {
+                    if let Some(observe) = &self.on_commit {
+                        observe(started.elapsed(), count);
+                    }
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, commands = count, "spool: group commit failed");
+                    if !self.conn.is_autocommit() {
+                        let _ = self.exec_sql("ROLLBACK");
+                    }
+                    Some(e)
+                }
+            }
+        };
+        for answer in batch.answers {
+            answer(failed.as_ref());
+        }
+        if failed.is_none() && batch.wake {
+            self.arrivals.notify_waiters();
+            self.arrivals.notify_one();
+        }
+    }
+
+    fn exec_sql(&self, sql: &str) -> Result<(), SpoolError> {
+        self.conn.prepare_cached(sql)?.execute([])?;
+        Ok(())
+    }
+
+    /// Gives an unrun command an answer slot; the batch error fills it.
+    fn settle_unrun(&self, batch: &mut Batch, cmd: Cmd) {
+        fn lost<T>() -> Result<T, SpoolError> {
+            Err(SpoolError::Other("not run".into()))
+        }
+        match cmd {
+            Cmd::Enqueue(_, r) => batch.settle(&self.conn, r, lost()),
+            Cmd::Claim(_, r) => batch.settle(&self.conn, r, lost()),
+            Cmd::Finish(_, _, r) => batch.settle(&self.conn, r, lost()),
+            Cmd::ReleaseAllMine(r) => batch.settle(&self.conn, r, lost()),
+            Cmd::PurgeDone { reply, .. } => batch.settle(&self.conn, reply, lost()),
+            Cmd::Depth(r) => batch.settle(&self.conn, r, lost()),
+            Cmd::NextDue(_, r) => batch.settle(&self.conn, r, lost()),
+            Cmd::Close(_) => {}
+        }
+    }
+
+    fn exec(&self, batch: &mut Batch, cmd: Cmd) {
+        match cmd {
+            Cmd::Enqueue(item, reply) => {
+                let res = self.enqueue(&item);
+                batch.wake |= matches!(res, Ok(Enqueued::New(_)));
+                batch.settle(&self.conn, reply, res);
+            }
+            Cmd::Claim(req, reply) => {
+                let res = self.claim(&req);
+                batch.settle(&self.conn, reply, res);
+            }
+            Cmd::Finish(id, how, reply) => {
+                let res = self.finish(id, how);
+                batch.wake |= matches!(res, Ok(true));
+                batch.settle(&self.conn, reply, res.map(|_| ()));
+            }
+            Cmd::ReleaseAllMine(reply) => {
+                let res = instances::release_owner(&self.conn, &self.instance_id)
+                    .map_err(SpoolError::from);
+                batch.wake |= matches!(res, Ok(n) if n > 0);
+                batch.settle(&self.conn, reply, res);
+            }
+            Cmd::PurgeDone {
+                older_than,
+                limit,
+                reply,
+            } => {
+                let res = self.purge_done(older_than, limit);
+                batch.settle(&self.conn, reply, res);
+            }
+            Cmd::Depth(reply) => {
+                let res = self.depth();
+                batch.settle(&self.conn, reply, res);
+            }
+            Cmd::NextDue(hook, reply) => {
+                let res = self.next_due(&hook);
+                batch.settle(&self.conn, reply, res);
+            }
+            Cmd::Close(_) => {}
+        }
+    }
+
+    fn enqueue(&self, item: &NewItem) -> Result<Enqueued, SpoolError> {
+        if let Some(dedup) = &item.dedup_id {
+            let first: Option<i64> = self
+                .conn
+                .prepare_cached(sql::FIND_DEDUP)?
+                .query_row(params![item.hook, dedup], |r| r.get(0))
+                .optional()?;
+            if let Some(id) = first {
+                return Ok(Enqueued::Duplicate(id));
+            }
+        }
+        let now = now_ms();
+        self.conn.prepare_cached(sql::INSERT)?.execute(params![
+            item.hook,
+            item.dedup_id,
+            to_ms(item.received_at),
+            encode_headers(&item.headers),
+            &item.body[..],
+            now,
+        ])?;
+        Ok(Enqueued::New(self.conn.last_insert_rowid()))
+    }
+
+    /// Claims in a savepoint: it has several statements, and a failure
+    /// half-way must not leave leases nobody was told about.
+    fn claim(&self, req: &ClaimRequest) -> Result<Vec<Item>, SpoolError> {
+        if req.max == 0 {
+            return Ok(Vec::new());
+        }
+        self.exec_sql("SAVEPOINT claim")?;
+        match self.claim_inner(req) {
+            Ok(items) => {
+                self.exec_sql("RELEASE claim")?;
+                Ok(items)
+            }
+            Err(e) => {
+                let _ = self.exec_sql("ROLLBACK TO claim");
+                let _ = self.exec_sql("RELEASE claim");
+                Err(e)
+            }
+        }
+    }
+
+    fn claim_inner(&self, req: &ClaimRequest) -> Result<Vec<Item>, SpoolError> {
+        let now = now_ms();
+        let lease_ms = i64::try_from(req.lease.as_millis()).unwrap_or(i64::MAX);
+        let expiry = now.saturating_add(lease_ms);
+        let max = i64::try_from(req.max).unwrap_or(i64::MAX);
+        let ids: Vec<i64> = if req.ordered {
+            self.ordered_head(&req.hook, now)?.into_iter().collect()
+        } else {
+            // Expired leases first: they are older work a crashed or slow
+            // worker left behind. Then pending items in due order.
+            let mut ids: Vec<i64> = self
+                .conn
+                .prepare_cached(sql::EXPIRED_LEASES)?
+                .query_map(params![req.hook, now, max], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let room = max - ids.len() as i64;
+            if room > 0 {
+                let mut stmt = self.conn.prepare_cached(sql::DUE_PENDING)?;
+                for id in stmt.query_map(params![req.hook, now, room], |r| r.get(0))? {
+                    ids.push(id?);
+                }
+            }
+            ids
+        };
+        let mut lease = self.conn.prepare_cached(sql::LEASE)?;
+        let mut items = Vec::with_capacity(ids.len());
+        for id in ids {
+            let item =
+                lease.query_row(params![id, self.instance_id, expiry, now], item_from_row)?;
+            items.push(item);
+        }
+        Ok(items)
+    }
+
+    /// The hook's oldest unfinished item, if it may be claimed now: no item
+    /// of the hook under a live lease, and the head is due.
+    fn ordered_head(&self, hook: &str, now: i64) -> Result<Option<i64>, SpoolError> {
+        let live: Option<i64> = self
+            .conn
+            .prepare_cached(sql::LIVE_LEASE)?
+            .query_row(params![hook, now], |r| r.get(0))
+            .optional()?;
+        if live.is_some() {
+            return Ok(None);
+        }
+        let head: Option<(i64, String, i64)> = self
+            .conn
+            .prepare_cached(sql::ORDERED_HEAD)?
+            .query_row([hook], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        Ok(match head {
+            // Leased but no live lease: its lease expired.
+            Some((id, state, _)) if state == "leased" => Some(id),
+            Some((id, _, next_attempt)) if next_attempt <= now => Some(id),
+            _ => None,
+        })
+    }
+
+    /// Ends this instance's lease on `id`; `Ok(false)` when it held none
+    /// (lease lost to expiry and another claim, or item gone).
+    fn finish(&self, id: i64, how: Finish) -> Result<bool, SpoolError> {
+        let now = now_ms();
+        let me = &self.instance_id;
+        let changed = match how {
+            Finish::Complete => self
+                .conn
+                .prepare_cached(sql::COMPLETE)?
+                .execute(params![id, me, now])?,
+            Finish::RetryLater {
+                next_attempt,
+                error,
+            } => self
+                .conn
+                .prepare_cached(sql::RETRY_LATER)?
+                .execute(params![id, me, now, next_attempt, error])?,
+            Finish::Dead { error } => self
+                .conn
+                .prepare_cached(sql::MARK_DEAD)?
+                .execute(params![id, me, now, error])?,
+            Finish::Release => self
+                .conn
+                .prepare_cached(sql::RELEASE)?
+                .execute(params![id, me, now])?,
+        };
+        if changed == 0 {
+            tracing::debug!(id, "spool: no lease of ours on item; nothing changed");
+        }
+        Ok(changed > 0)
+    }
+
+    fn purge_done(&self, older_than: Duration, limit: u32) -> Result<u64, SpoolError> {
+        let n = self
+            .conn
+            .prepare_cached(sql::PURGE_DONE)?
+            .execute(params![ms_ago(older_than), limit])?;
+        Ok(n as u64)
+    }
+
+    fn depth(&self) -> Result<Vec<DepthRow>, SpoolError> {
+        depth(&self.conn)
+    }
+
+    fn next_due(&self, hook: &str) -> Result<Option<SystemTime>, SpoolError> {
+        let now = now_ms();
+        let pending: Option<i64> = self
+            .conn
+            .prepare_cached(sql::NEXT_PENDING)?
+            .query_row(params![hook, now], |r| r.get(0))?;
+        let lease: Option<i64> = self
+            .conn
+            .prepare_cached(sql::NEXT_LEASE_EXPIRY)?
+            .query_row([hook], |r| r.get(0))?;
+        let earliest = match (pending, lease) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Ok(earliest.map(from_ms))
+    }
+}
+
+/// Counts by hook and state, from the trigger-kept table (no row scan).
+pub(crate) fn depth(conn: &Connection) -> Result<Vec<DepthRow>, SpoolError> {
+    let mut stmt = conn.prepare_cached(sql::DEPTH)?;
+    let rows = stmt.query_map([], |r| {
+        Ok(DepthRow {
+            hook: r.get(0)?,
+            state: r.get(1)?,
+            count: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Hot-path SQL, kept together so a test can check every plan uses an index.
+pub(crate) mod sql {
+    pub const FIND_DEDUP: &str = "SELECT id FROM items WHERE hook = ?1 AND dedup_id = ?2";
+    pub const INSERT: &str = "INSERT INTO items (hook, dedup_id, received_at, headers, body, \
+         state, attempts, next_attempt, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6)";
+    pub const EXPIRED_LEASES: &str = "SELECT id FROM items WHERE hook = ?1 AND state = 'leased' \
+         AND lease_expiry < ?2 ORDER BY id LIMIT ?3";
+    pub const DUE_PENDING: &str = "SELECT id FROM items WHERE hook = ?1 AND state = 'pending' \
+         AND next_attempt <= ?2 ORDER BY next_attempt, id LIMIT ?3";
+    pub const LIVE_LEASE: &str = "SELECT id FROM items WHERE hook = ?1 AND state = 'leased' \
+         AND lease_expiry >= ?2 LIMIT 1";
+    pub const ORDERED_HEAD: &str = "SELECT id, state, next_attempt FROM items \
+         WHERE hook = ?1 AND state IN ('pending', 'leased') ORDER BY id LIMIT 1";
+    // Column list must match codec::ITEM_COLUMNS (checked by a test).
+    pub const LEASE: &str = "UPDATE items SET state = 'leased', lease_owner = ?2, \
+         lease_expiry = ?3, updated_at = ?4 WHERE id = ?1 \
+         RETURNING id, hook, dedup_id, received_at, headers, body, state, \
+         attempts, next_attempt, last_error, lease_owner, lease_expiry";
+    pub const COMPLETE: &str = "UPDATE items SET state = 'done', attempts = attempts + 1, \
+         lease_owner = NULL, lease_expiry = NULL, updated_at = ?3 \
+         WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2";
+    pub const RETRY_LATER: &str = "UPDATE items SET state = 'pending', attempts = attempts + 1, \
+         next_attempt = ?4, last_error = ?5, lease_owner = NULL, lease_expiry = NULL, \
+         updated_at = ?3 WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2";
+    pub const MARK_DEAD: &str = "UPDATE items SET state = 'dead', attempts = attempts + 1, \
+         last_error = ?4, lease_owner = NULL, lease_expiry = NULL, updated_at = ?3 \
+         WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2";
+    pub const RELEASE: &str = "UPDATE items SET state = 'pending', lease_owner = NULL, \
+         lease_expiry = NULL, updated_at = ?3 \
+         WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2";
+    pub const PURGE_DONE: &str = "DELETE FROM items WHERE id IN (SELECT id FROM items \
+         WHERE state = 'done' AND updated_at < ?1 LIMIT ?2)";
+    pub const DEPTH: &str =
+        "SELECT hook, state, n FROM item_counts WHERE n > 0 ORDER BY hook, state";
+    pub const NEXT_PENDING: &str = "SELECT MIN(next_attempt) FROM items \
+         WHERE hook = ?1 AND state = 'pending' AND next_attempt > ?2";
+    pub const NEXT_LEASE_EXPIRY: &str =
+        "SELECT MIN(lease_expiry) FROM items WHERE hook = ?1 AND state = 'leased'";
+
+    /// Every statement above with its parameter count, for plan checks.
+    #[cfg(test)]
+    pub const HOT: &[(&str, usize)] = &[
+        (FIND_DEDUP, 2),
+        (EXPIRED_LEASES, 3),
+        (DUE_PENDING, 3),
+        (LIVE_LEASE, 2),
+        (ORDERED_HEAD, 1),
+        (LEASE, 4),
+        (COMPLETE, 3),
+        (RETRY_LATER, 5),
+        (MARK_DEAD, 4),
+        (RELEASE, 3),
+        (PURGE_DONE, 2),
+        (NEXT_PENDING, 2),
+        (NEXT_LEASE_EXPIRY, 1),
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::codec::ITEM_COLUMNS;
+    use super::*;
+
+    #[test]
+    fn lease_returns_item_columns() {
+        let returning = sql::LEASE.split("RETURNING").nth(1).unwrap();
+        let norm = |s: &str| s.split_whitespace().collect::<String>();
+        assert_eq!(norm(returning), norm(ITEM_COLUMNS));
+    }
+}

@@ -1,0 +1,480 @@
+//! Shared by the integration tests: start the real `hookd` binary, talk HTTP
+//! to it over real sockets, watch its notify messages on a real datagram
+//! socket, and run a real upstream server. Every wait has a deadline.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_hookd");
+pub const SECRET: &str = "It's a Secret to Everybody";
+
+/// `sha256=<hex>` as GitHub sends it.
+pub fn github_sig(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Polls `f` every 20 ms until it returns Some or `limit` passes.
+pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A free port on 127.0.0.1 (bound then released; fine for tests run here).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A unix datagram socket standing in for systemd's `NOTIFY_SOCKET`:
+/// it records every message with the time it arrived.
+pub struct NotifySocket {
+    pub path: PathBuf,
+    msgs: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl NotifySocket {
+    pub fn new(dir: &Path) -> NotifySocket {
+        let path = dir.join("notify.sock");
+        let sock = UnixDatagram::bind(&path).unwrap();
+        let msgs = Arc::new(Mutex::new(Vec::new()));
+        let m = msgs.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while let Ok(n) = sock.recv(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                m.lock().unwrap().push((Instant::now(), text));
+            }
+        });
+        NotifySocket { path, msgs }
+    }
+
+    pub fn messages(&self) -> Vec<(Instant, String)> {
+        self.msgs.lock().unwrap().clone()
+    }
+
+    /// Waits for a message with a line equal to `line` (e.g. `READY=1`).
+    pub fn wait_line(&self, line: &str, limit: Duration) -> (Instant, String) {
+        wait_for(limit, line, || {
+            self.messages()
+                .into_iter()
+                .find(|(_, m)| m.lines().any(|l| l == line))
+        })
+    }
+
+    /// Every line starting with `prefix`, with its arrival time.
+    pub fn lines_with(&self, prefix: &str) -> Vec<(Instant, String)> {
+        self.messages()
+            .into_iter()
+            .flat_map(|(t, m)| {
+                m.lines()
+                    .filter(|l| l.starts_with(prefix))
+                    .map(|l| (t, l.to_string()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+/// A hookd under test, in its own directory with its own spool.
+pub struct Hookd {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub port: u16,
+    pub child: Option<Child>,
+    pub notify: NotifySocket,
+    pub log: PathBuf,
+}
+
+impl Hookd {
+    /// Writes `hooks_toml` (plus a `[server]` on a free port and the spool in
+    /// `dir`) and the GitHub secret file; does not start anything.
+    pub fn configure(dir: &Path, extra_toml: &str) -> Hookd {
+        let port = free_port();
+        let secret = dir.join("github.secret");
+        std::fs::write(&secret, SECRET).unwrap();
+        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let config = dir.join("hookd.toml");
+        let text = format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nread_timeout = \"2s\"\ncontrol_socket = \"{dir}/control.sock\"\n\n[spool]\npath = \"{dir}/spool.db\"\n\n{extra_toml}\n",
+            dir = dir.display()
+        );
+        std::fs::write(&config, text).unwrap();
+        Hookd {
+            dir: dir.to_path_buf(),
+            config,
+            port,
+            child: None,
+            notify: NotifySocket::new(dir),
+            log: dir.join("hookd.log"),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn spool_path(&self) -> PathBuf {
+        self.dir.join("spool.db")
+    }
+
+    /// The command that `start` runs; tests may add to it.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .env("NOTIFY_SOCKET", &self.notify.path)
+            .env("HOOKD_LOG", "info,hookd=debug")
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("STATE_DIRECTORY")
+            .env_remove("RUNTIME_DIRECTORY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.log)
+                    .unwrap(),
+            );
+        c
+    }
+
+    /// Starts hookd and waits for `READY=1` (a new one after earlier runs).
+    pub fn start(&mut self) {
+        let before = self.notify.lines_with("READY=1").len();
+        let child = self.command().spawn().unwrap();
+        self.child = Some(child);
+        wait_for(Duration::from_secs(20), "READY=1", || {
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "hookd exited with {st} before READY=1; log:\n{}",
+                    self.log_text()
+                );
+            }
+            (self.notify.lines_with("READY=1").len() > before).then_some(())
+        });
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let st = wait_for(limit, "hookd to exit", || child.try_wait().unwrap());
+        self.child = None;
+        st
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// POSTs a GitHub-signed body to `/hooks/{hook}`.
+    pub fn post_signed(&self, hook: &str, body: &[u8], extra: &[(&str, &str)]) -> Response {
+        let sig = github_sig(SECRET, body);
+        let mut headers = vec![
+            ("X-Hub-Signature-256", sig.as_str()),
+            ("Content-Type", "application/json"),
+        ];
+        headers.extend_from_slice(extra);
+        request(
+            self.addr(),
+            "POST",
+            &format!("/hooks/{hook}"),
+            &headers,
+            body,
+        )
+        .unwrap()
+    }
+
+    /// `hookd <args> --config <ours>`, returning (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .env_remove("STATE_DIRECTORY")
+            .env_remove("RUNTIME_DIRECTORY")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+
+    /// `hookd spool stats --json` as JSON.
+    pub fn spool_stats(&self) -> serde_json::Value {
+        let (code, out, err) = self.cli(&["spool", "stats", "--json"]);
+        assert_eq!(code, 0, "spool stats failed: {err}");
+        serde_json::from_str(&out).unwrap()
+    }
+}
+
+impl Drop for Hookd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One request on a new connection (`Connection: close`).
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write_request(&mut s, method, path, headers, body, true)?;
+    read_response(&mut BufReader::new(s))
+}
+
+pub fn write_request(
+    s: &mut impl Write,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    close: bool,
+) -> std::io::Result<()> {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+    let mut has_len = false;
+    for (n, v) in headers {
+        has_len |=
+            n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("transfer-encoding");
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    if !has_len && (method == "POST" || !body.is_empty()) {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    if close {
+        req.push_str("Connection: close\r\n");
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    s.flush()
+}
+
+pub fn read_response(r: &mut impl BufRead) -> std::io::Result<Response> {
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed before a response",
+        ));
+    }
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let mut headers = Vec::new();
+    let mut len = 0usize;
+    loop {
+        line.clear();
+        r.read_line(&mut line)?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((n, v)) = l.split_once(':') {
+            if n.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+            headers.push((n.to_string(), v.trim().to_string()));
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body)?;
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// A request the upstream received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub at: Instant,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// How the upstream answers the n-th request (0-based): (status, delay).
+pub type Behaviour = Arc<dyn Fn(usize, &Received) -> (u16, Duration) + Send + Sync>;
+
+/// A real HTTP server on 127.0.0.1 that records what it receives.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub got: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Upstream {
+    pub fn start(behaviour: Behaviour) -> Upstream {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let got: Arc<Mutex<Vec<Received>>> = Arc::new(Mutex::new(Vec::new()));
+        let g = got.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(s) = s else { break };
+                let (g, b) = (g.clone(), behaviour.clone());
+                std::thread::spawn(move || serve_upstream(s, g, b));
+            }
+        });
+        Upstream { addr, got }
+    }
+
+    /// Answers 200 at once.
+    pub fn ok() -> Upstream {
+        Upstream::start(Arc::new(|_, _| (200, Duration::ZERO)))
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// The `Hookd-Delivery-Id`s received so far.
+    pub fn ids(&self) -> Vec<i64> {
+        self.received()
+            .iter()
+            .filter_map(|r| r.header("hookd-delivery-id").and_then(|v| v.parse().ok()))
+            .collect()
+    }
+}
+
+fn serve_upstream(s: TcpStream, got: Arc<Mutex<Vec<Received>>>, behaviour: Behaviour) {
+    let mut w = match s.try_clone() {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    let mut r = BufReader::new(s);
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut headers = Vec::new();
+        let mut len = 0usize;
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((n, v)) = h.split_once(':') {
+                if n.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                headers.push((n.to_string(), v.trim().to_string()));
+            }
+        }
+        let mut body = vec![0; len];
+        if r.read_exact(&mut body).is_err() {
+            return;
+        }
+        let rec = Received {
+            at: Instant::now(),
+            headers,
+            body,
+        };
+        let n = {
+            let mut g = got.lock().unwrap();
+            g.push(rec.clone());
+            g.len() - 1
+        };
+        let (status, delay) = behaviour(n, &rec);
+        std::thread::sleep(delay);
+        let resp = format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\n\r\nok");
+        if w.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// A `[[hook]]` named `name` with GitHub signatures forwarding to `url`.
+pub fn forward_hook(dir: &Path, name: &str, url: &str, extra: &str) -> String {
+    format!(
+        "[[hook]]\nname = \"{name}\"\nverify = {{ scheme = \"github\", secret_file = \"{}/github.secret\" }}\naction = {{ forward = \"{url}\", timeout = \"5s\" }}\n{extra}\n",
+        dir.display()
+    )
+}

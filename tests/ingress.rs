@@ -1,0 +1,213 @@
+//! Ingress against the real binary: every bad-input status of SPEC §1 with
+//! its JSON body, and after each one the spool holds nothing new; then the
+//! good path (202 after commit) and duplicates.
+
+mod common;
+
+use std::io::{BufReader, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn total(h: &Hookd) -> u64 {
+    h.spool_stats()["total"].as_u64().expect("stats.total")
+}
+
+fn setup() -> (tempfile::TempDir, Hookd, Upstream) {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::ok();
+    let hooks = format!(
+        "{}{}{}",
+        forward_hook(
+            dir.path(),
+            "gh",
+            &up.url(),
+            "dedup_header = \"X-GitHub-Delivery\"\nmax_body = \"1KiB\""
+        ),
+        forward_hook(dir.path(), "json", &up.url(), "require_json = true"),
+        forward_hook(dir.path(), "off", &up.url(), "enabled = false"),
+    );
+    let mut h = Hookd::configure(dir.path(), &hooks);
+    h.start();
+    (dir, h, up)
+}
+
+fn assert_error(r: &Response, status: u16, code: &str) {
+    assert_eq!(
+        r.status,
+        status,
+        "body: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let j = r.json();
+    assert_eq!(j["error"], code, "{j}");
+    assert!(j["message"].as_str().is_some_and(|m| !m.is_empty()), "{j}");
+}
+
+#[test]
+fn every_bad_input_is_refused_with_json_and_spools_nothing() {
+    let (_dir, h, _up) = setup();
+    let before = total(&h);
+    let body = br#"{"zen":"Keep it logically awesome."}"#;
+
+    let r = h.post_signed("nope", body, &[]);
+    assert_error(&r, 404, "unknown_hook");
+
+    let r = request(h.addr(), "GET", "/hooks/gh", &[], b"").unwrap();
+    assert_error(&r, 405, "method_not_allowed");
+    assert_eq!(r.header("allow"), Some("POST"));
+
+    // No Content-Length and not chunked.
+    let mut s = TcpStream::connect(h.addr()).unwrap();
+    s.write_all(b"POST /hooks/gh HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let r = read_response(&mut BufReader::new(s)).unwrap();
+    assert_error(&r, 411, "length_required");
+
+    let big = vec![b'a'; 2048];
+    let r = h.post_signed("gh", &big, &[]);
+    assert_error(&r, 413, "payload_too_large");
+
+    // Chunked body over the limit: refused while reading.
+    let mut s = TcpStream::connect(h.addr()).unwrap();
+    let sig = github_sig(SECRET, &big);
+    write!(s, "POST /hooks/gh HTTP/1.1\r\nHost: x\r\nX-Hub-Signature-256: {sig}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n800\r\n").unwrap();
+    s.write_all(&big).unwrap();
+    s.write_all(b"\r\n0\r\n\r\n").unwrap();
+    let r = read_response(&mut BufReader::new(s)).unwrap();
+    assert_error(&r, 413, "payload_too_large");
+
+    let r = request(
+        h.addr(),
+        "POST",
+        "/hooks/json",
+        &[
+            ("X-Hub-Signature-256", &github_sig(SECRET, body)),
+            ("Content-Type", "text/plain"),
+        ],
+        body,
+    )
+    .unwrap();
+    assert_error(&r, 415, "unsupported_media_type");
+
+    let bad_json = b"{not json";
+    let r = h.post_signed("json", bad_json, &[]);
+    assert_error(&r, 400, "malformed");
+
+    let r = request(
+        h.addr(),
+        "POST",
+        "/hooks/gh",
+        &[("Content-Type", "application/json")],
+        body,
+    )
+    .unwrap();
+    assert_eq!(r.status, 401, "{:?}", String::from_utf8_lossy(&r.body));
+    assert!(r.json()["error"].is_string());
+
+    let r = request(
+        h.addr(),
+        "POST",
+        "/hooks/gh",
+        &[("X-Hub-Signature-256", &github_sig("wrong secret", body))],
+        body,
+    )
+    .unwrap();
+    assert_eq!(r.status, 403, "{:?}", String::from_utf8_lossy(&r.body));
+    assert!(r.json()["error"].is_string());
+
+    let r = h.post_signed("off", body, &[]);
+    assert_error(&r, 503, "hook_disabled");
+    assert!(r.header("retry-after").is_some());
+
+    // A slow client: headers, then part of the body, then nothing.
+    let mut s = TcpStream::connect(h.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let sig = github_sig(SECRET, body);
+    write!(s, "POST /hooks/gh HTTP/1.1\r\nHost: x\r\nX-Hub-Signature-256: {sig}\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+    s.write_all(&body[..5]).unwrap();
+    let started = Instant::now();
+    let r = read_response(&mut BufReader::new(s)).unwrap();
+    assert_error(&r, 408, "request_timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "408 took {:?}",
+        started.elapsed()
+    );
+
+    assert_eq!(total(&h), before, "a refused request was spooled");
+}
+
+#[test]
+fn accepted_webhook_answers_202_with_its_id_and_a_repeat_answers_200() {
+    let (_dir, h, up) = setup();
+    let body = br#"{"action":"opened"}"#;
+    let r = h.post_signed("gh", body, &[("X-GitHub-Delivery", "d-1")]);
+    assert_eq!(r.status, 202, "{:?}", String::from_utf8_lossy(&r.body));
+    let j = r.json();
+    assert_eq!(j["status"], "queued");
+    let id = j["id"].as_i64().unwrap();
+
+    let again = h.post_signed("gh", body, &[("X-GitHub-Delivery", "d-1")]);
+    assert_eq!(again.status, 200);
+    assert_eq!(again.json()["id"].as_i64(), Some(id));
+
+    let other = h.post_signed("gh", body, &[("X-GitHub-Delivery", "d-2")]);
+    assert_eq!(other.status, 202);
+    let other_id = other.json()["id"].as_i64().unwrap();
+    assert_ne!(other_id, id);
+
+    // Delivered once each, however long we wait for more.
+    wait_for(Duration::from_secs(10), "both deliveries", || {
+        (up.ids().len() >= 2).then_some(())
+    });
+    let first = up
+        .received()
+        .into_iter()
+        .find(|r| r.header("hookd-delivery-id") == Some(&id.to_string()))
+        .unwrap();
+    assert_eq!(first.body, body);
+    assert_eq!(first.header("x-github-delivery"), Some("d-1"));
+    assert_eq!(first.header("hookd-attempt"), Some("1"));
+    // The duplicate would have been claimed by now if it had been spooled.
+    let stats = h.spool_stats();
+    assert_eq!(stats["total"].as_u64(), Some(2), "{stats}");
+    let mut ids = up.ids();
+    ids.sort();
+    assert_eq!(ids, vec![id, other_id]);
+}
+
+#[test]
+fn health_ready_and_metrics() {
+    let (_dir, h, _up) = setup();
+    let r = request(h.addr(), "GET", "/healthz", &[], b"").unwrap();
+    assert_eq!(r.status, 200);
+    let r = request(h.addr(), "GET", "/readyz", &[], b"").unwrap();
+    assert_eq!(r.status, 200);
+    let r = h.post_signed("gh", b"{}", &[]);
+    assert_eq!(r.status, 202);
+    let r = request(
+        h.addr(),
+        "POST",
+        "/hooks/gh",
+        &[("X-Hub-Signature-256", &github_sig("wrong", b"{}"))],
+        b"{}",
+    )
+    .unwrap();
+    assert_eq!(r.status, 403);
+    let r = request(h.addr(), "GET", "/metrics", &[], b"").unwrap();
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8(r.body).unwrap();
+    for needle in [
+        "hookd_received_total{hook=\"gh\"} 2",
+        "hookd_spooled_total{hook=\"gh\"} 1",
+        "hookd_rejected_total{hook=\"gh\",reason=\"forbidden\"} 1",
+        "hookd_commit_latency_seconds_count",
+        "hookd_commit_batch_size_bucket",
+        "hookd_drain_state 0",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+}

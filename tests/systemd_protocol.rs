@@ -1,0 +1,200 @@
+//! The systemd protocol against the real binary: socket activation (TCP and
+//! unix, matched by LISTEN_FDNAMES), READY=1 and STATUS= on a real datagram
+//! socket standing in as NOTIFY_SOCKET, and WATCHDOG=1.
+
+mod common;
+
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+/// Makes the child see `fds` as 3, 4, … with LISTEN_* set for its own pid.
+/// `LISTEN_PID` must be the pid after exec, so a shell sets it: `exec` keeps the pid.
+fn activate(h: &Hookd, fds: &[RawFd], names: &str) -> Command {
+    let inner = h.command();
+    let mut c = Command::new("/bin/sh");
+    let mut line = String::from("LISTEN_PID=$$ exec \"$0\"");
+    for (i, _) in inner.get_args().enumerate() {
+        line.push_str(&format!(" \"${}\"", i + 1));
+    }
+    c.arg("-c")
+        .arg(line)
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.env("LISTEN_FDS", fds.len().to_string())
+        .env("LISTEN_FDNAMES", names);
+    c.stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&h.log).unwrap());
+    let fds = fds.to_vec();
+    // Safety: only async-signal-safe calls (dup2/fcntl) between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            // First move every fd above the target range, then into place.
+            let mut tmp = Vec::new();
+            for &fd in &fds {
+                let t = libc::fcntl(fd, libc::F_DUPFD, 100);
+                if t < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                tmp.push(t);
+            }
+            for (i, t) in tmp.into_iter().enumerate() {
+                if libc::dup2(t, 3 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    c
+}
+
+#[test]
+fn socket_activation_serves_on_inherited_tcp_and_unix_sockets_and_notifies_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::ok();
+    let mut h = Hookd::configure(dir.path(), &forward_hook(dir.path(), "gh", &up.url(), ""));
+    // The config's own address must stay unused: systemd's sockets win.
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let tcp_addr = tcp.local_addr().unwrap();
+    let unix_path = dir.path().join("http.sock");
+    let unix = UnixListener::bind(&unix_path).unwrap();
+
+    let child = activate(&h, &[tcp.as_raw_fd(), unix.as_raw_fd()], "http:local")
+        .spawn()
+        .unwrap();
+    h.child = Some(child);
+    drop((tcp, unix));
+    h.notify.wait_line("READY=1", Duration::from_secs(20));
+    let status = h.notify.lines_with("STATUS=");
+    assert!(!status.is_empty(), "no STATUS= with READY=1");
+    assert!(status[0].1.contains("ready"), "{:?}", status[0]);
+
+    let body = br#"{"via":"tcp"}"#;
+    let r = request(
+        tcp_addr,
+        "POST",
+        "/hooks/gh",
+        &[("X-Hub-Signature-256", &github_sig(SECRET, body))],
+        body,
+    )
+    .unwrap();
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+
+    let mut s = std::os::unix::net::UnixStream::connect(&unix_path).unwrap();
+    let body = br#"{"via":"unix"}"#;
+    write_request(
+        &mut s,
+        "POST",
+        "/hooks/gh",
+        &[("X-Hub-Signature-256", &github_sig(SECRET, body))],
+        body,
+        true,
+    )
+    .unwrap();
+    let r = read_response(&mut std::io::BufReader::new(s)).unwrap();
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+
+    assert!(
+        std::net::TcpStream::connect(h.addr()).is_err(),
+        "hookd bound server.listen although systemd passed sockets"
+    );
+    wait_for(Duration::from_secs(10), "both deliveries", || {
+        (up.ids().len() == 2).then_some(())
+    });
+    let log = h.log_text();
+    assert!(log.contains("using socket from systemd"), "{log}");
+}
+
+#[test]
+fn watchdog_is_pinged_when_systemd_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = Hookd::configure(dir.path(), "");
+    let mut c = h.command();
+    c.env("WATCHDOG_USEC", "400000");
+    h.child = Some(c.spawn().unwrap());
+    h.notify.wait_line("READY=1", Duration::from_secs(20));
+    wait_for(Duration::from_secs(5), "three WATCHDOG=1", || {
+        (h.notify.lines_with("WATCHDOG=1").len() >= 3).then_some(())
+    });
+}
+
+#[test]
+fn start_up_failures_exit_with_their_own_code_and_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Hookd::configure(dir.path(), "");
+    // A bad config: exit 2, naming file, line and field.
+    std::fs::write(
+        &h.config,
+        "[server]\nlisten = [\"127.0.0.1:1\"]\nbogus = 1\n",
+    )
+    .unwrap();
+    let out = h
+        .command()
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("hookd.toml:3:1") && err.contains("bogus"),
+        "{err}"
+    );
+
+    // The port is taken: exit 4.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    std::fs::write(
+        &h.config,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\n[spool]\npath = \"{}/s.db\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = h
+        .command()
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The spool cannot be opened (its "directory" is a file): exit 3.
+    std::fs::write(
+        &h.config,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:{}\"]\n[spool]\npath = \"{}/s.db\"\n",
+            free_port(),
+            h.config.display()
+        ),
+    )
+    .unwrap();
+    let out = h
+        .command()
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("spool"));
+}
