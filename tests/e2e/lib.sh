@@ -164,6 +164,7 @@ ct_shutdown() {
   # Keep the container's journal for CI artifacts (journalctl reads the files from here).
   if mountpoint -q "$MERGED" && [ -d "$MERGED/var/log/journal" ]; then
     journalctl -D "$MERGED/var/log/journal" --no-pager -o short-precise > "$STATE/journal.txt" 2>/dev/null
+    rm -rf "$STATE/journal" && cp -a "$MERGED/var/log/journal" "$STATE/journal"   # journalctl -D
   fi
   unmount_and_clean
   CT_PID1="" NSPAWN_PID="" TIMEOUT_PID=""
