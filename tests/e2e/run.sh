@@ -384,7 +384,7 @@ check_upgrade() {
   [ -z "$why" ] && [ "$ver" != "$BUMPED_VERSION" ] && why="installed version $ver, want $BUMPED_VERSION"
   [ -z "$why" ] && [ "$stopping" != 0 ] && why="the upgrade stopped hookd (a restart, not the hand-off)"
   [ -z "$why" ] && [ "$reloading" = 0 ] && why="no reload of hookd.service during the upgrade"
-  [ -z "$why" ] && [ "$new" = "$old" ] && why="MainPID unchanged ($old): no hand-off to the new binary"
+  [ -z "$why" ] && [ "$new" = "$old" ] && why="MainPID unchanged ($old): no hand-off to the new binary; postinst said: $(echo "$out" | grep -a '^hookd:' | head -2 | tr '\n' ' ')"
   [ -z "$why" ] && ! active hookd.service && why="hookd.service not active after the upgrade"
   [ -z "$why" ] && [ "$(kv "$f" failed)" != 0 ] && why="failed requests: $(load_line upgrade)"
   [ -z "$why" ] && ! delivered upgrade && why="acked webhooks not delivered: $DELIVERY"
@@ -435,7 +435,8 @@ for c in zstd curl openssl; do command -v $c >/dev/null || need="$need $c"; done
 if [ -n "$need" ]; then
   log "installing:$need"
   # shellcheck disable=SC2086 # a list of package names
-  DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -q $need >/dev/null \
+  { DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -q $need >/dev/null 2>&1 \
+    || { timeout 300 apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -q $need >/dev/null; }; } \
     || { fail "prerequisites" "apt-get install$need failed"; echo "$PASSED passed, $FAILED failed"; exit 1; }
 fi
 
