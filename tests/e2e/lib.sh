@@ -58,7 +58,8 @@ ensure_rootfs() {
   [ -f "$ROOTFS_DIR/.complete" ] && return 0
   if [ ! -f "$ROOTFS_TAR" ]; then
     log "no cached rootfs: building $ROOTFS_TAR"
-    E2E_SUITE=$E2E_SUITE E2E_INCLUDE=$E2E_INCLUDE "$E2E_DIR/mkrootfs.sh" "$ROOTFS_TAR" || return 1
+    E2E_SUITE=$E2E_SUITE E2E_INCLUDE=$E2E_INCLUDE "$E2E_DIR/mkrootfs.sh" "$ROOTFS_TAR" "$ROOTFS_DIR" || return 1
+    [ -f "$ROOTFS_DIR/.complete" ] && return 0
   fi
   log "unpacking $ROOTFS_TAR"
   rm -rf --one-file-system "$ROOTFS_DIR.tmp" && mkdir -p "$ROOTFS_DIR.tmp" || return 1

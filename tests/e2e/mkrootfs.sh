@@ -1,10 +1,11 @@
 #!/bin/bash
-# mkrootfs.sh OUT.tar.zst - build the Debian 12 rootfs the e2e suite boots with systemd-nspawn.
+# mkrootfs.sh OUT.tar.zst [DIR] - build the Debian 12 rootfs the e2e suite boots with systemd-nspawn.
 # debootstrap minbase plus systemd, dbus (systemd-run --wait), procps (/bin/kill, pgrep),
 # curl, python3 (test upstream + load generator), and whatever hookd's Depends: needs,
 # because `dpkg -i` inside does not resolve dependencies.
 set -euo pipefail
-OUT=${1:?usage: mkrootfs.sh OUT.tar.zst}
+OUT=${1:?usage: mkrootfs.sh OUT.tar.zst [DIR]}
+DIR=${2:-}   # also keep the tree here, unpacked (saves an unpack on a cold cache)
 SUITE=${E2E_SUITE:-bookworm}
 INCLUDE=${E2E_INCLUDE:-systemd,systemd-sysv,dbus,procps,curl,python3}
 
@@ -37,4 +38,7 @@ rm -rf "$R"/var/lib/apt/lists/*
 echo hookd-e2e > "$R/etc/hostname"
 tar --numeric-owner --xattrs --xattrs-include='*' --acls -C "$R" -cf - . | zstd -q -T0 -3 -f -o "$OUT.tmp"
 mv -f "$OUT.tmp" "$OUT"
+if [ -n "$DIR" ]; then
+  rm -rf --one-file-system "$DIR" && mv "$R" "$DIR" && touch "$DIR/.complete"
+fi
 echo "mkrootfs: $OUT ($(du -h "$OUT" | cut -f1)) in $((SECONDS - t0))s" >&2
