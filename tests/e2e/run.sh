@@ -344,6 +344,27 @@ check_kill9() {
   fi
 }
 
+check_watchdog() {
+  local name="5b watchdog: hookd pings systemd (WatchdogSec=2s drop-in, 8s without a kill)"
+  local pid why=""
+  active hookd.service || { fail "$name" "precondition: hookd.service not active"; return; }
+  [ "$(X systemctl show -p WatchdogUSec --value hookd.service)" = 30s ] || why="shipped WatchdogSec is not 30s"
+  mkdir -p "$MERGED/etc/systemd/system/hookd.service.d"
+  printf '[Service]\nWatchdogSec=2s\n' > "$MERGED/etc/systemd/system/hookd.service.d/e2e-watchdog.conf"
+  X systemctl daemon-reload
+  CT_TIMEOUT=60 X systemctl restart hookd.service
+  pid=$(mainpid)
+  # No event to wait for: the check is that nothing happens for 4 watchdog periods.
+  sleep 8
+  [ -z "$why" ] && [ "$(X journalctl -q -u hookd.service -o cat | grep -a -c 'Watchdog timeout')" != 0 ] && why="systemd reported a watchdog timeout"
+  [ -z "$why" ] && [ "$(mainpid)" != "$pid" ] && why="MainPID changed $pid -> $(mainpid) without a restart"
+  [ -z "$why" ] && ! active hookd.service && why="hookd.service not active"
+  if [ -z "$why" ]; then pass "$name" "MainPID $pid kept"; else fail "$name" "$why"; fi
+  rm -f "$MERGED/etc/systemd/system/hookd.service.d/e2e-watchdog.conf"
+  X systemctl daemon-reload
+  CT_TIMEOUT=60 X systemctl restart hookd.service >/dev/null 2>&1
+}
+
 make_bumped_deb() {  # the same package with a higher version: dpkg-deb, no second cargo build
   local d ver
   d=$(mktemp -d /var/tmp/hookd-e2e-repack.XXXXXX)
@@ -491,6 +512,7 @@ log "restart x$RESTARTS"; check_cycle_under_load restart
 log "reload x$RESTARTS"; check_cycle_under_load reload
 log "drain"; check_drain
 log "kill9"; check_kill9
+log "watchdog"; check_watchdog
 log "upgrade"; check_upgrade
 log "remove_purge"; check_remove_purge
 
