@@ -256,6 +256,43 @@ check_cycle_under_load() {  # restart|reload
   fi
 }
 
+# 2b: SPEC §5 without the socket unit: hookd binds server.listen itself, keeps the listener
+# in systemd's fd store (FDSTORE=1) and gets it back on restart: still no refused request.
+check_fdstore_restart() {
+  local name="2b restart x5 with hookd.socket masked (fd store): no failed request"
+  local i old why="" n=0 f why_fds=""
+  active hookd.service || { fail "$name" "precondition: hookd.service not active"; return; }
+  CT_TIMEOUT=60 X systemctl stop hookd.socket hookd.service
+  X systemctl mask --runtime hookd.socket >/dev/null 2>&1
+  if ! CT_TIMEOUT=60 X systemctl start hookd.service; then
+    why="hookd.service does not start without hookd.socket"
+  else
+    load_start fdstore
+    for i in 1 2 3 4 5; do
+      old=$(mainpid)
+      CT_TIMEOUT=120 X systemctl restart hookd.service || { why="restart #$i failed"; break; }
+      wait_for 15 pid_moved "$old" || { why="MainPID still $old after restart #$i"; break; }
+      n=$((n + 1)); sleep 0.5
+    done
+    sleep 1
+    load_stop fdstore
+    f=$STATE/load-fdstore.summary
+    [ -z "$why" ] && [ "$(kv "$f" failed)" != 0 ] && why="failed requests: $(load_line fdstore)"
+    [ -z "$why" ] && ! delivered fdstore && why="acked webhooks not delivered: $DELIVERY"
+    [ -z "$why" ] && why_fds=$(X systemctl show -p NFileDescriptorStore --value hookd.service) && [ "$why_fds" = 0 ] \
+      && why="nothing in the fd store (NFileDescriptorStore=0)"
+  fi
+  if [ -z "$why" ]; then
+    pass "$name" "NFileDescriptorStore=$why_fds; $(load_line fdstore); $DELIVERY"
+  else
+    fail "$name" "$why (after $n ok)"
+  fi
+  # Back to socket activation: the service holds the port until it stops.
+  CT_TIMEOUT=60 X systemctl stop hookd.service
+  X systemctl unmask --runtime hookd.socket >/dev/null 2>&1
+  CT_TIMEOUT=60 X systemctl start hookd.socket hookd.service
+}
+
 check_drain() {
   local name="4 slow delivery past TimeoutStopSec: stop waits for the drain, nothing lost"
   local r id sid t0 dt stoppost ds dt_ev dc da killed
@@ -509,6 +546,7 @@ log "security"; check_security
 log "signed_webhook"; check_signed_webhook
 log "journal_fields"; check_journal_fields
 log "restart x$RESTARTS"; check_cycle_under_load restart
+log "fd store restart"; check_fdstore_restart
 log "reload x$RESTARTS"; check_cycle_under_load reload
 log "drain"; check_drain
 log "kill9"; check_kill9
