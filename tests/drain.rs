@@ -45,8 +45,10 @@ fn sigterm_waits_for_a_running_delivery_and_keeps_spooling() {
 
     h.signal(Signal::SIGTERM);
     let (t_stop, _) = h.notify.wait_line("STOPPING=1", Duration::from_secs(5));
-    let extends = h.notify.lines_with("EXTEND_TIMEOUT_USEC=");
-    assert!(!extends.is_empty() && extends[0].0 >= t_stop, "{extends:?}");
+    let extends = wait_for(Duration::from_secs(5), "EXTEND_TIMEOUT_USEC", || {
+        Some(h.notify.lines_with("EXTEND_TIMEOUT_USEC=")).filter(|e| !e.is_empty())
+    });
+    assert!(extends[0].0 >= t_stop, "{extends:?}");
     let usec: u64 = extends[0].1["EXTEND_TIMEOUT_USEC=".len()..]
         .parse()
         .unwrap();

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
-use crate::lifecycle::{control, exit, serve};
+use crate::lifecycle::{control, exit, handoff, serve};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -64,12 +64,20 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 }
 
 fn run_serve(path: &std::path::Path) -> ExitCode {
-    let cfg = match load(path) {
+    let relaunch = handoff::Relaunch::from_current_process();
+    // Safety (both): no other thread runs yet; they change the environment.
+    let handoff_pipe = unsafe { handoff::adopt() };
+    let cfg = match Config::load(path) {
         Ok(c) => c,
-        Err(code) => return code,
+        Err(e) => {
+            eprintln!("hookd: {e}");
+            if let Some(pipe) = handoff_pipe {
+                handoff::report(pipe, Err(&e.to_string()));
+            }
+            return ExitCode::from(exit::BAD_CONFIG);
+        }
     };
     logging::init(&cfg.log);
-    // Safety: no other thread runs yet; this clears LISTEN_* from the environment.
     let (inherited, skipped) = match unsafe { crate::systemd::listen::take() } {
         Ok(x) => x,
         Err(e) => {
@@ -90,7 +98,12 @@ fn run_serve(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(exit::RUNTIME);
         }
     };
-    let code = match rt.block_on(serve::serve(cfg, inherited)) {
+    let origin = serve::Origin {
+        inherited,
+        handoff: handoff_pipe,
+        relaunch,
+    };
+    let code = match rt.block_on(serve::serve(cfg, origin)) {
         Ok(code) => code,
         Err(e) => {
             tracing::error!(

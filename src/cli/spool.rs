@@ -127,8 +127,8 @@ fn execute(cfg: &Config, admin: &Admin, cmd: SpoolCommand) -> Result<(), String>
                 return Ok(());
             }
             println!(
-                "{:>10}  {:<16} {:<8} {:>8}  {:<20} {}",
-                "ID", "HOOK", "STATE", "ATTEMPTS", "RECEIVED", "LAST ERROR"
+                "{:>10}  {:<16} {:<8} {:>8}  {:<20} LAST ERROR",
+                "ID", "HOOK", "STATE", "ATTEMPTS", "RECEIVED"
             );
             for i in items {
                 println!(

@@ -165,12 +165,25 @@ async fn serve_conn<S>(
     let draining_at_start = *drain.borrow_and_update();
     let read_timeout = ing.read_timeout;
     let svc_traffic = traffic.clone();
+    // Requests this connection has started; see the drain branch below.
+    let started = Arc::new(AtomicU64::new(0));
+    let svc_started = started.clone();
+    let svc_drain = drain.clone();
     let service = service_fn(move |req| {
         let ing = ing.clone();
         let traffic = svc_traffic.clone();
+        let draining = svc_drain.clone();
+        svc_started.fetch_add(1, Ordering::AcqRel);
         async move {
             let _req = Counted::new(&traffic.requests, None);
-            Ok::<_, std::convert::Infallible>(handle(ing, req).await)
+            let mut resp = handle(ing, req).await;
+            if *draining.borrow() {
+                resp.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+            Ok::<_, std::convert::Infallible>(resp)
         }
     });
     let conn = http1::Builder::new()
@@ -191,7 +204,12 @@ async fn serve_conn<S>(
             changed = drain.changed(), if !told => {
                 // Closed channel means lifecycle is gone: treat as drain.
                 if changed.is_err() || *drain.borrow() {
-                    conn.as_mut().graceful_shutdown();
+                    // A connection that has not started a request may have one
+                    // on the wire already: closing it would lose that request.
+                    // It gets `Connection: close` on its answer instead.
+                    if started.load(Ordering::Acquire) > 0 {
+                        conn.as_mut().graceful_shutdown();
+                    }
                     told = true;
                 }
             }

@@ -6,7 +6,8 @@
 
 use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,15 +20,35 @@ type Answer = Pin<Box<dyn Future<Output = serde_json::Value> + Send>>;
 /// Answers one command (`"status"`, `"reload"`, …) with a JSON value.
 pub type Handler = Arc<dyn Fn(String) -> Answer + Send + Sync>;
 
-/// Binds the socket, replacing a stale file that no one listens on.
-pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+/// The control socket's path and the file we bound there.
+pub struct Bound {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl Bound {
+    /// Removes the socket file unless a successor has bound its own there since.
+    pub fn remove_if_ours(&self) -> Result<(), String> {
+        match std::fs::metadata(&self.path) {
+            Ok(m) if m.dev() == self.dev && m.ino() == self.ino => std::fs::remove_file(&self.path)
+                .map_err(|e| format!("{}: {e}", self.path.display())),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Binds the socket. A stale file no one listens on is replaced; a live one
+/// only when `take_over` (a hand-off successor replacing its predecessor,
+/// whose already-open connections still get their answers).
+pub fn bind(path: &Path, take_over: bool) -> std::io::Result<(Bound, UnixListener)> {
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() {
             std::fs::create_dir_all(dir)?;
         }
     }
     if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        if !take_over && std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AddrInUse,
                 format!("{} is in use by a running hookd", path.display()),
@@ -35,7 +56,16 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
         }
         std::fs::remove_file(path)?;
     }
-    UnixListener::bind(path)
+    let listener = UnixListener::bind(path)?;
+    let m = std::fs::metadata(path)?;
+    Ok((
+        Bound {
+            path: path.to_path_buf(),
+            dev: m.dev(),
+            ino: m.ino(),
+        },
+        listener,
+    ))
 }
 
 /// Serves requests until the task is dropped.

@@ -49,8 +49,19 @@ impl Default for Switches {
     }
 }
 
+/// Why the drain runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// SIGTERM/SIGINT: the unit is stopping; systemd hears every step.
+    Stop(&'static str),
+    /// A successor took over: it is the unit's main process now, so we stay
+    /// silent towards systemd (a STOPPING=1 from us would stop the unit).
+    HandOff,
+}
+
 /// What the drain watches.
 pub struct Drain<'a> {
+    pub cause: Cause,
     pub grace: Duration,
     pub in_flight: &'a Arc<InFlight>,
     pub traffic: &'a Arc<Traffic>,
@@ -82,16 +93,22 @@ fn status_line(phase: Phase, in_flight: &InFlight, traffic: &Traffic, left: Dura
 
 /// Runs the drain to its end. `signals` keeps being read so a second
 /// SIGTERM is logged and otherwise ignored.
-pub async fn run(
-    d: Drain<'_>,
-    cause: &str,
-    signals: &mut mpsc::UnboundedReceiver<Request>,
-) -> Ending {
+pub async fn run(d: Drain<'_>, signals: &mut mpsc::UnboundedReceiver<Request>) -> Ending {
     let started = Instant::now();
-    d.phase.set(Phase::Draining);
-    let line = status_line(Phase::Draining, d.in_flight, d.traffic, d.grace);
-    notify::stopping(&line);
-    notify::extend_timeout(d.grace + MARGIN, &line);
+    let to_systemd = matches!(d.cause, Cause::Stop(_));
+    let cause = match d.cause {
+        Cause::Stop(sig) => sig,
+        Cause::HandOff => "hand-off",
+    };
+    if to_systemd {
+        d.phase.set(Phase::Draining);
+        let line = status_line(Phase::Draining, d.in_flight, d.traffic, d.grace);
+        notify::stopping(d.grace + MARGIN, &line);
+    } else {
+        // The successor accepts from here on; we only finish what we hold.
+        d.phase.set(Phase::HandingOff);
+        d.switches.stop_accepting.send_replace(true);
+    }
     tracing::info!(
         hookd_event = "drain_start",
         drain_deliveries = d.in_flight.total() as u64,
@@ -108,10 +125,12 @@ pub async fn run(
 
     let first_end = started + d.grace;
     if !wait_idle(&d, first_end, signals).await {
-        d.phase.set(Phase::Extended);
+        if to_systemd {
+            d.phase.set(Phase::Extended);
+            let line = status_line(Phase::Extended, d.in_flight, d.traffic, d.grace);
+            notify::extend_timeout(d.grace + MARGIN, &line);
+        }
         let left = d.in_flight.entries();
-        let line = status_line(Phase::Extended, d.in_flight, d.traffic, d.grace);
-        notify::extend_timeout(d.grace + MARGIN, &line);
         tracing::warn!(
             hookd_event = "drain_timeout",
             drain_deliveries = left.len() as u64,
@@ -138,12 +157,8 @@ pub async fn run(
             };
         }
     }
-    let window_end = first_end
-        + if d.phase.get() == Phase::Extended {
-            d.grace
-        } else {
-            Duration::ZERO
-        };
+    let extended = started.elapsed() > d.grace;
+    let window_end = first_end + if extended { d.grace } else { Duration::ZERO };
     finish_connections(&d, window_end.max(Instant::now() + MARGIN / 4)).await;
     Ending::Clean {
         hooks_deadline: window_end.max(Instant::now() + MARGIN / 2),
@@ -178,13 +193,13 @@ async fn wait_idle(
         tokio::select! {
             _ = d.in_flight.wait_idle() => return true,
             _ = tokio::time::sleep_until(until) => return d.in_flight.total() == 0,
-            _ = tick.tick() => {
+            _ = tick.tick(), if matches!(d.cause, Cause::Stop(_)) => {
                 let left = until.saturating_duration_since(Instant::now());
                 notify::status(&status_line(d.phase.get(), d.in_flight, d.traffic, left));
             }
             Some(req) = signals.recv() => match req {
                 Request::Stop(sig) => tracing::info!(signal = sig, "already draining; {sig} changes nothing"),
-                Request::Reload => tracing::warn!("reload ignored: already draining"),
+                Request::Reload => tracing::warn!("reload ignored: this instance is draining"),
             },
         }
     }

@@ -11,9 +11,12 @@
 
 pub mod control;
 pub mod drain;
+pub mod handoff;
 pub mod serve;
 pub mod shutdown_hooks;
 pub mod signals;
+pub mod sockets;
+pub mod status;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 

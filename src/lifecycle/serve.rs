@@ -1,160 +1,140 @@
-//! `hookd serve`: start-up, the ready state, and the way out.
+//! `hookd serve`: start-up, the ready state, reloads, and the way out.
 
-use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::drain::{self, Drain, Ending, Switches};
+use super::drain::{self, Cause, Drain, Ending, Switches};
+use super::handoff::{self, PassedSocket, Relaunch};
 use super::shutdown_hooks::ShutdownHooks;
 use super::signals::{self, Request};
-use super::{control, exit, Phase, PhaseCell};
-use crate::config::{Config, ListenAddr};
+use super::{control, exit, sockets, status, Phase, PhaseCell};
+use crate::config::Config;
 use crate::delivery::{self, DeliveryContext, DeliveryEvent, ForwardClient, InFlight};
-use crate::ingress::listeners::{self, StdListener};
 use crate::ingress::routes::Ingress;
 use crate::ingress::server::{self, Traffic};
 use crate::metrics::Metrics;
 use crate::spool::{Spool, SpoolOptions};
-use crate::systemd::{listen::Inherited, listen::Named, notify};
+use crate::systemd::{listen::Named, notify};
 
-/// How many recent delivery errors `hookd status` shows.
-const LAST_ERRORS: usize = 20;
-
-/// Prefix of the fd-store names of listeners hookd bound itself.
-const STORED_PREFIX: &str = "hookd-listen-";
+/// How long a successor has to open the spool and report ready.
+const HANDOFF_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A start-up failure: its exit code and what to tell the operator.
+#[derive(Debug)]
 pub struct StartError {
     pub code: u8,
     pub message: String,
 }
 
-fn fail(code: u8, message: impl Into<String>) -> StartError {
-    StartError {
-        code,
-        message: message.into(),
-    }
-}
-
-/// The fd-store name of a listener bound from `server.listen` (no `:` allowed).
-fn stored_name(addr: &ListenAddr) -> String {
-    let raw = addr.to_string();
-    let safe: String = raw
-        .chars()
-        .map(|c| {
-            if c == ':' || !c.is_ascii_graphic() {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect();
-    format!("{STORED_PREFIX}{safe}")
-}
-
-fn to_std(s: Inherited) -> StdListener {
-    match s {
-        Inherited::Tcp(l) => StdListener::Tcp(l),
-        Inherited::Unix(l) => StdListener::Unix(l),
-    }
-}
-
-/// Chooses the listeners: a socket unit's if systemd passed any, else the
-/// config's, taken back from the fd store where it kept them, bound otherwise.
-fn listeners(cfg: &Config, inherited: Vec<Named>) -> Result<Vec<StdListener>, StartError> {
-    let (stored, from_unit): (Vec<Named>, Vec<Named>) = inherited
-        .into_iter()
-        .partition(|n| n.name.starts_with(STORED_PREFIX));
-    if !from_unit.is_empty() {
-        for n in &stored {
-            let _ = notify::remove_stored_fd(&n.name);
+impl StartError {
+    pub fn new(code: u8, message: impl Into<String>) -> StartError {
+        StartError {
+            code,
+            message: message.into(),
         }
-        for n in &from_unit {
-            tracing::info!(name = %n.name, "using socket from systemd");
-        }
-        return Ok(from_unit.into_iter().map(|n| to_std(n.socket)).collect());
     }
-    let mut stored: HashMap<String, Inherited> =
-        stored.into_iter().map(|n| (n.name, n.socket)).collect();
-    let mut out = Vec::new();
-    for text in &cfg.server.listen {
-        let addr = ListenAddr::parse(text).map_err(|e| fail(exit::BAD_CONFIG, e))?;
-        let name = stored_name(&addr);
-        let l = match stored.remove(&name) {
-            Some(s) => {
-                tracing::info!(listen = %addr, "listener taken back from the fd store");
-                to_std(s)
-            }
-            None => {
-                let l = listeners::bind(&addr).map_err(|e| {
-                    fail(exit::NO_LISTENER, format!("cannot listen on {addr}: {e}"))
-                })?;
-                // Kept by systemd across restarts, so the port never closes.
-                if let Err(e) = notify::store_fd(&name, l.fd()) {
-                    tracing::debug!(error = %e, "fd store unavailable");
-                }
-                l
-            }
-        };
-        out.push(l);
-    }
-    for name in stored.keys() {
-        tracing::info!(
-            name,
-            "dropping a stored listener no longer in server.listen"
-        );
-        let _ = notify::remove_stored_fd(name);
-    }
-    Ok(out)
+}
+
+/// How this process came to be.
+pub struct Origin {
+    /// Sockets from systemd or from a predecessor.
+    pub inherited: Vec<Named>,
+    /// Set when a predecessor started us: where to report ready.
+    pub handoff: Option<OwnedFd>,
+    /// How to start a successor on reload.
+    pub relaunch: Relaunch,
 }
 
 /// Everything the running daemon shares between its tasks.
-struct Daemon {
-    cfg: Config,
-    spool: Spool,
-    metrics: Arc<Metrics>,
-    in_flight: Arc<InFlight>,
-    traffic: Arc<Traffic>,
-    phase: Arc<PhaseCell>,
-    last_errors: Arc<Mutex<Vec<serde_json::Value>>>,
+pub struct Daemon {
+    pub cfg: Config,
+    pub spool: Spool,
+    pub metrics: Arc<Metrics>,
+    pub in_flight: Arc<InFlight>,
+    pub traffic: Arc<Traffic>,
+    pub phase: Arc<PhaseCell>,
+    pub last_errors: Arc<Mutex<Vec<serde_json::Value>>>,
 }
 
-/// Runs the daemon to its end and returns the exit code.
-pub async fn serve(cfg: Config, inherited: Vec<Named>) -> Result<u8, StartError> {
-    let phase = Arc::new(PhaseCell::default());
-    let mut signals = signals::listen().map_err(|e| {
-        fail(
+/// A reload asked over the control socket, with where to send the outcome.
+type ReloadAsk = oneshot::Sender<serde_json::Value>;
+
+/// Runs the daemon to its end and returns the exit code. A start-up failure
+/// is also reported to a waiting predecessor.
+pub async fn serve(cfg: Config, mut origin: Origin) -> Result<u8, StartError> {
+    let handoff_pipe = origin.handoff.take();
+    match start(cfg, origin, handoff_pipe.is_some()).await {
+        Ok(running) => Ok(run(running, handoff_pipe).await),
+        Err(e) => {
+            if let Some(pipe) = handoff_pipe {
+                handoff::report(pipe, Err(&e.message));
+            }
+            Err(e)
+        }
+    }
+}
+
+/// A daemon whose listeners, spool and tasks are up, not yet announced.
+struct Running {
+    d: Arc<Daemon>,
+    switches: Switches,
+    signals: mpsc::UnboundedReceiver<Request>,
+    reloads: mpsc::Receiver<ReloadAsk>,
+    passed: Vec<PassedSocket>,
+    relaunch: Relaunch,
+    ready: Arc<AtomicBool>,
+    addrs: Vec<String>,
+    control: Option<control::Bound>,
+    control_task: Option<tokio::task::JoinHandle<()>>,
+    deliveries: Vec<tokio::task::JoinHandle<()>>,
+}
+
+async fn start(cfg: Config, origin: Origin, successor: bool) -> Result<Running, StartError> {
+    let signals = signals::listen().map_err(|e| {
+        StartError::new(
             exit::RUNTIME,
             format!("cannot install signal handlers: {e}"),
         )
     })?;
     let secrets = cfg
         .load_secrets()
-        .map_err(|e| fail(exit::BAD_CONFIG, e.to_string()))?;
-    let routes = Ingress::routes(&cfg, secrets).map_err(|e| fail(exit::BAD_CONFIG, e))?;
-    let listeners = listeners(&cfg, inherited)?;
-    if listeners.is_empty() {
-        return Err(fail(
+        .map_err(|e| StartError::new(exit::BAD_CONFIG, e.to_string()))?;
+    let routes =
+        Ingress::routes(&cfg, secrets).map_err(|e| StartError::new(exit::BAD_CONFIG, e))?;
+    let chosen = sockets::choose(&cfg, origin.inherited)?;
+    if chosen.is_empty() {
+        return Err(StartError::new(
             exit::NO_LISTENER,
             "no listening socket: systemd passed none and server.listen is empty",
         ));
     }
+    let passed = chosen
+        .iter()
+        .map(|c| c.to_pass())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            StartError::new(
+                exit::NO_LISTENER,
+                format!("cannot duplicate a listening socket: {e}"),
+            )
+        })?;
 
     let metrics = Arc::new(Metrics::default());
     let observer_metrics = metrics.clone();
-    let instance_id = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
     let spool_path = cfg.spool_path();
     let spool = Spool::open(SpoolOptions {
         path: spool_path.clone(),
-        instance_id,
+        instance_id: format!("{}-{:016x}", std::process::id(), rand::random::<u64>()),
         max_batch: cfg.spool.max_batch,
         on_commit: Some(Arc::new(move |lat, n| observer_metrics.commit(lat, n))),
     })
     .map_err(|e| {
-        fail(
+        StartError::new(
             exit::SPOOL,
             format!("cannot open spool {}: {e}", spool_path.display()),
         )
@@ -166,12 +146,11 @@ pub async fn serve(cfg: Config, inherited: Vec<Named>) -> Result<u8, StartError>
         metrics,
         in_flight: InFlight::new(),
         traffic: Arc::new(Traffic::default()),
-        phase,
+        phase: Arc::new(PhaseCell::default()),
         last_errors: Arc::new(Mutex::new(Vec::new())),
     });
     let switches = Switches::new();
     let ready = Arc::new(AtomicBool::new(false));
-
     let gauge_daemon = d.clone();
     let ingress = Arc::new(Ingress {
         routes,
@@ -190,9 +169,9 @@ pub async fn serve(cfg: Config, inherited: Vec<Named>) -> Result<u8, StartError>
             g.drain_state = gauge_daemon.phase.get().drain_gauge();
         }),
     });
-    let addrs: Vec<String> = listeners.iter().map(|l| l.describe()).collect();
+    let addrs: Vec<String> = chosen.iter().map(|c| c.listener.describe()).collect();
     server::spawn(
-        listeners,
+        chosen.into_iter().map(|c| c.listener).collect(),
         ingress,
         d.traffic.clone(),
         server::Switches {
@@ -201,52 +180,112 @@ pub async fn serve(cfg: Config, inherited: Vec<Named>) -> Result<u8, StartError>
         },
     )
     .map_err(|e| {
-        fail(
+        StartError::new(
             exit::NO_LISTENER,
             format!("cannot use the listening sockets: {e}"),
         )
     })?;
 
-    let deliveries = spawn_delivery(&d, &switches);
+    // A successor takes the control socket's path over from its predecessor.
     let control_path = d.cfg.control_socket_path();
-    let control_task = match control::bind(&control_path) {
-        Ok(l) => Some(tokio::spawn(control::serve(l, control_handler(d.clone())))),
+    let (reload_tx, reloads) = mpsc::channel(4);
+    let (control, control_task) = match control::bind(&control_path, successor) {
+        Ok((bound, listener)) => {
+            let task = tokio::spawn(control::serve(
+                listener,
+                control_handler(d.clone(), reload_tx),
+            ));
+            (Some(bound), Some(task))
+        }
         Err(e) => {
-            tracing::warn!(path = %control_path.display(), error = %e, "control socket unavailable; `hookd status` will not work");
-            None
+            tracing::warn!(path = %control_path.display(), error = %e, "control socket unavailable; `hookd status` and `hookd reload` will not work");
+            (None, None)
         }
     };
+    let deliveries = spawn_delivery(&d, &switches);
+    Ok(Running {
+        d,
+        switches,
+        signals,
+        reloads,
+        passed,
+        relaunch: origin.relaunch,
+        ready,
+        addrs,
+        control,
+        control_task,
+        deliveries,
+    })
+}
+
+async fn run(mut r: Running, handoff_pipe: Option<OwnedFd>) -> u8 {
+    let d = r.d.clone();
     let background = [
         tokio::spawn(status_loop(d.clone())),
         tokio::spawn(retention_loop(d.clone())),
         tokio::spawn(watchdog_loop()),
     ];
-
     d.phase.set(Phase::Ready);
-    ready.store(true, std::sync::atomic::Ordering::Release);
-    let line = status(&d).await;
-    notify::ready(&line);
-    tracing::info!(hookd_event = "ready", listen = %addrs.join(" "), spool = %d.spool.path().display(), hooks = d.cfg.hooks.len(), "hookd ready");
+    r.ready.store(true, Ordering::Release);
+    let line = status::status(&d).await;
+    match handoff_pipe {
+        Some(pipe) => {
+            // The unit's main process is us from now on; systemd must have
+            // processed that before the predecessor steps aside.
+            notify::ready_as_main_pid(&line);
+            if let Err(e) = notify::barrier(Duration::from_secs(5)) {
+                tracing::warn!(error = %e, "systemd did not confirm MAINPID; handing over anyway");
+            }
+            handoff::report(pipe, Ok(()));
+            tracing::info!(hookd_event = "handoff_ready", listen = %r.addrs.join(" "), "took over from the previous instance");
+        }
+        None => notify::ready(&line),
+    }
+    tracing::info!(hookd_event = "ready", listen = %r.addrs.join(" "), spool = %d.spool.path().display(), hooks = d.cfg.hooks.len(), "hookd ready");
 
     let cause = loop {
-        match signals.recv().await {
-            Some(Request::Stop(sig)) => break sig,
-            Some(Request::Reload) => {
-                tracing::warn!("SIGHUP: reload by hand-off is not available in this version; use systemctl restart");
+        let ask = tokio::select! {
+            req = r.signals.recv() => match req {
+                Some(Request::Stop(sig)) => break Cause::Stop(sig),
+                Some(Request::Reload) => None,
+                None => break Cause::Stop("signal handler gone"),
+            },
+            Some(ask) = r.reloads.recv() => Some(ask),
+        };
+        match reload(&r).await {
+            Ok(pid) => {
+                if let Some(ask) = ask {
+                    let _ = ask.send(serde_json::json!({"ok": true, "message": format!("handed off to pid {pid}")}));
+                }
+                break Cause::HandOff;
             }
-            None => break "signal handler gone",
+            Err(reason) => {
+                notify::ready(&status::status(&d).await);
+                tracing::error!(hookd_event = "reload_failed", reason = %reason, "reload failed, still serving: {reason}");
+                if let Some(ask) = ask {
+                    let _ = ask.send(serde_json::json!({"ok": false, "error": reason}));
+                }
+            }
         }
     };
+    if cause == Cause::HandOff {
+        // Stay quiet towards systemd: the successor owns STATUS and WATCHDOG now.
+        background[0].abort();
+        background[2].abort();
+        r.ready.store(false, Ordering::Release);
+    }
+
+    let started = Instant::now();
     let ending = drain::run(
         Drain {
+            cause,
             grace: d.cfg.shutdown.grace,
             in_flight: &d.in_flight,
             traffic: &d.traffic,
             phase: &d.phase,
-            switches: &switches,
+            switches: &r.switches,
         },
-        cause,
-        &mut signals,
+        &mut r.signals,
     )
     .await;
     let (code, hooks_deadline) = match ending {
@@ -256,24 +295,20 @@ pub async fn serve(cfg: Config, inherited: Vec<Named>) -> Result<u8, StartError>
     for t in background {
         t.abort();
     }
-    for t in deliveries {
+    for t in r.deliveries {
         let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
     }
 
     let mut hooks = ShutdownHooks::default();
     hooks.add_configured(&d.cfg.shutdown.hooks);
-    if let Some(t) = control_task {
-        let path = control_path.clone();
+    if let (Some(bound), Some(task)) = (r.control, r.control_task) {
         hooks.add(
             "control-socket",
             900,
             Duration::from_secs(1),
             move || async move {
-                t.abort();
-                match std::fs::remove_file(&path) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
-                    _ => Ok(()),
-                }
+                task.abort();
+                bound.remove_if_ours()
             },
         );
     }
@@ -287,13 +322,36 @@ pub async fn serve(cfg: Config, inherited: Vec<Named>) -> Result<u8, StartError>
         .await;
     d.phase.set(Phase::Stopped);
     if code == exit::CLEAN {
-        tracing::info!(
-            hookd_event = "drain_complete",
-            drain_usec = 0u64,
-            "drain complete; exiting 0"
-        );
+        let took = started.elapsed();
+        tracing::info!(hookd_event = "drain_complete", drain_usec = took.as_micros() as u64, cause = ?cause, "drain complete after {}; exiting 0", humantime::format_duration(Duration::from_millis(took.as_millis() as u64)));
     }
-    Ok(code)
+    code
+}
+
+/// The hand-off: check the config on disk, start the binary on disk with our
+/// sockets, and wait for it to be ready. Returns the successor's pid.
+async fn reload(r: &Running) -> Result<u32, String> {
+    if r.d.phase.get() != Phase::Ready {
+        return Err(format!("cannot reload while {}", r.d.phase.get().as_str()));
+    }
+    notify::reloading("reloading: starting a new instance");
+    tracing::info!(hookd_event = "reload_start", config = %r.d.cfg.source.display(), binary = %r.relaunch.exe.display(), "reload: checking the config and starting a new instance");
+    let cfg = Config::load(&r.d.cfg.source).map_err(|e| e.to_string())?;
+    let secrets = cfg.load_secrets().map_err(|e| e.to_string())?;
+    Ingress::routes(&cfg, secrets)?;
+    let successor = handoff::start_successor(&r.relaunch, &r.passed, HANDOFF_TIMEOUT).await?;
+    let pid = successor.pid;
+    tracing::info!(
+        hookd_event = "handoff",
+        successor_pid = pid,
+        "new instance {pid} is ready; this one stops accepting and drains"
+    );
+    // Reaps the successor should it die while we still run.
+    tokio::spawn(async move {
+        let mut child = successor.child;
+        let _ = child.wait().await;
+    });
+    Ok(pid)
 }
 
 fn spawn_delivery(d: &Arc<Daemon>, switches: &Switches) -> Vec<tokio::task::JoinHandle<()>> {
@@ -301,7 +359,7 @@ fn spawn_delivery(d: &Arc<Daemon>, switches: &Switches) -> Vec<tokio::task::Join
     let metrics = d.metrics.clone();
     let last_errors = d.last_errors.clone();
     let observer: Arc<dyn Fn(DeliveryEvent) + Send + Sync> =
-        Arc::new(move |ev| observe(&metrics, &last_errors, ev));
+        Arc::new(move |ev| status::observe(&metrics, &last_errors, ev));
     d.cfg
         .hooks
         .iter()
@@ -322,44 +380,6 @@ fn spawn_delivery(d: &Arc<Daemon>, switches: &Switches) -> Vec<tokio::task::Join
         .collect()
 }
 
-fn observe(metrics: &Metrics, last_errors: &Mutex<Vec<serde_json::Value>>, ev: DeliveryEvent) {
-    match ev {
-        DeliveryEvent::Delivered { hook, secs } => {
-            metrics.delivered(&hook, Duration::from_secs_f64(secs))
-        }
-        DeliveryEvent::Failed { hook, id, error } => {
-            metrics.failed(&hook);
-            let mut errs = last_errors.lock().unwrap_or_else(|p| p.into_inner());
-            if errs.len() == LAST_ERRORS {
-                errs.remove(0);
-            }
-            errs.push(serde_json::json!({
-                "at": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-                "hook": hook, "delivery_id": id, "error": error,
-            }));
-        }
-        DeliveryEvent::Retried { hook } => metrics.retried(&hook),
-        DeliveryEvent::Dead { hook } => metrics.dead(&hook),
-    }
-}
-
-async fn status(d: &Daemon) -> String {
-    let pending: u64 = match d.spool.depth().await {
-        Ok(rows) => rows
-            .iter()
-            .filter(|r| r.state == crate::spool::ItemState::Pending)
-            .map(|r| r.count)
-            .sum(),
-        Err(_) => 0,
-    };
-    format!(
-        "{}: {} deliveries in flight, {} pending",
-        d.phase.get().as_str(),
-        d.in_flight.total(),
-        pending
-    )
-}
-
 /// Keeps `STATUS=` current while serving (the drain writes its own).
 async fn status_loop(d: Arc<Daemon>) {
     let mut last = String::new();
@@ -368,7 +388,7 @@ async fn status_loop(d: Arc<Daemon>) {
         if d.phase.get() != Phase::Ready {
             continue;
         }
-        let line = status(&d).await;
+        let line = status::status(&d).await;
         if line != last {
             notify::status(&line);
             last = line;
@@ -404,59 +424,23 @@ async fn watchdog_loop() {
     }
 }
 
-fn control_handler(d: Arc<Daemon>) -> control::Handler {
+fn control_handler(d: Arc<Daemon>, reloads: mpsc::Sender<ReloadAsk>) -> control::Handler {
     Arc::new(move |cmd: String| {
-        let d = d.clone();
+        let (d, reloads) = (d.clone(), reloads.clone());
         Box::pin(async move {
             match cmd.as_str() {
-                "status" => status_json(&d).await,
+                "status" => status::status_json(&d).await,
                 "reload" => {
-                    serde_json::json!({"ok": false, "error": "reload by hand-off is not available in this version; use systemctl restart"})
+                    let (tx, rx) = oneshot::channel();
+                    if reloads.send(tx).await.is_err() {
+                        return serde_json::json!({"ok": false, "error": "this instance is no longer taking reloads"});
+                    }
+                    rx.await.unwrap_or_else(|_| serde_json::json!({"ok": false, "error": "this instance is draining; no reload"}))
                 }
                 other => {
                     serde_json::json!({"ok": false, "error": format!("unknown command {other:?}")})
                 }
             }
         })
-    })
-}
-
-async fn status_json(d: &Daemon) -> serde_json::Value {
-    let configured: Vec<&str> = d
-        .cfg
-        .hooks
-        .iter()
-        .map(|h| h.get_ref().name.as_str())
-        .collect();
-    let (depth, orphaned) = match d.spool.depth().await {
-        Ok(rows) => {
-            let orphaned: u64 = rows
-                .iter()
-                .filter(|r| {
-                    r.state == crate::spool::ItemState::Pending
-                        && !configured.contains(&r.hook.as_str())
-                })
-                .map(|r| r.count)
-                .sum();
-            let depth: Vec<_> = rows
-                .iter()
-                .map(|r| serde_json::json!({"hook": r.hook, "state": r.state.as_str(), "count": r.count}))
-                .collect();
-            (serde_json::Value::Array(depth), orphaned)
-        }
-        Err(e) => (serde_json::json!({"error": e.to_string()}), 0),
-    };
-    let errors = d.last_errors.lock().map(|v| v.clone()).unwrap_or_default();
-    serde_json::json!({
-        "ok": true,
-        "pid": std::process::id(),
-        "state": d.phase.get().as_str(),
-        "instance": d.spool.instance_id(),
-        "spool": d.spool.path().display().to_string(),
-        "in_flight": d.in_flight.by_hook().into_iter().map(|(h, n)| serde_json::json!({"hook": h, "count": n})).collect::<Vec<_>>(),
-        "requests_in_flight": d.traffic.requests(),
-        "depth": depth,
-        "orphaned_pending": orphaned,
-        "last_errors": errors,
     })
 }

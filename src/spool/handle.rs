@@ -28,6 +28,15 @@ pub struct Spool {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Spool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spool")
+            .field("path", &self.inner.path)
+            .field("instance_id", &self.inner.instance_id)
+            .finish()
+    }
+}
+
 struct Inner {
     tx: Sender<Cmd>,
     path: PathBuf,

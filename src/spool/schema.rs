@@ -138,7 +138,8 @@ pub(crate) fn migrate(conn: &Connection) -> Result<(), SpoolError> {
 
 /// Checks an existing spool's version for the admin CLI, which never migrates.
 pub(crate) fn check_current(conn: &Connection, path: &Path) -> Result<(), SpoolError> {
-    let found = user_version(conn)?;
+    let found = user_version(conn)
+        .map_err(|e| SpoolError::Other(format!("spool {}: {e}", path.display())))?;
     match found.cmp(&SCHEMA_VERSION) {
         std::cmp::Ordering::Equal => Ok(()),
         std::cmp::Ordering::Greater => Err(too_new(found)),

@@ -34,8 +34,15 @@ pub fn status(line: &str) {
     send(&[NotifyState::Status(line)]);
 }
 
-pub fn stopping(status: &str) {
-    send(&[NotifyState::Stopping, NotifyState::Status(status)]);
+/// `STOPPING=1` with the first stop-timer extension in the same datagram,
+/// so systemd never sees one without the other.
+pub fn stopping(extend: Duration, status: &str) {
+    let usec = u32::try_from(extend.as_micros()).unwrap_or(u32::MAX);
+    send(&[
+        NotifyState::Stopping,
+        NotifyState::ExtendTimeoutUsec(usec),
+        NotifyState::Status(status),
+    ]);
 }
 
 /// `RELOADING=1` needs `MONOTONIC_USEC` on newer systemd (notify-reload); 252 ignores it.

@@ -100,6 +100,8 @@ impl NotifySocket {
 
 /// A hookd under test, in its own directory with its own spool.
 pub struct Hookd {
+    /// The binary `start` runs; a test may point it at a copy.
+    pub bin: PathBuf,
     pub dir: PathBuf,
     pub config: PathBuf,
     pub port: u16,
@@ -124,6 +126,7 @@ impl Hookd {
         );
         std::fs::write(&config, text).unwrap();
         Hookd {
+            bin: PathBuf::from(BIN),
             dir: dir.to_path_buf(),
             config,
             port,
@@ -143,7 +146,7 @@ impl Hookd {
 
     /// The command that `start` runs; tests may add to it.
     pub fn command(&self) -> Command {
-        let mut c = Command::new(BIN);
+        let mut c = Command::new(&self.bin);
         c.arg("serve")
             .arg("--config")
             .arg(&self.config)

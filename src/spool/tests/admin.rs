@@ -153,4 +153,5 @@ async fn ls_show_retry_purge_stats() {
     let stats = admin.stats().unwrap();
     assert!(stats.instances.is_empty());
     assert_eq!(admin.show(b1).unwrap().state, ItemState::Pending);
+    assert_counts_match_rows(dir.path());
 }

@@ -153,12 +153,19 @@ async fn throughput_with_1k_bodies() {
     spool.close().await;
     let total = clients * per_client;
     let counts = commits.counts();
+    let mut latencies = commits.latencies();
+    latencies.sort();
+    let busy: Duration = latencies.iter().sum();
     println!(
         "spool throughput: {total} enqueues of 1 KiB in {elapsed:.2?} = {:.0} items/s, \
-         {} commits, mean batch {:.1}",
+         {} commits, mean batch {:.1}, commit latency median {:.2?} max {:.2?}, \
+         writer in transactions {:.0}% of the time",
         total as f64 / elapsed.as_secs_f64(),
         counts.len(),
-        total as f64 / counts.len() as f64
+        total as f64 / counts.len() as f64,
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1],
+        100.0 * busy.as_secs_f64() / elapsed.as_secs_f64(),
     );
     assert_eq!(counts.iter().sum::<usize>(), total);
 }
@@ -189,6 +196,9 @@ fn commit_failure_reaches_every_waiter() {
         stdout.contains(&format!("child: {FAILING} enqueues failed")),
         "child did not run the scenario:\n{stdout}"
     );
+    if let Some(at) = stdout.find("child:") {
+        println!("{}", stdout[at..].lines().next().unwrap_or_default());
+    }
     // Only the items committed before and after the limit exist.
     let admin = Admin::open(spool_path(dir.path())).unwrap();
     let bodies: Vec<Vec<u8>> = admin

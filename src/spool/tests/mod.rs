@@ -50,18 +50,22 @@ fn claim_req(hook: &str, max: usize, ordered: bool, lease: Duration) -> ClaimReq
     }
 }
 
-/// Records every group commit's command count.
+/// Records every group commit's latency and command count.
 #[derive(Clone, Default)]
-struct Commits(Arc<Mutex<Vec<usize>>>);
+struct Commits(Arc<Mutex<Vec<(Duration, usize)>>>);
 
 impl Commits {
     fn observer(&self) -> CommitObserver {
         let seen = self.0.clone();
-        Arc::new(move |_latency, count| seen.lock().unwrap().push(count))
+        Arc::new(move |latency, count| seen.lock().unwrap().push((latency, count)))
     }
 
     fn counts(&self) -> Vec<usize> {
-        self.0.lock().unwrap().clone()
+        self.0.lock().unwrap().iter().map(|c| c.1).collect()
+    }
+
+    fn latencies(&self) -> Vec<Duration> {
+        self.0.lock().unwrap().iter().map(|c| c.0).collect()
     }
 }
 
@@ -70,4 +74,22 @@ fn raw(dir: &Path) -> rusqlite::Connection {
     let conn = rusqlite::Connection::open(spool_path(dir)).unwrap();
     conn.busy_timeout(Duration::from_secs(10)).unwrap();
     conn
+}
+
+/// The trigger-kept counters agree with the rows themselves.
+fn assert_counts_match_rows(dir: &Path) {
+    let conn = raw(dir);
+    let query = |sql: &str| -> Vec<(String, String, i64)> {
+        conn.prepare(sql)
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let counters =
+        query("SELECT hook, state, n FROM item_counts WHERE n <> 0 ORDER BY hook, state");
+    let rows =
+        query("SELECT hook, state, count(*) FROM items GROUP BY hook, state ORDER BY hook, state");
+    assert_eq!(counters, rows);
 }

@@ -90,6 +90,7 @@ fn leases_of_dead_instances_are_released_at_open() {
     drop(spool);
     // Dropping the last handle unregisters too.
     assert!(instance_ids(&conn).is_empty());
+    assert_counts_match_rows(dir.path());
 }
 
 #[test]

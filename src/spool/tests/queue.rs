@@ -165,6 +165,7 @@ async fn lease_ending_transitions() {
     assert_eq!(spool.release_all_mine().await.unwrap(), 1);
     assert_eq!(admin.show(ids[3]).unwrap().state, ItemState::Pending);
     spool.close().await;
+    assert_counts_match_rows(dir.path());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,7 +176,8 @@ async fn expired_lease_is_claimable_by_anyone() {
     let Enqueued::New(id) = a.enqueue(item("h", None, b"x")).await.unwrap() else {
         panic!()
     };
-    let lease = Duration::from_millis(200);
+    // Long enough that the next claim surely comes before it expires.
+    let lease = Duration::from_millis(1500);
     let first = a.claim(claim_req("h", 1, false, lease)).await.unwrap();
     assert_eq!(first.len(), 1);
     // A live lease is not claimable by the other instance.
@@ -313,6 +315,7 @@ async fn purge_done_removes_only_old_done_items() {
     assert_eq!(depth_of(&depth, "bulk", ItemState::Done), 0);
     assert_eq!(depth_of(&depth, "h", ItemState::Done), 1);
     spool.close().await;
+    assert_counts_match_rows(dir.path());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
