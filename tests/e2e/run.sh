@@ -510,7 +510,7 @@ UPORT=$(first_free_port 18530)
 if ! port_free "$PORT" || [ -z "$UPORT" ]; then
   fail "free ports" "port $PORT busy or no free upstream port"; echo "$PASSED passed, $FAILED failed"; exit 1
 fi
-[ "$PORT" != 8080 ] && SOCKET_NOTE="8080 busy on this host: drop-in ListenStream=127.0.0.1:$PORT"
+[ "$PORT" != 8080 ] && SOCKET_NOTE="drop-in ListenStream=127.0.0.1:$PORT (E2E_PORT, or 8080 busy on this host)"
 SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
 t=$(now)
