@@ -76,6 +76,16 @@ concurrency = 4
 retry = { max_attempts = 100, backoff = "100ms", max_backoff = "1s" }
 
 [[hook]]
+name = "exec"
+verify = { scheme = "github", secret_file = "/etc/hookd/e2e.secret" }
+action = { exec = ["/bin/sh", "-c", "cat >> /var/lib/hookd/e2e-exec.log; echo >> /var/lib/hookd/e2e-exec.log"], timeout = "30s" }
+
+[[hook]]
+name = "slowexec"
+verify = { scheme = "github", secret_file = "/etc/hookd/e2e.secret" }
+action = { exec = ["/bin/sh", "-c", "sleep 3; cat >> /var/lib/hookd/e2e-exec.log; echo >> /var/lib/hookd/e2e-exec.log"], timeout = "60s" }
+
+[[hook]]
 name = "slow"
 verify = { scheme = "github", secret_file = "/etc/hookd/e2e.secret" }
 action = { forward = "http://127.0.0.1:$UPORT/slow/60", timeout = "120s" }
@@ -205,6 +215,19 @@ check_signed_webhook() {
     401|403) pass "1f bad signature refused" "$code" ;;
     *) fail "1f bad signature refused" "answer $code (want 401 or 403)" ;;
   esac
+}
+
+check_exec_action() {
+  local r id
+  r=$(X python3 "$IN/load.py" one --url "http://127.0.0.1:$PORT/hooks/exec" --secret-file "$IN/secret")
+  id=$(echo "$r" | grep -o '"gh": "[^"]*' | sed 's/"gh": "//')
+  if ! echo "$r" | grep -q '"status": 202'; then
+    fail "1h exec action runs inside the sandbox" "POST /hooks/exec: $r"
+  elif wait_for 20 X grep -q "$id" /var/lib/hookd/e2e-exec.log; then
+    pass "1h exec action runs inside the sandbox" "/bin/sh wrote the body to /var/lib/hookd"
+  else
+    fail "1h exec action runs inside the sandbox" "body $id not written in 20s: $(X journalctl -u hookd.service -n 3 -o cat --no-pager | tr '\n' ' ')"
+  fi
 }
 
 check_journal_fields() {
@@ -353,6 +376,26 @@ EOF
   X systemctl daemon-reload
   write_config 5m
   CT_TIMEOUT=60 X systemctl restart hookd.service >/dev/null 2>&1
+}
+
+# 4b: KillMode=mixed: systemctl stop signals hookd alone; a running exec delivery finishes.
+check_exec_drain() {
+  local name="4b exec delivery running at stop: not killed by systemd, finishes, clean exit"
+  local r gh c t0 dt why="" stoppost
+  active hookd.service || { fail "$name" "precondition: hookd.service not active"; return; }
+  r=$(X python3 "$IN/load.py" one --url "http://127.0.0.1:$PORT/hooks/slowexec" --secret-file "$IN/secret")
+  gh=$(echo "$r" | grep -o '"gh": "[^"]*' | sed 's/"gh": "//')
+  echo "$r" | grep -q '"status": 202' || { fail "$name" "POST /hooks/slowexec: $r"; return; }
+  wait_for 15 X pgrep -f "sleep 3" || { fail "$name" "the exec action never started"; return; }
+  c=$(cursor); t0=$(now)
+  CT_TIMEOUT=90 X systemctl stop hookd.service || why="systemctl stop failed"
+  dt=$(elapsed "$t0")
+  [ -z "$why" ] && ! X grep -q "$gh" /var/lib/hookd/e2e-exec.log && why="the exec delivery did not finish (killed at stop?)"
+  [ -z "$why" ] && [ "$(events "$c" drain_complete)" -lt 1 ] && why="no drain_complete"
+  stoppost=$(X journalctl -q -u hookd.service --after-cursor="$c" -o cat | grep -a -c 'Killing process')
+  [ -z "$why" ] && [ "$stoppost" != 0 ] && why="systemd killed processes of the unit during the stop"
+  if [ -z "$why" ]; then pass "$name" "stop took ${dt}s"; else fail "$name" "$why"; fi
+  CT_TIMEOUT=60 X systemctl start hookd.service
 }
 
 check_kill9() {
@@ -544,11 +587,13 @@ log "socket"; check_socket
 log "unit_files"; check_unit_files
 log "security"; check_security
 log "signed_webhook"; check_signed_webhook
+log "exec_action"; check_exec_action
 log "journal_fields"; check_journal_fields
 log "restart x$RESTARTS"; check_cycle_under_load restart
 log "fd store restart"; check_fdstore_restart
 log "reload x$RESTARTS"; check_cycle_under_load reload
 log "drain"; check_drain
+log "exec drain"; check_exec_drain
 log "kill9"; check_kill9
 log "watchdog"; check_watchdog
 log "upgrade"; check_upgrade
