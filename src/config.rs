@@ -482,6 +482,17 @@ impl Config {
             .collect()
     }
 
+    /// The environment variables secrets are read from; `exec` children never see them.
+    pub fn secret_env_vars(&self) -> Vec<String> {
+        self.hooks
+            .iter()
+            .filter_map(|h| match &h.get_ref().verify.secret {
+                SecretSource::Env(v) => Some(v.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn hook(&self, name: &str) -> Option<&HookConfig> {
         self.hooks
             .iter()

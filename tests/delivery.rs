@@ -106,11 +106,12 @@ fn exec_gets_the_body_on_stdin_and_metadata_in_env() {
     .unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let hook = format!(
-        "[[hook]]\nname = \"run\"\nverify = {{ scheme = \"github\", secret_file = \"{}/github.secret\" }}\naction = {{ exec = [\"{}\"], timeout = \"10s\" }}\n",
-        dir.path().display(),
+        "[[hook]]\nname = \"run\"\nverify = {{ scheme = \"github\", secret_env = \"HOOKD_TEST_SECRET\" }}\naction = {{ exec = [\"{}\"], timeout = \"10s\" }}\n",
         script.display()
     );
     let mut h = Hookd::configure(dir.path(), &hook);
+    // The secret comes from the environment, which the command must not see.
+    h.env.push(("HOOKD_TEST_SECRET".into(), SECRET.into()));
     h.start();
     let body = b"{\"ref\":\"refs/heads/main\"}";
     let r = h.post_signed("run", body, &[("X-GitHub-Event", "push")]);
@@ -131,6 +132,10 @@ fn exec_gets_the_body_on_stdin_and_metadata_in_env() {
     ] {
         assert!(env.contains(&needle), "missing {needle} in\n{env}");
     }
+    assert!(
+        !env.contains("HOOKD_TEST_SECRET"),
+        "the secret leaked to the command:\n{env}"
+    );
     wait_for(
         Duration::from_secs(10),
         "the handler's output in the log",

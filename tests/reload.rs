@@ -309,3 +309,53 @@ fn a_failed_reload_keeps_the_old_instance_serving_and_says_why() {
     assert_eq!(h.notify.lines_with("RELOADING=1").len(), 2);
     assert_eq!(h.notify.lines_with("READY=1").len(), 3);
 }
+
+#[test]
+fn sighup_reloads_and_a_removed_hooks_pending_items_are_listed_as_orphaned() {
+    subreaper();
+    let dir = tempfile::tempdir().unwrap();
+    // "old" points at an upstream that always fails, so its item stays pending.
+    let failing = Upstream::start(Arc::new(|_, _| (500, Duration::ZERO)));
+    let up = Upstream::ok();
+    let retry = "retry = { max_attempts = 50, backoff = \"1h\", max_backoff = \"1h\" }";
+    let old_hook = forward_hook(dir.path(), "old", &failing.url(), retry);
+    let keep_hook = forward_hook(dir.path(), "keep", &up.url(), "");
+    let mut h = Hookd::configure(dir.path(), &format!("{old_hook}{keep_hook}"));
+    h.start();
+    let orphan = h.post_signed("old", b"{}", &[]).json()["id"]
+        .as_i64()
+        .unwrap();
+    wait_for(Duration::from_secs(10), "the first failed attempt", || {
+        (!failing.received().is_empty()).then_some(())
+    });
+
+    // The new config drops "old" and adds "new"; SIGHUP does what `hookd reload` does.
+    let text = std::fs::read_to_string(&h.config).unwrap();
+    let new_hook = forward_hook(dir.path(), "new", &up.url(), "");
+    std::fs::write(&h.config, text.replace(&old_hook, &new_hook)).unwrap();
+    h.signal(Signal::SIGHUP);
+    let new = wait_for(Duration::from_secs(10), "MAINPID after SIGHUP", || {
+        main_pids(&h).first().copied()
+    });
+    assert_eq!(h.wait_exit(Duration::from_secs(20)).code(), Some(0));
+
+    let r = h.post_signed("new", b"{\"added\":1}", &[]);
+    assert_eq!(r.status, 202, "the added hook is live");
+    assert_eq!(
+        h.post_signed("old", b"{}", &[]).status,
+        404,
+        "the removed hook is gone"
+    );
+    let (code, out, err) = h.cli(&["spool", "ls", "--orphaned", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let orphans: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(orphans.len(), 1, "{out}");
+    assert_eq!(orphans[0]["id"].as_i64(), Some(orphan));
+    let (_, out, _) = h.cli(&["status", "--json"]);
+    let st: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(st["orphaned_pending"].as_u64(), Some(1), "{st}");
+    assert_eq!(st["pid"].as_i64(), Some(new as i64));
+
+    kill(Pid::from_raw(new), Signal::SIGTERM).unwrap();
+    wait_pid_gone(new, Duration::from_secs(20));
+}

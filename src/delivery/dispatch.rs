@@ -9,8 +9,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until, Instant};
 
+use super::exec::exec_hiding;
 use super::retry::{verdict, Verdict};
-use super::{exec, forward, human, DeliveryContext, DeliveryEvent, Outcome};
+use super::{forward, human, DeliveryContext, DeliveryEvent, Outcome};
 use crate::config::{ActionKind, HookConfig};
 use crate::spool::{ClaimRequest, Item, Spool, SpoolError};
 
@@ -162,7 +163,9 @@ impl Worker {
                     _ = cancel => Outcome::Cancelled,
                 }
             }
-            ActionKind::Exec { argv } => exec(argv, item, attempt, timeout, cancel).await,
+            ActionKind::Exec { argv } => {
+                exec_hiding(argv, item, attempt, timeout, cancel, &self.ctx.hidden_env).await
+            }
         }
     }
 

@@ -51,7 +51,20 @@ pub async fn exec(
     timeout: Duration,
     cancel: impl Future<Output = ()>,
 ) -> Outcome {
-    run(argv, item, attempt, timeout, cancel, KILL_GRACE).await
+    run(argv, item, attempt, timeout, cancel, KILL_GRACE, &[]).await
+}
+
+/// [`exec`], with `hidden` environment variables removed from the child's
+/// environment: the ones hookd reads its hooks' secrets from.
+pub async fn exec_hiding(
+    argv: &[String],
+    item: &Item,
+    attempt: u32,
+    timeout: Duration,
+    cancel: impl Future<Output = ()>,
+    hidden: &[String],
+) -> Outcome {
+    run(argv, item, attempt, timeout, cancel, KILL_GRACE, hidden).await
 }
 
 /// Why a command was stopped before it exited by itself.
@@ -68,6 +81,7 @@ async fn run(
     timeout: Duration,
     cancel: impl Future<Output = ()>,
     grace: Duration,
+    hidden: &[String],
 ) -> Outcome {
     let Some(program) = argv.first() else {
         return Outcome::Failed("exec: no command given".into());
@@ -80,6 +94,9 @@ async fn run(
         .process_group(0)
         .kill_on_drop(true);
     for var in PRIVATE_ENV {
+        cmd.env_remove(var);
+    }
+    for var in hidden {
         cmd.env_remove(var);
     }
     cmd.envs(env_for(item, attempt));

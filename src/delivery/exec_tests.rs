@@ -206,7 +206,16 @@ async fn sigterm_ignored_gets_sigkill_after_grace() {
     let argv = script(dir.path(), &format!("trap '' TERM\n{TREE}"));
     let started = std::time::Instant::now();
     let grace = Duration::from_millis(300);
-    let out = run(&argv, &item(""), 1, Duration::from_secs(2), never(), grace).await;
+    let out = run(
+        &argv,
+        &item(""),
+        1,
+        Duration::from_secs(2),
+        never(),
+        grace,
+        &[],
+    )
+    .await;
     assert_eq!(out, Outcome::Failed("timed out after 2s".into()));
     assert!(started.elapsed() >= Duration::from_secs(2) + grace);
     let leader = wait_pid_file(dir.path().join("leader")).await;

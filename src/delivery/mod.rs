@@ -64,6 +64,8 @@ pub struct DeliveryContext {
     pub observer: Option<DeliveryObserver>,
     /// The process's one forward client.
     pub client: ForwardClient,
+    /// Environment variables `exec` children must not see (secret sources).
+    pub hidden_env: Arc<Vec<String>>,
 }
 
 /// A duration for people: milliseconds under 10 s, whole seconds above.

@@ -358,6 +358,7 @@ fn spawn_delivery(d: &Arc<Daemon>, switches: &Switches) -> Vec<tokio::task::Join
     let client = ForwardClient::new();
     let metrics = d.metrics.clone();
     let last_errors = d.last_errors.clone();
+    let hidden_env = Arc::new(d.cfg.secret_env_vars());
     let observer: Arc<dyn Fn(DeliveryEvent) + Send + Sync> =
         Arc::new(move |ev| status::observe(&metrics, &last_errors, ev));
     d.cfg
@@ -370,6 +371,7 @@ fn spawn_delivery(d: &Arc<Daemon>, switches: &Switches) -> Vec<tokio::task::Join
                 in_flight: d.in_flight.clone(),
                 observer: Some(observer.clone()),
                 client: client.clone(),
+                hidden_env: hidden_env.clone(),
             };
             tokio::spawn(delivery::run_hook(
                 d.spool.clone(),

@@ -102,6 +102,8 @@ impl NotifySocket {
 pub struct Hookd {
     /// The binary `start` runs; a test may point it at a copy.
     pub bin: PathBuf,
+    /// Extra environment for the daemon.
+    pub env: Vec<(String, String)>,
     pub dir: PathBuf,
     pub config: PathBuf,
     pub port: u16,
@@ -127,6 +129,7 @@ impl Hookd {
         std::fs::write(&config, text).unwrap();
         Hookd {
             bin: PathBuf::from(BIN),
+            env: Vec::new(),
             dir: dir.to_path_buf(),
             config,
             port,
@@ -157,6 +160,7 @@ impl Hookd {
             .env_remove("JOURNAL_STREAM")
             .env_remove("STATE_DIRECTORY")
             .env_remove("RUNTIME_DIRECTORY")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(
