@@ -137,6 +137,20 @@ fn every_bad_input_is_refused_with_json_and_spools_nothing() {
         started.elapsed()
     );
 
+    // Slower still: the headers never finish (read_timeout is 2 s here).
+    let mut s = TcpStream::connect(h.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"POST /hooks/gh HTTP/1.1\r\nHost: x\r\nX-Hub-Sig")
+        .unwrap();
+    let started = Instant::now();
+    let r = read_response(&mut BufReader::new(s)).unwrap();
+    assert_error(&r, 408, "request_timeout");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(8),
+        "408 after {took:?}"
+    );
+
     assert_eq!(total(&h), before, "a refused request was spooled");
 }
 

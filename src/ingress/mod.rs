@@ -5,4 +5,5 @@ pub mod listeners;
 pub mod response;
 pub mod routes;
 pub mod server;
+pub mod slow_client;
 pub mod verify;

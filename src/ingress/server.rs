@@ -9,14 +9,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::StatusCode;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use super::listeners::StdListener;
+use super::response;
 use super::routes::{handle, Ingress};
+use super::slow_client::{self, FirstRequest, Shared, SharedSocket};
 
 /// Counts of open connections and requests being handled.
 #[derive(Default)]
@@ -63,6 +65,15 @@ impl Drop for Counted<'_> {
         if let Some(n) = self.1 {
             n.notify_waiters();
         }
+    }
+}
+
+/// Aborts the task when the connection ends, whichever way.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -127,7 +138,7 @@ async fn accept_loop<A, F, T, S, M>(
     A: Fn() -> F,
     F: std::future::Future<Output = std::io::Result<T>>,
     M: Fn(T) -> S,
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: SharedSocket,
 {
     tracing::debug!(listener = %desc, "accepting");
     loop {
@@ -159,9 +170,16 @@ async fn serve_conn<S>(
     traffic: Arc<Traffic>,
     mut drain: watch::Receiver<bool>,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: SharedSocket,
 {
     let _conn_guard = Counted::new(&traffic.connections, Some(&traffic.idle));
+    let socket = Arc::new(stream);
+    let first = Arc::new(FirstRequest::default());
+    let _timer = AbortOnDrop(tokio::spawn(slow_client::watch(
+        socket.clone(),
+        first.clone(),
+        ing.read_timeout,
+    )));
     let draining_at_start = *drain.borrow_and_update();
     let read_timeout = ing.read_timeout;
     let svc_traffic = traffic.clone();
@@ -169,12 +187,22 @@ async fn serve_conn<S>(
     let started = Arc::new(AtomicU64::new(0));
     let svc_started = started.clone();
     let svc_drain = drain.clone();
+    let svc_first = first.clone();
     let service = service_fn(move |req| {
         let ing = ing.clone();
         let traffic = svc_traffic.clone();
         let draining = svc_drain.clone();
         svc_started.fetch_add(1, Ordering::AcqRel);
+        let in_time = svc_first.started();
         async move {
+            if !in_time {
+                // The timer already answered 408 and shut the socket down.
+                return Ok(response::error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "too slow",
+                ));
+            }
             let _req = Counted::new(&traffic.requests, None);
             let mut resp = handle(ing, req).await;
             if *draining.borrow() {
@@ -188,9 +216,10 @@ async fn serve_conn<S>(
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(read_timeout)
+        // Backstop for keep-alive connections; the first request has `timer`.
+        .header_read_timeout(read_timeout + Duration::from_secs(1))
         .keep_alive(!draining_at_start)
-        .serve_connection(TokioIo::new(stream), service);
+        .serve_connection(TokioIo::new(Shared(socket)), service);
     tokio::pin!(conn);
     let mut told = draining_at_start;
     loop {

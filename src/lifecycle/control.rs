@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
+use tokio::sync::RwLock;
 
 type Answer = Pin<Box<dyn Future<Output = serde_json::Value> + Send>>;
 
@@ -69,14 +70,20 @@ pub fn bind(path: &Path, take_over: bool) -> std::io::Result<(Bound, UnixListene
 }
 
 /// Serves requests until the task is dropped.
-pub async fn serve(listener: UnixListener, handler: Handler) {
+///
+/// Each answer in progress holds a read guard of `answering`, so shutdown can
+/// take the write side to wait for them: a `hookd reload` must get its answer
+/// even when this instance has nothing to drain and exits at once.
+pub async fn serve(listener: UnixListener, handler: Handler, answering: Arc<RwLock<()>>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let handler = handler.clone();
+        let guard = answering.clone().read_owned().await;
         tokio::spawn(async move {
+            let _answering = guard;
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
             let mut reader = tokio::io::BufReader::new(read);

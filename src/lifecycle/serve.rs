@@ -90,6 +90,7 @@ struct Running {
     ready: Arc<AtomicBool>,
     addrs: Vec<String>,
     control: Option<control::Bound>,
+    control_answering: Arc<tokio::sync::RwLock<()>>,
     control_task: Option<tokio::task::JoinHandle<()>>,
     deliveries: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -189,11 +190,13 @@ async fn start(cfg: Config, origin: Origin, successor: bool) -> Result<Running, 
     // A successor takes the control socket's path over from its predecessor.
     let control_path = d.cfg.control_socket_path();
     let (reload_tx, reloads) = mpsc::channel(4);
+    let control_answering = Arc::new(tokio::sync::RwLock::new(()));
     let (control, control_task) = match control::bind(&control_path, successor) {
         Ok((bound, listener)) => {
             let task = tokio::spawn(control::serve(
                 listener,
                 control_handler(d.clone(), reload_tx),
+                control_answering.clone(),
             ));
             (Some(bound), Some(task))
         }
@@ -213,6 +216,7 @@ async fn start(cfg: Config, origin: Origin, successor: bool) -> Result<Running, 
         ready,
         addrs,
         control,
+        control_answering,
         control_task,
         deliveries,
     })
@@ -268,6 +272,13 @@ async fn run(mut r: Running, handoff_pipe: Option<OwnedFd>) -> u8 {
             }
         }
     };
+    // Reloads asked from here on get an answer, not a wait.
+    r.reloads.close();
+    while let Ok(ask) = r.reloads.try_recv() {
+        let _ = ask.send(
+            serde_json::json!({"ok": false, "error": "this instance is stopping; no reload"}),
+        );
+    }
     if cause == Cause::HandOff {
         // Stay quiet towards systemd: the successor owns STATUS and WATCHDOG now.
         background[0].abort();
@@ -302,12 +313,15 @@ async fn run(mut r: Running, handoff_pipe: Option<OwnedFd>) -> u8 {
     let mut hooks = ShutdownHooks::default();
     hooks.add_configured(&d.cfg.shutdown.hooks);
     if let (Some(bound), Some(task)) = (r.control, r.control_task) {
+        let answering = r.control_answering.clone();
         hooks.add(
             "control-socket",
             900,
-            Duration::from_secs(1),
+            Duration::from_secs(3),
             move || async move {
                 task.abort();
+                // Answers being written (a reload's outcome) go out first.
+                let _ = answering.write().await;
                 bound.remove_if_ours()
             },
         );

@@ -1,0 +1,606 @@
+#!/bin/bash
+# run.sh HOOKD.deb - hookd end-to-end suite under a real systemd (root only).
+#
+# Boots Debian 12 (systemd 252) in systemd-nspawn over a tmpfs overlay of a cached rootfs,
+# installs the .deb with dpkg -i, and checks what an operator relies on: install, socket
+# activation, signed webhooks delivered, restart / reload / kill -9 / upgrade under load
+# without a failed request or a lost webhook, the drain on stop, remove and purge.
+# Prints "PASS name" or "FAIL name: reason" per check, then "N passed, N failed";
+# exits non-zero if any check failed. Always powers the container off and removes its
+# mounts and cgroups, also on failure or interrupt; cleans up a killed earlier run first.
+#
+# Environment: E2E_PORT (hookd's listener, default 8080 when free), E2E_CACHE, E2E_VAR,
+# E2E_RESTARTS (10), E2E_RATE (requests/s of the load, 40).
+set -u
+E2E_DIR=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$E2E_DIR/lib.sh"
+
+DEB=${1:-}
+RESTARTS=${E2E_RESTARTS:-10}
+RATE=${E2E_RATE:-40}
+THREADS=4
+IN=/root/e2e                    # staging dir inside the container
+RECORD=$IN/received.jsonl       # the test upstream's record of deliveries
+declare -A TIMES=()
+
+usage() { echo "usage: $0 path/to/hookd_*.deb   (as root)" >&2; exit 2; }
+if [ -z "$DEB" ] || [ ! -f "$DEB" ]; then usage; fi
+[ "$(id -u)" = 0 ] || { echo "run.sh: needs root (mounts, nspawn)" >&2; exit 2; }
+DEB=$(readlink -f "$DEB")
+
+cleanup() {
+  local p
+  # Our background commands first (nsenter'd: a container shutdown would SIGSTOP their
+  # child, and nsenter stops with it for good). Not the container itself.
+  for p in $(jobs -p); do [ "$p" != "$TIMEOUT_PID" ] && kill_tree "$p"; done
+  # A hookd left draining would hold the poweroff for its grace window.
+  [ -n "$CT_PID1" ] && CT_TIMEOUT=10 X systemctl kill --signal=KILL hookd.service >/dev/null 2>&1
+  ct_shutdown
+}
+
+# --- helpers ------------------------------------------------------------------------------
+port_free() { [ -z "$(ss -Htln "sport = :$1")" ]; }
+first_free_port() { local p; for p in $(seq "$1" "$(($1 + 50))"); do port_free "$p" && { echo "$p"; return 0; }; done; return 1; }
+mainpid() { X systemctl show -p MainPID --value hookd.service; }
+active() { [ "$(X systemctl is-active "$1" 2>/dev/null)" = active ]; }
+cursor() { X journalctl -q -n 0 --show-cursor | sed -n 's/^-- cursor: //p'; }
+# events CURSOR EVENT: how many hookd journal entries with HOOKD_EVENT=EVENT since CURSOR
+# (journalctl 252 returns nothing for --after-cursor combined with a field match: filter here)
+events() { X journalctl -q -u hookd.service --after-cursor="$1" -o json | grep -c "\"HOOKD_EVENT\":\"$2\""; }
+kv() { grep -o "\b$2=[^ ]*" "$1" 2>/dev/null | tail -1 | cut -d= -f2; }
+hookd_procs() { X pgrep -c -x hookd || true; }
+pid_moved() { local p; p=$(mainpid); [ -n "$p" ] && [ "$p" != 0 ] && [ "$p" != "$1" ]; }
+one_hookd() { [ "$(hookd_procs)" = 1 ]; }
+gone() { ! alive "$1"; }
+unit_gone() { ! X systemctl is-active --quiet "$1"; }
+kill_tree() { local c; for c in $(pgrep -P "$1"); do kill_tree "$c"; done; kill -KILL "$1" 2>/dev/null; }
+has_lines() { [ "$(wc -l < "$1" 2>/dev/null || echo 0)" -ge "$2" ]; }
+upstream_has() { X grep -q "\"event\": \"$1\".*\"id\": \"$2\"" "$RECORD"; }
+
+write_config() {  # GRACE: the suite's /etc/hookd/hookd.toml (two hooks on the test upstream)
+  cat > "$MERGED/etc/hookd/hookd.toml" <<EOF
+# written by tests/e2e/run.sh
+[server]
+listen = ["127.0.0.1:$PORT"]
+
+[shutdown]
+grace = "$1"
+
+[[hook]]
+name = "e2e"
+verify = { scheme = "github", secret_file = "/etc/hookd/e2e.secret" }
+dedup_header = "X-GitHub-Delivery"
+action = { forward = "http://127.0.0.1:$UPORT/deliver", timeout = "10s" }
+concurrency = 4
+retry = { max_attempts = 100, backoff = "100ms", max_backoff = "1s" }
+
+[[hook]]
+name = "exec"
+verify = { scheme = "github", secret_file = "/etc/hookd/e2e.secret" }
+action = { exec = ["/bin/sh", "-c", "cat >> /var/lib/hookd/e2e-exec.log; echo >> /var/lib/hookd/e2e-exec.log"], timeout = "30s" }
+
+[[hook]]
+name = "slowexec"
+verify = { scheme = "github", secret_file = "/etc/hookd/e2e.secret" }
+action = { exec = ["/bin/sh", "-c", "sleep 3; cat >> /var/lib/hookd/e2e-exec.log; echo >> /var/lib/hookd/e2e-exec.log"], timeout = "60s" }
+
+[[hook]]
+name = "slow"
+verify = { scheme = "github", secret_file = "/etc/hookd/e2e.secret" }
+action = { forward = "http://127.0.0.1:$UPORT/slow/60", timeout = "120s" }
+retry = { max_attempts = 100, backoff = "100ms", max_backoff = "1s" }
+EOF
+}
+
+# apply_config: reload (the hand-off); if that fails, restart. Sets APPLIED to which one.
+apply_config() {
+  if CT_TIMEOUT=60 X systemctl reload hookd.service >/dev/null 2>&1; then APPLIED=reload; return 0; fi
+  APPLIED="restart (reload failed)"
+  CT_TIMEOUT=60 X systemctl restart hookd.service
+}
+
+# load_start NAME [URL_PATH]: signed webhooks from $THREADS connections at $RATE/s until
+# load_stop NAME (bounded by count and time in load.py itself). It runs inside the
+# container as a transient unit, so no host process outlives a container shutdown.
+load_start() {
+  X rm -f "$IN/stop-$1" "$IN/out-$1.jsonl" "$IN/load-$1.summary"
+  X systemd-run --quiet --collect --unit="e2e-load-$1" -p StandardOutput="file:$IN/load-$1.summary" \
+    python3 "$IN/load.py" run --url "http://127.0.0.1:$PORT${2:-/hooks/e2e}" \
+    --secret-file "$IN/secret" --out "$IN/out-$1.jsonl" --threads "$THREADS" --rate "$RATE" \
+    --max-requests 6000 --max-seconds 180 --stop-file "$IN/stop-$1"
+  # started = it has answers on file
+  wait_for 15 has_lines "$MERGED$IN/out-$1.jsonl" 8
+}
+load_stop() {  # NAME: stop it, wait (bounded) for its summary
+  touch "$MERGED$IN/stop-$1"
+  wait_for 40 unit_gone "e2e-load-$1"
+  cp "$MERGED$IN/load-$1.summary" "$STATE/load-$1.summary" 2>/dev/null
+}
+load_line() {  # NAME: one-line summary for PASS/FAIL messages
+  local f=$STATE/load-$1.summary
+  echo "requests=$(kv "$f" total) acked=$(kv "$f" acked) failed=$(kv "$f" failed) refused=$(kv "$f" refused) reset=$(kv "$f" reset) timeout=$(kv "$f" timeout) p99=$(kv "$f" p99)s max=$(kv "$f" max)s"
+}
+delivered() {  # NAME...: every 202 id of these loads reached the upstream (60 s deadline)
+  local outs=() n
+  for n in "$@"; do outs+=("$IN/out-$n.jsonl"); done
+  DELIVERY=$(CT_TIMEOUT=90 X python3 "$IN/load.py" verify --record "$RECORD" --deadline 60 "${outs[@]}")
+}
+
+# --- checks -------------------------------------------------------------------------------
+check_install() {
+  local out t0; t0=$(now)
+  if ! out=$(CT_TIMEOUT=180 X dpkg -i "$IN/hookd.deb" 2>&1); then
+    fail "1a install" "dpkg -i failed: $(echo "$out" | tail -3 | tr '\n' ' ')"; return
+  fi
+  TIMES[install]=$(elapsed "$t0")
+  wait_for 20 active hookd.service
+  local e1 e2 a1 a2
+  e1=$(X systemctl is-enabled hookd.service 2>&1); e2=$(X systemctl is-enabled hookd.socket 2>&1)
+  a1=$(X systemctl is-active hookd.service 2>&1); a2=$(X systemctl is-active hookd.socket 2>&1)
+  if [ "$e1/$e2/$a1/$a2" = enabled/enabled/active/active ]; then
+    pass "1a installed; hookd.service and hookd.socket enabled and active" "dpkg -i ${TIMES[install]}s"
+  else
+    fail "1a install" "service $e1/$a1, socket $e2/$a2; $(X journalctl -u hookd.service -n 5 -o cat --no-pager | tr '\n' ' ')"
+  fi
+}
+
+check_socket() {
+  local listen ss_out
+  listen=$(X systemctl show -p Listen --value hookd.socket)
+  ss_out=$(ss -Htln "sport = :$PORT" | awk '{print $4}')
+  if [ "$listen" = "127.0.0.1:$PORT (Stream)" ] && [ "$ss_out" = "127.0.0.1:$PORT" ]; then
+    pass "1b hookd.socket listening on 127.0.0.1:$PORT" "${SOCKET_NOTE:-shipped ListenStream}"
+  else
+    fail "1b hookd.socket listening" "Listen='$listen' ss='$ss_out'"
+  fi
+}
+
+check_unit_files() {
+  local v u perm
+  # --man=no: the rootfs has no man; the page itself is checked below.
+  v=$(X systemd-analyze verify --man=no hookd.service hookd.socket 2>&1)
+  X test -f /usr/share/man/man1/hookd.1.gz || v="$v no /usr/share/man/man1/hookd.1.gz"
+  u=$(X getent passwd hookd | cut -d: -f1,6,7)
+  # The secret was staged root:root 0640 before install: postinst gives it to group hookd.
+  perm=$(X stat -c '%U:%G %a' /etc/hookd /etc/hookd/e2e.secret | tr '\n' ' ')
+  if [ -z "$v" ] && [ "$u" = "hookd:/var/lib/hookd:/usr/sbin/nologin" ] && [ "$perm" = "root:hookd 750 root:hookd 640 " ]; then
+    pass "1c systemd-analyze verify clean; man page; system user hookd; /etc/hookd root:hookd 750, secret root:hookd 640"
+  else
+    fail "1c unit files, user, permissions" "verify='$v' user='$u' /etc/hookd, secret='$perm'"
+  fi
+}
+
+check_security() {
+  local line score
+  line=$(X systemd-analyze security hookd.service 2>&1 | grep -a 'Overall exposure level')
+  score=$(echo "$line" | grep -o '[0-9]\+\.[0-9]\+' | head -1)
+  echo "  systemd-analyze security hookd.service: ${line#→ }"
+  if [ -n "$score" ] && awk -v s="$score" 'BEGIN { exit !(s <= 4.9) }'; then
+    pass "1d systemd-analyze security rates hookd.service OK or better" "exposure $score"
+  else
+    fail "1d systemd-analyze security" "exposure '${score:-?}' (need <= 4.9): $line"
+  fi
+}
+
+check_signed_webhook() {
+  local body sig code resp id
+  write_config 5m
+  if ! apply_config; then
+    fail "1e signed webhook from the host reaches the upstream" "config not applied: $(X journalctl -u hookd.service -n 5 -o cat --no-pager | tr '\n' ' ')"
+    return
+  fi
+  echo "  config applied with: $APPLIED"
+  wait_for 20 active hookd.service
+  body='{"zen":"e2e from the host","hook_id":1}'
+  sig=$(printf '%s' "$body" | openssl dgst -sha256 -hmac "$SECRET" | sed 's/^.*= //')
+  resp=$(curl -s --max-time 15 -o - -w '\n%{http_code}' -X POST "http://127.0.0.1:$PORT/hooks/e2e" \
+    -H 'Content-Type: application/json' -H 'X-GitHub-Event: ping' \
+    -H "X-GitHub-Delivery: e2e-host-$(date +%s%N)" -H "X-Hub-Signature-256: sha256=$sig" --data-binary "$body")
+  code=$(echo "$resp" | tail -1)
+  id=$(echo "$resp" | head -n -1 | sed -n 's/.*"id" *: *"\{0,1\}\([^",}]*\).*/\1/p')
+  if [ "$code" != 202 ] || [ -z "$id" ]; then
+    fail "1e signed webhook from the host reaches the upstream" "answer $code '$(echo "$resp" | head -n -1)' (want 202 {\"id\":..}; applied with $APPLIED)"
+    return
+  fi
+  if wait_for 20 upstream_has delivered "$id"; then
+    pass "1e signed webhook from the host: 202 id=$id, delivered to the upstream" "config applied with $APPLIED"
+  else
+    fail "1e signed webhook from the host reaches the upstream" "202 id=$id but no delivery in 20s"
+  fi
+  # A bad signature is refused and spools nothing.
+  code=$(curl -s --max-time 15 -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$PORT/hooks/e2e" \
+    -H 'Content-Type: application/json' -H 'X-Hub-Signature-256: sha256=00' --data-binary "$body")
+  case "$code" in
+    401|403) pass "1f bad signature refused" "$code" ;;
+    *) fail "1f bad signature refused" "answer $code (want 401 or 403)" ;;
+  esac
+}
+
+check_exec_action() {
+  local r id
+  r=$(X python3 "$IN/load.py" one --url "http://127.0.0.1:$PORT/hooks/exec" --secret-file "$IN/secret")
+  id=$(echo "$r" | grep -o '"gh": "[^"]*' | sed 's/"gh": "//')
+  if ! echo "$r" | grep -q '"status": 202'; then
+    fail "1h exec action runs inside the sandbox" "POST /hooks/exec: $r"
+  elif wait_for 20 X grep -q "$id" /var/lib/hookd/e2e-exec.log; then
+    pass "1h exec action runs inside the sandbox" "/bin/sh wrote the body to /var/lib/hookd"
+  else
+    fail "1h exec action runs inside the sandbox" "body $id not written in 20s: $(X journalctl -u hookd.service -n 3 -o cat --no-pager | tr '\n' ' ')"
+  fi
+}
+
+check_journal_fields() {
+  local ev
+  ev=$(X journalctl -u hookd.service -o json --no-pager | grep -o '"HOOKD_EVENT":"[^"]*"' | sort | uniq -c | awk '{printf "%s%s", sep, $2; sep=" "}' | sed 's/"HOOKD_EVENT"://g; s/"//g')
+  if [ -n "$ev" ]; then
+    pass "1g journalctl -u hookd -o json has HOOKD_EVENT fields" "$ev"
+  else
+    fail "1g journal fields" "no HOOKD_EVENT in journalctl -u hookd -o json"
+  fi
+}
+
+# 2 and 3: RESTARTS restarts or reloads under load; zero failed requests; all acked delivered.
+check_cycle_under_load() {  # restart|reload
+  local what=$1 name="2 systemctl restart" n=0 i old new pids=() why="" t0
+  [ "$what" = reload ] && name="3 systemctl reload"
+  name="$name x$RESTARTS under load"
+  active hookd.service || { fail "$name" "precondition: hookd.service not active"; return; }
+  t0=$(now)
+  load_start "$what"
+  for i in $(seq 1 "$RESTARTS"); do
+    old=$(mainpid)
+    if ! CT_TIMEOUT=120 X systemctl "$what" hookd.service >/dev/null 2>"$STATE/$what.err"; then
+      why="systemctl $what #$i failed: $(tr '\n' ' ' < "$STATE/$what.err")"; break
+    fi
+    if ! wait_for 15 pid_moved "$old"; then
+      why="MainPID still $old 15s after $what #$i"; break
+    fi
+    active hookd.service || { why="hookd.service not active after $what #$i"; break; }
+    new=$(mainpid); pids+=("$new"); n=$((n + 1))
+    sleep 0.5   # let some requests land on the new instance
+  done
+  sleep 1
+  load_stop "$what"
+  TIMES[$what]=$(elapsed "$t0")
+  local f=$STATE/load-$what.summary
+  if [ -z "$why" ] && [ "$(kv "$f" total)" = "" ]; then why="no load summary: $(tail -2 "$f" | tr '\n' ' ')"; fi
+  if [ -z "$why" ] && [ "$(kv "$f" failed)" != 0 ]; then why="failed requests: $(load_line "$what"); $(head -1 "$f" | grep -o '"first_failures".*')"; fi
+  if [ -z "$why" ] && ! delivered "$what"; then why="acked webhooks not delivered: $DELIVERY"; fi
+  if [ -z "$why" ] && [ "$what" = reload ]; then
+    # The old instances drain and exit: one hookd process left.
+    wait_for 30 one_hookd \
+      || why="old instances still running 30s after the last reload: $(hookd_procs) hookd processes"
+  fi
+  if [ -z "$why" ]; then
+    pass "$name: 0 failed, every 202 delivered, MainPID changed $n times" "$(load_line "$what"); $DELIVERY; ${TIMES[$what]}s"
+  else
+    fail "$name" "$why (after $n ok)"
+  fi
+}
+
+# 2b: SPEC §5 without the socket unit: hookd binds server.listen itself, keeps the listener
+# in systemd's fd store (FDSTORE=1) and gets it back on restart: still no refused request.
+check_fdstore_restart() {
+  local name="2b restart x5 with hookd.socket masked (fd store): no failed request"
+  local i old why="" n=0 f why_fds=""
+  active hookd.service || { fail "$name" "precondition: hookd.service not active"; return; }
+  CT_TIMEOUT=60 X systemctl stop hookd.socket hookd.service
+  X systemctl mask --runtime hookd.socket >/dev/null 2>&1
+  if ! CT_TIMEOUT=60 X systemctl start hookd.service; then
+    why="hookd.service does not start without hookd.socket"
+  else
+    load_start fdstore
+    for i in 1 2 3 4 5; do
+      old=$(mainpid)
+      CT_TIMEOUT=120 X systemctl restart hookd.service || { why="restart #$i failed"; break; }
+      wait_for 15 pid_moved "$old" || { why="MainPID still $old after restart #$i"; break; }
+      n=$((n + 1)); sleep 0.5
+    done
+    sleep 1
+    load_stop fdstore
+    f=$STATE/load-fdstore.summary
+    [ -z "$why" ] && [ "$(kv "$f" failed)" != 0 ] && why="failed requests: $(load_line fdstore)"
+    [ -z "$why" ] && ! delivered fdstore && why="acked webhooks not delivered: $DELIVERY"
+    [ -z "$why" ] && why_fds=$(X systemctl show -p NFileDescriptorStore --value hookd.service) && [ "$why_fds" = 0 ] \
+      && why="nothing in the fd store (NFileDescriptorStore=0)"
+  fi
+  if [ -z "$why" ]; then
+    pass "$name" "NFileDescriptorStore=$why_fds; $(load_line fdstore); $DELIVERY"
+  else
+    fail "$name" "$why (after $n ok)"
+  fi
+  # Back to socket activation: the service holds the port until it stops.
+  CT_TIMEOUT=60 X systemctl stop hookd.service
+  X systemctl unmask --runtime hookd.socket >/dev/null 2>&1
+  CT_TIMEOUT=60 X systemctl start hookd.socket hookd.service
+}
+
+check_drain() {
+  local name="4 slow delivery past TimeoutStopSec: stop waits for the drain, nothing lost"
+  local r id sid t0 dt stoppost ds dt_ev dc da killed
+  active hookd.service || { fail "$name" "precondition: hookd.service not active"; return; }
+  mkdir -p "$MERGED/etc/systemd/system/hookd.service.d"
+  cat > "$MERGED/etc/systemd/system/hookd.service.d/e2e-drain.conf" <<'EOF'
+[Service]
+# Shorter than the drain below: only EXTEND_TIMEOUT_USEC keeps hookd alive past it.
+TimeoutStopSec=2s
+ExecStopPost=/bin/sh -c 'echo "e2e-stop-post SERVICE_RESULT=$${SERVICE_RESULT} EXIT_CODE=$${EXIT_CODE} EXIT_STATUS=$${EXIT_STATUS}"'
+EOF
+  X systemctl daemon-reload
+  write_config 3s
+  CT_TIMEOUT=60 X systemctl restart hookd.service || { fail "$name" "restart with grace=3s failed"; return; }
+  r=$(X python3 "$IN/load.py" one --url "http://127.0.0.1:$PORT/hooks/slow" --secret-file "$IN/secret")
+  sid=$(echo "$r" | grep -o '"id": "\{0,1\}[^",}]*' | sed 's/"id": "\{0,1\}//')
+  [ -n "$sid" ] || { fail "$name" "POST /hooks/slow: $r"; return; }
+  wait_for 20 upstream_has slow_started "$sid" || { fail "$name" "slow delivery $sid never started"; return; }
+  local c; c=$(cursor)
+  t0=$(now)
+  CT_TIMEOUT=90 X systemctl stop hookd.service > "$STATE/drain-stop.out" 2>&1 &
+  local stop_pid=$!
+  sleep 1
+  # Ingress keeps spooling during the drain.
+  r=$(X python3 "$IN/load.py" one --url "http://127.0.0.1:$PORT/hooks/e2e" --secret-file "$IN/secret")
+  id=$(echo "$r" | grep -o '"id": "\{0,1\}[^",}]*' | sed 's/"id": "\{0,1\}//')
+  wait_for 60 gone "$stop_pid"
+  wait "$stop_pid"; local stop_rc=$?
+  dt=$(elapsed "$t0")
+  TIMES[drain_stop]=$dt
+  ds=$(events "$c" drain_start); dt_ev=$(events "$c" drain_timeout)
+  dc=$(events "$c" drain_complete); da=$(events "$c" delivery_abandoned)
+  stoppost=$(X journalctl -q -u hookd.service --after-cursor="$c" -o cat | grep -a 'e2e-stop-post' | tail -1)
+  killed=$(X journalctl -q -u hookd.service --after-cursor="$c" -o cat | grep -a -c "timed out. Killing")
+  local why=""
+  [ "$stop_rc" = 0 ] || why="systemctl stop rc=$stop_rc $(cat "$STATE/drain-stop.out")"
+  [ -z "$why" ] && [ "$killed" != 0 ] && why="systemd killed hookd at TimeoutStopSec (EXTEND_TIMEOUT_USEC not honoured or not sent)"
+  [ -z "$why" ] && [ "$ds" -lt 1 ] && why="no HOOKD_EVENT=drain_start"
+  [ -z "$why" ] && [ "$dt_ev" != 1 ] && why="HOOKD_EVENT=drain_timeout seen $dt_ev times (want 1)"
+  [ -z "$why" ] && [ "$((dc + da))" -lt 1 ] && why="neither drain_complete nor delivery_abandoned"
+  [ -z "$why" ] && awk -v d="$dt" 'BEGIN { exit !(d < 2.5) }' && why="stop took ${dt}s, not past TimeoutStopSec=2s"
+  # SPEC §4: the delivery outlives grace and extension, so hookd exits 1 (forced).
+  [ -z "$why" ] && [[ "$stoppost" != *"EXIT_CODE=exited EXIT_STATUS=1"* ]] && why="exit evidence '$stoppost' (want EXIT_CODE=exited EXIT_STATUS=1)"
+  [ -z "$why" ] && [ -z "$id" ] && why="POST during the drain was not accepted: $r"
+  if [ -z "$why" ]; then
+    CT_TIMEOUT=60 X systemctl start hookd.service
+    if ! wait_for 30 upstream_has delivered "$sid"; then why="abandoned item $sid not delivered after the next start"
+    elif ! wait_for 30 upstream_has delivered "$id"; then why="webhook $id spooled during the drain not delivered"
+    fi
+  fi
+  if [ -z "$why" ]; then
+    pass "$name" "stop ${dt}s with TimeoutStopSec=2s grace=3s; drain_start=$ds drain_timeout=$dt_ev drain_complete=$dc abandoned=$da; ${stoppost#e2e-stop-post }; POST during drain 202; abandoned item delivered after restart"
+  else
+    fail "$name" "$why"
+  fi
+  # Back to the normal setup.
+  rm -f "$MERGED/etc/systemd/system/hookd.service.d/e2e-drain.conf"
+  X systemctl daemon-reload
+  write_config 5m
+  CT_TIMEOUT=60 X systemctl restart hookd.service >/dev/null 2>&1
+}
+
+# 4b: KillMode=mixed: systemctl stop signals hookd alone; a running exec delivery finishes.
+check_exec_drain() {
+  local name="4b exec delivery running at stop: not killed by systemd, finishes, clean exit"
+  local r gh c t0 dt why="" stoppost
+  active hookd.service || { fail "$name" "precondition: hookd.service not active"; return; }
+  r=$(X python3 "$IN/load.py" one --url "http://127.0.0.1:$PORT/hooks/slowexec" --secret-file "$IN/secret")
+  gh=$(echo "$r" | grep -o '"gh": "[^"]*' | sed 's/"gh": "//')
+  echo "$r" | grep -q '"status": 202' || { fail "$name" "POST /hooks/slowexec: $r"; return; }
+  wait_for 15 X pgrep -f "sleep 3" || { fail "$name" "the exec action never started"; return; }
+  c=$(cursor); t0=$(now)
+  CT_TIMEOUT=90 X systemctl stop hookd.service 2>/dev/null || why="systemctl stop failed"
+  dt=$(elapsed "$t0")
+  [ -z "$why" ] && ! X grep -q "$gh" /var/lib/hookd/e2e-exec.log && why="the exec delivery did not finish (killed at stop?)"
+  [ -z "$why" ] && [ "$(events "$c" drain_complete)" -lt 1 ] && why="no drain_complete"
+  stoppost=$(X journalctl -q -u hookd.service --after-cursor="$c" -o cat | grep -a -c 'Killing process')
+  [ -z "$why" ] && [ "$stoppost" != 0 ] && why="systemd killed processes of the unit during the stop"
+  if [ -z "$why" ]; then pass "$name" "stop took ${dt}s"; else fail "$name" "$why"; fi
+  CT_TIMEOUT=60 X systemctl start hookd.service
+}
+
+check_kill9() {
+  local name="5 kill -9 of the main process under load: restarted, every acked webhook delivered"
+  local old new why="" nr0 nr1 f
+  active hookd.service || { fail "$name" "precondition: hookd.service not active"; return; }
+  nr0=$(X systemctl show -p NRestarts --value hookd.service)
+  load_start kill9
+  old=$(mainpid)
+  X kill -KILL "$old"
+  wait_for 20 pid_moved "$old" \
+    || why="not restarted within 20s (MainPID $(mainpid), $(X systemctl is-active hookd.service))"
+  sleep 2
+  load_stop kill9
+  new=$(mainpid); nr1=$(X systemctl show -p NRestarts --value hookd.service)
+  f=$STATE/load-kill9.summary
+  [ -z "$why" ] && ! active hookd.service && why="hookd.service not active after the restart"
+  [ -z "$why" ] && [ "$nr1" -le "$nr0" ] && why="NRestarts $nr0 -> $nr1: not restarted by systemd"
+  # Only requests inside the killed process may fail; the listen backlog survives.
+  [ -z "$why" ] && [ "$(kv "$f" failed)" -gt "$THREADS" ] && why="$(kv "$f" failed) failed requests (at most $THREADS in flight): $(load_line kill9)"
+  [ -z "$why" ] && ! delivered kill9 && why="acked webhooks lost: $DELIVERY"
+  if [ -z "$why" ]; then
+    pass "$name" "MainPID $old -> $new, NRestarts $nr0 -> $nr1; $(load_line kill9); $DELIVERY"
+  else
+    fail "$name" "$why"
+  fi
+}
+
+check_watchdog() {
+  local name="5b watchdog: hookd pings systemd (WatchdogSec=2s drop-in, 8s without a kill)"
+  local pid why=""
+  active hookd.service || { fail "$name" "precondition: hookd.service not active"; return; }
+  [ "$(X systemctl show -p WatchdogUSec --value hookd.service)" = 30s ] || why="shipped WatchdogSec is not 30s"
+  mkdir -p "$MERGED/etc/systemd/system/hookd.service.d"
+  printf '[Service]\nWatchdogSec=2s\n' > "$MERGED/etc/systemd/system/hookd.service.d/e2e-watchdog.conf"
+  X systemctl daemon-reload
+  CT_TIMEOUT=60 X systemctl restart hookd.service
+  pid=$(mainpid)
+  # No event to wait for: the check is that nothing happens for 4 watchdog periods.
+  sleep 8
+  [ -z "$why" ] && [ "$(X journalctl -q -u hookd.service -o cat | grep -a -c 'Watchdog timeout')" != 0 ] && why="systemd reported a watchdog timeout"
+  [ -z "$why" ] && [ "$(mainpid)" != "$pid" ] && why="MainPID changed $pid -> $(mainpid) without a restart"
+  [ -z "$why" ] && ! active hookd.service && why="hookd.service not active"
+  if [ -z "$why" ]; then pass "$name" "MainPID $pid kept"; else fail "$name" "$why"; fi
+  rm -f "$MERGED/etc/systemd/system/hookd.service.d/e2e-watchdog.conf"
+  X systemctl daemon-reload
+  CT_TIMEOUT=60 X systemctl restart hookd.service >/dev/null 2>&1
+}
+
+make_bumped_deb() {  # the same package with a higher version: dpkg-deb, no second cargo build
+  local d ver
+  d=$(mktemp -d /var/tmp/hookd-e2e-repack.XXXXXX)
+  dpkg-deb -R "$DEB" "$d/pkg" || { rm -rf "$d"; return 1; }
+  chmod 0755 "$d/pkg"
+  ver=$(sed -n 's/^Version: //p' "$d/pkg/DEBIAN/control")
+  BUMPED_VERSION="$ver+e2e1"
+  sed -i "s/^Version: .*/Version: $BUMPED_VERSION/" "$d/pkg/DEBIAN/control"
+  # gzip -1: xz of the whole package takes most of a minute on a busy 2-core machine.
+  dpkg-deb --root-owner-group -Zgzip -z1 -b "$d/pkg" "$MERGED$IN/hookd-bumped.deb" >/dev/null
+  local rc=$?
+  rm -rf "$d"
+  return $rc
+}
+
+check_upgrade() {
+  local name="6 upgrade (dpkg -i of a newer build) under load: hand-off, no failed request"
+  local old new why="" c out ver reloading stopping f
+  active hookd.service || { fail "$name" "precondition: hookd.service not active"; return; }
+  make_bumped_deb || { fail "$name" "could not repack the .deb"; return; }
+  c=$(cursor)
+  load_start upgrade
+  old=$(mainpid)
+  local t0; t0=$(now)
+  out=$(CT_TIMEOUT=300 X env DEBIAN_FRONTEND=noninteractive dpkg -i --force-confold "$IN/hookd-bumped.deb" 2>&1)
+  local rc=$?
+  TIMES[upgrade]=$(elapsed "$t0")
+  wait_for 15 pid_moved "$old"
+  sleep 1
+  load_stop upgrade
+  new=$(mainpid)
+  # shellcheck disable=SC2016 # dpkg-query's own ${...} format
+  ver=$(X dpkg-query -W -f '${Version}' hookd)
+  reloading=$(X journalctl -q -u hookd.service --after-cursor="$c" -o cat | grep -a -c '^Reloading')
+  stopping=$(X journalctl -q -u hookd.service --after-cursor="$c" -o cat | grep -a -c '^Stopping')
+  f=$STATE/load-upgrade.summary
+  [ "$rc" = 0 ] || why="dpkg -i rc=$rc: $(echo "$out" | tail -3 | tr '\n' ' ')"
+  [ -z "$why" ] && [ "$ver" != "$BUMPED_VERSION" ] && why="installed version $ver, want $BUMPED_VERSION"
+  [ -z "$why" ] && [ "$stopping" != 0 ] && why="the upgrade stopped hookd (a restart, not the hand-off)"
+  [ -z "$why" ] && [ "$reloading" = 0 ] && why="no reload of hookd.service during the upgrade"
+  [ -z "$why" ] && [ "$new" = "$old" ] && why="MainPID unchanged ($old): no hand-off to the new binary; postinst said: $(echo "$out" | grep -a '^hookd:' | head -2 | tr '\n' ' ')"
+  [ -z "$why" ] && ! active hookd.service && why="hookd.service not active after the upgrade"
+  [ -z "$why" ] && [ "$(kv "$f" failed)" != 0 ] && why="failed requests: $(load_line upgrade)"
+  [ -z "$why" ] && ! delivered upgrade && why="acked webhooks not delivered: $DELIVERY"
+  if [ -z "$why" ]; then
+    pass "$name" "version $ver, MainPID $old -> $new, dpkg -i ${TIMES[upgrade]}s; $(load_line upgrade); $DELIVERY"
+  else
+    fail "$name" "$why"
+  fi
+}
+
+check_remove_purge() {
+  local why="" out left
+  # The suite's own drop-ins are an admin's files: take them away first.
+  rm -rf "$MERGED/etc/systemd/system/hookd.service.d" "$MERGED/etc/systemd/system/hookd.socket.d"
+  if ! out=$(CT_TIMEOUT=120 X dpkg -r hookd 2>&1); then
+    fail "7a remove" "dpkg -r: $(echo "$out" | tail -3 | tr '\n' ' ')"; return
+  fi
+  active hookd.service && why="hookd.service still active"
+  [ -z "$why" ] && active hookd.socket && why="hookd.socket still active"
+  [ -z "$why" ] && ! port_free "$PORT" && why="port $PORT still listening"
+  [ -z "$why" ] && X test -e /usr/bin/hookd && why="/usr/bin/hookd left"
+  [ -z "$why" ] && ! X test -f /etc/hookd/hookd.toml && why="remove (not purge) deleted the conffile"
+  [ -z "$why" ] && ! X test -d /var/lib/hookd && why="remove (not purge) deleted the spool directory"
+  if [ -z "$why" ]; then pass "7a remove: units stopped, port closed, binary gone, config and spool kept"; else fail "7a remove" "$why"; fi
+  why=""
+  if ! out=$(CT_TIMEOUT=120 X dpkg -P hookd 2>&1); then
+    fail "7b purge" "dpkg -P: $(echo "$out" | tail -3 | tr '\n' ' ')"; return
+  fi
+  X getent passwd hookd >/dev/null && why="user hookd left"
+  [ -z "$why" ] && X getent group hookd >/dev/null && why="group hookd left"
+  for left in /var/lib/hookd /etc/hookd /run/hookd /usr/lib/systemd/system/hookd.service /usr/lib/sysusers.d/hookd.conf; do
+    [ -z "$why" ] && X test -e "$left" && why="$left left"
+  done
+  [ -z "$why" ] && out=$(X sh -c 'ls -d /etc/systemd/system/*hookd* /etc/systemd/system/*/*hookd* 2>/dev/null') && [ -n "$out" ] && why="unit links left: $out"
+  [ -z "$why" ] && out=$(X systemctl list-unit-files --no-legend 'hookd*') && [ -n "$out" ] && why="unit files left: $out"
+  # shellcheck disable=SC2016 # dpkg-query's own ${...} format
+  [ -z "$why" ] && X dpkg-query -W -f '${db:Status-Status}' hookd 2>/dev/null | grep -qv '^not-installed$' && why="dpkg still lists hookd"
+  if [ -z "$why" ]; then pass "7b purge: no unit, user, group, state, config or runtime dir left"; else fail "7b purge" "$why"; fi
+}
+
+# --- main -----------------------------------------------------------------------------------
+T0=$(now)
+echo "=== hookd e2e: $(basename "$DEB") on Debian 12 + systemd in systemd-nspawn (machine $MACHINE) ==="
+need=""
+command -v systemd-nspawn >/dev/null || need="$need systemd-container"
+command -v debootstrap >/dev/null || need="$need debootstrap"
+for c in zstd curl openssl; do command -v $c >/dev/null || need="$need $c"; done
+if [ -n "$need" ]; then
+  log "installing:$need"
+  # shellcheck disable=SC2086 # a list of package names
+  { DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -q $need >/dev/null 2>&1 \
+    || { timeout 300 apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -q $need >/dev/null; }; } \
+    || { fail "prerequisites" "apt-get install$need failed"; echo "$PASSED passed, $FAILED failed"; exit 1; }
+fi
+
+trap cleanup EXIT
+trap 'echo "interrupted" >&2; exit 130' INT TERM HUP
+ct_cleanup_stale
+
+# Ports: the container shares the host's network namespace.
+if [ -n "${E2E_PORT:-}" ]; then PORT=$E2E_PORT
+elif port_free 8080; then PORT=8080
+else PORT=$(first_free_port 18480); fi
+UPORT=$(first_free_port 18530)
+if ! port_free "$PORT" || [ -z "$UPORT" ]; then
+  fail "free ports" "port $PORT busy or no free upstream port"; echo "$PASSED passed, $FAILED failed"; exit 1
+fi
+[ "$PORT" != 8080 ] && SOCKET_NOTE="drop-in ListenStream=127.0.0.1:$PORT (E2E_PORT, or 8080 busy on this host)"
+SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+
+t=$(now)
+if ! ensure_rootfs; then fail "rootfs" "could not build or unpack $ROOTFS_TAR"; echo "$PASSED passed, $FAILED failed"; exit 1; fi
+TIMES[rootfs]=$(elapsed "$t")
+
+stage() {  # before boot: files in the container's overlay
+  mkdir -p "$MERGED$IN" "$MERGED/etc/hookd"
+  cp "$DEB" "$MERGED$IN/hookd.deb"
+  cp "$E2E_DIR/load.py" "$E2E_DIR/upstream.py" "$MERGED$IN/"
+  printf '%s\n' "$SECRET" > "$MERGED$IN/secret"
+  # The hook secret the suite's config names; group hookd is set after install.
+  install -m 0640 /dev/null "$MERGED/etc/hookd/e2e.secret"
+  printf '%s\n' "$SECRET" > "$MERGED/etc/hookd/e2e.secret"
+  if [ "$PORT" != 8080 ]; then
+    mkdir -p "$MERGED/etc/systemd/system/hookd.socket.d"
+    printf '[Socket]\nListenStream=\nListenStream=127.0.0.1:%s\n' "$PORT" > "$MERGED/etc/systemd/system/hookd.socket.d/e2e-port.conf"
+  fi
+}
+CT_PRE_BOOT=stage
+t=$(now)
+if ! ct_boot; then fail "boot" "systemd did not come up (see $STATE/nspawn.log)"; echo "$PASSED passed, $FAILED failed"; exit 1; fi
+TIMES[boot]=$(elapsed "$t")
+log "container up ($(X systemctl --version | head -1)), hookd port $PORT, upstream port $UPORT"
+
+X systemd-run --quiet --unit=e2e-upstream --collect python3 "$IN/upstream.py" --port "$UPORT" --record "$RECORD"
+wait_for 15 curl -sf --max-time 2 "http://127.0.0.1:$UPORT/ping" || fail "test upstream" "not answering on $UPORT"
+
+log "install"; check_install
+log "socket"; check_socket
+log "unit_files"; check_unit_files
+log "security"; check_security
+log "signed_webhook"; check_signed_webhook
+log "journal_fields"; check_journal_fields
+log "exec_action"; check_exec_action
+log "restart x$RESTARTS"; check_cycle_under_load restart
+log "fd store restart"; check_fdstore_restart
+log "reload x$RESTARTS"; check_cycle_under_load reload
+log "drain"; check_drain
+log "exec drain"; check_exec_drain
+log "kill9"; check_kill9
+log "watchdog"; check_watchdog
+log "upgrade"; check_upgrade
+log "remove_purge"; check_remove_purge
+
+TIMES[total]=$(elapsed "$T0")
+echo "timings: rootfs ${TIMES[rootfs]}s, boot ${TIMES[boot]}s, dpkg -i ${TIMES[install]:-?}s, restarts ${TIMES[restart]:-?}s, reloads ${TIMES[reload]:-?}s, drain stop ${TIMES[drain_stop]:-?}s, upgrade ${TIMES[upgrade]:-?}s, total ${TIMES[total]}s"
+echo "logs: $STATE (nspawn.log, journal.txt, load-*.summary)"
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" = 0 ]
