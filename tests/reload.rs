@@ -82,13 +82,20 @@ fn twenty_reloads_under_load_lose_and_refuse_nothing() {
                 (stop.clone(), acked.clone(), failures.clone(), sent.clone());
             std::thread::spawn(move || {
                 let deadline = Instant::now() + Duration::from_secs(120);
+                // Half the clients reuse keep-alive connections, as a proxy's pool does.
+                let mut pooled = None;
                 for i in 0..20_000 {
                     if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
                         break;
                     }
                     let body = format!("{{\"t\":{t},\"i\":{i}}}");
                     sent.fetch_add(1, Ordering::Relaxed);
-                    match post_gh(addr, body.as_bytes()) {
+                    let res = if t % 2 == 1 {
+                        post_gh_keep_alive(&mut pooled, addr, body.as_bytes())
+                    } else {
+                        post_gh(addr, body.as_bytes())
+                    };
+                    match res {
                         Ok(r) if r.status == 202 => {
                             acked.lock().unwrap().push(r.json()["id"].as_i64().unwrap())
                         }

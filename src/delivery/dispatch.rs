@@ -56,6 +56,11 @@ pub async fn run_hook(spool: Spool, hook: HookConfig, ctx: DeliveryContext) {
         let mut wake_at = Instant::now() + FALLBACK_TICK;
         let mut spool_failed = false;
 
+        // Reap every finished delivery first, so one claim fills every free
+        // slot: a claim per finished item would cost a commit per item.
+        while let Some(joined) = tasks.try_join_next() {
+            report_panic(&name, joined);
+        }
         let free = concurrency.saturating_sub(tasks.len());
         if free > 0 {
             let req = ClaimRequest {

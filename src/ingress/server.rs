@@ -5,9 +5,10 @@
 //! `stop_accepting` (leave the listening sockets alone — systemd or a
 //! successor holds them — and finish the connections already open).
 
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use hyper::server::conn::http1;
@@ -183,18 +184,18 @@ async fn serve_conn<S>(
     let draining_at_start = *drain.borrow_and_update();
     let read_timeout = ing.read_timeout;
     let svc_traffic = traffic.clone();
-    // Requests this connection has started; see the drain branch below.
-    let started = Arc::new(AtomicU64::new(0));
-    let svc_started = started.clone();
+    let activity = Arc::new(Activity::new());
+    let svc_activity = activity.clone();
     let svc_drain = drain.clone();
     let svc_first = first.clone();
     let service = service_fn(move |req| {
         let ing = ing.clone();
         let traffic = svc_traffic.clone();
         let draining = svc_drain.clone();
-        svc_started.fetch_add(1, Ordering::AcqRel);
+        let busy = svc_activity.begin();
         let in_time = svc_first.started();
         async move {
+            let _busy = busy;
             if !in_time {
                 // The timer already answered 408 and shut the socket down.
                 return Ok(response::error(
@@ -219,9 +220,13 @@ async fn serve_conn<S>(
         // Backstop for keep-alive connections; the first request has `timer`.
         .header_read_timeout(read_timeout + Duration::from_secs(1))
         .keep_alive(!draining_at_start)
-        .serve_connection(TokioIo::new(Shared(socket)), service);
+        .serve_connection(TokioIo::new(Shared(socket.clone())), service);
     tokio::pin!(conn);
-    let mut told = draining_at_start;
+    // Draining: every answer says `Connection: close`, and a keep-alive
+    // connection is closed once it is idle and nothing is waiting on it.
+    let mut draining = draining_at_start;
+    let mut closed = draining_at_start;
+    let mut check = tokio::time::interval(IDLE_CHECK);
     loop {
         tokio::select! {
             res = conn.as_mut() => {
@@ -230,18 +235,77 @@ async fn serve_conn<S>(
                 }
                 break;
             }
-            changed = drain.changed(), if !told => {
+            changed = drain.changed(), if !draining => {
                 // Closed channel means lifecycle is gone: treat as drain.
-                if changed.is_err() || *drain.borrow() {
-                    // A connection that has not started a request may have one
-                    // on the wire already: closing it would lose that request.
-                    // It gets `Connection: close` on its answer instead.
-                    if started.load(Ordering::Acquire) > 0 {
-                        conn.as_mut().graceful_shutdown();
-                    }
-                    told = true;
+                draining = changed.is_err() || *drain.borrow();
+            }
+            _ = check.tick(), if draining && !closed => {
+                if activity.idle_for(IDLE_GRACE) && unread_bytes(socket.as_raw_fd()) == 0 {
+                    conn.as_mut().graceful_shutdown();
+                    closed = true;
                 }
             }
         }
     }
+}
+
+/// A keep-alive connection must be idle this long before the drain closes it:
+/// a client about to reuse it would otherwise see it closed under its request.
+const IDLE_GRACE: Duration = Duration::from_millis(200);
+const IDLE_CHECK: Duration = Duration::from_millis(50);
+
+/// What one connection is doing, for the drain's decision to close it.
+struct Activity {
+    since: Instant,
+    in_progress: AtomicU64,
+    /// Milliseconds after `since` at which the last request ended; `u64::MAX`
+    /// before the first one (a fresh connection is never "idle": its first
+    /// request may be on the wire, and gets `Connection: close` instead).
+    last_end_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            since: Instant::now(),
+            in_progress: AtomicU64::new(0),
+            last_end_ms: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.in_progress.fetch_add(1, Ordering::AcqRel);
+        Busy(self.clone())
+    }
+
+    fn idle_for(&self, grace: Duration) -> bool {
+        let last = self.last_end_ms.load(Ordering::Acquire);
+        self.in_progress.load(Ordering::Acquire) == 0
+            && last != u64::MAX
+            && self.since.elapsed().as_millis() as u64
+                >= last.saturating_add(grace.as_millis() as u64)
+    }
+}
+
+/// A request in progress on a connection; ends on drop.
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let now = self.0.since.elapsed().as_millis() as u64;
+        self.0.last_end_ms.store(now, Ordering::Release);
+        self.0.in_progress.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Bytes received on the socket that nobody has read yet (FIONREAD).
+fn unread_bytes(fd: std::os::fd::RawFd) -> libc::c_int {
+    let mut n: libc::c_int = 0;
+    // Safety: FIONREAD writes one int to the pointer we pass.
+    let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+    if rc < 0 {
+        // Unknown: say "something waits", so the connection is not closed under it.
+        return 1;
+    }
+    n
 }

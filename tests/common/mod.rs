@@ -304,6 +304,38 @@ pub fn post_gh(addr: SocketAddr, body: &[u8]) -> std::io::Result<Response> {
     )
 }
 
+/// A signed POST to `/hooks/gh` on a reused keep-alive connection, as a
+/// pooling client sends it; opens a new one when the server said `close`.
+pub fn post_gh_keep_alive(
+    conn: &mut Option<BufReader<TcpStream>>,
+    addr: SocketAddr,
+    body: &[u8],
+) -> std::io::Result<Response> {
+    if conn.is_none() {
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        *conn = Some(BufReader::new(s));
+    }
+    let Some(c) = conn.as_mut() else {
+        unreachable!()
+    };
+    let sig = github_sig(SECRET, body);
+    let res = write_request(
+        c.get_mut(),
+        "POST",
+        "/hooks/gh",
+        &[("X-Hub-Signature-256", &sig)],
+        body,
+        false,
+    )
+    .and_then(|()| read_response(c));
+    let reusable = matches!(&res, Ok(r) if !r.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close")));
+    if !reusable {
+        *conn = None;
+    }
+    res
+}
+
 /// One request on a new connection (`Connection: close`).
 pub fn request(
     addr: SocketAddr,
