@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{oneshot, Notify};
 
+use super::checkpoint::Checkpointer;
 use super::codec::to_ms;
 use super::writer::{Cmd, Finish, Reply, Writer};
 use super::{instances, schema};
@@ -85,6 +86,7 @@ impl Spool {
             on_commit: opts.on_commit.clone(),
             arrivals: arrivals.clone(),
             sync_full: true,
+            checkpointer: Some(Checkpointer::start(path.clone())?),
         };
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()

@@ -9,6 +9,7 @@
 //! leases), `admin.rs` ([`Admin`] for the CLI), `codec.rs` (column encodings).
 
 mod admin;
+mod checkpoint;
 mod codec;
 mod handle;
 mod instances;

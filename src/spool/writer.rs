@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{oneshot, Notify};
 
+use super::checkpoint::Checkpointer;
 use super::codec::{dup_error, encode_headers, from_ms, item_from_row, ms_ago, now_ms, to_ms};
 use super::instances;
 use super::{ClaimRequest, CommitObserver, DepthRow, Enqueued, Item, NewItem, SpoolError};
@@ -63,6 +64,8 @@ pub(crate) struct Writer {
     pub arrivals: Arc<Notify>,
     /// Whether the connection is at `synchronous=FULL` now.
     pub sync_full: bool,
+    /// Runs the WAL checkpoints this connection no longer runs itself.
+    pub checkpointer: Option<Checkpointer>,
 }
 
 /// An executed command's answer, sent once the batch's fate is known:
@@ -129,6 +132,9 @@ impl Writer {
     }
 
     fn shutdown(&mut self) {
+        if let Some(c) = self.checkpointer.take() {
+            c.stop();
+        }
         match instances::unregister(&self.conn, &self.instance_id) {
             Ok(0) => {}
             Ok(n) => tracing::info!(leases = n, "spool: released leases at close"),

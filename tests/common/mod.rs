@@ -262,10 +262,26 @@ impl Hookd {
 }
 
 impl Drop for Hookd {
+    /// Kills what this test started, successors of a hand-off included (they
+    /// are known by their `MAINPID=` and still name our config file), so a
+    /// failing test leaves no daemon behind.
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        let ours = self.config.to_string_lossy().to_string();
+        for (_, line) in self.notify.lines_with("MAINPID=") {
+            let Ok(pid) = line["MAINPID=".len()..].parse::<i32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&ours) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
         }
     }
 }
