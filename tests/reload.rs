@@ -178,12 +178,12 @@ fn twenty_reloads_under_load_lose_and_refuse_nothing() {
 fn a_long_delivery_finishes_in_the_old_instance_while_the_new_one_serves() {
     subreaper();
     let dir = tempfile::tempdir().unwrap();
-    // The first request takes 3 s (the hook times out at 5 s); the rest are answered at once.
+    // The first request takes 5 s (the hook times out at 10 s); the rest are answered at once.
     let up = Upstream::start(Arc::new(|n, _| {
         (
             200,
             if n == 0 {
-                Duration::from_secs(3)
+                Duration::from_secs(5)
             } else {
                 Duration::ZERO
             },

@@ -550,7 +550,7 @@ fn serve_upstream(s: TcpStream, got: Arc<Mutex<Vec<Received>>>, behaviour: Behav
 /// A `[[hook]]` named `name` with GitHub signatures forwarding to `url`.
 pub fn forward_hook(dir: &Path, name: &str, url: &str, extra: &str) -> String {
     format!(
-        "[[hook]]\nname = \"{name}\"\nverify = {{ scheme = \"github\", secret_file = \"{}/github.secret\" }}\naction = {{ forward = \"{url}\", timeout = \"5s\" }}\n{extra}\n",
+        "[[hook]]\nname = \"{name}\"\nverify = {{ scheme = \"github\", secret_file = \"{}/github.secret\" }}\naction = {{ forward = \"{url}\", timeout = \"10s\" }}\n{extra}\n",
         dir.display()
     )
 }
