@@ -225,3 +225,85 @@ fn health_ready_and_metrics() {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }
 }
+
+/// Unmounts (lazily) on drop, so a failing test leaves no mount behind.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_answers_503_and_keeps_what_was_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    // A real full file system: a 1 MiB tmpfs (the tests run as root, as CI does).
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "hookd-test-full"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mounting a tmpfs needs root");
+    let _mount = Mount(small.clone());
+
+    // A hook whose deliveries never succeed, so nothing leaves the spool.
+    let hook = forward_hook(
+        dir.path(),
+        "gh",
+        "http://127.0.0.1:9/",
+        "retry = { max_attempts = 99, backoff = \"1h\", max_backoff = \"1h\" }",
+    );
+    let mut h = Hookd::configure(dir.path(), &hook);
+    let text = std::fs::read_to_string(&h.config).unwrap();
+    let spool = small.join("spool.db");
+    std::fs::write(
+        &h.config,
+        text.replace(
+            &format!("{}/spool.db", dir.path().display()),
+            &spool.display().to_string(),
+        ),
+    )
+    .unwrap();
+    h.start();
+
+    let body = vec![b'x'; 16 * 1024];
+    let mut acked = Vec::new();
+    let full = (0..200)
+        .find_map(|_| {
+            let r = h.post_signed("gh", &body, &[]);
+            match r.status {
+                202 => {
+                    acked.push(r.json()["id"].as_i64().unwrap());
+                    None
+                }
+                _ => Some(r),
+            }
+        })
+        .expect("1 MiB never filled up");
+    assert_error(&full, 503, "spool_unavailable");
+    assert!(full.header("retry-after").is_some());
+    assert!(!acked.is_empty());
+    println!("spool full after {} accepted webhooks", acked.len());
+
+    // Everything answered 202 is still there, and the daemon still answers.
+    let (code, out, err) = h.cli(&["spool", "ls", "--json", "--limit", "1000"]);
+    assert_eq!(code, 0, "{err}");
+    let listed: Vec<i64> = serde_json::from_str::<Vec<serde_json::Value>>(&out)
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_i64().unwrap())
+        .collect();
+    for id in &acked {
+        assert!(listed.contains(id), "acknowledged item {id} is gone");
+    }
+    let r = request(h.addr(), "GET", "/readyz", &[], b"").unwrap();
+    assert_eq!(r.status, 200);
+    h.signal(nix::sys::signal::Signal::SIGKILL);
+    h.wait_exit(Duration::from_secs(10));
+}
