@@ -20,14 +20,10 @@ SECRET=bench-secret-not-for-production
 
 rm -rf "$DIR"
 mkdir -p "$DIR"
-PIDS=()
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
+  stop_all
   rm -rf "$DIR"
 }
 trap cleanup EXIT

@@ -37,15 +37,10 @@ for tool in wrk webhook python3 sqlite3 openssl curl; do
   command -v "$tool" >/dev/null || { echo "run.sh: needs $tool (apt-get install -y wrk webhook sqlite3 ...)" >&2; exit 2; }
 done
 
-PIDS=()
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    # Bounded wait, then SIGKILL what is left.
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
+  stop_all
   if [[ "${KEEP:-0}" != 1 ]]; then rm -rf "$WORK"; else echo "kept $WORK" >&2; fi
 }
 trap cleanup EXIT

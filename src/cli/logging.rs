@@ -24,6 +24,9 @@ pub fn init(cfg: &LogConfig) {
     };
     // Colours only for a person at a terminal, never in files or pipes.
     let ansi = std::io::stderr().is_terminal();
+    let plain = tracing_subscriber::fmt::layer()
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
     let registry = tracing_subscriber::registry().with(filter);
     match format {
         LogFormat::Journald => match tracing_journald::layer() {
@@ -38,13 +41,7 @@ pub fn init(cfg: &LogConfig) {
                     .try_init();
             }
             Err(e) => {
-                let _ = registry
-                    .with(
-                        tracing_subscriber::fmt::layer()
-                            .with_ansi(ansi)
-                            .with_writer(std::io::stderr),
-                    )
-                    .try_init();
+                let _ = registry.with(plain).try_init();
                 tracing::warn!(error = %e, "journald unavailable; logging to stderr");
             }
         },
@@ -59,13 +56,7 @@ pub fn init(cfg: &LogConfig) {
                 .try_init();
         }
         LogFormat::Plain | LogFormat::Auto => {
-            let _ = registry
-                .with(
-                    tracing_subscriber::fmt::layer()
-                        .with_ansi(ansi)
-                        .with_writer(std::io::stderr),
-                )
-                .try_init();
+            let _ = registry.with(plain).try_init();
         }
     }
 }

@@ -131,26 +131,40 @@ async fn metrics(ing: &Ingress) -> Response<Body> {
 }
 
 fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut r = response::error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        &format!("use {allow}"),
-    );
+    let (status, code) = Reject::Method.answer();
+    let mut r = response::error(status, code, &format!("use {allow}"));
     r.headers_mut()
         .insert(header::ALLOW, http::HeaderValue::from_static(allow));
     r
 }
 
-fn reject(
-    ing: &Ingress,
-    hook: &str,
-    why: Reject,
-    status: StatusCode,
-    code: &str,
-    msg: &str,
-) -> Response<Body> {
+/// Counts the refusal and answers with its status and a JSON body.
+fn reject(ing: &Ingress, hook: &str, why: Reject, msg: &str) -> Response<Body> {
     ing.metrics.rejected(hook, why);
+    let (status, code) = why.answer();
     response::error(status, code, msg)
+}
+
+impl Reject {
+    /// The status and JSON `error` code of each refusal. Signature failures
+    /// are answered by [`Verifier`]'s own codes instead.
+    fn answer(self) -> (StatusCode, &'static str) {
+        match self {
+            Reject::UnknownHook => (StatusCode::NOT_FOUND, "unknown_hook"),
+            Reject::Disabled => (StatusCode::SERVICE_UNAVAILABLE, "hook_disabled"),
+            Reject::LengthRequired => (StatusCode::LENGTH_REQUIRED, "length_required"),
+            Reject::Malformed => (StatusCode::BAD_REQUEST, "malformed"),
+            Reject::UnsupportedMedia => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Reject::Timeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            Reject::SpoolUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "spool_unavailable"),
+            Reject::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Reject::Method => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Reject::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Reject::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+        }
+    }
 }
 
 async fn hook(ing: &Ingress, name: &str, req: Request<Incoming>) -> Response<Body> {
@@ -159,8 +173,6 @@ async fn hook(ing: &Ingress, name: &str, req: Request<Incoming>) -> Response<Bod
             ing,
             "",
             Reject::UnknownHook,
-            StatusCode::NOT_FOUND,
-            "unknown_hook",
             &format!("no hook named {name:?}"),
         );
     };
@@ -174,8 +186,6 @@ async fn hook(ing: &Ingress, name: &str, req: Request<Incoming>) -> Response<Bod
             ing,
             name,
             Reject::Disabled,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "hook_disabled",
             "this hook is disabled; retry later",
         );
         return response::retry_after(r, 60);
@@ -192,8 +202,6 @@ async fn hook(ing: &Ingress, name: &str, req: Request<Incoming>) -> Response<Bod
                 ing,
                 name,
                 Reject::LengthRequired,
-                StatusCode::LENGTH_REQUIRED,
-                "length_required",
                 "send Content-Length or a chunked body",
             );
         }
@@ -202,8 +210,6 @@ async fn hook(ing: &Ingress, name: &str, req: Request<Incoming>) -> Response<Bod
                 ing,
                 name,
                 Reject::Malformed,
-                StatusCode::BAD_REQUEST,
-                "malformed",
                 "Content-Length is not a number",
             );
         }
@@ -213,8 +219,6 @@ async fn hook(ing: &Ingress, name: &str, req: Request<Incoming>) -> Response<Bod
             ing,
             name,
             Reject::UnsupportedMedia,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
             "this hook takes Content-Type: application/json",
         );
     }
@@ -226,8 +230,6 @@ async fn hook(ing: &Ingress, name: &str, req: Request<Incoming>) -> Response<Bod
                     ing,
                     name,
                     Reject::Timeout,
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request_timeout",
                     "the body did not arrive within the read timeout",
                 );
             }
@@ -239,8 +241,6 @@ async fn hook(ing: &Ingress, name: &str, req: Request<Incoming>) -> Response<Bod
                     ing,
                     name,
                     Reject::Malformed,
-                    StatusCode::BAD_REQUEST,
-                    "malformed",
                     &format!("could not read the body: {e}"),
                 );
             }
@@ -253,17 +253,12 @@ async fn hook(ing: &Ingress, name: &str, req: Request<Incoming>) -> Response<Bod
             StatusCode::FORBIDDEN => Reject::Forbidden,
             _ => Reject::Malformed,
         };
-        return reject(ing, name, why, e.status(), e.code(), &e.to_string());
+        // The scheme's own status and code say more than the generic ones.
+        ing.metrics.rejected(name, why);
+        return response::error(e.status(), e.code(), &e.to_string());
     }
     if route.hook.require_json && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
-        return reject(
-            ing,
-            name,
-            Reject::Malformed,
-            StatusCode::BAD_REQUEST,
-            "malformed",
-            "the body is not valid JSON",
-        );
+        return reject(ing, name, Reject::Malformed, "the body is not valid JSON");
     }
     let dedup_id = match route
         .hook
@@ -279,8 +274,6 @@ async fn hook(ing: &Ingress, name: &str, req: Request<Incoming>) -> Response<Bod
                     ing,
                     name,
                     Reject::Malformed,
-                    StatusCode::BAD_REQUEST,
-                    "malformed",
                     "the delivery id header is empty or not visible ASCII",
                 );
             }
@@ -325,8 +318,6 @@ async fn spool(
                 ing,
                 name,
                 Reject::SpoolUnavailable,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "spool_unavailable",
                 "the spool cannot commit now; retry later",
             );
             response::retry_after(r, 5)
@@ -339,8 +330,6 @@ fn too_large(ing: &Ingress, hook: &str, max: u64) -> Response<Body> {
         ing,
         hook,
         Reject::TooLarge,
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
         &format!("the body is larger than this hook's limit of {max} bytes"),
     )
 }
