@@ -130,23 +130,28 @@ fn watchdog_is_pinged_when_systemd_asks() {
     });
 }
 
-#[test]
-fn start_up_failures_exit_with_their_own_code_and_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = Hookd::configure(dir.path(), "");
-    // A bad config: exit 2, naming file, line and field.
-    std::fs::write(
-        &h.config,
-        "[server]\nlisten = [\"127.0.0.1:1\"]\nbogus = 1\n",
-    )
-    .unwrap();
+/// Runs hookd on `config` (written over the test's file) and returns its
+/// exit code and stderr.
+fn run_with(h: &Hookd, config: &str) -> (Option<i32>, String) {
+    std::fs::write(&h.config, config).unwrap();
     let out = h
         .command()
         .stderr(std::process::Stdio::piped())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn start_up_failures_exit_with_their_own_code_and_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Hookd::configure(dir.path(), "");
+    // A bad config: exit 2, naming file, line and field.
+    let (code, err) = run_with(&h, "[server]\nlisten = [\"127.0.0.1:1\"]\nbogus = 1\n");
+    assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("hookd.toml:3:1") && err.contains("bogus"),
         "{err}"
@@ -155,46 +160,20 @@ fn start_up_failures_exit_with_their_own_code_and_message() {
     // The port is taken: exit 4.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    std::fs::write(
-        &h.config,
-        format!(
-            "[server]\nlisten = [\"127.0.0.1:{port}\"]\n[spool]\npath = \"{}/s.db\"\n",
-            dir.path().display()
-        ),
-    )
-    .unwrap();
-    let out = h
-        .command()
-        .stderr(std::process::Stdio::piped())
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(4),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let config = format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\n[spool]\npath = \"{}/s.db\"\n",
+        dir.path().display()
     );
+    let (code, err) = run_with(&h, &config);
+    assert_eq!(code, Some(4), "{err}");
 
     // The spool cannot be opened (its "directory" is a file): exit 3.
-    std::fs::write(
-        &h.config,
-        format!(
-            "[server]\nlisten = [\"127.0.0.1:{}\"]\n[spool]\npath = \"{}/s.db\"\n",
-            free_port(),
-            h.config.display()
-        ),
-    )
-    .unwrap();
-    let out = h
-        .command()
-        .stderr(std::process::Stdio::piped())
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let config = format!(
+        "[server]\nlisten = [\"127.0.0.1:{}\"]\n[spool]\npath = \"{}/s.db\"\n",
+        free_port(),
+        h.config.display()
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("spool"));
+    let (code, err) = run_with(&h, &config);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("spool"), "{err}");
 }

@@ -77,6 +77,18 @@ async fn wait_gone(pid: i32) -> bool {
 }
 
 /// Waits (bounded) for a pid file the script writes; its number.
+/// The `TREE` script's leader (ours, so reaped before exec returned) and
+/// its grandchild (killed with the process group) are both gone.
+async fn assert_tree_gone(dir: &Path) {
+    let leader = wait_pid_file(dir.join("leader")).await;
+    let grandchild = wait_pid_file(dir.join("grandchild")).await;
+    assert_eq!(kill(Pid::from_raw(leader), None), Err(Errno::ESRCH));
+    assert!(
+        wait_gone(grandchild).await,
+        "grandchild {grandchild} survived"
+    );
+}
+
 async fn wait_pid_file(path: PathBuf) -> i32 {
     for _ in 0..1000 {
         if let Ok(text) = std::fs::read_to_string(&path) {
@@ -190,14 +202,7 @@ async fn timeout_kills_the_whole_process_group() {
     let argv = script(dir.path(), TREE);
     let out = exec(&argv, &item(""), 1, Duration::from_secs(2), never()).await;
     assert_eq!(out, Outcome::Failed("timed out after 2s".into()));
-    let leader = wait_pid_file(dir.path().join("leader")).await;
-    let grandchild = wait_pid_file(dir.path().join("grandchild")).await;
-    // The leader is ours and was reaped before exec returned.
-    assert_eq!(kill(Pid::from_raw(leader), None), Err(Errno::ESRCH));
-    assert!(
-        wait_gone(grandchild).await,
-        "grandchild {grandchild} survived"
-    );
+    assert_tree_gone(dir.path()).await;
 }
 
 #[tokio::test]
@@ -218,13 +223,7 @@ async fn sigterm_ignored_gets_sigkill_after_grace() {
     .await;
     assert_eq!(out, Outcome::Failed("timed out after 2s".into()));
     assert!(started.elapsed() >= Duration::from_secs(2) + grace);
-    let leader = wait_pid_file(dir.path().join("leader")).await;
-    let grandchild = wait_pid_file(dir.path().join("grandchild")).await;
-    assert_eq!(kill(Pid::from_raw(leader), None), Err(Errno::ESRCH));
-    assert!(
-        wait_gone(grandchild).await,
-        "grandchild {grandchild} survived"
-    );
+    assert_tree_gone(dir.path()).await;
 }
 
 #[tokio::test]
@@ -236,13 +235,7 @@ async fn cancel_stops_the_command_and_reports_cancelled() {
     };
     let out = exec(&argv, &item(""), 1, LONG, cancel).await;
     assert_eq!(out, Outcome::Cancelled);
-    let leader = wait_pid_file(dir.path().join("leader")).await;
-    let grandchild = wait_pid_file(dir.path().join("grandchild")).await;
-    assert_eq!(kill(Pid::from_raw(leader), None), Err(Errno::ESRCH));
-    assert!(
-        wait_gone(grandchild).await,
-        "grandchild {grandchild} survived"
-    );
+    assert_tree_gone(dir.path()).await;
 }
 
 #[tokio::test]
