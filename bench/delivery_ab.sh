@@ -37,24 +37,6 @@ wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/n
 
 printf '%s' "$SECRET" >"$DIR/secret"
 chmod 600 "$DIR/secret"
-config() { # spool file, upstream port
-  cat <<EOT
-[server]
-listen = ["127.0.0.1:$PORT"]
-control_socket = "$DIR/control.sock"
-[spool]
-path = "$DIR/$1"
-[shutdown]
-grace = "1s"
-[log]
-format = "plain"
-[[hook]]
-name = "gh"
-verify = { scheme = "github", secret_file = "$DIR/secret" }
-action = { forward = "http://127.0.0.1:$2/", timeout = "30s" }
-concurrency = $CONC
-EOT
-}
 open_items() {
   "$1" spool stats --json --config "$2" | python3 -c '
 import json, sys
@@ -64,7 +46,7 @@ print(sum(r["count"] for r in json.load(sys.stdin)["depth"] if r["state"] in ("p
 export BENCH_BODY="$ROOT/bench/body.json"
 BENCH_SIG="sha256=$(openssl dgst -sha256 -hmac "$SECRET" -r <"$BENCH_BODY" | cut -d' ' -f1)"
 export BENCH_SIG
-config fill.db $BLACKHOLE >"$DIR/fill.toml"
+hookd_config "$DIR" "$PORT" "$DIR/fill.db" "$BLACKHOLE" "$CONC" 30s >"$DIR/fill.toml"
 python3 "$ROOT/bench/blackhole.py" $BLACKHOLE & BH=$!; PIDS+=("$BH")
 "$1" serve --config "$DIR/fill.toml" >"$DIR/fill.log" 2>&1 & FP=$!; PIDS+=("$FP")
 wait_port $PORT
@@ -73,7 +55,7 @@ stop "$FP"
 stop "$BH"
 "$BARE" 127.0.0.1:$UPSTREAM >"$DIR/upstream.log" & PIDS+=("$!")
 wait_port $UPSTREAM
-config deliver.db $UPSTREAM >"$DIR/deliver.toml"
+hookd_config "$DIR" "$PORT" "$DIR/deliver.db" "$UPSTREAM" "$CONC" 30s >"$DIR/deliver.toml"
 for bin in "$@"; do
   rm -f "$DIR"/deliver.db*
   cp "$DIR/fill.db" "$DIR/deliver.db"

@@ -107,39 +107,14 @@ export BENCH_BODY="$BENCH/body.json"
 BENCH_SIG="sha256=$(openssl dgst -sha256 -hmac "$SECRET" -r <"$BENCH_BODY" | cut -d' ' -f1)"
 export BENCH_SIG
 
-# hookd config: $1 port, $2 spool, $3 upstream port, $4 concurrency, $5 timeout.
-hookd_config() {
-  cat <<EOF
-[server]
-listen = ["127.0.0.1:$1"]
-control_socket = "$WORK/control-$1.sock"
-
-[spool]
-path = "$2"
-
-[shutdown]
-grace = "1s"
-
-[log]
-format = "plain"
-level = "${HOOKD_LOG_LEVEL:-info}"
-
-[[hook]]
-name = "gh"
-verify = { scheme = "github", secret_file = "$WORK/secret" }
-action = { forward = "http://127.0.0.1:$3/", timeout = "$5" }
-concurrency = $4
-retry = { max_attempts = 10, backoff = "1s", max_backoff = "1m" }
-EOF
-}
 # Ingest: delivery forwards to an upstream that never answers, one at a time,
 # so it holds one item in flight and leaves ingest alone.
-hookd_config $P_HOOKD "$WORK/ingest.db" $P_BLACKHOLE 1 10m >"$WORK/ingest.toml"
-hookd_config $P_HOOKD "$WORK/empty.db" $P_BLACKHOLE 1 10m >"$WORK/empty.toml"
-hookd_config $P_HOOKD "$WORK/million.db" $P_BLACKHOLE 1 10m >"$WORK/million.toml"
-hookd_config $P_DELIVER "$WORK/deliver.db" $P_BLACKHOLE 1 10m >"$WORK/fill.toml"
-hookd_config $P_DELIVER "$WORK/deliver.db" $P_UPSTREAM 16 30s >"$WORK/deliver.toml"
-hookd_config $P_RELOAD "$WORK/reload.db" $P_UPSTREAM 4 30s >"$WORK/reload.toml"
+hookd_config "$WORK" $P_HOOKD "$WORK/ingest.db" $P_BLACKHOLE 1 10m >"$WORK/ingest.toml"
+hookd_config "$WORK" $P_HOOKD "$WORK/empty.db" $P_BLACKHOLE 1 10m >"$WORK/empty.toml"
+hookd_config "$WORK" $P_HOOKD "$WORK/million.db" $P_BLACKHOLE 1 10m >"$WORK/million.toml"
+hookd_config "$WORK" $P_DELIVER "$WORK/deliver.db" $P_BLACKHOLE 1 10m >"$WORK/fill.toml"
+hookd_config "$WORK" $P_DELIVER "$WORK/deliver.db" $P_UPSTREAM 16 30s >"$WORK/deliver.toml"
+hookd_config "$WORK" $P_RELOAD "$WORK/reload.db" $P_UPSTREAM 4 30s >"$WORK/reload.toml"
 
 # adnanh/webhook: the same HMAC check on X-Hub-Signature-256, no command
 # (execute-command "" answers, then fails the lookup without forking), and a

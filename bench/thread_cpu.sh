@@ -29,22 +29,7 @@ trap cleanup EXIT
 
 printf '%s' "$SECRET" >"$DIR/secret"
 chmod 600 "$DIR/secret"
-cat >"$DIR/hookd.toml" <<EOT
-[server]
-listen = ["127.0.0.1:$PORT"]
-control_socket = "$DIR/control.sock"
-[spool]
-path = "$DIR/spool.db"
-[shutdown]
-grace = "1s"
-[log]
-format = "plain"
-[[hook]]
-name = "gh"
-verify = { scheme = "github", secret_file = "$DIR/secret" }
-action = { forward = "http://127.0.0.1:$UPSTREAM/", timeout = "10m" }
-concurrency = 1
-EOT
+hookd_config "$DIR" "$PORT" "$DIR/spool.db" "$UPSTREAM" 1 10m >"$DIR/hookd.toml"
 python3 "$ROOT/bench/blackhole.py" $UPSTREAM & PIDS+=("$!")
 "$HOOKD" serve --config "$DIR/hookd.toml" >"$DIR/hookd.log" 2>&1 & HP=$!; PIDS+=("$HP")
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
