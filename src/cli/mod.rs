@@ -125,11 +125,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let routes = cfg
-        .load_secrets()
-        .map_err(|e| e.to_string())
-        .and_then(|s| crate::ingress::routes::Ingress::routes(&cfg, s));
-    if let Err(e) = routes {
+    if let Err(e) = crate::ingress::routes::Ingress::routes(&cfg) {
         eprintln!("hookd: {e}");
         return ExitCode::from(exit::BAD_CONFIG);
     }

@@ -47,12 +47,22 @@ impl StdListener {
 pub fn bind(addr: &ListenAddr) -> io::Result<StdListener> {
     match addr {
         ListenAddr::Tcp(a) => Ok(StdListener::Tcp(std::net::TcpListener::bind(a)?)),
-        ListenAddr::Unix(p) => bind_unix(p).map(StdListener::Unix),
+        ListenAddr::Unix(p) => bind_unix(p, false).map(StdListener::Unix),
     }
 }
 
 /// Binds a unix socket, replacing a stale socket file no one listens on.
-fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+///
+/// With `take_over` a live socket is replaced too: a hand-off successor taking
+/// the control socket's path from its predecessor (whose open connections
+/// still get their answers).
+pub fn bind_unix(path: &Path, take_over: bool) -> io::Result<UnixListener> {
+    if take_over {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
     match UnixListener::bind(path) {
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {

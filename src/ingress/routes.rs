@@ -42,11 +42,10 @@ pub struct Ingress {
 }
 
 impl Ingress {
-    /// Builds the routes of `cfg`; `secrets` is `Config::load_secrets`'s answer.
-    pub fn routes(
-        cfg: &Config,
-        secrets: Vec<Option<Vec<u8>>>,
-    ) -> Result<HashMap<String, Route>, String> {
+    /// Builds the routes of `cfg`, reading every hook's secret: the check
+    /// `serve`, `check-config` and a reload all run before they accept a config.
+    pub fn routes(cfg: &Config) -> Result<HashMap<String, Route>, String> {
+        let secrets = cfg.load_secrets().map_err(|e| e.to_string())?;
         let mut routes = HashMap::new();
         for (h, secret) in cfg.hooks.iter().map(|h| h.get_ref()).zip(secrets) {
             let verifier =

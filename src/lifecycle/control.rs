@@ -39,25 +39,17 @@ impl Bound {
     }
 }
 
-/// Binds the socket. A stale file no one listens on is replaced; a live one
-/// only when `take_over` (a hand-off successor replacing its predecessor,
-/// whose already-open connections still get their answers).
+/// Binds the socket (see `ingress::listeners::bind_unix` for what replaces
+/// an existing file) and notes which file it is, for `remove_if_ours`.
 pub fn bind(path: &Path, take_over: bool) -> std::io::Result<(Bound, UnixListener)> {
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() {
             std::fs::create_dir_all(dir)?;
         }
     }
-    if path.exists() {
-        if !take_over && std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                format!("{} is in use by a running hookd", path.display()),
-            ));
-        }
-        std::fs::remove_file(path)?;
-    }
-    let listener = UnixListener::bind(path)?;
+    let listener = crate::ingress::listeners::bind_unix(path, take_over)?;
+    listener.set_nonblocking(true)?;
+    let listener = UnixListener::from_std(listener)?;
     let m = std::fs::metadata(path)?;
     Ok((
         Bound {

@@ -102,11 +102,7 @@ async fn start(cfg: Config, origin: Origin, successor: bool) -> Result<Running, 
             format!("cannot install signal handlers: {e}"),
         )
     })?;
-    let secrets = cfg
-        .load_secrets()
-        .map_err(|e| StartError::new(exit::BAD_CONFIG, e.to_string()))?;
-    let routes =
-        Ingress::routes(&cfg, secrets).map_err(|e| StartError::new(exit::BAD_CONFIG, e))?;
+    let routes = Ingress::routes(&cfg).map_err(|e| StartError::new(exit::BAD_CONFIG, e))?;
     let chosen = sockets::choose(&cfg, origin.inherited)?;
     if chosen.is_empty() {
         return Err(StartError::new(
@@ -351,8 +347,7 @@ async fn reload(r: &Running) -> Result<u32, String> {
     notify::reloading("reloading: starting a new instance");
     tracing::info!(hookd_event = "reload_start", config = %r.d.cfg.source.display(), binary = %r.relaunch.exe.display(), "reload: checking the config and starting a new instance");
     let cfg = Config::load(&r.d.cfg.source).map_err(|e| e.to_string())?;
-    let secrets = cfg.load_secrets().map_err(|e| e.to_string())?;
-    Ingress::routes(&cfg, secrets)?;
+    Ingress::routes(&cfg)?;
     let successor = handoff::start_successor(&r.relaunch, &r.passed, HANDOFF_TIMEOUT).await?;
     let pid = successor.pid;
     tracing::info!(
