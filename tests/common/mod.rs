@@ -3,7 +3,7 @@
 //! socket, and run a real upstream server. Every wait has a deadline.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -393,24 +393,27 @@ pub fn write_request(
     s.flush()
 }
 
-pub fn read_response(r: &mut impl BufRead) -> std::io::Result<Response> {
-    let mut line = String::new();
-    if r.read_line(&mut line)? == 0 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "connection closed before a response",
-        ));
+/// An HTTP/1 message: start line, headers, body.
+type Message = (String, Vec<(String, String)>, Vec<u8>);
+
+/// Reads one HTTP/1 message whose body has a Content-Length.
+/// `None` when the peer closed before a start line.
+fn read_message(r: &mut impl BufRead) -> std::io::Result<Option<Message>> {
+    let mut start = String::new();
+    if r.read_line(&mut start)? == 0 {
+        return Ok(None);
     }
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
     let mut headers = Vec::new();
     let mut len = 0usize;
+    let mut line = String::new();
     loop {
         line.clear();
-        r.read_line(&mut line)?;
+        if r.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed inside the headers",
+            ));
+        }
         let l = line.trim_end();
         if l.is_empty() {
             break;
@@ -424,6 +427,21 @@ pub fn read_response(r: &mut impl BufRead) -> std::io::Result<Response> {
     }
     let mut body = vec![0; len];
     r.read_exact(&mut body)?;
+    Ok(Some((start, headers, body)))
+}
+
+pub fn read_response(r: &mut impl BufRead) -> std::io::Result<Response> {
+    let Some((line, headers, body)) = read_message(r)? else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed before a response",
+        ));
+    };
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
     Ok(Response {
         status,
         headers,
@@ -502,32 +520,9 @@ fn serve_upstream(s: TcpStream, got: Arc<Mutex<Vec<Received>>>, behaviour: Behav
     };
     let mut r = BufReader::new(s);
     loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
+        let Ok(Some((_, headers, body))) = read_message(&mut r) else {
             return;
-        }
-        let mut headers = Vec::new();
-        let mut len = 0usize;
-        loop {
-            let mut h = String::new();
-            if r.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((n, v)) = h.split_once(':') {
-                if n.eq_ignore_ascii_case("content-length") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                headers.push((n.to_string(), v.trim().to_string()));
-            }
-        }
-        let mut body = vec![0; len];
-        if r.read_exact(&mut body).is_err() {
-            return;
-        }
+        };
         let rec = Received {
             at: Instant::now(),
             headers,
