@@ -23,7 +23,7 @@ rm -f "$DIR"/spool.db*
 source "$(dirname "$0")/lib.sh"
 cleanup() {
   stop_all
-  rm -rf "$DIR"
+  [[ -n "${KEEP:-}" ]] || rm -rf "$DIR"
 }
 trap cleanup EXIT
 

@@ -11,6 +11,7 @@ use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtensio
 use serde::Serialize;
 
 use super::codec::{from_ms, item_from_row, ms_ago, now_ms, ITEM_COLUMNS};
+use super::counts::Deltas;
 use super::instances::is_alive;
 use super::writer::depth;
 use super::{schema, DepthRow, Item, ItemState, SpoolError};
@@ -156,41 +157,78 @@ impl Admin {
             .ok_or(SpoolError::NotFound(id))
     }
 
+    /// Runs `change` in one immediate transaction, with the item counts it
+    /// reports written before the commit.
+    fn write<T>(
+        &self,
+        change: impl FnOnce(&mut Deltas) -> Result<T, SpoolError>,
+    ) -> Result<T, SpoolError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let mut counts = Deltas::default();
+        let result = change(&mut counts).and_then(|v| {
+            counts.apply(&self.conn)?;
+            self.conn.execute_batch("COMMIT")?;
+            Ok(v)
+        });
+        if result.is_err() && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        result
+    }
+
     /// Makes a dead or pending item pending and due now, attempts reset to
     /// 0. Leased and done items are refused (a worker has it, or it is
     /// delivered). A running daemon sees it on its next claim.
     pub fn retry(&self, id: i64) -> Result<(), SpoolError> {
-        let now = now_ms();
-        let changed = self.conn.execute(
-            "UPDATE items SET state = 'pending', attempts = 0, next_attempt = ?2, \
-             updated_at = ?2 WHERE id = ?1 AND state IN ('dead', 'pending')",
-            params![id, now],
-        )?;
-        if changed == 1 {
-            return Ok(());
-        }
-        let state: Option<ItemState> = self
-            .conn
-            .query_row("SELECT state FROM items WHERE id = ?1", [id], |r| r.get(0))
-            .optional()?;
-        match state {
-            None => Err(SpoolError::NotFound(id)),
-            Some(state) => Err(SpoolError::Other(format!(
-                "item {id} is {}: only dead or pending items can be retried",
-                state.as_str()
-            ))),
-        }
+        self.write(|counts| {
+            let found: Option<(String, ItemState)> = self
+                .conn
+                .query_row("SELECT hook, state FROM items WHERE id = ?1", [id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            let Some((hook, state)) = found else {
+                return Err(SpoolError::NotFound(id));
+            };
+            if !matches!(state, ItemState::Dead | ItemState::Pending) {
+                return Err(SpoolError::Other(format!(
+                    "item {id} is {}: only dead or pending items can be retried",
+                    state.as_str()
+                )));
+            }
+            let now = now_ms();
+            self.conn.execute(
+                "UPDATE items SET state = 'pending', attempts = 0, next_attempt = ?2, \
+                 updated_at = ?2 WHERE id = ?1",
+                params![id, now],
+            )?;
+            counts.moved(&hook, state, ItemState::Pending, 1);
+            Ok(())
+        })
     }
 
     /// [`Admin::retry`] for every dead item (of `hook`, if given); returns
     /// how many.
     pub fn retry_dead(&self, hook: Option<&str>) -> Result<u64, SpoolError> {
-        let n = self.conn.execute(
-            "UPDATE items SET state = 'pending', attempts = 0, next_attempt = ?1, \
-             updated_at = ?1 WHERE state = 'dead' AND (?2 IS NULL OR hook = ?2)",
-            params![now_ms(), hook],
-        )?;
-        Ok(n as u64)
+        self.write(|counts| {
+            let mut stmt = self.conn.prepare(
+                "UPDATE items SET state = 'pending', attempts = 0, next_attempt = ?1, \
+                 updated_at = ?1 WHERE state = 'dead' AND (?2 IS NULL OR hook = ?2) \
+                 RETURNING hook",
+            )?;
+            let mut rows = stmt.query(params![now_ms(), hook])?;
+            let mut n = 0;
+            while let Some(row) = rows.next()? {
+                counts.moved(
+                    &row.get::<_, String>(0)?,
+                    ItemState::Dead,
+                    ItemState::Pending,
+                    1,
+                );
+                n += 1;
+            }
+            Ok(n)
+        })
     }
 
     /// Deletes done or dead items (last changed more than `older_than` ago,
@@ -201,11 +239,11 @@ impl Admin {
         let sql = match state {
             ItemState::Done => {
                 "DELETE FROM items WHERE id IN (SELECT id FROM items \
-                 WHERE state = 'done' AND updated_at < ?1 LIMIT ?2)"
+                 WHERE state = 'done' AND updated_at < ?1 LIMIT ?2) RETURNING hook"
             }
             ItemState::Dead => {
                 "DELETE FROM items WHERE id IN (SELECT id FROM items \
-                 WHERE state = 'dead' AND updated_at < ?1 LIMIT ?2)"
+                 WHERE state = 'dead' AND updated_at < ?1 LIMIT ?2) RETURNING hook"
             }
             other => {
                 return Err(SpoolError::Other(format!(
@@ -217,9 +255,18 @@ impl Admin {
         let cutoff = older_than.map_or(i64::MAX, ms_ago);
         let mut total = 0u64;
         loop {
-            let n = self.conn.execute(sql, params![cutoff, PURGE_CHUNK])?;
+            let n = self.write(|counts| {
+                let mut stmt = self.conn.prepare_cached(sql)?;
+                let mut rows = stmt.query(params![cutoff, PURGE_CHUNK])?;
+                let mut n = 0i64;
+                while let Some(row) = rows.next()? {
+                    counts.add(&row.get::<_, String>(0)?, state, -1);
+                    n += 1;
+                }
+                Ok(n)
+            })?;
             total += n as u64;
-            if (n as i64) < PURGE_CHUNK {
+            if n < PURGE_CHUNK {
                 return Ok(total);
             }
         }

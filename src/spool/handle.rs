@@ -69,8 +69,11 @@ impl Spool {
         let context =
             |e: SpoolError| SpoolError::Other(format!("cannot open spool {}: {e}", path.display()));
         let conn = schema::open_rw(&path).map_err(context)?;
-        schema::migrate(&conn).map_err(context)?;
+        let found = schema::migrate(&conn).map_err(context)?;
         let released = instances::register(&conn, &opts.instance_id).map_err(context)?;
+        // A v1 hookd still running (an upgrade's hand-off) changes states
+        // without counting them: recount once it has gone.
+        let recount_when_alone = found == 1 && released.live_instances > 0;
         if released.leases > 0 || released.dead_instances > 0 {
             tracing::info!(
                 leases = released.leases,
@@ -87,6 +90,8 @@ impl Spool {
             arrivals: arrivals.clone(),
             sync_full: true,
             checkpointer: Some(Checkpointer::start(path.clone())?),
+            recount_when_alone,
+            peers_checked: std::time::Instant::now(),
         };
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -191,7 +196,7 @@ impl Spool {
     }
 
     /// Item counts by hook and state (states with no items are left out).
-    /// Reads a trigger-kept counter table: cheap at any spool size.
+    /// Reads a counter table kept with every change: cheap at any spool size.
     pub async fn depth(&self) -> Result<Vec<DepthRow>, SpoolError> {
         self.call(Cmd::Depth).await
     }

@@ -6,7 +6,8 @@ use nix::unistd::Pid;
 use rusqlite::{params, Connection};
 
 use super::codec::now_ms;
-use super::SpoolError;
+use super::counts::Deltas;
+use super::{ItemState, SpoolError};
 
 /// Start time of `pid` in clock ticks since boot (/proc/<pid>/stat field 22).
 /// With the pid it names one process start: a reused pid has another.
@@ -43,14 +44,35 @@ pub(crate) fn is_alive(pid: i64, start_time: Option<i64>) -> bool {
 pub(crate) struct Released {
     pub dead_instances: u64,
     pub leases: u64,
+    /// Other instances that still run (a hand-off partner).
+    pub live_instances: u64,
 }
 
 const RELEASE_OWNER: &str = "UPDATE items SET state = 'pending', lease_owner = NULL, \
-     lease_expiry = NULL, updated_at = ?2 WHERE state = 'leased' AND lease_owner = ?1";
+     lease_expiry = NULL, updated_at = ?2 WHERE state = 'leased' AND lease_owner = ?1 \
+     RETURNING hook";
 
 pub(crate) const RELEASE_ORPHANS: &str = "UPDATE items SET state = 'pending', lease_owner = NULL, \
      lease_expiry = NULL, updated_at = ?1 WHERE state = 'leased' \
-     AND lease_owner NOT IN (SELECT id FROM instances)";
+     AND lease_owner NOT IN (SELECT id FROM instances) RETURNING hook";
+
+/// Runs a lease release that returns each released item's hook; counts them.
+fn release(
+    conn: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+    counts: &mut Deltas,
+) -> rusqlite::Result<u64> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(args)?;
+    let mut n = 0;
+    while let Some(row) = rows.next()? {
+        let hook: String = row.get(0)?;
+        counts.moved(&hook, ItemState::Leased, ItemState::Pending, 1);
+        n += 1;
+    }
+    Ok(n)
+}
 
 /// Registers `instance_id` as this process, unregisters every instance whose
 /// process is gone and hands their leases back (leased → pending, attempts
@@ -65,6 +87,7 @@ pub(crate) fn register(conn: &Connection, instance_id: &str) -> Result<Released,
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let result = (|| {
         let now = now_ms();
+        let mut counts = Deltas::default();
         conn.execute(
             "INSERT OR REPLACE INTO instances (id, pid, start_time, started_at) \
              VALUES (?1, ?2, ?3, ?4)",
@@ -77,13 +100,15 @@ pub(crate) fn register(conn: &Connection, instance_id: &str) -> Result<Released,
         let mut released = Released::default();
         for (id, pid, start_time) in others {
             if is_alive(pid, start_time) {
+                released.live_instances += 1;
                 continue;
             }
-            released.leases += conn.execute(RELEASE_OWNER, params![id, now])? as u64;
+            released.leases += release(conn, RELEASE_OWNER, params![id, now], &mut counts)?;
             conn.execute("DELETE FROM instances WHERE id = ?1", [&id])?;
             released.dead_instances += 1;
         }
-        released.leases += conn.execute(RELEASE_ORPHANS, [now])? as u64;
+        released.leases += release(conn, RELEASE_ORPHANS, [now], &mut counts)?;
+        counts.apply(conn)?;
         Ok(released)
     })();
     match result {
@@ -102,7 +127,9 @@ pub(crate) fn register(conn: &Connection, instance_id: &str) -> Result<Released,
 pub(crate) fn unregister(conn: &Connection, instance_id: &str) -> Result<u64, SpoolError> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let result = (|| {
-        let n = conn.execute(RELEASE_OWNER, params![instance_id, now_ms()])? as u64;
+        let mut counts = Deltas::default();
+        let n = release_owner(conn, instance_id, &mut counts)?;
+        counts.apply(conn)?;
         conn.execute("DELETE FROM instances WHERE id = ?1", [instance_id])?;
         Ok(n)
     })();
@@ -119,10 +146,21 @@ pub(crate) fn unregister(conn: &Connection, instance_id: &str) -> Result<u64, Sp
 }
 
 /// Releases leases held by `owner`; shared with the writer's release_all_mine.
-pub(crate) fn release_owner(conn: &Connection, owner: &str) -> rusqlite::Result<u64> {
-    Ok(conn
-        .prepare_cached(RELEASE_OWNER)?
-        .execute(params![owner, now_ms()])? as u64)
+pub(crate) fn release_owner(
+    conn: &Connection,
+    owner: &str,
+    counts: &mut Deltas,
+) -> rusqlite::Result<u64> {
+    release(conn, RELEASE_OWNER, params![owner, now_ms()], counts)
+}
+
+/// Whether an instance other than `me` is registered and still runs.
+pub(crate) fn others_alive(conn: &Connection, me: &str) -> rusqlite::Result<bool> {
+    let mut stmt = conn.prepare_cached("SELECT pid, start_time FROM instances WHERE id <> ?1")?;
+    let others: Vec<(i64, Option<i64>)> = stmt
+        .query_map([me], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    Ok(others.into_iter().any(|(pid, start)| is_alive(pid, start)))
 }
 
 #[cfg(test)]

@@ -6,11 +6,13 @@
 //!
 //! Files: `handle.rs` ([`Spool`]), `writer.rs` (the group-commit thread and
 //! the hot SQL), `schema.rs` (settings, migrations), `instances.rs` (who holds
-//! leases), `admin.rs` ([`Admin`] for the CLI), `codec.rs` (column encodings).
+//! leases), `admin.rs` ([`Admin`] for the CLI), `codec.rs` (column encodings),
+//! `counts.rs` (items by hook and state), `checkpoint.rs` (WAL checkpoints).
 
 mod admin;
 mod checkpoint;
 mod codec;
+mod counts;
 mod handle;
 mod instances;
 mod schema;

@@ -12,7 +12,7 @@ use super::SpoolError;
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Migration `i` takes the schema from version `i` to `i + 1`. Append only.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // v1
     r#"
     CREATE TABLE items (
@@ -72,6 +72,15 @@ const MIGRATIONS: &[&str] = &[
         started_at INTEGER NOT NULL
     );
     "#,
+    // v2: the code keeps item_counts (counts.rs); triggers cost every write.
+    r#"
+    DROP TRIGGER items_count_insert;
+    DROP TRIGGER items_count_delete;
+    DROP TRIGGER items_count_update;
+    DELETE FROM item_counts;
+    INSERT INTO item_counts (hook, state, n)
+        SELECT hook, state, count(*) FROM items GROUP BY hook, state;
+    "#,
 ];
 
 /// Schema version this build writes and understands.
@@ -105,15 +114,16 @@ fn too_new(found: u32) -> SpoolError {
 }
 
 /// Brings the schema to [`SCHEMA_VERSION`] inside one immediate transaction,
-/// so two processes opening at once migrate exactly once.
-pub(crate) fn migrate(conn: &Connection) -> Result<(), SpoolError> {
+/// so two processes opening at once migrate exactly once. Returns the
+/// version found (0 for a new file).
+pub(crate) fn migrate(conn: &Connection) -> Result<u32, SpoolError> {
     // Cheap check first: an up-to-date spool takes no write lock here.
     let found = user_version(conn)?;
     if found > SCHEMA_VERSION {
         return Err(too_new(found));
     }
     if found == SCHEMA_VERSION {
-        return Ok(());
+        return Ok(found);
     }
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let result = (|| {
@@ -125,10 +135,13 @@ pub(crate) fn migrate(conn: &Connection) -> Result<(), SpoolError> {
             conn.execute_batch(sql)?;
             conn.pragma_update(None, "user_version", i as i64 + 1)?;
         }
-        Ok(())
+        Ok(found)
     })();
     match result {
-        Ok(()) => conn.execute_batch("COMMIT").map_err(SpoolError::from),
+        Ok(found) => {
+            conn.execute_batch("COMMIT")?;
+            Ok(found)
+        }
         Err(e) => {
             let _ = conn.execute_batch("ROLLBACK");
             Err(e)

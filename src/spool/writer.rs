@@ -20,8 +20,11 @@ use tokio::sync::{oneshot, Notify};
 
 use super::checkpoint::Checkpointer;
 use super::codec::{dup_error, encode_headers, from_ms, item_from_row, ms_ago, now_ms, to_ms};
+use super::counts::{self, Deltas};
 use super::instances;
-use super::{ClaimRequest, CommitObserver, DepthRow, Enqueued, Item, NewItem, SpoolError};
+use super::{
+    ClaimRequest, CommitObserver, DepthRow, Enqueued, Item, ItemState, NewItem, SpoolError,
+};
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, SpoolError>>;
 
@@ -31,6 +34,17 @@ pub(crate) enum Finish {
     RetryLater { next_attempt: i64, error: String },
     Dead { error: String },
     Release,
+}
+
+impl Finish {
+    /// The state the item is in afterwards.
+    fn state(&self) -> ItemState {
+        match self {
+            Finish::Complete => ItemState::Done,
+            Finish::RetryLater { .. } | Finish::Release => ItemState::Pending,
+            Finish::Dead { .. } => ItemState::Dead,
+        }
+    }
 }
 
 pub(crate) enum Cmd {
@@ -66,7 +80,15 @@ pub(crate) struct Writer {
     pub sync_full: bool,
     /// Runs the WAL checkpoints this connection no longer runs itself.
     pub checkpointer: Option<Checkpointer>,
+    /// This process migrated the spool from v1 while another hookd ran: that
+    /// one changes states without counting (v1 counted with triggers), so
+    /// recount once it is gone.
+    pub recount_when_alone: bool,
+    pub peers_checked: Instant,
 }
+
+/// How often a writer waiting to recount looks for the other instances.
+const PEER_CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// An executed command's answer, sent once the batch's fate is known:
 /// `None` = committed, `Some(e)` = the batch failed with `e`.
@@ -81,6 +103,8 @@ struct Batch {
     lost: Option<SpoolError>,
     /// Something became claimable sooner: delivery should look again.
     wake: bool,
+    /// What the batch's commands owe `item_counts`, written before COMMIT.
+    counts: Deltas,
 }
 
 impl Batch {
@@ -121,6 +145,9 @@ impl Writer {
                 }
             }
             self.run_batch(batch, &mut closing);
+            if self.recount_when_alone && self.peers_checked.elapsed() >= PEER_CHECK_EVERY {
+                self.recount_if_alone();
+            }
         }
         // Commands sent after Close are dropped with the channel: their
         // callers see `SpoolError::Closed`.
@@ -128,6 +155,36 @@ impl Writer {
         self.shutdown();
         if let Some(done) = closing {
             let _ = done.send(());
+        }
+    }
+
+    /// Rebuilds `item_counts` once no other instance runs (see
+    /// `recount_when_alone`), in a transaction of its own.
+    fn recount_if_alone(&mut self) {
+        self.peers_checked = Instant::now();
+        let result = (|| -> Result<bool, SpoolError> {
+            if instances::others_alive(&self.conn, &self.instance_id)? {
+                return Ok(false);
+            }
+            self.set_sync_full(true)?;
+            self.exec_sql("BEGIN IMMEDIATE")?;
+            let done = counts::recount(&self.conn).map_err(SpoolError::from);
+            match done {
+                Ok(()) => self.exec_sql("COMMIT")?,
+                Err(e) => {
+                    let _ = self.exec_sql("ROLLBACK");
+                    return Err(e);
+                }
+            }
+            Ok(true)
+        })();
+        match result {
+            Ok(false) => {}
+            Ok(true) => {
+                self.recount_when_alone = false;
+                tracing::info!("spool: item counts rebuilt after the schema-1 hookd left");
+            }
+            Err(e) => tracing::warn!(error = %e, "spool: cannot rebuild item counts; trying again"),
         }
     }
 
@@ -161,6 +218,7 @@ impl Writer {
             in_tx: cmds.iter().any(Cmd::writes),
             lost: None,
             wake: false,
+            counts: Deltas::default(),
         };
         if batch.in_tx {
             let durable = cmds.iter().any(|c| matches!(c, Cmd::Enqueue(..)));
@@ -190,7 +248,12 @@ impl Writer {
             }
             Some(e)
         } else {
-            match self.exec_sql("COMMIT") {
+            let counted = if batch.counts.is_empty() {
+                Ok(())
+            } else {
+                batch.counts.apply(&self.conn).map_err(SpoolError::from)
+            };
+            match counted.and_then(|()| self.exec_sql("COMMIT")) {
                 Ok(()) => {
                     if let Some(observe) = &self.on_commit {
                         observe(started.elapsed(), count);
@@ -254,22 +317,42 @@ impl Writer {
         match cmd {
             Cmd::Enqueue(item, reply) => {
                 let res = self.enqueue(&item);
-                batch.wake |= matches!(res, Ok(Enqueued::New(_)));
+                if matches!(res, Ok(Enqueued::New(_))) {
+                    batch.wake = true;
+                    batch.counts.add(&item.hook, ItemState::Pending, 1);
+                }
                 batch.settle(&self.conn, reply, res);
             }
             Cmd::Claim(req, reply) => {
-                let res = self.claim(&req);
+                let res = self.claim(&req).map(|(items, from_pending)| {
+                    batch.counts.moved(
+                        &req.hook,
+                        ItemState::Pending,
+                        ItemState::Leased,
+                        from_pending,
+                    );
+                    items
+                });
                 batch.settle(&self.conn, reply, res);
             }
             Cmd::Finish(id, how, reply) => {
-                let res = self.finish(id, how);
-                batch.wake |= matches!(res, Ok(true));
-                batch.settle(&self.conn, reply, res.map(|_| ()));
+                let to = how.state();
+                let res = self.finish(id, how).map(|hook| {
+                    if let Some(hook) = hook {
+                        batch.wake = true;
+                        batch.counts.moved(&hook, ItemState::Leased, to, 1);
+                    }
+                });
+                batch.settle(&self.conn, reply, res);
             }
             Cmd::ReleaseAllMine(reply) => {
-                let res = instances::release_owner(&self.conn, &self.instance_id)
+                let mut counts = Deltas::default();
+                let res = instances::release_owner(&self.conn, &self.instance_id, &mut counts)
                     .map_err(SpoolError::from);
-                batch.wake |= matches!(res, Ok(n) if n > 0);
+                if let Ok(n) = res {
+                    batch.wake |= n > 0;
+                    batch.counts.absorb(counts);
+                }
                 batch.settle(&self.conn, reply, res);
             }
             Cmd::PurgeDone {
@@ -277,7 +360,11 @@ impl Writer {
                 limit,
                 reply,
             } => {
-                let res = self.purge_done(older_than, limit);
+                let mut counts = Deltas::default();
+                let res = self.purge_done(older_than, limit, &mut counts);
+                if res.is_ok() {
+                    batch.counts.absorb(counts);
+                }
                 batch.settle(&self.conn, reply, res);
             }
             Cmd::Depth(reply) => {
@@ -316,10 +403,11 @@ impl Writer {
     }
 
     /// Claims in a savepoint: it has several statements, and a failure
-    /// half-way must not leave leases nobody was told about.
-    fn claim(&self, req: &ClaimRequest) -> Result<Vec<Item>, SpoolError> {
+    /// half-way must not leave leases nobody was told about. Returns the
+    /// items and how many of them were pending (the others' leases expired).
+    fn claim(&self, req: &ClaimRequest) -> Result<(Vec<Item>, i64), SpoolError> {
         if req.max == 0 {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), 0));
         }
         self.exec_sql("SAVEPOINT claim")?;
         match self.claim_inner(req) {
@@ -335,13 +423,18 @@ impl Writer {
         }
     }
 
-    fn claim_inner(&self, req: &ClaimRequest) -> Result<Vec<Item>, SpoolError> {
+    fn claim_inner(&self, req: &ClaimRequest) -> Result<(Vec<Item>, i64), SpoolError> {
         let now = now_ms();
         let lease_ms = i64::try_from(req.lease.as_millis()).unwrap_or(i64::MAX);
         let expiry = now.saturating_add(lease_ms);
         let max = i64::try_from(req.max).unwrap_or(i64::MAX);
+        let mut from_pending = 0;
         let ids: Vec<i64> = if req.ordered {
-            self.ordered_head(&req.hook, now)?.into_iter().collect()
+            let head = self.ordered_head(&req.hook, now)?;
+            if let Some((_, ItemState::Pending)) = head {
+                from_pending = 1;
+            }
+            head.map(|(id, _)| id).into_iter().collect()
         } else {
             // Expired leases first: they are older work a crashed or slow
             // worker left behind. Then pending items in due order.
@@ -355,6 +448,7 @@ impl Writer {
                 let mut stmt = self.conn.prepare_cached(sql::DUE_PENDING)?;
                 for id in stmt.query_map(params![req.hook, now, room], |r| r.get(0))? {
                     ids.push(id?);
+                    from_pending += 1;
                 }
             }
             ids
@@ -366,12 +460,12 @@ impl Writer {
                 lease.query_row(params![id, self.instance_id, expiry, now], item_from_row)?;
             items.push(item);
         }
-        Ok(items)
+        Ok((items, from_pending))
     }
 
-    /// The hook's oldest unfinished item, if it may be claimed now: no item
-    /// of the hook under a live lease, and the head is due.
-    fn ordered_head(&self, hook: &str, now: i64) -> Result<Option<i64>, SpoolError> {
+    /// The hook's oldest unfinished item and its state, if it may be claimed
+    /// now: no item of the hook under a live lease, and the head is due.
+    fn ordered_head(&self, hook: &str, now: i64) -> Result<Option<(i64, ItemState)>, SpoolError> {
         let live: Option<i64> = self
             .conn
             .prepare_cached(sql::LIVE_LEASE)?
@@ -380,57 +474,68 @@ impl Writer {
         if live.is_some() {
             return Ok(None);
         }
-        let head: Option<(i64, String, i64)> = self
+        let head: Option<(i64, ItemState, i64)> = self
             .conn
             .prepare_cached(sql::ORDERED_HEAD)?
             .query_row([hook], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?;
         Ok(match head {
             // Leased but no live lease: its lease expired.
-            Some((id, state, _)) if state == "leased" => Some(id),
-            Some((id, _, next_attempt)) if next_attempt <= now => Some(id),
+            Some((id, ItemState::Leased, _)) => Some((id, ItemState::Leased)),
+            Some((id, state, next_attempt)) if next_attempt <= now => Some((id, state)),
             _ => None,
         })
     }
 
-    /// Ends this instance's lease on `id`; `Ok(false)` when it held none
-    /// (lease lost to expiry and another claim, or item gone).
-    fn finish(&self, id: i64, how: Finish) -> Result<bool, SpoolError> {
+    /// Ends this instance's lease on `id` and returns the item's hook;
+    /// `Ok(None)` when it held none (lease lost to expiry and another
+    /// claim, or item gone).
+    fn finish(&self, id: i64, how: Finish) -> Result<Option<String>, SpoolError> {
         let now = now_ms();
         let me = &self.instance_id;
-        let changed = match how {
+        let hook = |r: &rusqlite::Row<'_>| r.get::<_, String>(0);
+        let hook = match how {
             Finish::Complete => self
                 .conn
                 .prepare_cached(sql::COMPLETE)?
-                .execute(params![id, me, now])?,
+                .query_row(params![id, me, now], hook),
             Finish::RetryLater {
                 next_attempt,
                 error,
             } => self
                 .conn
                 .prepare_cached(sql::RETRY_LATER)?
-                .execute(params![id, me, now, next_attempt, error])?,
+                .query_row(params![id, me, now, next_attempt, error], hook),
             Finish::Dead { error } => self
                 .conn
                 .prepare_cached(sql::MARK_DEAD)?
-                .execute(params![id, me, now, error])?,
+                .query_row(params![id, me, now, error], hook),
             Finish::Release => self
                 .conn
                 .prepare_cached(sql::RELEASE)?
-                .execute(params![id, me, now])?,
-        };
-        if changed == 0 {
+                .query_row(params![id, me, now], hook),
+        }
+        .optional()?;
+        if hook.is_none() {
             tracing::debug!(id, "spool: no lease of ours on item; nothing changed");
         }
-        Ok(changed > 0)
+        Ok(hook)
     }
 
-    fn purge_done(&self, older_than: Duration, limit: u32) -> Result<u64, SpoolError> {
-        let n = self
-            .conn
-            .prepare_cached(sql::PURGE_DONE)?
-            .execute(params![ms_ago(older_than), limit])?;
-        Ok(n as u64)
+    fn purge_done(
+        &self,
+        older_than: Duration,
+        limit: u32,
+        counts: &mut Deltas,
+    ) -> Result<u64, SpoolError> {
+        let mut stmt = self.conn.prepare_cached(sql::PURGE_DONE)?;
+        let mut rows = stmt.query(params![ms_ago(older_than), limit])?;
+        let mut n = 0;
+        while let Some(row) = rows.next()? {
+            counts.add(&row.get::<_, String>(0)?, ItemState::Done, -1);
+            n += 1;
+        }
+        Ok(n)
     }
 
     fn depth(&self) -> Result<Vec<DepthRow>, SpoolError> {
@@ -455,7 +560,7 @@ impl Writer {
     }
 }
 
-/// Counts by hook and state, from the trigger-kept table (no row scan).
+/// Counts by hook and state, from the counter table (no row scan).
 pub(crate) fn depth(conn: &Connection) -> Result<Vec<DepthRow>, SpoolError> {
     let mut stmt = conn.prepare_cached(sql::DEPTH)?;
     let rows = stmt.query_map([], |r| {
@@ -489,18 +594,22 @@ pub(crate) mod sql {
          attempts, next_attempt, last_error, lease_owner, lease_expiry";
     pub const COMPLETE: &str = "UPDATE items SET state = 'done', attempts = attempts + 1, \
          lease_owner = NULL, lease_expiry = NULL, updated_at = ?3 \
-         WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2";
+         WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2 \
+         RETURNING hook";
     pub const RETRY_LATER: &str = "UPDATE items SET state = 'pending', attempts = attempts + 1, \
          next_attempt = ?4, last_error = ?5, lease_owner = NULL, lease_expiry = NULL, \
-         updated_at = ?3 WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2";
+         updated_at = ?3 WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2 \
+         RETURNING hook";
     pub const MARK_DEAD: &str = "UPDATE items SET state = 'dead', attempts = attempts + 1, \
          last_error = ?4, lease_owner = NULL, lease_expiry = NULL, updated_at = ?3 \
-         WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2";
+         WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2 \
+         RETURNING hook";
     pub const RELEASE: &str = "UPDATE items SET state = 'pending', lease_owner = NULL, \
          lease_expiry = NULL, updated_at = ?3 \
-         WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2";
+         WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2 \
+         RETURNING hook";
     pub const PURGE_DONE: &str = "DELETE FROM items WHERE id IN (SELECT id FROM items \
-         WHERE state = 'done' AND updated_at < ?1 LIMIT ?2)";
+         WHERE state = 'done' AND updated_at < ?1 LIMIT ?2) RETURNING hook";
     pub const DEPTH: &str =
         "SELECT hook, state, n FROM item_counts WHERE n > 0 ORDER BY hook, state";
     pub const NEXT_PENDING: &str = "SELECT MIN(next_attempt) FROM items \

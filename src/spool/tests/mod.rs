@@ -76,7 +76,7 @@ fn raw(dir: &Path) -> rusqlite::Connection {
     conn
 }
 
-/// The trigger-kept counters agree with the rows themselves.
+/// The counters agree with the rows themselves.
 fn assert_counts_match_rows(dir: &Path) {
     let conn = raw(dir);
     let query = |sql: &str| -> Vec<(String, String, i64)> {

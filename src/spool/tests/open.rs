@@ -40,6 +40,8 @@ fn lease_to(conn: &rusqlite::Connection, id: i64, owner: &str) {
         params![id, owner, expiry],
     )
     .unwrap();
+    // Raw SQL keeps no counts.
+    crate::spool::counts::recount(conn).unwrap();
 }
 
 fn state_and_owner(conn: &rusqlite::Connection, id: i64) -> (String, Option<String>, i64) {
@@ -184,4 +186,74 @@ fn hot_queries_search_indexes() {
             assert!(!sorts, "sort in {stmt}: {plan:?}");
         }
     }
+}
+
+/// A schema-1 spool (counts kept by triggers) with items in three states,
+/// a running schema-1 partner holding one lease, opened by this build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_spool_migrates_and_recounts_once_its_v1_partner_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = rusqlite::Connection::open(spool_path(dir.path())).unwrap();
+    conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
+    conn.pragma_update(None, "user_version", 1).unwrap();
+    conn.execute_batch(
+        "INSERT INTO items (hook, received_at, headers, body, state, next_attempt, updated_at) \
+         VALUES ('a', 0, x'', x'', 'pending', 0, 0), ('a', 0, x'', x'', 'done', 0, 0), \
+                ('b', 0, x'', x'', 'dead', 0, 0), ('b', 0, x'', x'', 'pending', 0, 0)",
+    )
+    .unwrap();
+    let me = i64::from(std::process::id());
+    let my_start = proc_start_time(me as i32).unwrap() as i64;
+    add_instance(&conn, "v1-partner", me, Some(my_start));
+    // The triggers count this lease: rows and counters agree before the upgrade.
+    conn.execute(
+        "UPDATE items SET state = 'leased', lease_owner = 'v1-partner', lease_expiry = ?1 \
+         WHERE id = 4",
+        [crate::spool::codec::now_ms() + 3_600_000],
+    )
+    .unwrap();
+    assert_counts_match_rows(dir.path());
+
+    let spool = open(dir.path(), "v2");
+    assert_eq!(schema::user_version(&conn).unwrap(), SCHEMA_VERSION);
+    let triggers: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'trigger'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(triggers, 0);
+    assert_counts_match_rows(dir.path());
+
+    // The partner finishes its delivery as schema-1 code does: no count.
+    conn.execute(
+        "UPDATE items SET state = 'done', lease_owner = NULL, lease_expiry = NULL \
+         WHERE id = 4",
+        [],
+    )
+    .unwrap();
+    conn.execute("DELETE FROM instances WHERE id = 'v1-partner'", [])
+        .unwrap();
+    // The writer looks for its partner between commits, every 2 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        spool.depth().await.unwrap();
+        let leased_b = spool
+            .depth()
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.hook == "b" && r.state == crate::spool::ItemState::Leased);
+        if !leased_b {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "counts not rebuilt in 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_counts_match_rows(dir.path());
+    spool.close().await;
 }

@@ -307,6 +307,7 @@ async fn purge_done_removes_only_old_done_items() {
          SELECT 'bulk', 0, x'', x'', 'done', 0, 0 FROM n",
     )
     .unwrap();
+    crate::spool::counts::recount(&conn).unwrap();
     assert_eq!(
         spool.purge_done(Duration::from_secs(60)).await.unwrap(),
         4500

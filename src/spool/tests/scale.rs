@@ -30,6 +30,7 @@ async fn startup_with_a_million_pending_items() {
             [ROWS],
         )
         .unwrap();
+        crate::spool::counts::recount(&conn).unwrap();
     }
     let generated = started.elapsed();
 
