@@ -147,7 +147,10 @@ STARTUP_EMPTY_RSS=$(sed -n 's/^STARTUP .*median_rss_kib=\([0-9]*\).*/\1/p' "$WOR
 # ---- servers for the ingest rounds --------------------------------------------
 python3 "$BENCH/blackhole.py" $P_BLACKHOLE & PIDS+=($!)
 "$BARE" 127.0.0.1:$P_BARE >"$WORK/bare.log" 2>&1 & PIDS+=($!)
-webhook -hooks "$WORK/hooks.json" -ip 127.0.0.1 -port $P_WEBHOOK -nopanic >"$WORK/webhook.log" 2>&1 & PIDS+=($!)
+start_webhook() {
+  webhook -hooks "$WORK/hooks.json" -ip 127.0.0.1 -port $P_WEBHOOK -nopanic >>"$WORK/webhook.log" 2>&1 & WEBHOOK_PID=$!; PIDS+=("$WEBHOOK_PID")
+}
+start_webhook
 "$HOOKD" serve --config "$WORK/ingest.toml" >"$WORK/hookd-ingest.log" 2>&1 & HOOKD_PID=$!; PIDS+=("$HOOKD_PID")
 for p in $P_BLACKHOLE $P_BARE $P_WEBHOOK $P_HOOKD; do wait_port "$p"; done
 
@@ -195,6 +198,14 @@ for run in $(seq "$RUNS"); do
     for server in "${SERVERS[@]}"; do
       if [[ $server == webhook_true && $conns != 64 ]]; then continue; fi
       run_wrk "$server" "$conns" "$run"
+      if [[ $server == webhook_true ]]; then
+        # webhook answers first and runs the command later: after a run it
+        # still has tens of thousands of /bin/true queued (about 1,000 forks
+        # a second), which would load the next measurement. A restart drops them.
+        stop_pid "$WEBHOOK_PID"
+        start_webhook
+        wait_port "$P_WEBHOOK"
+      fi
     done
   done
 done
