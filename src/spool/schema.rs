@@ -77,6 +77,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     DROP TRIGGER items_count_insert;
     DROP TRIGGER items_count_delete;
     DROP TRIGGER items_count_update;
+    -- Index only what a query seeks, so a state change moves few entries:
+    -- due order of pending items (a claim deletes one entry, a result
+    -- writes none; v1 moved an entry for both), and leases by hook and
+    -- expiry (expired-lease claims, ordered hooks, next due time).
+    DROP INDEX items_due;
+    CREATE INDEX items_due ON items (hook, next_attempt) WHERE state = 'pending';
+    DROP INDEX items_leased;
+    CREATE INDEX items_leased ON items (hook, lease_expiry, lease_owner) WHERE state = 'leased';
     DELETE FROM item_counts;
     INSERT INTO item_counts (hook, state, n)
         SELECT hook, state, count(*) FROM items GROUP BY hook, state;
