@@ -11,7 +11,7 @@ use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtensio
 use serde::Serialize;
 
 use super::codec::{from_ms, item_from_row, ms_ago, now_ms, ITEM_COLUMNS};
-use super::counts::Deltas;
+use super::counts::{self, Deltas};
 use super::instances::is_alive;
 use super::writer::depth;
 use super::{schema, DepthRow, Item, ItemState, SpoolError};
@@ -211,22 +211,15 @@ impl Admin {
     /// how many.
     pub fn retry_dead(&self, hook: Option<&str>) -> Result<u64, SpoolError> {
         self.write(|counts| {
-            let mut stmt = self.conn.prepare(
+            let n = counts::run_counted(
+                &self.conn,
                 "UPDATE items SET state = 'pending', attempts = 0, next_attempt = ?1, \
                  updated_at = ?1 WHERE state = 'dead' AND (?2 IS NULL OR hook = ?2) \
                  RETURNING hook",
+                params![now_ms(), hook],
+                (ItemState::Dead, Some(ItemState::Pending)),
+                counts,
             )?;
-            let mut rows = stmt.query(params![now_ms(), hook])?;
-            let mut n = 0;
-            while let Some(row) = rows.next()? {
-                counts.moved(
-                    &row.get::<_, String>(0)?,
-                    ItemState::Dead,
-                    ItemState::Pending,
-                    1,
-                );
-                n += 1;
-            }
             Ok(n)
         })
     }
@@ -256,17 +249,17 @@ impl Admin {
         let mut total = 0u64;
         loop {
             let n = self.write(|counts| {
-                let mut stmt = self.conn.prepare_cached(sql)?;
-                let mut rows = stmt.query(params![cutoff, PURGE_CHUNK])?;
-                let mut n = 0i64;
-                while let Some(row) = rows.next()? {
-                    counts.add(&row.get::<_, String>(0)?, state, -1);
-                    n += 1;
-                }
-                Ok(n)
+                let args = params![cutoff, PURGE_CHUNK];
+                Ok(counts::run_counted(
+                    &self.conn,
+                    sql,
+                    args,
+                    (state, None),
+                    counts,
+                )?)
             })?;
-            total += n as u64;
-            if n < PURGE_CHUNK {
+            total += n;
+            if n < PURGE_CHUNK as u64 {
                 return Ok(total);
             }
         }

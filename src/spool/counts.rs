@@ -86,6 +86,30 @@ impl Deltas {
     }
 }
 
+/// Runs `sql`, which must end in `RETURNING hook`, and counts each row it
+/// changed as moved out of `from` into `to` (`None`: the row was deleted).
+/// Returns how many rows it changed. The caller commits.
+pub(crate) fn run_counted(
+    conn: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+    (from, to): (ItemState, Option<ItemState>),
+    counts: &mut Deltas,
+) -> rusqlite::Result<u64> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(args)?;
+    let mut n = 0;
+    while let Some(row) = rows.next()? {
+        let hook: String = row.get(0)?;
+        match to {
+            Some(to) => counts.moved(&hook, from, to, 1),
+            None => counts.add(&hook, from, -1),
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// Rebuilds the table from the rows: after the v2 migration, after rows were
 /// changed by code that kept no count (bulk loads in tests and benchmarks, a
 /// v1 hookd draining during a hand-off). Reads every row's index entry: a

@@ -6,7 +6,7 @@ use nix::unistd::Pid;
 use rusqlite::{params, Connection};
 
 use super::codec::now_ms;
-use super::counts::Deltas;
+use super::counts::{self, Deltas};
 use super::{ItemState, SpoolError};
 
 /// Start time of `pid` in clock ticks since boot (/proc/<pid>/stat field 22).
@@ -56,22 +56,22 @@ pub(crate) const RELEASE_ORPHANS: &str = "UPDATE items SET state = 'pending', le
      lease_expiry = NULL, updated_at = ?1 WHERE state = 'leased' \
      AND lease_owner NOT IN (SELECT id FROM instances) RETURNING hook";
 
-/// Runs a lease release that returns each released item's hook; counts them.
+/// Runs a lease release (`RETURNING hook`), counting leased → pending.
 fn release(
     conn: &Connection,
     sql: &str,
     args: impl rusqlite::Params,
     counts: &mut Deltas,
 ) -> rusqlite::Result<u64> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    let mut rows = stmt.query(args)?;
-    let mut n = 0;
-    while let Some(row) = rows.next()? {
-        let hook: String = row.get(0)?;
-        counts.moved(&hook, ItemState::Leased, ItemState::Pending, 1);
-        n += 1;
-    }
-    Ok(n)
+    let moved = (ItemState::Leased, Some(ItemState::Pending));
+    counts::run_counted(conn, sql, args, moved, counts)
+}
+
+/// Every registered instance but `me`: (id, pid, start time).
+fn others(conn: &Connection, me: &str) -> rusqlite::Result<Vec<(String, i64, Option<i64>)>> {
+    conn.prepare_cached("SELECT id, pid, start_time FROM instances WHERE id <> ?1")?
+        .query_map([me], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect()
 }
 
 /// Registers `instance_id` as this process, unregisters every instance whose
@@ -93,12 +93,8 @@ pub(crate) fn register(conn: &Connection, instance_id: &str) -> Result<Released,
              VALUES (?1, ?2, ?3, ?4)",
             params![instance_id, pid, start_time, now],
         )?;
-        let others: Vec<(String, i64, Option<i64>)> = conn
-            .prepare("SELECT id, pid, start_time FROM instances WHERE id <> ?1")?
-            .query_map([instance_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<Result<_, _>>()?;
         let mut released = Released::default();
-        for (id, pid, start_time) in others {
+        for (id, pid, start_time) in others(conn, instance_id)? {
             if is_alive(pid, start_time) {
                 released.live_instances += 1;
                 continue;
@@ -156,11 +152,9 @@ pub(crate) fn release_owner(
 
 /// Whether an instance other than `me` is registered and still runs.
 pub(crate) fn others_alive(conn: &Connection, me: &str) -> rusqlite::Result<bool> {
-    let mut stmt = conn.prepare_cached("SELECT pid, start_time FROM instances WHERE id <> ?1")?;
-    let others: Vec<(i64, Option<i64>)> = stmt
-        .query_map([me], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    Ok(others.into_iter().any(|(pid, start)| is_alive(pid, start)))
+    Ok(others(conn, me)?
+        .into_iter()
+        .any(|(_, pid, start)| is_alive(pid, start)))
 }
 
 #[cfg(test)]

@@ -528,14 +528,15 @@ impl Writer {
         limit: u32,
         counts: &mut Deltas,
     ) -> Result<u64, SpoolError> {
-        let mut stmt = self.conn.prepare_cached(sql::PURGE_DONE)?;
-        let mut rows = stmt.query(params![ms_ago(older_than), limit])?;
-        let mut n = 0;
-        while let Some(row) = rows.next()? {
-            counts.add(&row.get::<_, String>(0)?, ItemState::Done, -1);
-            n += 1;
-        }
-        Ok(n)
+        let args = params![ms_ago(older_than), limit];
+        let deleted = (ItemState::Done, None);
+        Ok(counts::run_counted(
+            &self.conn,
+            sql::PURGE_DONE,
+            args,
+            deleted,
+            counts,
+        )?)
     }
 
     fn depth(&self) -> Result<Vec<DepthRow>, SpoolError> {
