@@ -64,14 +64,23 @@ for bin in "$@"; do
   t0=$(date +%s.%N)
   "$bin" serve --config "$DIR/deliver.toml" >"$DIR/deliver.log" 2>&1 & DP=$!; PIDS+=("$DP")
   left=$n
-  for _ in $(seq 600); do
-    sleep 0.1
-    left=$(open_items "$bin" "$DIR/deliver.toml")
+  busy0=$(awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8, $5 + $6 }' /proc/stat)
+  # curl on /metrics, not `hookd spool stats` + python: those took CPU from
+  # the two cores the delivery runs on.
+  for _ in $(seq 1200); do
+    sleep 0.05
+    if v=$(curl -sf "http://127.0.0.1:$PORT/metrics" | awk '
+      $1 ~ /^hookd_spool_depth\{/ && $1 ~ /state="(pending|leased)"/ { n += $2 } END { print n + 0 }'); then
+      left=$v
+    fi
     [[ $left == 0 ]] && break
   done
   t=$(echo "$(date +%s.%N) - $t0" | bc)
-  commits=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '$1 == "hookd_commit_batch_size_count" { print $2 }')
+  busy=$(awk -v b0="$busy0" '$1 == "cpu" { split(b0, a, " "); b = $2 + $3 + $4 + $7 + $8 - a[1]; i = $5 + $6 - a[2]; printf "%.0f", 100 * b / (b + i) }' /proc/stat)
+  left=$(open_items "$bin" "$DIR/deliver.toml")
+  commits=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '$1 == "hookd_commit_batch_size_count" { n = $2 }
+    $1 == "hookd_commit_latency_seconds_sum" { s = $2 } END { printf "%d group commits, %.2f s inside them", n, s }')
   stop "$DP"
   awk -v b="$bin" -v n="$n" -v t="$t" -v c="$commits" -v l="$left" -v k="$CONC" \
-    'BEGIN { printf "%s: %d items in %.2f s = %.0f/s (concurrency %d, %d group commits, %d left)\n", b, n - l, t, (n - l) / t, k, c, l }'
+    -v u="$busy" 'BEGIN { printf "%s: %d items in %.2f s = %.0f/s (concurrency %d, %s, %d left, both cores %d%% busy)\n", b, n - l, t, (n - l) / t, k, c, l, u }'
 done
