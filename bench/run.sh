@@ -7,7 +7,7 @@
 #
 # Usage: bench/run.sh            (from anywhere in the repository)
 # Knobs (environment): RUNS=3 DURATION=10 CONNS="64 256" THREADS=2
-#   STARTS=5 MILLION=1000000 FILL_SECONDS=3 DELIVER_MAX=60
+#   STARTS=5 MILLION=1000000 FILL_SECONDS=3 DELIVER_MAX=60 DELIVER_CONCS="16 64"
 #   RELOAD_SECONDS=20 (0 skips the reload-latency part) RELOAD_RATE=1000 BENCH_DIR=/var/tmp/hookd-bench.PID
 #   KEEP=1 (keep BENCH_DIR) SKIP_BUILD=1 OUT=path.md
 # Needs: wrk, webhook (Debian packages), python3, sqlite3, openssl, curl.
@@ -23,6 +23,7 @@ STARTS=${STARTS:-5}
 MILLION=${MILLION:-1000000}
 FILL_SECONDS=${FILL_SECONDS:-3}
 DELIVER_MAX=${DELIVER_MAX:-60}
+DELIVER_CONCS=${DELIVER_CONCS:-"16 64"}
 RELOAD_SECONDS=${RELOAD_SECONDS:-20}
 RELOAD_RATE=${RELOAD_RATE:-1000}
 WORK=${BENCH_DIR:-/var/tmp/hookd-bench.$$}
@@ -113,7 +114,6 @@ hookd_config "$WORK" $P_HOOKD "$WORK/ingest.db" $P_BLACKHOLE 1 10m >"$WORK/inges
 hookd_config "$WORK" $P_HOOKD "$WORK/empty.db" $P_BLACKHOLE 1 10m >"$WORK/empty.toml"
 hookd_config "$WORK" $P_HOOKD "$WORK/million.db" $P_BLACKHOLE 1 10m >"$WORK/million.toml"
 hookd_config "$WORK" $P_DELIVER "$WORK/deliver.db" $P_BLACKHOLE 1 10m >"$WORK/fill.toml"
-hookd_config "$WORK" $P_DELIVER "$WORK/deliver.db" $P_UPSTREAM 16 30s >"$WORK/deliver.toml"
 hookd_config "$WORK" $P_RELOAD "$WORK/reload.db" $P_UPSTREAM 4 30s >"$WORK/reload.toml"
 
 # adnanh/webhook: the same HMAC check on X-Hub-Signature-256, no command
@@ -256,14 +256,17 @@ rm -f "$WORK"/million.db*
 
 # ---- delivery throughput ---------------------------------------------------------
 # Fill a backlog with real POSTs (delivery parked on the blackhole), stop, then
-# start on the same spool with a forward to bare_hyper (answers 204 at once) and
-# concurrency 16; time from READY until nothing is pending or leased.
+# for each concurrency in DELIVER_CONCS start on a copy of that spool with a
+# forward to bare_hyper (answers 204 at once); time from start until nothing is
+# pending or leased. The goal's verdict is read at 64, the concurrency of the
+# ingest figure it is compared to.
 log "delivery: filling a backlog for ${FILL_SECONDS}s"
 "$HOOKD" serve --config "$WORK/fill.toml" >"$WORK/hookd-fill.log" 2>&1 & FILL_PID=$!; PIDS+=("$FILL_PID")
 wait_port $P_DELIVER
 wrk -t"$THREADS" -c64 -d"${FILL_SECONDS}s" -s "$BENCH/post.lua" "http://127.0.0.1:$P_DELIVER/hooks/gh" >/dev/null
 stop_pid "$FILL_PID"
 stop_pid "$BH"
+for f in "$WORK"/deliver.db*; do mv "$f" "${f/deliver.db/filled.db}"; done
 "$BARE" 127.0.0.1:$P_UPSTREAM >"$WORK/upstream.log" 2>&1 & UP=$!; PIDS+=("$UP")
 wait_port $P_UPSTREAM
 
@@ -273,13 +276,6 @@ open_items() {
 import json, sys
 print(sum(r["count"] for r in json.load(sys.stdin)["depth"] if r["state"] in ("pending", "leased")))'
 }
-BACKLOG=$(open_items "$WORK/deliver.toml")
-log "backlog: $BACKLOG items"
-"$HOOKD" serve --config "$WORK/deliver.toml" >"$WORK/hookd-deliver.log" 2>&1 & DPID=$!; PIDS+=("$DPID")
-t0=$(date +%s.%N)
-wait_port $P_DELIVER
-left=$BACKLOG
-deadline=$(( $(date +%s) + DELIVER_MAX ))
 # Polled from /metrics with curl: a `hookd spool stats` and a python per poll
 # took CPU from the two cores the delivery runs on.
 open_items_http() {
@@ -287,18 +283,32 @@ open_items_http() {
     $1 ~ /^hookd_spool_depth\{/ && $1 ~ /hook="gh"/ && $1 ~ /state="(pending|leased)"/ { n += $2 }
     END { print n + 0 }'
 }
-while (( left > 0 )) && (( $(date +%s) < deadline )); do
-  sleep 0.2
-  if v=$(open_items_http); then left=$v; fi
+declare -A DELIVER_RATE DELIVERED DELIVER_SECONDS BACKLOG
+for conc in $DELIVER_CONCS; do
+  rm -f "$WORK"/deliver.db*
+  for f in "$WORK"/filled.db*; do cp "$f" "${f/filled.db/deliver.db}"; done
+  hookd_config "$WORK" $P_DELIVER "$WORK/deliver.db" $P_UPSTREAM "$conc" 30s >"$WORK/deliver.toml"
+  BACKLOG[$conc]=$(open_items "$WORK/deliver.toml")
+  log "backlog: ${BACKLOG[$conc]} items, concurrency $conc"
+  t0=$(date +%s.%N)
+  "$HOOKD" serve --config "$WORK/deliver.toml" >"$WORK/hookd-deliver-$conc.log" 2>&1 & DPID=$!; PIDS+=("$DPID")
+  wait_port $P_DELIVER
+  left=${BACKLOG[$conc]}
+  deadline=$(( $(date +%s) + DELIVER_MAX ))
+  while (( left > 0 )) && (( $(date +%s) < deadline )); do
+    sleep 0.2
+    if v=$(open_items_http); then left=$v; fi
+  done
+  DELIVER_SECONDS[$conc]=$(echo "scale=2; ($(date +%s.%N) - $t0) / 1" | bc)
+  curl -s "http://127.0.0.1:$P_DELIVER/metrics" >"$WORK/metrics-deliver-$conc.txt" || true
+  stop_pid "$DPID"
+  left=$(open_items "$WORK/deliver.toml")
+  DELIVERED[$conc]=$(( BACKLOG[$conc] - left ))
+  DELIVER_RATE[$conc]=$(awk -v n="${DELIVERED[$conc]}" -v t="${DELIVER_SECONDS[$conc]}" 'BEGIN { printf "%.0f", n / t }')
+  log "delivered ${DELIVERED[$conc]} of ${BACKLOG[$conc]} in ${DELIVER_SECONDS[$conc]}s at concurrency $conc: ${DELIVER_RATE[$conc]}/s ($left left)"
+  echo "delivery concurrency=$conc backlog=${BACKLOG[$conc]} delivered=${DELIVERED[$conc]} seconds=${DELIVER_SECONDS[$conc]} rate=${DELIVER_RATE[$conc]} left=$left" >>"$RAW"
 done
-left=$(open_items "$WORK/deliver.toml")
-DELIVER_SECONDS=$(echo "scale=2; ($(date +%s.%N) - $t0) / 1" | bc)
-DELIVERED=$(( BACKLOG - left ))
-DELIVER_RATE=$(awk -v n="$DELIVERED" -v t="$DELIVER_SECONDS" 'BEGIN { printf "%.0f", n / t }')
-log "delivered $DELIVERED of $BACKLOG in ${DELIVER_SECONDS}s: $DELIVER_RATE/s ($left left)"
-echo "delivery backlog=$BACKLOG delivered=$DELIVERED seconds=$DELIVER_SECONDS rate=$DELIVER_RATE left=$left" >>"$RAW"
-curl -s "http://127.0.0.1:$P_DELIVER/metrics" >"$WORK/metrics-deliver.txt" || true
-stop_pid "$DPID"
+rm -f "$WORK"/filled.db* "$WORK"/deliver.db*
 
 # ---- latency across reloads (hand-off) -----------------------------------------------
 # A paced load (RELOAD_RATE req/s over 16 keep-alive connections) for
@@ -337,7 +347,7 @@ hist_mean() { # mean of a Prometheus histogram: NAME FILE SCALE
 {
   echo "## Run $STAMP"
   echo
-  echo "Command: \`$(printf '%q ' env RUNS="$RUNS" DURATION="$DURATION" CONNS="$CONNS" THREADS="$THREADS" STARTS="$STARTS" MILLION="$MILLION" FILL_SECONDS="$FILL_SECONDS" DELIVER_MAX="$DELIVER_MAX" bench/run.sh)\`"
+  echo "Command: \`$(printf '%q ' env RUNS="$RUNS" DURATION="$DURATION" CONNS="$CONNS" THREADS="$THREADS" STARTS="$STARTS" MILLION="$MILLION" FILL_SECONDS="$FILL_SECONDS" DELIVER_MAX="$DELIVER_MAX" DELIVER_CONCS="$DELIVER_CONCS" bench/run.sh)\`"
   echo "at commit $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- src || echo ' (src modified)')."
   echo
   echo "Machine: $MACHINE. Load average (1, 5, 15 min) before the run: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine shares the 2 cores and the disk)."
@@ -385,9 +395,16 @@ hist_mean() { # mean of a Prometheus histogram: NAME FILE SCALE
   echo "| startup to READY=1, empty spool < 100 ms | $STARTUP_EMPTY ms [$STARTUP_EMPTY_RUNS] | $(verdict "$STARTUP_EMPTY < 100") |"
   echo "| startup to READY=1, $MILLION pending < 1 s | $STARTUP_MILLION ms [$STARTUP_MILLION_RUNS], RSS after READY $(echo "scale=1; $STARTUP_MILLION_RSS / 1024" | bc) MiB | $(verdict "$STARTUP_MILLION < 1000") |"
   h=$(med hookd 64 4)
-  echo "| delivery >= half the ingest rate (64 conns: $h / 2) | $DELIVER_RATE items/s ($DELIVERED of $BACKLOG in ${DELIVER_SECONDS}s, concurrency 16; the upstream counted $UPSTREAM_SEEN requests in all, the reload part's deliveries included) | $(verdict "$DELIVER_RATE >= $h / 2") |"
+  for conc in $DELIVER_CONCS; do
+    goal=""
+    [[ $conc == 64 ]] && goal=" (the verdict: the ingest figure is at 64 connections)"
+    echo "| delivery >= half the ingest rate (64 conns: $h / 2), concurrency $conc$goal | ${DELIVER_RATE[$conc]} items/s (${DELIVERED[$conc]} of ${BACKLOG[$conc]} in ${DELIVER_SECONDS[$conc]}s) | $(verdict "${DELIVER_RATE[$conc]} >= $h / 2") |"
+  done
   echo
-  echo "Delivery during that drain (from /metrics): mean batch size $(hist_mean hookd_commit_batch_size "$WORK/metrics-deliver.txt"), mean commit latency $(hist_mean hookd_commit_latency_seconds "$WORK/metrics-deliver.txt" 1000) ms."
+  echo "The upstream counted $UPSTREAM_SEEN requests in all (every drain and the reload part's deliveries)."
+  for conc in $DELIVER_CONCS; do
+    echo "Delivery at concurrency $conc (from /metrics): mean batch size $(hist_mean hookd_commit_batch_size "$WORK/metrics-deliver-$conc.txt"), mean commit latency $(hist_mean hookd_commit_latency_seconds "$WORK/metrics-deliver-$conc.txt" 1000) ms."
+  done
   echo
   if [[ -n $RELOAD_WITH ]]; then
     kv() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
