@@ -180,8 +180,11 @@ impl Worker {
         let hook = &self.hook.name;
         match outcome {
             Outcome::Delivered => {
-                self.persist("complete", id, || self.spool.complete(id))
-                    .await;
+                // Not awaited: the slot moves on while the writer commits it.
+                if let Err(e) = self.spool.complete_detached(id) {
+                    tracing::error!(delivery_id = id, hook = %hook, error = %e,
+                        "spool: complete failed; the item will be tried again when its lease expires");
+                }
                 tracing::info!(hookd_event = "delivered", delivery_id = id, hook = %hook, attempt,
                     duration = %human(elapsed), "delivered in {}", human(elapsed));
                 self.observe(DeliveryEvent::Delivered {

@@ -10,19 +10,13 @@ use tokio::sync::{oneshot, Notify};
 
 use super::checkpoint::Checkpointer;
 use super::codec::to_ms;
-use super::writer::{Cmd, Finish, Reply, Writer};
+use super::writer::{checkpoint_pages, Cmd, Finish, Reply, Writer};
 use super::{instances, schema};
 use super::{ClaimRequest, DepthRow, Enqueued, Item, NewItem, SpoolError, SpoolOptions};
 
 /// Done items one purge command deletes, so a large purge never holds the
 /// writer (and every enqueue behind it) for long.
 const PURGE_CHUNK: u32 = 2_000;
-
-/// WAL size (4 KiB pages) at which a commit of the writer checkpoints
-/// (SQLite's default is 1000). Measured at 64 connections on ext4, 4 runs
-/// each: p99 4.4-5.6 ms against 7.1-7.8 ms, max 7-42 ms against 22-60 ms,
-/// throughput the same within the noise (BENCHMARKS.md).
-const WAL_CHECKPOINT_PAGES: i64 = 300;
 
 /// Handle to an open spool. Clones share one writer thread; the thread stops
 /// after [`Spool::close`] or when the last clone is dropped (then it also
@@ -87,10 +81,8 @@ impl Spool {
                 "spool: released leases of instances that no longer run"
             );
         }
-        // The writer's own checkpoint runs inside the COMMIT that crosses the
-        // threshold, with two fsyncs, while that batch's webhooks wait: the
-        // latency tail. Smaller and more often is a shorter tail (checkpoint.rs).
-        conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
+        // The writer starts at synchronous=FULL; see writer::checkpoint_pages.
+        conn.pragma_update(None, "wal_autocheckpoint", checkpoint_pages(true))
             .map_err(|e| context(e.into()))?;
         let arrivals = Arc::new(Notify::new());
         let writer = Writer {
@@ -151,6 +143,20 @@ impl Spool {
     /// no such item) they return `Ok(())` and change nothing.
     pub async fn complete(&self, id: i64) -> Result<(), SpoolError> {
         self.call(|r| Cmd::Finish(id, Finish::Complete, r)).await
+    }
+
+    /// [`complete`](Self::complete) without waiting for its commit, so the
+    /// delivery's slot takes its next item at once: that wait was a group
+    /// commit per delivered item. `Err` only if the spool is closed. The
+    /// writer commits it before anything sent after it (a `Close` included)
+    /// and logs a failure itself; the item then stays leased until this
+    /// instance releases it or the lease expires, and is delivered again
+    /// (at-least-once).
+    pub fn complete_detached(&self, id: i64) -> Result<(), SpoolError> {
+        self.inner
+            .tx
+            .send(Cmd::CompleteDetached(id))
+            .map_err(|_| SpoolError::Closed)
     }
 
     /// Failed, try again: leased → pending at `next_attempt`, attempts + 1,

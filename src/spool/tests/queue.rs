@@ -348,3 +348,44 @@ async fn closed_spool_answers_closed() {
     ));
     assert!(matches!(other.depth().await, Err(SpoolError::Closed)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detached_complete_is_committed_before_what_follows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path(), "a");
+    for n in 0..3 {
+        let body = format!("{{\"n\":{n}}}");
+        spool
+            .enqueue(item("gh", None, body.as_bytes()))
+            .await
+            .unwrap();
+    }
+    let items = spool.claim(claim_req("gh", 3, false, LONG)).await.unwrap();
+    assert_eq!(items.len(), 3);
+    spool.complete_detached(items[0].id).unwrap();
+    spool.complete_detached(items[1].id).unwrap();
+    // Nothing awaited the two: the Close queued behind them must find them
+    // committed, and the close releases the third lease.
+    let handle = spool.clone();
+    spool.close().await;
+    assert!(matches!(
+        handle.complete_detached(items[2].id),
+        Err(SpoolError::Closed)
+    ));
+
+    let admin = Admin::open(spool_path(dir.path())).unwrap();
+    let states: Vec<ItemState> = items
+        .iter()
+        .map(|i| admin.show(i.id).unwrap().state)
+        .collect();
+    assert_eq!(
+        states,
+        [ItemState::Done, ItemState::Done, ItemState::Pending]
+    );
+    let attempts = admin.show(items[0].id).unwrap().attempts;
+    assert_eq!(attempts, 1);
+    let depth = admin.stats().unwrap().depth;
+    assert_eq!(depth_of(&depth, "gh", ItemState::Done), 2);
+    assert_eq!(depth_of(&depth, "gh", ItemState::Pending), 1);
+    assert_eq!(depth_of(&depth, "gh", ItemState::Leased), 0);
+}
