@@ -7,6 +7,8 @@
 #
 # Usage: bench/delivery_ab.sh HOOKD_BIN [HOOKD_BIN...]
 #   CONC=16 (hook concurrency) FILL_SECONDS=3 DIR=/var/tmp/hookd-delivery-ab
+#   PROBE=1: a light ingest load during each drain (bench/probe.py, one POST
+#   every 5 ms; the probe's items count as open, so the drain ends with them)
 #   BARE=path to bare_hyper (default: ${CARGO_TARGET_DIR:-target}/release/examples/bare_hyper)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -63,6 +65,10 @@ for bin in "$@"; do
   n=$(open_items "$bin" "$DIR/deliver.toml")
   t0=$(date +%s.%N)
   "$bin" serve --config "$DIR/deliver.toml" >"$DIR/deliver.log" 2>&1 & DP=$!; PIDS+=("$DP")
+  if [[ -n ${PROBE:-} ]]; then
+    wait_port $PORT
+    python3 "$ROOT/bench/probe.py" --port $PORT --body "$BENCH_BODY" --sig "$BENCH_SIG" >"$DIR/probe.txt" & PROBE_PID=$!
+  fi
   left=$n
   busy0=$(awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8, $5 + $6 }' /proc/stat)
   # curl on /metrics, not `hookd spool stats` + python: those took CPU from
@@ -76,6 +82,7 @@ for bin in "$@"; do
     [[ $left == 0 ]] && break
   done
   t=$(echo "$(date +%s.%N) - $t0" | bc)
+  if [[ -n ${PROBE:-} ]]; then kill -TERM "$PROBE_PID"; wait "$PROBE_PID" || true; fi
   busy=$(awk -v b0="$busy0" '$1 == "cpu" { split(b0, a, " "); b = $2 + $3 + $4 + $7 + $8 - a[1]; i = $5 + $6 - a[2]; printf "%.0f", 100 * b / (b + i) }' /proc/stat)
   left=$(open_items "$bin" "$DIR/deliver.toml")
   commits=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '$1 == "hookd_commit_batch_size_count" { n = $2 }
@@ -83,4 +90,5 @@ for bin in "$@"; do
   stop "$DP"
   awk -v b="$bin" -v n="$n" -v t="$t" -v c="$commits" -v l="$left" -v k="$CONC" \
     -v u="$busy" 'BEGIN { printf "%s: %d items in %.2f s = %.0f/s (concurrency %d, %s, %d left, both cores %d%% busy)\n", b, n - l, t, (n - l) / t, k, c, l, u }'
+  if [[ -n ${PROBE:-} ]]; then echo "  $(cat "$DIR/probe.txt")"; fi
 done
