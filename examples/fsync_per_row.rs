@@ -12,9 +12,10 @@ use rusqlite::{params, Connection};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let path = args
-        .next()
-        .context("usage: fsync_per_row DB_PATH [SECONDS]")?;
+    const USAGE: &str = "usage: fsync_per_row DB_PATH [SECONDS]";
+    let path = args.next().context(USAGE)?;
+    // The file at DB_PATH is removed first: an option is never taken for one.
+    anyhow::ensure!(!path.starts_with('-'), USAGE);
     let seconds: f64 = match args.next() {
         Some(s) => s.parse().context("SECONDS must be a number")?,
         None => 5.0,
