@@ -389,3 +389,78 @@ async fn detached_complete_is_committed_before_what_follows_it() {
     assert_eq!(depth_of(&depth, "gh", ItemState::Pending), 1);
     assert_eq!(depth_of(&depth, "gh", ItemState::Leased), 0);
 }
+
+/// Makes every UPDATE that moves item `id` to `state` fail with a statement
+/// error: RAISE(ABORT) undoes that statement only, the transaction goes on.
+fn fail_update_to(dir: &std::path::Path, id: i64, state: &str) {
+    raw(dir)
+        .execute_batch(&format!(
+            "CREATE TRIGGER fail_{id}_{state} BEFORE UPDATE OF state ON items \
+             WHEN OLD.id = {id} AND NEW.state = '{state}' \
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END;"
+        ))
+        .unwrap();
+}
+
+fn state_of(dir: &std::path::Path, id: i64) -> String {
+    raw(dir)
+        .query_row("SELECT state FROM items WHERE id = ?1", [id], |r| r.get(0))
+        .unwrap()
+}
+
+async fn enqueue_n(spool: &crate::spool::Spool, n: usize) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for k in 0..n {
+        let body = format!("{{\"k\":{k}}}");
+        match spool.enqueue(item("gh", None, body.as_bytes())).await {
+            Ok(Enqueued::New(id)) => ids.push(id),
+            other => panic!("enqueue {k}: {other:?}"),
+        }
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_that_fails_half_way_answers_with_the_leases_it_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path(), "a");
+    let ids = enqueue_n(&spool, 3).await;
+    fail_update_to(dir.path(), ids[1], "leased");
+
+    let items = spool.claim(claim_req("gh", 3, false, LONG)).await.unwrap();
+    let claimed: Vec<i64> = items.iter().map(|i| i.id).collect();
+    assert_eq!(claimed, [ids[0]]);
+    // Now the failing item comes first: nothing leased, so the error is the answer.
+    let again = spool.claim(claim_req("gh", 3, false, LONG)).await;
+    assert!(again.is_err(), "{again:?}");
+
+    let states: Vec<String> = ids.iter().map(|&id| state_of(dir.path(), id)).collect();
+    assert_eq!(states, ["leased", "pending", "pending"]);
+    let depth = spool.depth().await.unwrap();
+    assert_eq!(depth_of(&depth, "gh", ItemState::Leased), 1);
+    assert_eq!(depth_of(&depth, "gh", ItemState::Pending), 2);
+    assert_counts_match_rows(dir.path());
+    spool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detached_complete_that_fails_leaves_its_item_leased_and_the_batch_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path(), "a");
+    let ids = enqueue_n(&spool, 2).await;
+    let items = spool.claim(claim_req("gh", 2, false, LONG)).await.unwrap();
+    assert_eq!(items.len(), 2);
+    fail_update_to(dir.path(), ids[0], "done");
+
+    spool.complete_detached(ids[0]).unwrap();
+    // Queued behind it, so answered only once the detached one has run.
+    spool.complete(ids[1]).await.unwrap();
+
+    assert_eq!(state_of(dir.path(), ids[0]), "leased");
+    assert_eq!(state_of(dir.path(), ids[1]), "done");
+    let depth = spool.depth().await.unwrap();
+    assert_eq!(depth_of(&depth, "gh", ItemState::Leased), 1);
+    assert_eq!(depth_of(&depth, "gh", ItemState::Done), 1);
+    assert_counts_match_rows(dir.path());
+    spool.close().await;
+}
