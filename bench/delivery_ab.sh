@@ -29,21 +29,9 @@ cleanup() {
   rm -rf "$DIR"
 }
 trap cleanup EXIT
-stop() {
-  kill -TERM "$1" 2>/dev/null || return 0
-  for _ in $(seq 150); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
 printf '%s' "$SECRET" >"$DIR/secret"
 chmod 600 "$DIR/secret"
-open_items() {
-  "$1" spool stats --json --config "$2" | python3 -c '
-import json, sys
-print(sum(r["count"] for r in json.load(sys.stdin)["depth"] if r["state"] in ("pending", "leased")))'
-}
 
 export BENCH_BODY="$ROOT/bench/body.json"
 BENCH_SIG="sha256=$(openssl dgst -sha256 -hmac "$SECRET" -r <"$BENCH_BODY" | cut -d' ' -f1)"
@@ -53,8 +41,8 @@ python3 "$ROOT/bench/blackhole.py" $BLACKHOLE & BH=$!; PIDS+=("$BH")
 "$1" serve --config "$DIR/fill.toml" >"$DIR/fill.log" 2>&1 & FP=$!; PIDS+=("$FP")
 wait_port $PORT
 wrk -t2 -c64 -d"${FILL_SECONDS}s" -s "$ROOT/bench/post.lua" "http://127.0.0.1:$PORT/hooks/gh" | grep '^BENCH'
-stop "$FP"
-stop "$BH"
+stop_pid "$FP"
+stop_pid "$BH"
 "$BARE" 127.0.0.1:$UPSTREAM >"$DIR/upstream.log" & PIDS+=("$!")
 wait_port $UPSTREAM
 hookd_config "$DIR" "$PORT" "$DIR/deliver.db" "$UPSTREAM" "$CONC" 30s >"$DIR/deliver.toml"
@@ -71,14 +59,9 @@ for bin in "$@"; do
   fi
   left=$n
   busy0=$(awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8, $5 + $6 }' /proc/stat)
-  # curl on /metrics, not `hookd spool stats` + python: those took CPU from
-  # the two cores the delivery runs on.
   for _ in $(seq 1200); do
     sleep 0.05
-    if v=$(curl -sf "http://127.0.0.1:$PORT/metrics" | awk '
-      $1 ~ /^hookd_spool_depth\{/ && $1 ~ /state="(pending|leased)"/ { n += $2 } END { print n + 0 }'); then
-      left=$v
-    fi
+    if v=$(open_items_http $PORT); then left=$v; fi
     [[ $left == 0 ]] && break
   done
   t=$(echo "$(date +%s.%N) - $t0" | bc)
@@ -87,7 +70,7 @@ for bin in "$@"; do
   left=$(open_items "$bin" "$DIR/deliver.toml")
   commits=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '$1 == "hookd_commit_batch_size_count" { n = $2 }
     $1 == "hookd_commit_latency_seconds_sum" { s = $2 } END { printf "%d group commits, %.2f s inside them", n, s }')
-  stop "$DP"
+  stop_pid "$DP"
   awk -v b="$bin" -v n="$n" -v t="$t" -v c="$commits" -v l="$left" -v k="$CONC" \
     -v u="$busy" 'BEGIN { printf "%s: %d items in %.2f s = %.0f/s (concurrency %d, %s, %d left, both cores %d%% busy)\n", b, n - l, t, (n - l) / t, k, c, l, u }'
   if [[ -n ${PROBE:-} ]]; then echo "  $(cat "$DIR/probe.txt")"; fi

@@ -14,6 +14,43 @@ stop_all() {
   done
 }
 
+# Waits (bounded: 10 s) until a TCP port on 127.0.0.1 accepts.
+wait_port() {
+  local port=$1
+  for _ in $(seq 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "bench: nothing listens on 127.0.0.1:$port after 10 s" >&2
+  return 1
+}
+
+# Stops one process the script started: SIGTERM, a bounded wait (15 s), SIGKILL.
+stop_pid() {
+  local pid=$1
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+# Open (pending + leased) items of hook gh, from `$1 spool stats --json --config $2`.
+open_items() {
+  "$1" spool stats --json --config "$2" | python3 -c '
+import json, sys
+print(sum(r["count"] for r in json.load(sys.stdin)["depth"]
+          if r["hook"] == "gh" and r["state"] in ("pending", "leased")))'
+}
+
+# The same from the /metrics of a hookd running on port $1. Cheap enough to
+# poll: a `hookd spool stats` and a python per poll took CPU from the two
+# cores being measured.
+open_items_http() {
+  curl -sf "http://127.0.0.1:$1/metrics" | awk '
+    $1 ~ /^hookd_spool_depth\{/ && $1 ~ /hook="gh"/ && $1 ~ /state="(pending|leased)"/ { n += $2 }
+    END { print n + 0 }'
+}
+
 # A hookd config on stdout: one GitHub-signed hook "gh" forwarding to an upstream.
 # $1 work dir (holds `secret` and the control socket), $2 listen port, $3 spool
 # file, $4 upstream port, $5 hook concurrency, $6 action timeout.

@@ -49,31 +49,11 @@ trap 'exit 130' INT TERM
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-# Waits (bounded) until a TCP port on 127.0.0.1 accepts.
-wait_port() {
-  local port=$1
-  for _ in $(seq 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "run.sh: nothing listens on 127.0.0.1:$port after 10 s" >&2
-  return 1
-}
-
 port_free() {
   if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
     echo "run.sh: 127.0.0.1:$1 is already in use" >&2
     exit 2
   fi
-}
-
-# Stops one process this script started: SIGTERM, bounded wait, SIGKILL.
-stop_pid() {
-  local pid=$1
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
 }
 
 proc_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
@@ -270,25 +250,12 @@ for f in "$WORK"/deliver.db*; do mv "$f" "${f/deliver.db/filled.db}"; done
 "$BARE" 127.0.0.1:$P_UPSTREAM >"$WORK/upstream.log" 2>&1 & UP=$!; PIDS+=("$UP")
 wait_port $P_UPSTREAM
 
-# Open (pending + leased) items of hook gh, from `hookd spool stats --json`.
-open_items() {
-  "$HOOKD" spool stats --json --config "$1" | python3 -c '
-import json, sys
-print(sum(r["count"] for r in json.load(sys.stdin)["depth"] if r["state"] in ("pending", "leased")))'
-}
-# Polled from /metrics with curl: a `hookd spool stats` and a python per poll
-# took CPU from the two cores the delivery runs on.
-open_items_http() {
-  curl -sf "http://127.0.0.1:$P_DELIVER/metrics" | awk '
-    $1 ~ /^hookd_spool_depth\{/ && $1 ~ /hook="gh"/ && $1 ~ /state="(pending|leased)"/ { n += $2 }
-    END { print n + 0 }'
-}
 declare -A DELIVER_RATE DELIVERED DELIVER_SECONDS BACKLOG
 for conc in $DELIVER_CONCS; do
   rm -f "$WORK"/deliver.db*
   for f in "$WORK"/filled.db*; do cp "$f" "${f/filled.db/deliver.db}"; done
   hookd_config "$WORK" $P_DELIVER "$WORK/deliver.db" $P_UPSTREAM "$conc" 30s >"$WORK/deliver.toml"
-  BACKLOG[$conc]=$(open_items "$WORK/deliver.toml")
+  BACKLOG[$conc]=$(open_items "$HOOKD" "$WORK/deliver.toml")
   log "backlog: ${BACKLOG[$conc]} items, concurrency $conc"
   t0=$(date +%s.%N)
   "$HOOKD" serve --config "$WORK/deliver.toml" >"$WORK/hookd-deliver-$conc.log" 2>&1 & DPID=$!; PIDS+=("$DPID")
@@ -297,12 +264,12 @@ for conc in $DELIVER_CONCS; do
   deadline=$(( $(date +%s) + DELIVER_MAX ))
   while (( left > 0 )) && (( $(date +%s) < deadline )); do
     sleep 0.2
-    if v=$(open_items_http); then left=$v; fi
+    if v=$(open_items_http $P_DELIVER); then left=$v; fi
   done
   DELIVER_SECONDS[$conc]=$(echo "scale=2; ($(date +%s.%N) - $t0) / 1" | bc)
   curl -s "http://127.0.0.1:$P_DELIVER/metrics" >"$WORK/metrics-deliver-$conc.txt" || true
   stop_pid "$DPID"
-  left=$(open_items "$WORK/deliver.toml")
+  left=$(open_items "$HOOKD" "$WORK/deliver.toml")
   DELIVERED[$conc]=$(( BACKLOG[$conc] - left ))
   DELIVER_RATE[$conc]=$(awk -v n="${DELIVERED[$conc]}" -v t="${DELIVER_SECONDS[$conc]}" 'BEGIN { printf "%.0f", n / t }')
   log "delivered ${DELIVERED[$conc]} of ${BACKLOG[$conc]} in ${DELIVER_SECONDS[$conc]}s at concurrency $conc: ${DELIVER_RATE[$conc]}/s ($left left)"

@@ -32,7 +32,7 @@ chmod 600 "$DIR/secret"
 hookd_config "$DIR" "$PORT" "$DIR/spool.db" "$UPSTREAM" 1 10m >"$DIR/hookd.toml"
 python3 "$ROOT/bench/blackhole.py" $UPSTREAM & PIDS+=("$!")
 "$HOOKD" serve --config "$DIR/hookd.toml" >"$DIR/hookd.log" 2>&1 & HP=$!; PIDS+=("$HP")
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+wait_port $PORT
 
 export BENCH_BODY="$ROOT/bench/body.json"
 BENCH_SIG="sha256=$(openssl dgst -sha256 -hmac "$SECRET" -r <"$BENCH_BODY" | cut -d' ' -f1)"
