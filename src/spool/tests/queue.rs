@@ -353,13 +353,7 @@ async fn closed_spool_answers_closed() {
 async fn detached_complete_is_committed_before_what_follows_it() {
     let dir = tempfile::tempdir().unwrap();
     let spool = open(dir.path(), "a");
-    for n in 0..3 {
-        let body = format!("{{\"n\":{n}}}");
-        spool
-            .enqueue(item("gh", None, body.as_bytes()))
-            .await
-            .unwrap();
-    }
+    enqueue_n(&spool, 3).await;
     let items = spool.claim(claim_req("gh", 3, false, LONG)).await.unwrap();
     assert_eq!(items.len(), 3);
     spool.complete_detached(items[0].id).unwrap();
