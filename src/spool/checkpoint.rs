@@ -1,7 +1,7 @@
 //! Checkpoints off the commit path.
 //!
 //! SQLite's automatic checkpoint runs inside the COMMIT that crosses its
-//! threshold (set in handle.rs): the writer copies the WAL into the database file
+//! threshold (`writer::checkpoint_pages`): the writer copies the WAL into the database file
 //! and fsyncs it while every waiting webhook waits too. This thread, on its
 //! own connection, runs PASSIVE checkpoints alongside the commits, so the one
 //! in the writer finds little left to copy. The writer's own checkpoint stays:
