@@ -10,7 +10,7 @@ use bytes::Bytes;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::{ChildStdin, Command};
+use tokio::process::{ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio::time::{sleep_until, Instant};
 
 use super::{human, Outcome};
@@ -71,26 +71,10 @@ impl Exec {
         attempt: u32,
         cancel: impl Future<Output = ()>,
     ) -> Outcome {
-        let argv = &self.argv;
-        let (timeout, grace) = (self.timeout, self.kill_grace);
-        let Some(program) = argv.first() else {
+        let Some(program) = self.argv.first() else {
             return Outcome::Failed("exec: no command given".into());
         };
-        let mut cmd = Command::new(program);
-        cmd.args(&argv[1..])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        for var in PRIVATE_ENV {
-            cmd.env_remove(var);
-        }
-        for var in self.hide_env.iter() {
-            cmd.env_remove(var);
-        }
-        cmd.envs(env_for(item, attempt));
-        let mut child = match cmd.spawn() {
+        let mut child = match self.command(program, item, attempt).spawn() {
             Ok(c) => c,
             Err(e) => return Outcome::Failed(format!("cannot start {program}: {e}")),
         };
@@ -101,40 +85,34 @@ impl Exec {
             // Unreachable with piped stdio; the guard kills the group.
             return Outcome::Failed("exec: child pipes missing".into());
         };
-        let log = OutputLog {
+        let mut output = Output {
+            out: LineReader::new(stdout),
+            err: LineReader::new(stderr),
+            last_stderr: None,
             id: item.id,
             hook: &item.hook,
         };
-        let mut out = LineReader::new(stdout);
-        let mut err = LineReader::new(stderr);
-        let mut last_stderr: Option<String> = None;
         let feed = feed_stdin(stdin, item.body.clone());
         tokio::pin!(feed, cancel);
         let mut fed = false;
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + self.timeout;
         let mut stopping: Option<Stop> = None;
         let mut kill_at: Option<Instant> = None;
 
         let status: io::Result<ExitStatus> = loop {
             tokio::select! {
                 status = child.wait() => break status,
-                line = out.next_line(), if !out.eof => log.line("stdout", line),
-                line = err.next_line(), if !err.eof => {
-                    if let Some(l) = &line {
-                        last_stderr = Some(l.clone());
-                    }
-                    log.line("stderr", line);
-                }
+                () = output.next(), if !output.done() => {}
                 _ = &mut feed, if !fed => fed = true,
                 _ = sleep_until(deadline), if stopping.is_none() => {
                     stopping = Some(Stop::TimedOut);
                     group.signal(Signal::SIGTERM);
-                    kill_at = Some(Instant::now() + grace);
+                    kill_at = Some(Instant::now() + self.kill_grace);
                 }
                 _ = &mut cancel, if stopping.is_none() => {
                     stopping = Some(Stop::Cancelled);
                     group.signal(Signal::SIGTERM);
-                    kill_at = Some(Instant::now() + grace);
+                    kill_at = Some(Instant::now() + self.kill_grace);
                 }
                 _ = sleep_until(kill_at.unwrap_or(deadline)), if kill_at.is_some() => {
                     group.signal(Signal::SIGKILL);
@@ -149,15 +127,9 @@ impl Exec {
         group.disarm();
 
         let linger = Instant::now() + OUTPUT_LINGER;
-        while !(out.eof && err.eof) {
+        while !output.done() {
             tokio::select! {
-                line = out.next_line(), if !out.eof => log.line("stdout", line),
-                line = err.next_line(), if !err.eof => {
-                    if let Some(l) = &line {
-                        last_stderr = Some(l.clone());
-                    }
-                    log.line("stderr", line);
-                }
+                () = output.next() => {}
                 _ = sleep_until(linger) => break,
             }
         }
@@ -165,13 +137,13 @@ impl Exec {
         match (stopping, status) {
             (Some(Stop::Cancelled), _) => Outcome::Cancelled,
             (Some(Stop::TimedOut), _) => {
-                Outcome::Failed(format!("timed out after {}", human(timeout)))
+                Outcome::Failed(format!("timed out after {}", human(self.timeout)))
             }
             (None, Err(e)) => Outcome::Failed(format!("cannot wait for {program}: {e}")),
             (None, Ok(status)) if status.success() => Outcome::Delivered,
             (None, Ok(status)) => {
                 let mut msg = describe(status);
-                if let Some(line) = last_stderr.filter(|l| !l.trim().is_empty()) {
+                if let Some(line) = output.last_stderr.filter(|l| !l.trim().is_empty()) {
                     let cut: String = line.trim().chars().take(STDERR_IN_ERROR).collect();
                     msg.push_str(": ");
                     msg.push_str(&cut);
@@ -179,6 +151,27 @@ impl Exec {
                 Outcome::Failed(msg)
             }
         }
+    }
+
+    /// The command for one attempt: no shell, piped stdio, its own process
+    /// group, and an environment without hookd's private and secret variables.
+    fn command(&self, program: &str, item: &Item, attempt: u32) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.args(&self.argv[1..])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        for var in PRIVATE_ENV
+            .iter()
+            .copied()
+            .chain(self.hide_env.iter().map(String::as_str))
+        {
+            cmd.env_remove(var);
+        }
+        cmd.envs(env_for(item, attempt));
+        cmd
     }
 }
 
@@ -276,16 +269,34 @@ impl Drop for GroupGuard {
     }
 }
 
-/// Where output lines go: the log, tagged with the delivery.
-struct OutputLog<'a> {
+/// The command's stdout and stderr, logged line by line and tagged with the
+/// delivery; the last stderr line is kept for the error message.
+struct Output<'a> {
+    out: LineReader<ChildStdout>,
+    err: LineReader<ChildStderr>,
+    last_stderr: Option<String>,
     id: i64,
     hook: &'a str,
 }
 
-impl OutputLog<'_> {
-    fn line(&self, stream: &'static str, line: Option<String>) {
-        if let Some(line) = line {
-            tracing::info!(delivery_id = self.id, hook = %self.hook, stream, "{line}");
+impl Output<'_> {
+    /// Both pipes are closed and read to the end.
+    fn done(&self) -> bool {
+        self.out.eof && self.err.eof
+    }
+
+    /// Logs the next line from either pipe. Cancel-safe, as
+    /// [`LineReader::next_line`] is; returns at once when [`Output::done`].
+    async fn next(&mut self) {
+        let (stream, line) = tokio::select! {
+            line = self.out.next_line(), if !self.out.eof => ("stdout", line),
+            line = self.err.next_line(), if !self.err.eof => ("stderr", line),
+            else => return,
+        };
+        let Some(line) = line else { return };
+        tracing::info!(delivery_id = self.id, hook = %self.hook, stream, "{line}");
+        if stream == "stderr" {
+            self.last_stderr = Some(line);
         }
     }
 }
