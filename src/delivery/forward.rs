@@ -95,7 +95,7 @@ impl Forward {
 
     async fn post(&self, item: &Item, attempt: u32) -> Outcome {
         let url = &self.url;
-        let req = match build_request(url, item, attempt, &self.headers_allow) {
+        let req = match self.request(item, attempt) {
             Ok(r) => r,
             Err(e) => return Outcome::Failed(format!("cannot build request to {url}: {e}")),
         };
@@ -113,6 +113,29 @@ impl Forward {
             Ok(Ok(resp)) => resp,
         };
         answer(resp, deadline).await
+    }
+
+    /// The POST for `item`'s `attempt`: its body, the stored headers that
+    /// [`passes`] lets through, and hookd's own.
+    fn request(&self, item: &Item, attempt: u32) -> Result<Request<Full<Bytes>>, http::Error> {
+        let mut req = Request::post(&self.url).body(Full::new(item.body.clone()))?;
+        let headers = req.headers_mut();
+        for (name, value) in &item.headers {
+            if !passes(name, &self.headers_allow) {
+                continue;
+            }
+            // A stored header that is not valid on the wire is skipped, not fatal.
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_bytes(value),
+            ) {
+                headers.append(n, v);
+            }
+        }
+        headers.insert("hookd-delivery-id", HeaderValue::from(item.id));
+        headers.insert("hookd-attempt", HeaderValue::from(attempt));
+        headers.insert("hookd-hook", HeaderValue::from_str(&item.hook)?);
+        Ok(req)
     }
 }
 
@@ -142,7 +165,7 @@ async fn answer(resp: http::Response<hyper::body::Incoming>, deadline: Instant) 
 /// Whether a stored header goes upstream: never the connection's own headers
 /// nor `Hookd-*` (hookd sets those); with an allow list only the listed ones
 /// (case-insensitive), else all but `Authorization`.
-pub(crate) fn passes(name: &str, headers_allow: &[String]) -> bool {
+fn passes(name: &str, headers_allow: &[String]) -> bool {
     let lower = name.to_ascii_lowercase();
     if NEVER_PASSED.contains(&lower.as_str()) || lower.starts_with("hookd-") {
         return false;
@@ -152,32 +175,6 @@ pub(crate) fn passes(name: &str, headers_allow: &[String]) -> bool {
     } else {
         headers_allow.iter().any(|a| a.eq_ignore_ascii_case(&lower))
     }
-}
-
-fn build_request(
-    url: &str,
-    item: &Item,
-    attempt: u32,
-    headers_allow: &[String],
-) -> Result<Request<Full<Bytes>>, http::Error> {
-    let mut req = Request::post(url).body(Full::new(item.body.clone()))?;
-    let headers = req.headers_mut();
-    for (name, value) in &item.headers {
-        if !passes(name, headers_allow) {
-            continue;
-        }
-        // A stored header that is not valid on the wire is skipped, not fatal.
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_bytes(value),
-        ) {
-            headers.append(n, v);
-        }
-    }
-    headers.insert("hookd-delivery-id", HeaderValue::from(item.id));
-    headers.insert("hookd-attempt", HeaderValue::from(attempt));
-    headers.insert("hookd-hook", HeaderValue::from_str(&item.hook)?);
-    Ok(req)
 }
 
 /// Reads at most `limit` bytes of `body`; stops early on an error.
