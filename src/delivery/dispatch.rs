@@ -9,10 +9,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until, Instant};
 
-use super::exec::exec_hiding;
 use super::retry::{verdict, Verdict};
-use super::{forward, human, DeliveryContext, DeliveryEvent, Outcome};
-use crate::config::{ActionKind, HookConfig};
+use super::{human, Action, DeliveryContext, DeliveryEvent, Outcome};
+use crate::config::{HookConfig, RetryConfig};
 use crate::spool::{ClaimRequest, Item, Spool, SpoolError};
 
 /// A lease outlives the action's timeout by this much, so a running
@@ -34,13 +33,17 @@ pub async fn run_hook(spool: Spool, hook: HookConfig, ctx: DeliveryContext) {
     } else {
         hook.concurrency.max(1)
     };
-    let lease = hook.action.timeout.saturating_add(LEASE_MARGIN);
+    let action = Action::new(&hook.action, &ctx.client, &ctx.hidden_env);
+    let lease = action.timeout().saturating_add(LEASE_MARGIN);
+    let name = hook.name.clone();
+    let ordered = hook.ordered;
     let worker = Arc::new(Worker {
         spool: spool.clone(),
-        hook,
+        hook: hook.name,
+        retry: hook.retry,
+        action,
         ctx: ctx.clone(),
     });
-    let name = worker.hook.name.clone();
     let arrivals = spool.arrivals();
     let mut stop = ctx.stop.clone();
     let mut hard_stop = ctx.hard_stop.clone();
@@ -66,7 +69,7 @@ pub async fn run_hook(spool: Spool, hook: HookConfig, ctx: DeliveryContext) {
             let req = ClaimRequest {
                 hook: name.clone(),
                 max: free,
-                ordered: worker.hook.ordered,
+                ordered,
                 lease,
             };
             match spool.claim(req).await {
@@ -137,47 +140,32 @@ fn report_panic(hook: &str, joined: Result<(), tokio::task::JoinError>) {
 /// What each delivery task of one hook needs.
 struct Worker {
     spool: Spool,
-    hook: HookConfig,
+    /// The hook's name.
+    hook: String,
+    retry: RetryConfig,
+    action: Action,
     ctx: DeliveryContext,
 }
 
 impl Worker {
     async fn deliver(self: Arc<Self>, item: Item) {
-        let _tracked = self.ctx.in_flight.track(item.id, &self.hook.name);
+        let _tracked = self.ctx.in_flight.track(item.id, &self.hook);
         let attempt = item.attempts.saturating_add(1);
         let started = Instant::now();
         let outcome = if *self.ctx.hard_stop.borrow() {
             Outcome::Cancelled
         } else {
-            self.attempt(&item, attempt).await
+            let cancel = until_set(self.ctx.hard_stop.clone());
+            self.action.attempt(&item, attempt, cancel).await
         };
         self.record(&item, attempt, outcome, started.elapsed())
             .await;
     }
 
-    /// Runs the action once; `Cancelled` if the hard stop comes first.
-    async fn attempt(&self, item: &Item, attempt: u32) -> Outcome {
-        let cancel = until_set(self.ctx.hard_stop.clone());
-        let timeout = self.hook.action.timeout;
-        match &self.hook.action.kind {
-            ActionKind::Forward { url, headers } => {
-                let call = forward(&self.ctx.client, url, item, attempt, headers, timeout);
-                tokio::select! {
-                    biased;
-                    outcome = call => outcome,
-                    _ = cancel => Outcome::Cancelled,
-                }
-            }
-            ActionKind::Exec { argv } => {
-                exec_hiding(argv, item, attempt, timeout, cancel, &self.ctx.hidden_env).await
-            }
-        }
-    }
-
     /// Writes the outcome to the spool, logs it and tells the observer.
     async fn record(&self, item: &Item, attempt: u32, outcome: Outcome, elapsed: Duration) {
         let id = item.id;
-        let hook = &self.hook.name;
+        let hook = &self.hook;
         match outcome {
             Outcome::Delivered => {
                 // Not awaited: the slot moves on while the writer commits it.
@@ -198,7 +186,7 @@ impl Worker {
                     id,
                     error: error.clone(),
                 });
-                let verdict = verdict(&self.hook.retry, attempt, &mut rand::thread_rng());
+                let verdict = verdict(&self.retry, attempt, &mut rand::thread_rng());
                 match verdict {
                     Verdict::Retry(wait) => {
                         let next = SystemTime::now()
@@ -245,11 +233,11 @@ impl Worker {
                         || matches!(e, SpoolError::Closed)
                         || *self.ctx.hard_stop.borrow();
                     if last {
-                        tracing::error!(delivery_id = id, hook = %self.hook.name, error = %e,
+                        tracing::error!(delivery_id = id, hook = %self.hook, error = %e,
                             "spool: {what} failed; the item will be tried again when its lease expires");
                         return;
                     }
-                    tracing::warn!(delivery_id = id, hook = %self.hook.name, error = %e,
+                    tracing::warn!(delivery_id = id, hook = %self.hook, error = %e,
                         "spool: {what} failed; trying again");
                     sleep(SPOOL_ERROR_PAUSE).await;
                 }

@@ -3,20 +3,21 @@
 use std::future::Future;
 use std::io;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::{ChildStdin, Command};
+use tokio::process::{ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio::time::{sleep_until, Instant};
 
 use super::{human, Outcome};
 use crate::spool::Item;
 
 /// Between SIGTERM and SIGKILL when a command overruns or is cancelled.
-pub const KILL_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const KILL_GRACE: Duration = Duration::from_secs(5);
 /// How long output is still read after the command exits: a background
 /// grandchild may hold the pipes open forever.
 const OUTPUT_LINGER: Duration = Duration::from_secs(1);
@@ -34,37 +35,16 @@ const PRIVATE_ENV: &[&str] = &[
     "WATCHDOG_PID",
 ];
 
-/// Runs `argv` for `item`'s `attempt` (1-based): body on stdin, metadata in
-/// `HOOKD_*` variables, stdout/stderr logged line by line. Exit 0 is
-/// [`Outcome::Delivered`]; another status, or overrunning `timeout`, is
-/// [`Outcome::Failed`]. When `cancel` completes first the command is stopped
-/// and the result is [`Outcome::Cancelled`].
-///
-/// The command runs in its own process group; on timeout or cancel the whole
-/// group gets SIGTERM, then SIGKILL after [`KILL_GRACE`], and the command is
-/// reaped before this returns. Dropping the future SIGKILLs the group at once
-/// (the runtime reaps the child).
-pub async fn exec(
-    argv: &[String],
-    item: &Item,
-    attempt: u32,
-    timeout: Duration,
-    cancel: impl Future<Output = ()>,
-) -> Outcome {
-    run(argv, item, attempt, timeout, cancel, KILL_GRACE, &[]).await
-}
-
-/// [`exec`], with `hidden` environment variables removed from the child's
-/// environment: the ones hookd reads its hooks' secrets from.
-pub async fn exec_hiding(
-    argv: &[String],
-    item: &Item,
-    attempt: u32,
-    timeout: Duration,
-    cancel: impl Future<Output = ()>,
-    hidden: &[String],
-) -> Outcome {
-    run(argv, item, attempt, timeout, cancel, KILL_GRACE, hidden).await
+/// The `exec` action of one hook: what to run and how to stop it.
+pub(crate) struct Exec {
+    /// Program and arguments; no shell.
+    pub(crate) argv: Vec<String>,
+    pub(crate) timeout: Duration,
+    /// Variables removed from the child's environment: the ones hookd reads
+    /// its hooks' secrets from.
+    pub(crate) hide_env: Arc<Vec<String>>,
+    /// Between SIGTERM and SIGKILL on timeout or cancel ([`KILL_GRACE`]).
+    pub(crate) kill_grace: Duration,
 }
 
 /// Why a command was stopped before it exited by itself.
@@ -74,118 +54,124 @@ enum Stop {
     Cancelled,
 }
 
-async fn run(
-    argv: &[String],
-    item: &Item,
-    attempt: u32,
-    timeout: Duration,
-    cancel: impl Future<Output = ()>,
-    grace: Duration,
-    hidden: &[String],
-) -> Outcome {
-    let Some(program) = argv.first() else {
-        return Outcome::Failed("exec: no command given".into());
-    };
-    let mut cmd = Command::new(program);
-    cmd.args(&argv[1..])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    for var in PRIVATE_ENV {
-        cmd.env_remove(var);
-    }
-    for var in hidden {
-        cmd.env_remove(var);
-    }
-    cmd.envs(env_for(item, attempt));
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => return Outcome::Failed(format!("cannot start {program}: {e}")),
-    };
-    let mut group = GroupGuard(child.id().map(|id| Pid::from_raw(id as i32)));
-    let (Some(stdin), Some(stdout), Some(stderr)) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
-        // Unreachable with piped stdio; the guard kills the group.
-        return Outcome::Failed("exec: child pipes missing".into());
-    };
-    let log = OutputLog {
-        id: item.id,
-        hook: &item.hook,
-    };
-    let mut out = LineReader::new(stdout);
-    let mut err = LineReader::new(stderr);
-    let mut last_stderr: Option<String> = None;
-    let feed = feed_stdin(stdin, item.body.clone());
-    tokio::pin!(feed, cancel);
-    let mut fed = false;
-    let deadline = Instant::now() + timeout;
-    let mut stopping: Option<Stop> = None;
-    let mut kill_at: Option<Instant> = None;
+impl Exec {
+    /// Runs the command for `item`'s `attempt` (1-based): body on stdin,
+    /// metadata in `HOOKD_*` variables, stdout/stderr logged line by line.
+    /// Exit 0 is [`Outcome::Delivered`]; another status, or overrunning the
+    /// timeout, is [`Outcome::Failed`]. When `cancel` completes first the
+    /// command is stopped and the result is [`Outcome::Cancelled`].
+    ///
+    /// The command runs in its own process group; on timeout or cancel the
+    /// whole group gets SIGTERM, then SIGKILL after `kill_grace`, and the
+    /// command is reaped before this returns. Dropping the future SIGKILLs
+    /// the group at once (the runtime reaps the child).
+    pub(crate) async fn attempt(
+        &self,
+        item: &Item,
+        attempt: u32,
+        cancel: impl Future<Output = ()>,
+    ) -> Outcome {
+        let Some(program) = self.argv.first() else {
+            return Outcome::Failed("exec: no command given".into());
+        };
+        let mut child = match self.command(program, item, attempt).spawn() {
+            Ok(c) => c,
+            Err(e) => return Outcome::Failed(format!("cannot start {program}: {e}")),
+        };
+        let mut group = GroupGuard(child.id().map(|id| Pid::from_raw(id as i32)));
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            // Unreachable with piped stdio; the guard kills the group.
+            return Outcome::Failed("exec: child pipes missing".into());
+        };
+        let mut output = Output {
+            out: LineReader::new(stdout),
+            err: LineReader::new(stderr),
+            last_stderr: None,
+            id: item.id,
+            hook: &item.hook,
+        };
+        let feed = feed_stdin(stdin, item.body.clone());
+        tokio::pin!(feed, cancel);
+        let mut fed = false;
+        let deadline = Instant::now() + self.timeout;
+        let mut stopping: Option<Stop> = None;
+        let mut kill_at: Option<Instant> = None;
 
-    let status: io::Result<ExitStatus> = loop {
-        tokio::select! {
-            status = child.wait() => break status,
-            line = out.next_line(), if !out.eof => log.line("stdout", line),
-            line = err.next_line(), if !err.eof => {
-                if let Some(l) = &line {
-                    last_stderr = Some(l.clone());
+        let status: io::Result<ExitStatus> = loop {
+            tokio::select! {
+                status = child.wait() => break status,
+                () = output.next(), if !output.done() => {}
+                _ = &mut feed, if !fed => fed = true,
+                _ = sleep_until(deadline), if stopping.is_none() => {
+                    stopping = Some(Stop::TimedOut);
+                    group.signal(Signal::SIGTERM);
+                    kill_at = Some(Instant::now() + self.kill_grace);
                 }
-                log.line("stderr", line);
-            }
-            _ = &mut feed, if !fed => fed = true,
-            _ = sleep_until(deadline), if stopping.is_none() => {
-                stopping = Some(Stop::TimedOut);
-                group.signal(Signal::SIGTERM);
-                kill_at = Some(Instant::now() + grace);
-            }
-            _ = &mut cancel, if stopping.is_none() => {
-                stopping = Some(Stop::Cancelled);
-                group.signal(Signal::SIGTERM);
-                kill_at = Some(Instant::now() + grace);
-            }
-            _ = sleep_until(kill_at.unwrap_or(deadline)), if kill_at.is_some() => {
-                group.signal(Signal::SIGKILL);
-                kill_at = None;
-            }
-        }
-    };
-    if stopping.is_some() {
-        // The leader is gone; finish off group members that ignored SIGTERM.
-        group.signal(Signal::SIGKILL);
-    }
-    group.disarm();
-
-    let linger = Instant::now() + OUTPUT_LINGER;
-    while !(out.eof && err.eof) {
-        tokio::select! {
-            line = out.next_line(), if !out.eof => log.line("stdout", line),
-            line = err.next_line(), if !err.eof => {
-                if let Some(l) = &line {
-                    last_stderr = Some(l.clone());
+                _ = &mut cancel, if stopping.is_none() => {
+                    stopping = Some(Stop::Cancelled);
+                    group.signal(Signal::SIGTERM);
+                    kill_at = Some(Instant::now() + self.kill_grace);
                 }
-                log.line("stderr", line);
+                _ = sleep_until(kill_at.unwrap_or(deadline)), if kill_at.is_some() => {
+                    group.signal(Signal::SIGKILL);
+                    kill_at = None;
+                }
             }
-            _ = sleep_until(linger) => break,
+        };
+        if stopping.is_some() {
+            // The leader is gone; finish off group members that ignored SIGTERM.
+            group.signal(Signal::SIGKILL);
+        }
+        group.disarm();
+
+        let linger = Instant::now() + OUTPUT_LINGER;
+        while !output.done() {
+            tokio::select! {
+                () = output.next() => {}
+                _ = sleep_until(linger) => break,
+            }
+        }
+
+        match (stopping, status) {
+            (Some(Stop::Cancelled), _) => Outcome::Cancelled,
+            (Some(Stop::TimedOut), _) => {
+                Outcome::Failed(format!("timed out after {}", human(self.timeout)))
+            }
+            (None, Err(e)) => Outcome::Failed(format!("cannot wait for {program}: {e}")),
+            (None, Ok(status)) if status.success() => Outcome::Delivered,
+            (None, Ok(status)) => {
+                let mut msg = describe(status);
+                if let Some(line) = output.last_stderr.filter(|l| !l.trim().is_empty()) {
+                    let cut: String = line.trim().chars().take(STDERR_IN_ERROR).collect();
+                    msg.push_str(": ");
+                    msg.push_str(&cut);
+                }
+                Outcome::Failed(msg)
+            }
         }
     }
 
-    match (stopping, status) {
-        (Some(Stop::Cancelled), _) => Outcome::Cancelled,
-        (Some(Stop::TimedOut), _) => Outcome::Failed(format!("timed out after {}", human(timeout))),
-        (None, Err(e)) => Outcome::Failed(format!("cannot wait for {program}: {e}")),
-        (None, Ok(status)) if status.success() => Outcome::Delivered,
-        (None, Ok(status)) => {
-            let mut msg = describe(status);
-            if let Some(line) = last_stderr.filter(|l| !l.trim().is_empty()) {
-                let cut: String = line.trim().chars().take(STDERR_IN_ERROR).collect();
-                msg.push_str(": ");
-                msg.push_str(&cut);
-            }
-            Outcome::Failed(msg)
+    /// The command for one attempt: no shell, piped stdio, its own process
+    /// group, and an environment without hookd's private and secret variables.
+    fn command(&self, program: &str, item: &Item, attempt: u32) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.args(&self.argv[1..])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        for var in PRIVATE_ENV
+            .iter()
+            .copied()
+            .chain(self.hide_env.iter().map(String::as_str))
+        {
+            cmd.env_remove(var);
         }
+        cmd.envs(env_for(item, attempt));
+        cmd
     }
 }
 
@@ -283,16 +269,34 @@ impl Drop for GroupGuard {
     }
 }
 
-/// Where output lines go: the log, tagged with the delivery.
-struct OutputLog<'a> {
+/// The command's stdout and stderr, logged line by line and tagged with the
+/// delivery; the last stderr line is kept for the error message.
+struct Output<'a> {
+    out: LineReader<ChildStdout>,
+    err: LineReader<ChildStderr>,
+    last_stderr: Option<String>,
     id: i64,
     hook: &'a str,
 }
 
-impl OutputLog<'_> {
-    fn line(&self, stream: &'static str, line: Option<String>) {
-        if let Some(line) = line {
-            tracing::info!(delivery_id = self.id, hook = %self.hook, stream, "{line}");
+impl Output<'_> {
+    /// Both pipes are closed and read to the end.
+    fn done(&self) -> bool {
+        self.out.eof && self.err.eof
+    }
+
+    /// Logs the next line from either pipe. Cancel-safe, as
+    /// [`LineReader::next_line`] is; returns at once when [`Output::done`].
+    async fn next(&mut self) {
+        let (stream, line) = tokio::select! {
+            line = self.out.next_line(), if !self.out.eof => ("stdout", line),
+            line = self.err.next_line(), if !self.err.eof => ("stderr", line),
+            else => return,
+        };
+        let Some(line) = line else { return };
+        tracing::info!(delivery_id = self.id, hook = %self.hook, stream, "{line}");
+        if stream == "stderr" {
+            self.last_stderr = Some(line);
         }
     }
 }

@@ -9,6 +9,8 @@ use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
 use super::*;
+use crate::config::{self, ActionKind};
+use crate::delivery::Action;
 use crate::spool::{Item, ItemState};
 
 const LONG: Duration = Duration::from_secs(30);
@@ -45,6 +47,21 @@ fn script(dir: &Path, text: &str) -> Vec<String> {
         path.to_string_lossy().into_owned(),
         dir.to_string_lossy().into_owned(),
     ]
+}
+
+/// A hook's exec action as its delivery loop builds it, hiding nothing.
+fn exec(argv: &[String], timeout: Duration) -> Action {
+    let cfg = config::Action {
+        kind: ActionKind::Exec {
+            argv: argv.to_vec(),
+        },
+        timeout,
+    };
+    Action::new(
+        &cfg,
+        &crate::delivery::ForwardClient::new(),
+        &Arc::default(),
+    )
 }
 
 fn never() -> std::future::Pending<()> {
@@ -108,7 +125,9 @@ const TREE: &str = "sleep 1000 &\necho $! > \"$1/grandchild.tmp\"; mv \"$1/grand
 async fn stdin_and_env_reach_the_command() {
     let dir = tempfile::tempdir().unwrap();
     let argv = script(dir.path(), "cat > \"$1/stdin\"\nenv > \"$1/env\"\n");
-    let out = exec(&argv, &item(&b"{\"ref\":\"main\"}"[..]), 3, LONG, never()).await;
+    let out = exec(&argv, LONG)
+        .attempt(&item(&b"{\"ref\":\"main\"}"[..]), 3, never())
+        .await;
     assert_eq!(out, Outcome::Delivered);
     let stdin = std::fs::read(dir.path().join("stdin")).unwrap();
     assert_eq!(stdin, b"{\"ref\":\"main\"}");
@@ -128,11 +147,39 @@ async fn stdin_and_env_reach_the_command() {
 }
 
 #[tokio::test]
+async fn hidden_variables_do_not_reach_the_command() {
+    // PATH is the one variable every test run has; the script needs none of it.
+    assert!(std::env::var_os("PATH").is_some(), "test needs PATH set");
+    let text = "/usr/bin/env > \"$1/env\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    let shown = script(dir.path(), text);
+    let out = exec(&shown, LONG).attempt(&item(""), 1, never()).await;
+    assert_eq!(out, Outcome::Delivered);
+    let env = std::fs::read_to_string(dir.path().join("env")).unwrap();
+    assert!(env.lines().any(|l| l.starts_with("PATH=")), "{env}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config::Action {
+        kind: ActionKind::Exec {
+            argv: script(dir.path(), text),
+        },
+        timeout: LONG,
+    };
+    let hide = Arc::new(vec!["PATH".to_string()]);
+    let action = Action::new(&cfg, &crate::delivery::ForwardClient::new(), &hide);
+    let out = action.attempt(&item(""), 1, never()).await;
+    assert_eq!(out, Outcome::Delivered);
+    let env = std::fs::read_to_string(dir.path().join("env")).unwrap();
+    assert!(!env.lines().any(|l| l.starts_with("PATH=")), "{env}");
+    assert!(env.lines().any(|l| l == "HOOKD_DELIVERY_ID=7"), "{env}");
+}
+
+#[tokio::test]
 async fn exit_status_decides() {
     let dir = tempfile::tempdir().unwrap();
     let ok = script(dir.path(), "exit 0\n");
     assert_eq!(
-        exec(&ok, &item(""), 1, LONG, never()).await,
+        exec(&ok, LONG).attempt(&item(""), 1, never()).await,
         Outcome::Delivered
     );
 
@@ -142,14 +189,14 @@ async fn exit_status_decides() {
         "echo first >&2\necho 'no such branch' >&2\nexit 3\n",
     );
     assert_eq!(
-        exec(&fail, &item(""), 1, LONG, never()).await,
+        exec(&fail, LONG).attempt(&item(""), 1, never()).await,
         Outcome::Failed("exit status 3: no such branch".into())
     );
 
     let dir = tempfile::tempdir().unwrap();
     let killed = script(dir.path(), "kill -9 $$\n");
     assert_eq!(
-        exec(&killed, &item(""), 1, LONG, never()).await,
+        exec(&killed, LONG).attempt(&item(""), 1, never()).await,
         Outcome::Failed("killed by signal SIGKILL".into())
     );
 }
@@ -161,7 +208,7 @@ async fn command_that_ignores_stdin_is_delivered() {
     let dir = tempfile::tempdir().unwrap();
     let argv = script(dir.path(), "echo done\nexit 0\n");
     assert_eq!(
-        exec(&argv, &item(big), 1, LONG, never()).await,
+        exec(&argv, LONG).attempt(&item(big), 1, never()).await,
         Outcome::Delivered
     );
 }
@@ -176,7 +223,7 @@ async fn big_body_and_chatty_command_do_not_deadlock() {
         "i=0; while [ $i -lt 2000 ]; do echo line $i; echo err $i >&2; i=$((i+1)); done\nwc -c > \"$1/count\"\n",
     );
     assert_eq!(
-        exec(&argv, &item(big), 1, LONG, never()).await,
+        exec(&argv, LONG).attempt(&item(big), 1, never()).await,
         Outcome::Delivered
     );
     let count = std::fs::read_to_string(dir.path().join("count")).unwrap();
@@ -186,7 +233,7 @@ async fn big_body_and_chatty_command_do_not_deadlock() {
 #[tokio::test]
 async fn missing_program_fails_clearly() {
     let argv = vec!["/nonexistent/hookd-test-program".to_string()];
-    let out = exec(&argv, &item(""), 1, LONG, never()).await;
+    let out = exec(&argv, LONG).attempt(&item(""), 1, never()).await;
     let Outcome::Failed(msg) = out else {
         panic!("expected Failed, got {out:?}")
     };
@@ -200,7 +247,9 @@ async fn missing_program_fails_clearly() {
 async fn timeout_kills_the_whole_process_group() {
     let dir = tempfile::tempdir().unwrap();
     let argv = script(dir.path(), TREE);
-    let out = exec(&argv, &item(""), 1, Duration::from_secs(2), never()).await;
+    let out = exec(&argv, Duration::from_secs(2))
+        .attempt(&item(""), 1, never())
+        .await;
     assert_eq!(out, Outcome::Failed("timed out after 2s".into()));
     assert_tree_gone(dir.path()).await;
 }
@@ -211,16 +260,13 @@ async fn sigterm_ignored_gets_sigkill_after_grace() {
     let argv = script(dir.path(), &format!("trap '' TERM\n{TREE}"));
     let started = std::time::Instant::now();
     let grace = Duration::from_millis(300);
-    let out = run(
-        &argv,
-        &item(""),
-        1,
-        Duration::from_secs(2),
-        never(),
-        grace,
-        &[],
-    )
-    .await;
+    let action = Exec {
+        argv,
+        timeout: Duration::from_secs(2),
+        hide_env: Arc::default(),
+        kill_grace: grace,
+    };
+    let out = action.attempt(&item(""), 1, never()).await;
     assert_eq!(out, Outcome::Failed("timed out after 2s".into()));
     assert!(started.elapsed() >= Duration::from_secs(2) + grace);
     assert_tree_gone(dir.path()).await;
@@ -233,7 +279,7 @@ async fn cancel_stops_the_command_and_reports_cancelled() {
     let cancel = async {
         wait_pid_file(dir.path().join("leader")).await;
     };
-    let out = exec(&argv, &item(""), 1, LONG, cancel).await;
+    let out = exec(&argv, LONG).attempt(&item(""), 1, cancel).await;
     assert_eq!(out, Outcome::Cancelled);
     assert_tree_gone(dir.path()).await;
 }
@@ -243,7 +289,8 @@ async fn dropping_the_future_kills_and_reaps_the_group() {
     let dir = tempfile::tempdir().unwrap();
     let argv = script(dir.path(), TREE);
     let it = item("");
-    let running = exec(&argv, &it, 1, LONG, never());
+    let action = exec(&argv, LONG);
+    let running = action.attempt(&it, 1, never());
     let leader = tokio::select! {
         out = running => panic!("exec ended by itself: {out:?}"),
         pid = wait_pid_file(dir.path().join("leader")) => pid,
@@ -295,7 +342,7 @@ async fn output_lines_are_logged_with_delivery_fields() {
         "echo hello out\necho hello err >&2\nprintf 'no newline'\n",
     );
     assert_eq!(
-        exec(&argv, &item(""), 1, LONG, never()).await,
+        exec(&argv, LONG).attempt(&item(""), 1, never()).await,
         Outcome::Delivered
     );
 

@@ -1,5 +1,6 @@
 //! The `forward` action: POST the stored body to a local upstream.
 
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -62,35 +63,84 @@ impl Default for ForwardClient {
     }
 }
 
-/// POSTs `item`'s body to `url` with its stored headers (filtered, see
-/// [`passes`]) plus `Hookd-Delivery-Id`, `Hookd-Attempt` (1-based) and
-/// `Hookd-Hook`. 2xx is [`Outcome::Delivered`]; any other answer, a connect
-/// error, or no answer within `timeout` is [`Outcome::Failed`].
-pub async fn forward(
-    client: &ForwardClient,
-    url: &str,
-    item: &Item,
-    attempt: u32,
-    headers_allow: &[String],
-    timeout: Duration,
-) -> Outcome {
-    let req = match build_request(url, item, attempt, headers_allow) {
-        Ok(r) => r,
-        Err(e) => return Outcome::Failed(format!("cannot build request to {url}: {e}")),
-    };
-    let deadline = Instant::now() + timeout;
-    let resp = match timeout_at(deadline, client.inner.request(req)).await {
-        Err(_) => {
-            return Outcome::Failed(format!(
-                "upstream {url} did not answer within {}",
-                human(timeout)
-            ))
+/// The `forward` action of one hook: where to POST and what to pass on.
+pub(crate) struct Forward {
+    /// Shared by every forward action of the process, for its connection pool.
+    pub(crate) client: ForwardClient,
+    pub(crate) url: String,
+    /// Which stored request headers go upstream; see [`passes`].
+    pub(crate) headers_allow: Vec<String>,
+    pub(crate) timeout: Duration,
+}
+
+impl Forward {
+    /// POSTs `item`'s body to the URL with its stored headers (filtered, see
+    /// [`passes`]) plus `Hookd-Delivery-Id`, `Hookd-Attempt` (1-based) and
+    /// `Hookd-Hook`. 2xx is [`Outcome::Delivered`]; any other answer, a connect
+    /// error, or no answer within the timeout is [`Outcome::Failed`]. When
+    /// `cancel` completes first the request is dropped and the result is
+    /// [`Outcome::Cancelled`].
+    pub(crate) async fn attempt(
+        &self,
+        item: &Item,
+        attempt: u32,
+        cancel: impl Future<Output = ()>,
+    ) -> Outcome {
+        tokio::select! {
+            biased;
+            outcome = self.post(item, attempt) => outcome,
+            _ = cancel => Outcome::Cancelled,
         }
-        Ok(Err(e)) => {
-            return Outcome::Failed(format!("cannot reach upstream {url}: {}", chain(&e)))
+    }
+
+    async fn post(&self, item: &Item, attempt: u32) -> Outcome {
+        let url = &self.url;
+        let req = match self.request(item, attempt) {
+            Ok(r) => r,
+            Err(e) => return Outcome::Failed(format!("cannot build request to {url}: {e}")),
+        };
+        let deadline = Instant::now() + self.timeout;
+        let resp = match timeout_at(deadline, self.client.inner.request(req)).await {
+            Err(_) => {
+                return Outcome::Failed(format!(
+                    "upstream {url} did not answer within {}",
+                    human(self.timeout)
+                ))
+            }
+            Ok(Err(e)) => {
+                return Outcome::Failed(format!("cannot reach upstream {url}: {}", chain(&e)))
+            }
+            Ok(Ok(resp)) => resp,
+        };
+        answer(resp, deadline).await
+    }
+
+    /// The POST for `item`'s `attempt`: its body, the stored headers that
+    /// [`passes`] lets through, and hookd's own.
+    fn request(&self, item: &Item, attempt: u32) -> Result<Request<Full<Bytes>>, http::Error> {
+        let mut req = Request::post(&self.url).body(Full::new(item.body.clone()))?;
+        let headers = req.headers_mut();
+        for (name, value) in &item.headers {
+            if !passes(name, &self.headers_allow) {
+                continue;
+            }
+            // A stored header that is not valid on the wire is skipped, not fatal.
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_bytes(value),
+            ) {
+                headers.append(n, v);
+            }
         }
-        Ok(Ok(resp)) => resp,
-    };
+        headers.insert("hookd-delivery-id", HeaderValue::from(item.id));
+        headers.insert("hookd-attempt", HeaderValue::from(attempt));
+        headers.insert("hookd-hook", HeaderValue::from_str(&item.hook)?);
+        Ok(req)
+    }
+}
+
+/// Reads what is needed of `resp` (until `deadline` at most) and judges it.
+async fn answer(resp: http::Response<hyper::body::Incoming>, deadline: Instant) -> Outcome {
     let status = resp.status();
     let limit = if status.is_success() {
         DRAIN_LIMIT
@@ -115,7 +165,7 @@ pub async fn forward(
 /// Whether a stored header goes upstream: never the connection's own headers
 /// nor `Hookd-*` (hookd sets those); with an allow list only the listed ones
 /// (case-insensitive), else all but `Authorization`.
-pub fn passes(name: &str, headers_allow: &[String]) -> bool {
+fn passes(name: &str, headers_allow: &[String]) -> bool {
     let lower = name.to_ascii_lowercase();
     if NEVER_PASSED.contains(&lower.as_str()) || lower.starts_with("hookd-") {
         return false;
@@ -125,32 +175,6 @@ pub fn passes(name: &str, headers_allow: &[String]) -> bool {
     } else {
         headers_allow.iter().any(|a| a.eq_ignore_ascii_case(&lower))
     }
-}
-
-fn build_request(
-    url: &str,
-    item: &Item,
-    attempt: u32,
-    headers_allow: &[String],
-) -> Result<Request<Full<Bytes>>, http::Error> {
-    let mut req = Request::post(url).body(Full::new(item.body.clone()))?;
-    let headers = req.headers_mut();
-    for (name, value) in &item.headers {
-        if !passes(name, headers_allow) {
-            continue;
-        }
-        // A stored header that is not valid on the wire is skipped, not fatal.
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_bytes(value),
-        ) {
-            headers.append(n, v);
-        }
-    }
-    headers.insert("hookd-delivery-id", HeaderValue::from(item.id));
-    headers.insert("hookd-attempt", HeaderValue::from(attempt));
-    headers.insert("hookd-hook", HeaderValue::from_str(&item.hook)?);
-    Ok(req)
 }
 
 /// Reads at most `limit` bytes of `body`; stops early on an error.

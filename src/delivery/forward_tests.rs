@@ -13,6 +13,8 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::config::{self, ActionKind};
+use crate::delivery::Action;
 use crate::spool::{Item, ItemState};
 
 /// What the upstream saw.
@@ -111,11 +113,29 @@ fn item() -> Item {
 
 const T: Duration = Duration::from_secs(10);
 
+/// A hook's forward action as its delivery loop builds it.
+fn forward(client: &ForwardClient, url: String, allow: &[&str], timeout: Duration) -> Action {
+    let cfg = config::Action {
+        kind: ActionKind::Forward {
+            url,
+            headers: allow.iter().map(|h| h.to_string()).collect(),
+        },
+        timeout,
+    };
+    Action::new(&cfg, client, &Arc::default())
+}
+
+fn never() -> std::future::Pending<()> {
+    std::future::pending()
+}
+
 #[tokio::test]
 async fn delivers_body_and_hookd_headers() {
     let mut up = upstream().await;
     let client = ForwardClient::new();
-    let out = forward(&client, &format!("{}/ok", up.base), &item(), 3, &[], T).await;
+    let out = forward(&client, format!("{}/ok", up.base), &[], T)
+        .attempt(&item(), 3, never())
+        .await;
     assert_eq!(out, Outcome::Delivered);
     let seen = up.seen.recv().await.unwrap();
     assert_eq!(seen.path, "/ok");
@@ -140,8 +160,10 @@ async fn delivers_body_and_hookd_headers() {
 async fn allow_list_passes_only_listed_headers() {
     let mut up = upstream().await;
     let client = ForwardClient::new();
-    let allow = vec!["X-GitHub-Event".to_string(), "Authorization".to_string()];
-    let out = forward(&client, &format!("{}/ok", up.base), &item(), 1, &allow, T).await;
+    let allow = ["X-GitHub-Event", "Authorization"];
+    let out = forward(&client, format!("{}/ok", up.base), &allow, T)
+        .attempt(&item(), 1, never())
+        .await;
     assert_eq!(out, Outcome::Delivered);
     let h = up.seen.recv().await.unwrap().headers;
     assert_eq!(h["x-github-event"], "push");
@@ -155,7 +177,9 @@ async fn allow_list_passes_only_listed_headers() {
 async fn non_2xx_fails_with_status_and_body_start() {
     let up = upstream().await;
     let client = ForwardClient::new();
-    let out = forward(&client, &format!("{}/fail", up.base), &item(), 1, &[], T).await;
+    let out = forward(&client, format!("{}/fail", up.base), &[], T)
+        .attempt(&item(), 1, never())
+        .await;
     let Outcome::Failed(msg) = out else {
         panic!("expected Failed, got {out:?}")
     };
@@ -172,11 +196,29 @@ async fn no_answer_within_timeout_fails() {
     let client = ForwardClient::new();
     let url = format!("{}/slow", up.base);
     let started = std::time::Instant::now();
-    let out = forward(&client, &url, &item(), 1, &[], Duration::from_millis(300)).await;
+    let out = forward(&client, url.clone(), &[], Duration::from_millis(300))
+        .attempt(&item(), 1, never())
+        .await;
     assert_eq!(
         out,
         Outcome::Failed(format!("upstream {url} did not answer within 300ms"))
     );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn cancel_gives_up_the_request() {
+    let mut up = upstream().await;
+    let client = ForwardClient::new();
+    let action = forward(&client, format!("{}/slow", up.base), &[], T);
+    let started = std::time::Instant::now();
+    let it = item();
+    // Cancelled once the upstream holds the request, so the request was really sent.
+    let cancel = async {
+        up.seen.recv().await;
+    };
+    let out = action.attempt(&it, 1, cancel).await;
+    assert_eq!(out, Outcome::Cancelled);
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
@@ -186,7 +228,9 @@ async fn refused_connection_fails_clearly() {
     let url = format!("http://{}/ok", listener.local_addr().unwrap());
     drop(listener);
     let client = ForwardClient::new();
-    let out = forward(&client, &url, &item(), 1, &[], T).await;
+    let out = forward(&client, url.clone(), &[], T)
+        .attempt(&item(), 1, never())
+        .await;
     let Outcome::Failed(msg) = out else {
         panic!("expected Failed, got {out:?}")
     };
@@ -201,16 +245,9 @@ async fn refused_connection_fails_clearly() {
 async fn connections_are_kept_alive_and_reused() {
     let mut up = upstream().await;
     let client = ForwardClient::new();
+    let action = forward(&client, format!("{}/ok", up.base), &[], T);
     for attempt in 1..=3 {
-        let out = forward(
-            &client,
-            &format!("{}/ok", up.base),
-            &item(),
-            attempt,
-            &[],
-            T,
-        )
-        .await;
+        let out = action.attempt(&item(), attempt, never()).await;
         assert_eq!(out, Outcome::Delivered);
         up.seen.recv().await.unwrap();
     }

@@ -1,12 +1,13 @@
 //! Delivery: per-hook workers that claim spooled items and run their action
 //! (`forward` or `exec`), with retries, backoff and a tracked in-flight set.
 //!
-//! [`run_hook`] is one hook's dispatcher; [`forward()`] and [`exec()`] are the
-//! actions; [`retry`] decides what a failure leads to.
+//! [`run_hook`] is one hook's dispatcher; it builds the hook's [`Action`]
+//! once and runs it for each attempt; [`retry`] decides what a failure leads to.
 
+mod action;
 mod dispatch;
-pub mod exec;
-pub mod forward;
+mod exec;
+mod forward;
 mod inflight;
 pub mod retry;
 
@@ -15,9 +16,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+pub(crate) use action::Action;
 pub use dispatch::{run_hook, LEASE_MARGIN};
-pub use exec::exec;
-pub use forward::{forward, ForwardClient};
+pub use forward::ForwardClient;
 pub use inflight::{InFlight, InFlightEntry, InFlightGuard};
 
 /// How one attempt ended.
