@@ -1,5 +1,6 @@
-//! The drain (SPEC §4) against the real binary, real signals and a real
-//! datagram socket as NOTIFY_SOCKET that records each message with its time.
+//! The drain on SIGTERM/SIGINT (grace window, one extension, then abandon)
+//! against the real binary, real signals and a real datagram socket as
+//! NOTIFY_SOCKET that records each message with its time.
 
 mod common;
 

@@ -1,6 +1,7 @@
-//! Ingress against the real binary: every bad-input status of SPEC §1 with
-//! its JSON body, and after each one the spool holds nothing new; then the
-//! good path (202 after commit) and duplicates.
+//! Ingress against the real binary: every bad-input status (404, 405, 411,
+//! 413, 415, 400, 401, 403, 503, 408) with its JSON body, and after each one
+//! the spool holds nothing new; then the good path (202 after commit) and
+//! duplicates.
 
 mod common;
 

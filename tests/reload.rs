@@ -1,4 +1,4 @@
-//! The hand-off on reload (SPEC §5) against the real binary: the running
+//! The hand-off on reload against the real binary: the running
 //! instance starts the binary on disk with its sockets, the successor reports
 //! `MAINPID=` + `READY=1`, and only then does the old one stop accepting.
 //!
