@@ -8,13 +8,28 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 
 const THREADS: usize = 8;
 const PER_THREAD: usize = 3000;
 
+/// The seed of this run's random choices: `HOOKD_TEST_SEED` when set, so a
+/// failure can be replayed, else a fresh one.
+fn seed() -> u64 {
+    match std::env::var("HOOKD_TEST_SEED") {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("HOOKD_TEST_SEED={v:?} is not a u64: {e}")),
+        Err(_) => rand::thread_rng().gen(),
+    }
+}
+
 #[test]
 fn every_acknowledged_webhook_survives_sigkill() {
+    let seed = seed();
+    println!("seed = {seed} (replay with HOOKD_TEST_SEED={seed})");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let up = Upstream::ok();
     let mut h = Hookd::configure(
@@ -51,7 +66,7 @@ fn every_acknowledged_webhook_survives_sigkill() {
         })
         .collect();
 
-    let kill_after = Duration::from_millis(rand::thread_rng().gen_range(300..1500));
+    let kill_after = Duration::from_millis(rng.gen_range(300..1500));
     let started = Instant::now();
     wait_for(
         Duration::from_secs(20),
@@ -79,14 +94,14 @@ fn every_acknowledged_webhook_survives_sigkill() {
     let all = up.ids();
     let distinct: HashSet<i64> = all.iter().copied().collect();
     println!(
-        "killed after {kill_after:?}: acked {}, delivered before the kill {delivered_before}, delivered in all {} distinct, {} duplicate deliveries",
+        "seed {seed}: killed after {kill_after:?}: acked {}, delivered before the kill {delivered_before}, delivered in all {} distinct, {} duplicate deliveries",
         acked.len(),
         distinct.len(),
         all.len() - distinct.len()
     );
     assert!(
         acked.len() > 10,
-        "too little load before the kill: {}",
+        "too little load before the kill: {} (seed = {seed})",
         acked.len()
     );
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 
 const FAST_RETRY: &str =
-    "retry = { max_attempts = 3, backoff = \"100ms\", max_backoff = \"200ms\" }";
+    r#"retry = { max_attempts = 3, backoff = "100ms", max_backoff = "200ms" }"#;
 
 #[test]
 fn failed_deliveries_are_retried_until_the_upstream_answers_2xx() {
@@ -93,14 +93,22 @@ fn exec_gets_the_body_on_stdin_and_metadata_in_env() {
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\ncat > {o}/$HOOKD_DELIVERY_ID.body\nenv | grep '^HOOKD_' | sort > {o}/$HOOKD_DELIVERY_ID.env\necho handled $HOOKD_DELIVERY_ID\n",
+            r#"#!/bin/sh
+cat > {o}/$HOOKD_DELIVERY_ID.body
+env | grep '^HOOKD_' | sort > {o}/$HOOKD_DELIVERY_ID.env
+echo handled $HOOKD_DELIVERY_ID
+"#,
             o = out.display()
         ),
     )
     .unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let hook = format!(
-        "[[hook]]\nname = \"run\"\nverify = {{ scheme = \"github\", secret_env = \"HOOKD_TEST_SECRET\" }}\naction = {{ exec = [\"{}\"], timeout = \"10s\" }}\n",
+        r#"[[hook]]
+name = "run"
+verify = {{ scheme = "github", secret_env = "HOOKD_TEST_SECRET" }}
+action = {{ exec = ["{}"], timeout = "10s" }}
+"#,
         script.display()
     );
     let mut h = Hookd::configure(dir.path(), &hook);
@@ -148,7 +156,11 @@ fn ordered_hook_delivers_one_at_a_time_in_arrival_order_even_across_a_failure() 
     let up = Upstream::start(Arc::new(|n, _| {
         (if n == 0 { 503 } else { 200 }, Duration::from_millis(50))
     }));
-    let extra = format!("ordered = true\nconcurrency = 4\n{FAST_RETRY}");
+    let extra = format!(
+        r#"ordered = true
+concurrency = 4
+{FAST_RETRY}"#
+    );
     let mut h = Hookd::configure(
         dir.path(),
         &forward_hook(dir.path(), "seq", &up.url(), &extra),

@@ -1,10 +1,10 @@
-//! The drain (SPEC §4) against the real binary, real signals and a real
-//! datagram socket as NOTIFY_SOCKET that records each message with its time.
+//! The drain on SIGTERM/SIGINT (grace window, one extension, then abandon)
+//! against the real binary, real signals and a real datagram socket as
+//! NOTIFY_SOCKET that records each message with its time.
 
 mod common;
 
 use std::io::{BufReader, Read};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +14,14 @@ use nix::sys::signal::Signal;
 
 fn hook_with_grace(dir: &std::path::Path, url: &str, grace: &str, timeout: &str) -> String {
     format!(
-        "[shutdown]\ngrace = \"{grace}\"\n\n[[hook]]\nname = \"gh\"\nverify = {{ scheme = \"github\", secret_file = \"{}/github.secret\" }}\naction = {{ forward = \"{url}\", timeout = \"{timeout}\" }}\n",
+        r#"[shutdown]
+grace = "{grace}"
+
+[[hook]]
+name = "gh"
+verify = {{ scheme = "github", secret_file = "{}/github.secret" }}
+action = {{ forward = "{url}", timeout = "{timeout}" }}
+"#,
         dir.display()
     )
 }
@@ -192,7 +199,25 @@ fn shutdown_hooks_run_in_priority_order_and_a_hanging_one_is_cut() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("order");
     let hooks = format!(
-        "[shutdown]\ngrace = \"5s\"\n\n[[shutdown.hook]]\nname = \"second\"\nexec = [\"/bin/sh\", \"-c\", \"echo second >> {o}\"]\npriority = 10\n\n[[shutdown.hook]]\nname = \"hangs\"\nexec = [\"/bin/sleep\", \"60\"]\npriority = 5\ntimeout = \"300ms\"\n\n[[shutdown.hook]]\nname = \"first\"\nexec = [\"/bin/sh\", \"-c\", \"echo first >> {o}\"]\npriority = -1\n",
+        r#"[shutdown]
+grace = "5s"
+
+[[shutdown.hook]]
+name = "second"
+exec = ["/bin/sh", "-c", "echo second >> {o}"]
+priority = 10
+
+[[shutdown.hook]]
+name = "hangs"
+exec = ["/bin/sleep", "60"]
+priority = 5
+timeout = "300ms"
+
+[[shutdown.hook]]
+name = "first"
+exec = ["/bin/sh", "-c", "echo first >> {o}"]
+priority = -1
+"#,
         o = out.display()
     );
     let mut h = Hookd::configure(dir.path(), &hooks);
@@ -216,13 +241,13 @@ fn keep_alive_connections_are_closed_at_drain_start() {
     let (_dir, mut h, _up) = slow_delivery_in_flight(Duration::from_secs(3));
 
     // Idle keep-alive: one answered request, then nothing.
-    let mut idle = TcpStream::connect(h.addr()).unwrap();
+    let mut idle = connect(h.addr());
     write_request(&mut idle, "GET", "/healthz", &[], b"", false).unwrap();
     let mut idle_r = BufReader::new(idle.try_clone().unwrap());
     assert_eq!(read_response(&mut idle_r).unwrap().status, 200);
 
     // Busy: a request whose body is still coming when the drain starts.
-    let mut busy = TcpStream::connect(h.addr()).unwrap();
+    let mut busy = connect(h.addr());
     let body = b"{\"busy\":1}";
     let sig = github_sig(SECRET, body);
     use std::io::Write;

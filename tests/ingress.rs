@@ -1,11 +1,11 @@
-//! Ingress against the real binary: every bad-input status of SPEC §1 with
-//! its JSON body, and after each one the spool holds nothing new; then the
-//! good path (202 after commit) and duplicates.
+//! Ingress against the real binary: every bad-input status (404, 405, 411,
+//! 413, 415, 400, 401, 403, 503, 408) with its JSON body, and after each one
+//! the spool holds nothing new; then the good path (202 after commit) and
+//! duplicates.
 
 mod common;
 
 use std::io::{BufReader, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -23,7 +23,10 @@ fn setup() -> (tempfile::TempDir, Hookd, Upstream) {
             dir.path(),
             "gh",
             &up.url(),
-            "dedup_header = \"X-GitHub-Delivery\"\nmax_body = \"1KiB\""
+            r#"
+dedup_header = "X-GitHub-Delivery"
+max_body = "1KiB"
+"#
         ),
         forward_hook(dir.path(), "json", &up.url(), "require_json = true"),
         forward_hook(dir.path(), "off", &up.url(), "enabled = false"),
@@ -60,7 +63,7 @@ fn every_bad_input_is_refused_with_json_and_spools_nothing() {
     assert_eq!(r.header("allow"), Some("POST"));
 
     // No Content-Length and not chunked.
-    let mut s = TcpStream::connect(h.addr()).unwrap();
+    let mut s = connect(h.addr());
     s.write_all(b"POST /hooks/gh HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
     let r = read_response(&mut BufReader::new(s)).unwrap();
@@ -71,7 +74,7 @@ fn every_bad_input_is_refused_with_json_and_spools_nothing() {
     assert_error(&r, 413, "payload_too_large");
 
     // Chunked body over the limit: refused while reading.
-    let mut s = TcpStream::connect(h.addr()).unwrap();
+    let mut s = connect(h.addr());
     let sig = github_sig(SECRET, &big);
     write!(s, "POST /hooks/gh HTTP/1.1\r\nHost: x\r\nX-Hub-Signature-256: {sig}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n800\r\n").unwrap();
     s.write_all(&big).unwrap();
@@ -123,7 +126,8 @@ fn every_bad_input_is_refused_with_json_and_spools_nothing() {
     assert!(r.header("retry-after").is_some());
 
     // A slow client: headers, then part of the body, then nothing.
-    let mut s = TcpStream::connect(h.addr()).unwrap();
+    let mut s = connect(h.addr());
+    // Shorter than the common deadline: the 408 is due within seconds.
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let sig = github_sig(SECRET, body);
     write!(s, "POST /hooks/gh HTTP/1.1\r\nHost: x\r\nX-Hub-Signature-256: {sig}\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
@@ -138,7 +142,8 @@ fn every_bad_input_is_refused_with_json_and_spools_nothing() {
     );
 
     // Slower still: the headers never finish (read_timeout is 2 s here).
-    let mut s = TcpStream::connect(h.addr()).unwrap();
+    let mut s = connect(h.addr());
+    // Shorter than the common deadline: the 408 is due within seconds.
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(b"POST /hooks/gh HTTP/1.1\r\nHost: x\r\nX-Hub-Sig")
         .unwrap();
@@ -257,7 +262,7 @@ fn a_full_disk_answers_503_and_keeps_what_was_accepted() {
         dir.path(),
         "gh",
         "http://127.0.0.1:9/",
-        "retry = { max_attempts = 99, backoff = \"1h\", max_backoff = \"1h\" }",
+        r#"retry = { max_attempts = 99, backoff = "1h", max_backoff = "1h" }"#,
     );
     let mut h = Hookd::configure(dir.path(), &hook);
     let text = std::fs::read_to_string(&h.config).unwrap();

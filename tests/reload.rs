@@ -1,4 +1,4 @@
-//! The hand-off on reload (SPEC §5) against the real binary: the running
+//! The hand-off on reload against the real binary: the running
 //! instance starts the binary on disk with its sockets, the successor reports
 //! `MAINPID=` + `READY=1`, and only then does the old one stop accepting.
 //!
@@ -259,7 +259,13 @@ fn a_failed_reload_keeps_the_old_instance_serving_and_says_why() {
 
     // 1. A config on disk that does not parse: `hookd reload` refuses it,
     // naming file and line, and the daemon is not disturbed.
-    std::fs::write(&h.config, format!("{good_config}\n[server]\nlisten = 3\n")).unwrap();
+    let unparsable = format!(
+        r#"{good_config}
+[server]
+listen = 3
+"#
+    );
+    std::fs::write(&h.config, unparsable).unwrap();
     let (code, _, err) = reload(&h);
     assert_eq!(code, 2);
     assert!(err.contains("hookd.toml:"), "{err}");
@@ -310,7 +316,7 @@ fn sighup_reloads_and_a_removed_hooks_pending_items_are_listed_as_orphaned() {
     // "old" points at an upstream that always fails, so its item stays pending.
     let failing = Upstream::start(Arc::new(|_, _| (500, Duration::ZERO)));
     let up = Upstream::ok();
-    let retry = "retry = { max_attempts = 50, backoff = \"1h\", max_backoff = \"1h\" }";
+    let retry = r#"retry = { max_attempts = 50, backoff = "1h", max_backoff = "1h" }"#;
     let old_hook = forward_hook(dir.path(), "old", &failing.url(), retry);
     let keep_hook = forward_hook(dir.path(), "keep", &up.url(), "");
     let mut h = Hookd::configure(dir.path(), &format!("{old_hook}{keep_hook}"));

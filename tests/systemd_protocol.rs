@@ -93,6 +93,7 @@ fn socket_activation_serves_on_inherited_tcp_and_unix_sockets_and_notifies_ready
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
 
     let mut s = std::os::unix::net::UnixStream::connect(&unix_path).unwrap();
+    s.set_read_timeout(Some(READ_DEADLINE)).unwrap();
     let body = br#"{"via":"unix"}"#;
     write_request(
         &mut s,
@@ -150,7 +151,11 @@ fn start_up_failures_exit_with_their_own_code_and_message() {
     let dir = tempfile::tempdir().unwrap();
     let h = Hookd::configure(dir.path(), "");
     // A bad config: exit 2, naming file, line and field.
-    let (code, err) = run_with(&h, "[server]\nlisten = [\"127.0.0.1:1\"]\nbogus = 1\n");
+    let bad = r#"[server]
+listen = ["127.0.0.1:1"]
+bogus = 1
+"#;
+    let (code, err) = run_with(&h, bad);
     assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("hookd.toml:3:1") && err.contains("bogus"),
@@ -161,7 +166,11 @@ fn start_up_failures_exit_with_their_own_code_and_message() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let config = format!(
-        "[server]\nlisten = [\"127.0.0.1:{port}\"]\n[spool]\npath = \"{}/s.db\"\n",
+        r#"[server]
+listen = ["127.0.0.1:{port}"]
+[spool]
+path = "{}/s.db"
+"#,
         dir.path().display()
     );
     let (code, err) = run_with(&h, &config);
@@ -169,7 +178,11 @@ fn start_up_failures_exit_with_their_own_code_and_message() {
 
     // The spool cannot be opened (its "directory" is a file): exit 3.
     let config = format!(
-        "[server]\nlisten = [\"127.0.0.1:{}\"]\n[spool]\npath = \"{}/s.db\"\n",
+        r#"[server]
+listen = ["127.0.0.1:{}"]
+[spool]
+path = "{}/s.db"
+"#,
         free_port(),
         h.config.display()
     );

@@ -14,7 +14,7 @@ use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use super::response::{self, Body};
+use super::response::{self, Body, Refusal};
 use super::verify::Verifier;
 use crate::config::{Config, HookConfig};
 use crate::metrics::{Gauges, Metrics, Reject};
@@ -68,11 +68,15 @@ pub async fn handle(ing: Arc<Ingress>, req: Request<Incoming>) -> Response<Body>
     let path = req.uri().path();
     if let Some(name) = path.strip_prefix("/hooks/") {
         let name = name.to_string();
-        return hook(&ing, &name, req).await;
+        return match hook(&ing, &name, req).await {
+            Ok(resp) => resp,
+            Err(refusal) => refused(&ing, &name, refusal),
+        };
     }
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
     match path {
-        "/healthz" | "/readyz" | "/metrics" if !get => method_not_allowed("GET"),
+        // Not counted: the refusal counter is about webhooks.
+        "/healthz" | "/readyz" | "/metrics" if !get => Refusal::method("GET").into_response(),
         "/healthz" => healthz(&ing).await,
         "/readyz" => {
             if ing.ready.load(Ordering::Acquire) {
@@ -86,14 +90,15 @@ pub async fn handle(ing: Arc<Ingress>, req: Request<Incoming>) -> Response<Body>
             }
         }
         "/metrics" => metrics(&ing).await,
-        _ => {
-            ing.metrics.rejected("", Reject::UnknownHook);
-            response::error(
-                StatusCode::NOT_FOUND,
-                "not_found",
+        _ => refused(
+            &ing,
+            "",
+            Refusal::new(
+                Reject::UnknownHook,
                 "no such route; webhooks go to POST /hooks/<name>",
             )
-        }
+            .answered_as(StatusCode::NOT_FOUND, "not_found"),
+        ),
     }
 }
 
@@ -129,158 +134,157 @@ async fn metrics(ing: &Ingress) -> Response<Body> {
     )
 }
 
-fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let (status, code) = Reject::Method.answer();
-    let mut r = response::error(status, code, &format!("use {allow}"));
-    r.headers_mut()
-        .insert(header::ALLOW, http::HeaderValue::from_static(allow));
-    r
-}
-
-/// Counts the refusal and answers with its status and a JSON body.
-fn reject(ing: &Ingress, hook: &str, why: Reject, msg: &str) -> Response<Body> {
-    ing.metrics.rejected(hook, why);
-    let (status, code) = why.answer();
-    response::error(status, code, msg)
-}
-
-impl Reject {
-    /// The status and JSON `error` code of each refusal. Signature failures
-    /// are answered by [`Verifier`]'s own codes instead.
-    fn answer(self) -> (StatusCode, &'static str) {
-        match self {
-            Reject::UnknownHook => (StatusCode::NOT_FOUND, "unknown_hook"),
-            Reject::Disabled => (StatusCode::SERVICE_UNAVAILABLE, "hook_disabled"),
-            Reject::LengthRequired => (StatusCode::LENGTH_REQUIRED, "length_required"),
-            Reject::Malformed => (StatusCode::BAD_REQUEST, "malformed"),
-            Reject::UnsupportedMedia => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
-            }
-            Reject::Timeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
-            Reject::SpoolUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "spool_unavailable"),
-            Reject::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            Reject::Method => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            Reject::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Reject::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
-        }
-    }
-}
-
-async fn hook(ing: &Ingress, name: &str, req: Request<Incoming>) -> Response<Body> {
-    let Some(route) = ing.routes.get(name) else {
-        return reject(
-            ing,
-            "",
-            Reject::UnknownHook,
-            &format!("no hook named {name:?}"),
-        );
+/// Counts a refusal under `hook` and answers it.
+fn refused(ing: &Ingress, hook: &str, refusal: Refusal) -> Response<Body> {
+    // A name that is not configured is no label: senders could grow the
+    // series without bound by inventing names.
+    let hook = if refusal.reason == Reject::UnknownHook {
+        ""
+    } else {
+        hook
     };
-    if req.method() != Method::POST {
-        ing.metrics.rejected(name, Reject::Method);
-        return method_not_allowed("POST");
-    }
+    ing.metrics.rejected(hook, refusal.reason);
+    refusal.into_response()
+}
+
+/// `POST /hooks/{name}`: the checks in order, each one step, so that nothing
+/// is read that would be refused anyway.
+async fn hook(
+    ing: &Ingress,
+    name: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Refusal> {
+    let route = find_route(ing, name)?;
+    check_method(req.method())?;
     ing.metrics.received(name);
-    if !route.hook.enabled {
-        let r = reject(
-            ing,
-            name,
-            Reject::Disabled,
-            "this hook is disabled; retry later",
-        );
-        return response::retry_after(r, 60);
-    }
+    check_enabled(route)?;
     let (parts, body) = req.into_parts();
-    match declared_length(&parts.headers) {
-        Ok(Some(n)) if n > route.max_body => {
-            return too_large(ing, name, route.max_body);
-        }
-        Ok(Some(_)) => {}
-        Ok(None) if is_chunked(&parts.headers) => {}
-        Ok(None) => {
-            return reject(
-                ing,
-                name,
-                Reject::LengthRequired,
-                "send Content-Length or a chunked body",
-            );
-        }
-        Err(()) => {
-            return reject(
-                ing,
-                name,
-                Reject::Malformed,
-                "Content-Length is not a number",
-            );
-        }
+    check_declared_length(route, &parts.headers)?;
+    check_media_type(route, &parts.headers)?;
+    let body = read_body(route, body, ing.read_timeout).await?;
+    let now = SystemTime::now();
+    check_signature(route, &parts.headers, &body, now)?;
+    check_json_body(route, &body)?;
+    let dedup_id = delivery_id(route, &parts.headers)?;
+    spool(ing, name, dedup_id, &parts.headers, body, now).await
+}
+
+fn find_route<'a>(ing: &'a Ingress, name: &str) -> Result<&'a Route, Refusal> {
+    ing.routes
+        .get(name)
+        .ok_or_else(|| Refusal::new(Reject::UnknownHook, format!("no hook named {name:?}")))
+}
+
+fn check_method(method: &Method) -> Result<(), Refusal> {
+    if method == Method::POST {
+        Ok(())
+    } else {
+        Err(Refusal::method("POST"))
     }
-    if route.hook.require_json && !is_json(&parts.headers) {
-        return reject(
-            ing,
-            name,
+}
+
+fn check_enabled(route: &Route) -> Result<(), Refusal> {
+    if route.hook.enabled {
+        Ok(())
+    } else {
+        Err(Refusal::new(Reject::Disabled, "this hook is disabled; retry later").retry_after(60))
+    }
+}
+
+/// Refuses before reading a body whose declared size is already too large,
+/// or whose size is not declared at all (neither a length nor chunked).
+fn check_declared_length(route: &Route, headers: &HeaderMap) -> Result<(), Refusal> {
+    match declared_length(headers) {
+        Ok(Some(n)) if n > route.max_body => Err(too_large(route.max_body)),
+        Ok(Some(_)) => Ok(()),
+        Ok(None) if is_chunked(headers) => Ok(()),
+        Ok(None) => Err(Refusal::new(
+            Reject::LengthRequired,
+            "send Content-Length or a chunked body",
+        )),
+        Err(()) => Err(Refusal::new(
+            Reject::Malformed,
+            "Content-Length is not a number",
+        )),
+    }
+}
+
+fn check_media_type(route: &Route, headers: &HeaderMap) -> Result<(), Refusal> {
+    if route.hook.require_json && !is_json(headers) {
+        return Err(Refusal::new(
             Reject::UnsupportedMedia,
             "this hook takes Content-Type: application/json",
-        );
+        ));
     }
+    Ok(())
+}
+
+/// The whole body, within the hook's size limit and the read deadline.
+async fn read_body(route: &Route, body: Incoming, deadline: Duration) -> Result<Bytes, Refusal> {
     let limit = usize::try_from(route.max_body).unwrap_or(usize::MAX);
-    let body =
-        match tokio::time::timeout(ing.read_timeout, Limited::new(body, limit).collect()).await {
-            Err(_) => {
-                return reject(
-                    ing,
-                    name,
-                    Reject::Timeout,
-                    "the body did not arrive within the read timeout",
-                );
-            }
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                return too_large(ing, name, route.max_body);
-            }
-            Ok(Err(e)) => {
-                return reject(
-                    ing,
-                    name,
-                    Reject::Malformed,
-                    &format!("could not read the body: {e}"),
-                );
-            }
-            Ok(Ok(collected)) => collected.to_bytes(),
-        };
-    let now = SystemTime::now();
-    if let Err(e) = route.verifier.verify(&parts.headers, &body, now) {
+    match tokio::time::timeout(deadline, Limited::new(body, limit).collect()).await {
+        Err(_) => Err(Refusal::new(
+            Reject::Timeout,
+            "the body did not arrive within the read timeout",
+        )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(route.max_body)),
+        Ok(Err(e)) => Err(Refusal::new(
+            Reject::Malformed,
+            format!("could not read the body: {e}"),
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+fn check_signature(
+    route: &Route,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: SystemTime,
+) -> Result<(), Refusal> {
+    route.verifier.verify(headers, body, now).map_err(|e| {
         let why = match e.status() {
             StatusCode::UNAUTHORIZED => Reject::Unauthorized,
             StatusCode::FORBIDDEN => Reject::Forbidden,
             _ => Reject::Malformed,
         };
         // The scheme's own status and code say more than the generic ones.
-        ing.metrics.rejected(name, why);
-        return response::error(e.status(), e.code(), &e.to_string());
+        Refusal::new(why, e.to_string()).answered_as(e.status(), e.code())
+    })
+}
+
+fn check_json_body(route: &Route, body: &[u8]) -> Result<(), Refusal> {
+    if route.hook.require_json && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
+        return Err(Refusal::new(
+            Reject::Malformed,
+            "the body is not valid JSON",
+        ));
     }
-    if route.hook.require_json && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
-        return reject(ing, name, Reject::Malformed, "the body is not valid JSON");
-    }
-    let dedup_id = match route
+    Ok(())
+}
+
+/// The sender's delivery id from the hook's dedup header, if it has one and
+/// the request carries it.
+fn delivery_id(route: &Route, headers: &HeaderMap) -> Result<Option<String>, Refusal> {
+    let Some(v) = route
         .hook
         .dedup_header
         .as_deref()
-        .and_then(|h| parts.headers.get(h))
-    {
-        None => None,
-        Some(v) => match v.to_str() {
-            Ok(s) if !s.is_empty() => Some(s.to_string()),
-            _ => {
-                return reject(
-                    ing,
-                    name,
-                    Reject::Malformed,
-                    "the delivery id header is empty or not visible ASCII",
-                );
-            }
-        },
+        .and_then(|h| headers.get(h))
+    else {
+        return Ok(None);
     };
-    spool(ing, name, dedup_id, &parts.headers, body, now).await
+    match v.to_str() {
+        Ok(s) if !s.is_empty() => Ok(Some(s.to_string())),
+        _ => Err(Refusal::new(
+            Reject::Malformed,
+            "the delivery id header is empty or not visible ASCII",
+        )),
+    }
 }
 
+/// Answers 202 only once the item is committed; a duplicate of a committed
+/// item is 200 with the first one's id.
 async fn spool(
     ing: &Ingress,
     name: &str,
@@ -288,7 +292,7 @@ async fn spool(
     headers: &HeaderMap,
     body: Bytes,
     now: SystemTime,
-) -> Response<Body> {
+) -> Result<Response<Body>, Refusal> {
     let item = NewItem {
         hook: name.to_string(),
         dedup_id,
@@ -299,37 +303,33 @@ async fn spool(
     match ing.spool.enqueue(item).await {
         Ok(Enqueued::New(id)) => {
             ing.metrics.spooled(name);
-            response::json(
+            Ok(response::json(
                 StatusCode::ACCEPTED,
                 &serde_json::json!({"id": id, "status": "queued"}),
-            )
+            ))
         }
         Ok(Enqueued::Duplicate(id)) => {
             ing.metrics.duplicate(name);
-            response::json(
+            Ok(response::json(
                 StatusCode::OK,
                 &serde_json::json!({"id": id, "status": "duplicate"}),
-            )
+            ))
         }
         Err(e) => {
             tracing::error!(hook = name, error = %e, hookd_event = "spool_commit_failed", "could not spool a webhook; answered 503");
-            let r = reject(
-                ing,
-                name,
+            Err(Refusal::new(
                 Reject::SpoolUnavailable,
                 "the spool cannot commit now; retry later",
-            );
-            response::retry_after(r, 5)
+            )
+            .retry_after(5))
         }
     }
 }
 
-fn too_large(ing: &Ingress, hook: &str, max: u64) -> Response<Body> {
-    reject(
-        ing,
-        hook,
+fn too_large(max: u64) -> Refusal {
+    Refusal::new(
         Reject::TooLarge,
-        &format!("the body is larger than this hook's limit of {max} bytes"),
+        format!("the body is larger than this hook's limit of {max} bytes"),
     )
 }
 

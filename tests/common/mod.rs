@@ -39,6 +39,20 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>
     }
 }
 
+/// How long a test waits for one read on a socket before it fails: longer
+/// than any answer should take here, short enough that a hang is reported.
+pub const READ_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A TCP connection whose reads and writes give up after [`READ_DEADLINE`],
+/// so a test that waits on hookd fails instead of hanging.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    s.set_read_timeout(Some(READ_DEADLINE)).unwrap();
+    s.set_write_timeout(Some(READ_DEADLINE)).unwrap();
+    s
+}
+
 /// A free port on 127.0.0.1 (bound then released; fine for tests run here).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -59,13 +73,27 @@ impl NotifySocket {
     pub fn new(dir: &Path) -> NotifySocket {
         let path = dir.join("notify.sock");
         let sock = UnixDatagram::bind(&path).unwrap();
+        // Each recv gives up now and then so the recorder can see that its
+        // owner is gone and end, instead of blocking for the process's life.
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         let msgs = Arc::new(Mutex::new(Vec::new()));
         let m = msgs.clone();
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 65536];
-            while let Ok(n) = sock.recv(&mut buf) {
-                let text = String::from_utf8_lossy(&buf[..n]).to_string();
-                m.lock().unwrap().push((Instant::now(), text));
+            while Arc::strong_count(&m) > 1 {
+                match sock.recv(&mut buf) {
+                    Ok(n) => {
+                        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                        m.lock().unwrap().push((Instant::now(), text));
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => break,
+                }
             }
         });
         NotifySocket { path, msgs }
@@ -123,7 +151,16 @@ impl Hookd {
             .unwrap();
         let config = dir.join("hookd.toml");
         let text = format!(
-            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nread_timeout = \"2s\"\ncontrol_socket = \"{dir}/control.sock\"\n\n[spool]\npath = \"{dir}/spool.db\"\n\n{extra_toml}\n",
+            r#"[server]
+listen = ["127.0.0.1:{port}"]
+read_timeout = "2s"
+control_socket = "{dir}/control.sock"
+
+[spool]
+path = "{dir}/spool.db"
+
+{extra_toml}
+"#,
             dir = dir.display()
         );
         std::fs::write(&config, text).unwrap();
@@ -329,7 +366,7 @@ pub fn post_gh_keep_alive(
 ) -> std::io::Result<Response> {
     if conn.is_none() {
         let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        s.set_read_timeout(Some(READ_DEADLINE))?;
         *conn = Some(BufReader::new(s));
     }
     let Some(c) = conn.as_mut() else {
@@ -361,7 +398,7 @@ pub fn request(
     body: &[u8],
 ) -> std::io::Result<Response> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.set_read_timeout(Some(READ_DEADLINE))?;
     write_request(&mut s, method, path, headers, body, true)?;
     read_response(&mut BufReader::new(s))
 }
@@ -514,6 +551,11 @@ impl Upstream {
 }
 
 fn serve_upstream(s: TcpStream, got: Arc<Mutex<Vec<Received>>>, behaviour: Behaviour) {
+    // hookd keeps idle connections to its upstream open; longer than any
+    // test runs, so only a connection left behind is cut.
+    if s.set_read_timeout(Some(Duration::from_secs(300))).is_err() {
+        return;
+    }
     let mut w = match s.try_clone() {
         Ok(w) => w,
         Err(_) => return,
@@ -545,7 +587,12 @@ fn serve_upstream(s: TcpStream, got: Arc<Mutex<Vec<Received>>>, behaviour: Behav
 /// A `[[hook]]` named `name` with GitHub signatures forwarding to `url`.
 pub fn forward_hook(dir: &Path, name: &str, url: &str, extra: &str) -> String {
     format!(
-        "[[hook]]\nname = \"{name}\"\nverify = {{ scheme = \"github\", secret_file = \"{}/github.secret\" }}\naction = {{ forward = \"{url}\", timeout = \"10s\" }}\n{extra}\n",
+        r#"[[hook]]
+name = "{name}"
+verify = {{ scheme = "github", secret_file = "{}/github.secret" }}
+action = {{ forward = "{url}", timeout = "10s" }}
+{extra}
+"#,
         dir.display()
     )
 }
