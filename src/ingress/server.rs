@@ -14,12 +14,14 @@ use http::StatusCode;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use super::listeners::StdListener;
 use super::response;
 use super::routes::{handle, Ingress};
 use super::slow_client::{self, FirstRequest, Shared, SharedSocket};
+use super::tls::Tls;
 
 /// Counts of open connections and requests being handled.
 #[derive(Default)]
@@ -85,34 +87,33 @@ pub struct Switches {
     pub stop_accepting: watch::Receiver<bool>,
 }
 
-/// Starts one accept loop per listener. Each loop ends when `stop_accepting`
-/// turns true; connections it started go on until they close.
+/// Starts one accept loop per listener; a listener with a `Tls` serves TLS.
+/// Each loop ends when `stop_accepting` turns true; connections it started go
+/// on until they close.
 pub fn spawn(
-    listeners: Vec<StdListener>,
+    listeners: Vec<(StdListener, Option<Tls>)>,
     ing: Arc<Ingress>,
     traffic: Arc<Traffic>,
     sw: Switches,
 ) -> std::io::Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut tasks = Vec::new();
-    for l in listeners {
-        let desc = l.describe();
-        let (ing, traffic, sw) = (ing.clone(), traffic.clone(), sw.clone());
+    for (l, tls) in listeners {
+        let desc = match &tls {
+            Some(_) => format!("{} (tls)", l.describe()),
+            None => l.describe(),
+        };
+        let (ing, traffic) = (ing.clone(), traffic.clone());
+        let drain = sw.drain.clone();
+        let stop = sw.stop_accepting.clone();
         match l {
             StdListener::Tcp(l) => {
                 l.set_nonblocking(true)?;
                 let l = tokio::net::TcpListener::from_std(l)?;
                 tasks.push(tokio::spawn(async move {
-                    accept_loop(
-                        desc,
-                        || l.accept(),
-                        |(s, _)| {
-                            let _ = s.set_nodelay(true);
-                            s
-                        },
-                        ing,
-                        traffic,
-                        sw,
-                    )
+                    accept_loop(desc, stop, || l.accept(), move |(s, _)| {
+                        let _ = s.set_nodelay(true);
+                        start_conn(s, tls.clone(), &ing, &traffic, &drain);
+                    })
                     .await
                 }));
             }
@@ -120,7 +121,10 @@ pub fn spawn(
                 l.set_nonblocking(true)?;
                 let l = tokio::net::UnixListener::from_std(l)?;
                 tasks.push(tokio::spawn(async move {
-                    accept_loop(desc, || l.accept(), |(s, _)| s, ing, traffic, sw).await
+                    accept_loop(desc, stop, || l.accept(), move |(s, _)| {
+                        start_conn(s, tls.clone(), &ing, &traffic, &drain);
+                    })
+                    .await
                 }));
             }
         }
@@ -128,32 +132,42 @@ pub fn spawn(
     Ok(tasks)
 }
 
-async fn accept_loop<A, F, T, S, M>(
+fn start_conn<S>(
+    stream: S,
+    tls: Option<Tls>,
+    ing: &Arc<Ingress>,
+    traffic: &Arc<Traffic>,
+    drain: &watch::Receiver<bool>,
+) where
+    S: SharedSocket + AsyncRead + AsyncWrite + Unpin,
+{
+    let (ing, traffic, drain) = (ing.clone(), traffic.clone(), drain.clone());
+    match tls {
+        None => tokio::spawn(serve_plain(stream, ing, traffic, drain)),
+        Some(tls) => tokio::spawn(serve_tls(stream, tls, ing, traffic, drain)),
+    };
+}
+
+async fn accept_loop<A, F, T, C>(
     desc: String,
+    mut stop_accepting: watch::Receiver<bool>,
     accept: A,
-    into_stream: M,
-    ing: Arc<Ingress>,
-    traffic: Arc<Traffic>,
-    mut sw: Switches,
+    on_conn: C,
 ) where
     A: Fn() -> F,
     F: std::future::Future<Output = std::io::Result<T>>,
-    M: Fn(T) -> S,
-    S: SharedSocket,
+    C: Fn(T),
 {
     tracing::debug!(listener = %desc, "accepting");
     loop {
-        if *sw.stop_accepting.borrow() {
+        if *stop_accepting.borrow() {
             break;
         }
         tokio::select! {
             biased;
-            _ = sw.stop_accepting.changed() => continue,
+            _ = stop_accepting.changed() => continue,
             res = accept() => match res {
-                Ok(conn) => {
-                    let stream = into_stream(conn);
-                    tokio::spawn(serve_conn(stream, ing.clone(), traffic.clone(), sw.drain.clone()));
-                }
+                Ok(conn) => on_conn(conn),
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!(listener = %desc, error = %e, "accept failed");
@@ -165,11 +179,13 @@ async fn accept_loop<A, F, T, S, M>(
     tracing::debug!(listener = %desc, "stopped accepting");
 }
 
-async fn serve_conn<S>(
+/// A plain connection: the socket is shared with the slow-client timer, which
+/// answers 408 itself when the first request's headers are late.
+async fn serve_plain<S>(
     stream: S,
     ing: Arc<Ingress>,
     traffic: Arc<Traffic>,
-    mut drain: watch::Receiver<bool>,
+    drain: watch::Receiver<bool>,
 ) where
     S: SharedSocket,
 {
@@ -181,8 +197,76 @@ async fn serve_conn<S>(
         first.clone(),
         ing.read_timeout,
     )));
+    // Backstop for keep-alive connections; the first request has the timer.
+    let header_timeout = ing.read_timeout + Duration::from_secs(1);
+    let fd = socket.as_raw_fd();
+    serve_http(
+        TokioIo::new(Shared(socket)),
+        fd,
+        first,
+        header_timeout,
+        ing,
+        traffic.clone(),
+        drain,
+    )
+    .await
+}
+
+/// A TLS connection. The handshake must finish within the read timeout, so
+/// a client that stalls in it (or speaks plain HTTP, which fails it at once)
+/// cannot hold a connection slot. The 408 timer cannot write into a TLS
+/// stream it does not own, so late headers close the connection (hyper's
+/// header timeout) instead of getting a JSON answer.
+async fn serve_tls<S>(
+    stream: S,
+    tls: Tls,
+    ing: Arc<Ingress>,
+    traffic: Arc<Traffic>,
+    drain: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + 'static,
+{
+    let _conn_guard = Counted::new(&traffic.connections, Some(&traffic.idle));
+    let fd = stream.as_raw_fd();
+    let stream = match tokio::time::timeout(ing.read_timeout, tls.acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(
+                "TLS handshake not done within the read timeout; closing the connection"
+            );
+            return;
+        }
+    };
+    // No timer races the first request here: it always counts as in time.
+    let first = Arc::new(FirstRequest::default());
+    serve_http(
+        TokioIo::new(stream),
+        fd,
+        first,
+        ing.read_timeout,
+        ing,
+        traffic.clone(),
+        drain,
+    )
+    .await
+}
+
+async fn serve_http<I>(
+    io: I,
+    fd: std::os::fd::RawFd,
+    first: Arc<FirstRequest>,
+    header_timeout: Duration,
+    ing: Arc<Ingress>,
+    traffic: Arc<Traffic>,
+    mut drain: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let draining_at_start = *drain.borrow_and_update();
-    let read_timeout = ing.read_timeout;
     let svc_traffic = traffic.clone();
     let activity = Arc::new(Activity::new());
     let svc_activity = activity.clone();
@@ -217,10 +301,9 @@ async fn serve_conn<S>(
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        // Backstop for keep-alive connections; the first request has `timer`.
-        .header_read_timeout(read_timeout + Duration::from_secs(1))
+        .header_read_timeout(header_timeout)
         .keep_alive(!draining_at_start)
-        .serve_connection(TokioIo::new(Shared(socket.clone())), service);
+        .serve_connection(io, service);
     tokio::pin!(conn);
     // Draining: every answer says `Connection: close`, and a keep-alive
     // connection is closed once it is idle and nothing is waiting on it.
@@ -240,7 +323,7 @@ async fn serve_conn<S>(
                 draining = changed.is_err() || *drain.borrow();
             }
             _ = check.tick(), if draining && !closed => {
-                if activity.idle_for(IDLE_GRACE) && unread_bytes(socket.as_raw_fd()) == 0 {
+                if activity.idle_for(IDLE_GRACE) && unread_bytes(fd) == 0 {
                     conn.as_mut().graceful_shutdown();
                     closed = true;
                 }
