@@ -864,7 +864,10 @@ mod tests {
         let tls = c.server.tls.unwrap();
         assert_eq!(tls.cert, PemSource::File("/c.pem".into()));
         assert_eq!(tls.key, PemSource::Credential("key".into()));
-        let e = parse("[server]\ntls = { cert_file = \"/c\", cert_credential = \"c\", key_file = \"/k\" }\n").unwrap_err();
+        let e = parse(
+            "[server]\ntls = { cert_file = \"/c\", cert_credential = \"c\", key_file = \"/k\" }\n",
+        )
+        .unwrap_err();
         assert!(e.starts_with("t.toml:2:") && e.contains("not both"), "{e}");
         let e = parse("[server]\ntls = { cert_file = \"/c\" }\n").unwrap_err();
         assert!(e.contains("needs key_file or key_credential"), "{e}");

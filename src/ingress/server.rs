@@ -110,10 +110,15 @@ pub fn spawn(
                 l.set_nonblocking(true)?;
                 let l = tokio::net::TcpListener::from_std(l)?;
                 tasks.push(tokio::spawn(async move {
-                    accept_loop(desc, stop, || l.accept(), move |(s, _)| {
-                        let _ = s.set_nodelay(true);
-                        start_conn(s, tls.clone(), &ing, &traffic, &drain);
-                    })
+                    accept_loop(
+                        desc,
+                        stop,
+                        || l.accept(),
+                        move |(s, _)| {
+                            let _ = s.set_nodelay(true);
+                            start_conn(s, tls.clone(), &ing, &traffic, &drain);
+                        },
+                    )
                     .await
                 }));
             }
@@ -121,9 +126,14 @@ pub fn spawn(
                 l.set_nonblocking(true)?;
                 let l = tokio::net::UnixListener::from_std(l)?;
                 tasks.push(tokio::spawn(async move {
-                    accept_loop(desc, stop, || l.accept(), move |(s, _)| {
-                        start_conn(s, tls.clone(), &ing, &traffic, &drain);
-                    })
+                    accept_loop(
+                        desc,
+                        stop,
+                        || l.accept(),
+                        move |(s, _)| {
+                            start_conn(s, tls.clone(), &ing, &traffic, &drain);
+                        },
+                    )
                     .await
                 }));
             }

@@ -35,9 +35,9 @@ impl Tls {
 
         let mut chain = Vec::new();
         for c in CertificateDer::pem_slice_iter(&cert_pem) {
-            chain.push(c.map_err(|e| {
-                format!("tls certificate {}: bad PEM: {e}", cert_path.display())
-            })?);
+            chain.push(
+                c.map_err(|e| format!("tls certificate {}: bad PEM: {e}", cert_path.display()))?,
+            );
         }
         let Some(leaf) = chain.first() else {
             return Err(format!(
@@ -45,8 +45,8 @@ impl Tls {
                 cert_path.display()
             ));
         };
-        let not_after = not_after(leaf)
-            .map_err(|e| format!("tls certificate {}: {e}", cert_path.display()))?;
+        let not_after =
+            not_after(leaf).map_err(|e| format!("tls certificate {}: {e}", cert_path.display()))?;
         let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
             format!(
                 "tls key {}: no usable private key (PKCS#8, RSA or EC PEM): {e}",

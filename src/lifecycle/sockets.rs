@@ -160,7 +160,10 @@ mod tests {
         let n = stored_name(&addr, true);
         assert_eq!(n, "hookd-listen-tls-127.0.0.1_8443");
         assert!(is_tls_name(&n));
-        assert!(n.starts_with(STORED_PREFIX), "still one of ours in the fd store");
+        assert!(
+            n.starts_with(STORED_PREFIX),
+            "still one of ours in the fd store"
+        );
         assert!(!is_tls_name(&stored_name(&addr, false)));
         assert!(is_tls_name("https"));
         assert!(!is_tls_name("http"));
