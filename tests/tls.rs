@@ -424,3 +424,141 @@ fn a_renewed_certificate_is_served_after_reload_with_no_failed_request() {
         },
     );
 }
+
+/// Starts `h` as systemd would with `fds` as 3, 4, … named `names`.
+/// `LISTEN_PID` must be the pid after exec, so a shell sets it (`exec` keeps it).
+fn spawn_activated(h: &Hookd, fds: &[std::os::fd::RawFd], names: &str) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let inner = h.command();
+    let mut c = std::process::Command::new("/bin/sh");
+    let mut line = String::from("LISTEN_PID=$$ exec \"$0\"");
+    for i in 0..inner.get_args().count() {
+        line.push_str(&format!(" \"${}\"", i + 1));
+    }
+    c.arg("-c")
+        .arg(line)
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.env("LISTEN_FDS", fds.len().to_string())
+        .env("LISTEN_FDNAMES", names)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&h.log).unwrap());
+    let fds = fds.to_vec();
+    // Safety: only fcntl/dup2, async-signal-safe, between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            // Above the target range first, so no source is overwritten early.
+            let mut tmp = Vec::new();
+            for &fd in &fds {
+                let t = libc::fcntl(fd, libc::F_DUPFD, 100);
+                if t < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                tmp.push(t);
+            }
+            for (i, t) in tmp.into_iter().enumerate() {
+                if libc::dup2(t, 3 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    c.spawn().unwrap()
+}
+
+#[test]
+fn a_socket_named_https_is_tls_and_stays_tls_across_a_reload() {
+    use std::os::fd::AsRawFd;
+    subreaper();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    let leaf = ca.leaf(2031);
+    let (tls_toml, cert, key) = file_tls(dir.path());
+    install(&leaf, &cert, &key);
+    let (mut h, _) = configure(dir.path(), &tls_toml);
+    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let secure = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (plain_addr, tls_addr) = (plain.local_addr().unwrap(), secure.local_addr().unwrap());
+    h.child = Some(spawn_activated(
+        &h,
+        &[plain.as_raw_fd(), secure.as_raw_fd()],
+        "http:https",
+    ));
+    drop((plain, secure));
+    h.notify.wait_line("READY=1", Duration::from_secs(20));
+    let old = h.pid();
+
+    let client = ca.client(&[&rustls::version::TLS13]);
+    let check = |when: &str| {
+        let (status, body, seen) = post_tls(&client, tls_addr, b"{}")
+            .unwrap_or_else(|e| panic!("{when}: TLS on the https socket: {e}"));
+        assert_eq!(status, 202, "{when}: {body}");
+        assert_eq!(seen, leaf.der);
+        let body = b"{\"plain\":1}";
+        let r = request(
+            plain_addr,
+            "POST",
+            "/hooks/gh",
+            &[("X-Hub-Signature-256", &github_sig(SECRET, body))],
+            body,
+        )
+        .unwrap_or_else(|e| panic!("{when}: plain HTTP on the http socket: {e}"));
+        assert_eq!(r.status, 202, "{when}");
+    };
+    check("before the reload");
+
+    let (code, out, err) = h.cli(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}\n{}", h.log_text());
+    assert_eq!(h.wait_exit(Duration::from_secs(20)).code(), Some(0));
+    // Only the successor answers now, on the sockets it was passed.
+    check("after the reload");
+
+    let new: i32 = h
+        .notify
+        .lines_with("MAINPID=")
+        .last()
+        .map(|(_, l)| l["MAINPID=".len()..].parse().unwrap())
+        .unwrap();
+    assert_ne!(new, old);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(new),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_for(
+        Duration::from_secs(20),
+        "the successor to exit",
+        || match nix::sys::wait::waitpid(
+            nix::unistd::Pid::from_raw(new),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        ) {
+            Ok(nix::sys::wait::WaitStatus::StillAlive) => None,
+            Ok(st) => Some(st),
+            Err(e) => panic!("waitpid {new}: {e}"),
+        },
+    );
+}
+
+#[test]
+fn a_socket_named_https_without_server_tls_is_a_config_error() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = Hookd::configure(dir.path(), "");
+    let secure = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    h.child = Some(spawn_activated(&h, &[secure.as_raw_fd()], "https"));
+    let st = h.wait_exit(Duration::from_secs(20));
+    assert_eq!(st.code(), Some(2), "{}", h.log_text());
+    assert!(
+        h.log_text()
+            .contains("systemd passed a socket named \"https\" (TLS), but server.tls is not set"),
+        "{}",
+        h.log_text()
+    );
+}
