@@ -222,7 +222,7 @@ fn a_signed_webhook_over_tls_is_accepted_and_plain_http_on_the_tls_port_is_close
 }
 
 #[test]
-fn a_stalled_handshake_is_closed_after_the_read_timeout() {
+fn a_stalled_handshake_is_closed_and_late_headers_get_408_after_the_read_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new();
     let (tls_toml, cert, key) = file_tls(dir.path());
@@ -241,6 +241,25 @@ fn a_stalled_handshake_is_closed_after_the_read_timeout() {
         took >= Duration::from_millis(1500) && took < Duration::from_secs(8),
         "closed after {took:?}"
     );
+
+    // Handshake done, headers late: the same JSON 408 as on a plain port.
+    let client = ca.client(&[&rustls::version::TLS13]);
+    let tcp = TcpStream::connect_timeout(&tls_addr, Duration::from_secs(5)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let conn =
+        rustls::ClientConnection::new(client, ServerName::try_from("localhost").unwrap()).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    std::io::Write::write_all(&mut tls, b"POST /hooks/gh HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let start = std::time::Instant::now();
+    let resp = read_response(&mut BufReader::new(&mut tls)).unwrap();
+    let took = start.elapsed();
+    assert_eq!(resp.status, 408);
+    assert_eq!(resp.json()["error"], "request_timeout");
+    assert!(took < Duration::from_secs(8), "answered after {took:?}");
+
+    // Neither held anything up.
+    let (status, _, _) = post_tls(&ca.client(&[&rustls::version::TLS13]), tls_addr, b"{}").unwrap();
+    assert_eq!(status, 202);
     h.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(h.wait_exit(Duration::from_secs(20)).code(), Some(0));
 }

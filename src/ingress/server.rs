@@ -14,7 +14,7 @@ use http::StatusCode;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::listeners::StdListener;
@@ -215,6 +215,7 @@ async fn serve_plain<S>(
         fd,
         first,
         header_timeout,
+        None,
         ing,
         traffic.clone(),
         drain,
@@ -224,9 +225,9 @@ async fn serve_plain<S>(
 
 /// A TLS connection. The handshake must finish within the read timeout, so
 /// a client that stalls in it (or speaks plain HTTP, which fails it at once)
-/// cannot hold a connection slot. The 408 timer cannot write into a TLS
-/// stream it does not own, so late headers close the connection (hyper's
-/// header timeout) instead of getting a JSON answer.
+/// cannot hold a connection slot. After it, the first request's headers get
+/// the read timeout too, with the same 408 answer as on a plain connection,
+/// written through the TLS stream.
 async fn serve_tls<S>(
     stream: S,
     tls: Tls,
@@ -251,13 +252,31 @@ async fn serve_tls<S>(
             return;
         }
     };
-    // No timer races the first request here: it always counts as in time.
+    let stream = Guarded(Arc::new(std::sync::Mutex::new(stream)));
     let first = Arc::new(FirstRequest::default());
+    let late: LateAnswer = {
+        let (mut stream, first, limit) = (stream.clone(), first.clone(), ing.read_timeout);
+        Box::pin(async move {
+            tokio::time::sleep(limit).await;
+            if !first.time_out() {
+                return false;
+            }
+            // Bounded: a client that reads nothing cannot keep us here.
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                stream.write_all(slow_client::answer().as_bytes()).await?;
+                stream.shutdown().await
+            })
+            .await;
+            true
+        })
+    };
     serve_http(
         TokioIo::new(stream),
         fd,
         first,
-        ing.read_timeout,
+        // Backstop for keep-alive connections; the first request has `late`.
+        ing.read_timeout + Duration::from_secs(1),
+        Some(late),
         ing,
         traffic.clone(),
         drain,
@@ -265,11 +284,83 @@ async fn serve_tls<S>(
     .await
 }
 
+/// Answers 408 when the first request is late; true if it did (the
+/// connection is then over).
+type LateAnswer = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
+
+/// A stream shared by hyper and the 408 timer. Both are polled by the
+/// connection's one task, so the lock is never contended; it only lets the
+/// timer write while hyper is between polls.
+struct Guarded<I>(Arc<std::sync::Mutex<I>>);
+
+impl<I> Clone for Guarded<I> {
+    fn clone(&self) -> Self {
+        Guarded(self.0.clone())
+    }
+}
+
+impl<I> Guarded<I> {
+    fn with<R>(&self, f: impl FnOnce(std::pin::Pin<&mut I>) -> R) -> R
+    where
+        I: Unpin,
+    {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f(std::pin::Pin::new(&mut *g))
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.with(|s| s.poll_read(cx, buf))
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.with(|s| s.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.with(|s| s.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.with(|s| s.is_write_vectored())
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.with(|s| s.poll_flush(cx))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.with(|s| s.poll_shutdown(cx))
+    }
+}
+
 async fn serve_http<I>(
     io: I,
     fd: std::os::fd::RawFd,
     first: Arc<FirstRequest>,
     header_timeout: Duration,
+    mut late: Option<LateAnswer>,
     ing: Arc<Ingress>,
     traffic: Arc<Traffic>,
     mut drain: watch::Receiver<bool>,
@@ -327,6 +418,17 @@ async fn serve_http<I>(
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
                 break;
+            }
+            answered = async {
+                match late.as_mut() {
+                    Some(f) => f.await,
+                    None => std::future::pending().await,
+                }
+            }, if late.is_some() => {
+                if answered {
+                    break;
+                }
+                late = None;
             }
             changed = drain.changed(), if !draining => {
                 // Closed channel means lifecycle is gone: treat as drain.
