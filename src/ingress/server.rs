@@ -212,10 +212,12 @@ async fn serve_plain<S>(
     let fd = socket.as_raw_fd();
     serve_http(
         TokioIo::new(Shared(socket)),
-        fd,
-        first,
-        header_timeout,
-        None,
+        ConnTiming {
+            fd,
+            first,
+            header_timeout,
+            late: None,
+        },
         ing,
         traffic.clone(),
         drain,
@@ -272,11 +274,13 @@ async fn serve_tls<S>(
     };
     serve_http(
         TokioIo::new(stream),
-        fd,
-        first,
-        // Backstop for keep-alive connections; the first request has `late`.
-        ing.read_timeout + Duration::from_secs(1),
-        Some(late),
+        ConnTiming {
+            fd,
+            first,
+            // Backstop for keep-alive connections; the first request has `late`.
+            header_timeout: ing.read_timeout + Duration::from_secs(1),
+            late: Some(late),
+        },
         ing,
         traffic.clone(),
         drain,
@@ -355,18 +359,32 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
     }
 }
 
-async fn serve_http<I>(
-    io: I,
+/// How one connection's first request is timed, and the socket under it.
+struct ConnTiming {
+    /// The raw socket, to see whether unread bytes wait before a drain closes it.
     fd: std::os::fd::RawFd,
     first: Arc<FirstRequest>,
+    /// hyper's header timeout: a backstop for later keep-alive requests.
     header_timeout: Duration,
-    mut late: Option<LateAnswer>,
+    /// The 408 timer when it runs in this task (TLS); plain sockets run their own.
+    late: Option<LateAnswer>,
+}
+
+async fn serve_http<I>(
+    io: I,
+    timing: ConnTiming,
     ing: Arc<Ingress>,
     traffic: Arc<Traffic>,
     mut drain: watch::Receiver<bool>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let ConnTiming {
+        fd,
+        first,
+        header_timeout,
+        mut late,
+    } = timing;
     let draining_at_start = *drain.borrow_and_update();
     let svc_traffic = traffic.clone();
     let activity = Arc::new(Activity::new());
