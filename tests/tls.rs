@@ -418,6 +418,21 @@ fn a_renewed_certificate_is_served_after_reload_with_no_failed_request() {
 
     // The old instance steps aside; the successor is stopped by hand.
     assert_eq!(h.wait_exit(Duration::from_secs(20)).code(), Some(0));
+
+    // A botched renewal (key of another certificate): the reload fails with
+    // the reason and the running instance keeps serving B.
+    let mut bad = ca.leaf(2033);
+    bad.key_pem = b.key_pem.clone();
+    install(&bad, &cert, &key);
+    let (code, _, err) = h.cli(&["reload"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("reload failed") && err.contains("does not match the certificate"),
+        "{err}"
+    );
+    let (status, _, seen) = post_tls(&client, tls_addr, b"{\"still\":1}").unwrap();
+    assert_eq!(status, 202);
+    assert_eq!(seen, b.der);
     let new: i32 = h
         .notify
         .lines_with("MAINPID=")

@@ -6,5 +6,5 @@ pub mod response;
 pub mod routes;
 pub mod server;
 pub mod slow_client;
-pub mod tls;
+pub(crate) mod tls;
 pub mod verify;

@@ -90,7 +90,7 @@ pub struct Switches {
 /// Starts one accept loop per listener; a listener with a `Tls` serves TLS.
 /// Each loop ends when `stop_accepting` turns true; connections it started go
 /// on until they close.
-pub fn spawn(
+pub(crate) fn spawn(
     listeners: Vec<(StdListener, Option<Tls>)>,
     ing: Arc<Ingress>,
     traffic: Arc<Traffic>,

@@ -15,16 +15,16 @@ use crate::config::{PemSource, TlsConfig};
 
 /// The loaded certificate, ready to accept connections with.
 #[derive(Clone)]
-pub struct Tls {
+pub(crate) struct Tls {
     pub(crate) acceptor: TlsAcceptor,
     /// The leaf certificate's notAfter, in unix seconds.
-    pub not_after: i64,
+    pub(crate) not_after: i64,
 }
 
 impl Tls {
     /// Reads and checks `server.tls`; `None` when it is not set. Errors name
     /// the file and what is wrong with it.
-    pub fn load(cfg: Option<&TlsConfig>) -> Result<Option<Tls>, String> {
+    pub(crate) fn load(cfg: Option<&TlsConfig>) -> Result<Option<Tls>, String> {
         let Some(cfg) = cfg else {
             return Ok(None);
         };
