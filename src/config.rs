@@ -58,6 +58,72 @@ pub struct ServerConfig {
     pub read_timeout: Duration,
     /// Unix socket for `hookd status` and `hookd reload`.
     pub control_socket: Option<PathBuf>,
+    /// `host:port` addresses served with TLS (needs `tls`); like `listen`, used
+    /// only when systemd passes no sockets.
+    pub listen_tls: Vec<String>,
+    /// The certificate and key for `listen_tls` and for sockets named `https`.
+    pub tls: Option<TlsConfig>,
+}
+
+/// Where a PEM file comes from: a path, or a systemd credential, so the
+/// service user never needs read access to the certificate store itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PemSource {
+    File(PathBuf),
+    /// `$CREDENTIALS_DIRECTORY/NAME`, from `LoadCredential=NAME:/path`.
+    Credential(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawTls")]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first (certbot's fullchain.pem).
+    pub cert: PemSource,
+    /// The leaf's private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
+    pub key: PemSource,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: Option<PathBuf>,
+    cert_credential: Option<String>,
+    key_file: Option<PathBuf>,
+    key_credential: Option<String>,
+}
+
+fn pem_source(
+    what: &str,
+    file: Option<PathBuf>,
+    credential: Option<String>,
+) -> Result<PemSource, String> {
+    match (file, credential) {
+        (Some(p), None) => Ok(PemSource::File(p)),
+        (None, Some(name)) => {
+            // A credential name is a file name inside $CREDENTIALS_DIRECTORY.
+            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                return Err(format!(
+                    "tls.{what}_credential: {name:?} is not a credential name (the NAME of LoadCredential=NAME:/path)"
+                ));
+            }
+            Ok(PemSource::Credential(name))
+        }
+        (Some(_), Some(_)) => Err(format!(
+            "tls: give {what}_file or {what}_credential, not both"
+        )),
+        (None, None) => Err(format!("tls: needs {what}_file or {what}_credential")),
+    }
+}
+
+impl TryFrom<RawTls> for TlsConfig {
+    type Error = String;
+
+    fn try_from(raw: RawTls) -> Result<Self, String> {
+        Ok(TlsConfig {
+            cert: pem_source("cert", raw.cert_file, raw.cert_credential)?,
+            key: pem_source("key", raw.key_file, raw.key_credential)?,
+        })
+    }
 }
 
 impl Default for ServerConfig {
@@ -67,6 +133,8 @@ impl Default for ServerConfig {
             max_body: 1024 * 1024,
             read_timeout: Duration::from_secs(10),
             control_socket: None,
+            listen_tls: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -450,15 +518,44 @@ impl Config {
                 ));
             }
         }
-        if cfg.server.listen.is_empty() {
+        if cfg.server.listen.is_empty() && cfg.server.listen_tls.is_empty() {
             return Err(ConfigError(format!(
-                "{}: server.listen: give at least one address (used when systemd passes no socket)",
+                "{}: server.listen: give at least one address in listen or listen_tls (used when systemd passes no socket)",
                 path.display()
             )));
         }
         for addr in &cfg.server.listen {
             ListenAddr::parse(addr)
                 .map_err(|e| ConfigError(format!("{}: server.listen: {e}", path.display())))?;
+        }
+        for addr in &cfg.server.listen_tls {
+            match ListenAddr::parse(addr) {
+                Ok(ListenAddr::Tcp(_)) => {}
+                Ok(ListenAddr::Unix(_)) => {
+                    return Err(ConfigError(format!(
+                        "{}: server.listen_tls: {addr:?}: TLS is for TCP addresses; put unix sockets in listen",
+                        path.display()
+                    )))
+                }
+                Err(e) => {
+                    return Err(ConfigError(format!(
+                        "{}: server.listen_tls: {e}",
+                        path.display()
+                    )))
+                }
+            }
+            if cfg.server.listen.contains(addr) {
+                return Err(ConfigError(format!(
+                    "{}: server.listen_tls: {addr:?} is also in server.listen",
+                    path.display()
+                )));
+            }
+        }
+        if !cfg.server.listen_tls.is_empty() && cfg.server.tls.is_none() {
+            return Err(ConfigError(format!(
+                "{}: server.listen_tls needs server.tls = {{ cert_file = \"…\", key_file = \"…\" }}",
+                path.display()
+            )));
         }
         if cfg.shutdown.grace.is_zero() {
             return Err(ConfigError(format!(
@@ -759,6 +856,27 @@ mod tests {
             read_secret(&SecretSource::File(p)).unwrap(),
             Some(b"x".to_vec())
         );
+    }
+
+    #[test]
+    fn tls_needs_cert_and_key_from_one_source_each() {
+        let c = parse("[server]\nlisten_tls = [\"127.0.0.1:8443\"]\ntls = { cert_file = \"/c.pem\", key_credential = \"key\" }\n").unwrap();
+        let tls = c.server.tls.unwrap();
+        assert_eq!(tls.cert, PemSource::File("/c.pem".into()));
+        assert_eq!(tls.key, PemSource::Credential("key".into()));
+        let e = parse(
+            "[server]\ntls = { cert_file = \"/c\", cert_credential = \"c\", key_file = \"/k\" }\n",
+        )
+        .unwrap_err();
+        assert!(e.starts_with("t.toml:2:") && e.contains("not both"), "{e}");
+        let e = parse("[server]\ntls = { cert_file = \"/c\" }\n").unwrap_err();
+        assert!(e.contains("needs key_file or key_credential"), "{e}");
+        let e = parse("[server]\nlisten_tls = [\"127.0.0.1:8443\"]\n").unwrap_err();
+        assert!(e.contains("needs server.tls"), "{e}");
+        let e = parse("[server]\nlisten_tls = [\"unix:/x\"]\ntls = { cert_file = \"/c\", key_file = \"/k\" }\n").unwrap_err();
+        assert!(e.contains("TLS is for TCP"), "{e}");
+        let c = parse("[server]\nlisten = []\nlisten_tls = [\"127.0.0.1:8443\"]\ntls = { cert_file = \"/c\", key_file = \"/k\" }\n").unwrap();
+        assert!(c.server.listen.is_empty());
     }
 
     #[test]

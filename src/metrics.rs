@@ -138,6 +138,8 @@ pub struct Metrics {
     commit_latency: Histogram,
     batch_size: Histogram,
     delivery_seconds: Histogram,
+    /// The TLS leaf's notAfter (unix seconds), when TLS is configured.
+    tls_cert_expiry: std::sync::OnceLock<i64>,
 }
 
 impl Default for Metrics {
@@ -154,6 +156,7 @@ impl Default for Metrics {
             commit_latency: Histogram::new(LATENCY_BOUNDS),
             batch_size: Histogram::new(BATCH_BOUNDS),
             delivery_seconds: Histogram::new(&[0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 600.0]),
+            tls_cert_expiry: std::sync::OnceLock::new(),
         }
     }
 }
@@ -189,6 +192,12 @@ impl Metrics {
     pub fn commit(&self, latency: Duration, batch: usize) {
         self.commit_latency.observe(latency.as_secs_f64());
         self.batch_size.observe(batch as f64);
+    }
+
+    /// The certificate is loaded once per process (a renewal is a reload, a
+    /// new process), so this is set at most once.
+    pub fn set_tls_cert_expiry(&self, not_after: i64) {
+        let _ = self.tls_cert_expiry.set(not_after);
     }
 
     /// The whole exposition, counters first, then `gauges`, then histograms.
@@ -279,6 +288,12 @@ impl Metrics {
             "# HELP hookd_drain_state 0 serving, 1 draining, 2 draining in the extension, 3 handing off.\n# TYPE hookd_drain_state gauge\nhookd_drain_state {}",
             gauges.drain_state
         );
+        if let Some(t) = self.tls_cert_expiry.get() {
+            let _ = writeln!(
+                out,
+                "# HELP hookd_tls_cert_expiry_timestamp_seconds notAfter of the TLS certificate being served (unix time).\n# TYPE hookd_tls_cert_expiry_timestamp_seconds gauge\nhookd_tls_cert_expiry_timestamp_seconds {t}"
+            );
+        }
         self.commit_latency.render(
             &mut out,
             "hookd_commit_latency_seconds",

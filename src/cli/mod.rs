@@ -129,12 +129,21 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         eprintln!("hookd: {e}");
         return ExitCode::from(exit::BAD_CONFIG);
     }
+    if let Err(e) = crate::ingress::tls::Tls::load(cfg.server.tls.as_ref()) {
+        eprintln!("hookd: {}: {e}", path.display());
+        return ExitCode::from(exit::BAD_CONFIG);
+    }
     println!(
-        "{}: ok ({} hooks; spool {}; listen {})",
+        "{}: ok ({} hooks; spool {}; listen {}{})",
         path.display(),
         cfg.hooks.len(),
         cfg.spool_path().display(),
-        cfg.server.listen.join(" ")
+        cfg.server.listen.join(" "),
+        if cfg.server.listen_tls.is_empty() {
+            String::new()
+        } else {
+            format!("; listen_tls {}", cfg.server.listen_tls.join(" "))
+        }
     );
     ExitCode::SUCCESS
 }

@@ -6,4 +6,5 @@ pub mod response;
 pub mod routes;
 pub mod server;
 pub mod slow_client;
+pub(crate) mod tls;
 pub mod verify;

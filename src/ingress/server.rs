@@ -14,12 +14,14 @@ use http::StatusCode;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::listeners::StdListener;
 use super::response;
 use super::routes::{handle, Ingress};
 use super::slow_client::{self, FirstRequest, Shared, SharedSocket};
+use super::tls::Tls;
 
 /// Counts of open connections and requests being handled.
 #[derive(Default)]
@@ -85,18 +87,24 @@ pub struct Switches {
     pub stop_accepting: watch::Receiver<bool>,
 }
 
-/// Starts one accept loop per listener. Each loop ends when `stop_accepting`
-/// turns true; connections it started go on until they close.
-pub fn spawn(
-    listeners: Vec<StdListener>,
+/// Starts one accept loop per listener; a listener with a `Tls` serves TLS.
+/// Each loop ends when `stop_accepting` turns true; connections it started go
+/// on until they close.
+pub(crate) fn spawn(
+    listeners: Vec<(StdListener, Option<Tls>)>,
     ing: Arc<Ingress>,
     traffic: Arc<Traffic>,
     sw: Switches,
 ) -> std::io::Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut tasks = Vec::new();
-    for l in listeners {
-        let desc = l.describe();
-        let (ing, traffic, sw) = (ing.clone(), traffic.clone(), sw.clone());
+    for (l, tls) in listeners {
+        let desc = match &tls {
+            Some(_) => format!("{} (tls)", l.describe()),
+            None => l.describe(),
+        };
+        let (ing, traffic) = (ing.clone(), traffic.clone());
+        let drain = sw.drain.clone();
+        let stop = sw.stop_accepting.clone();
         match l {
             StdListener::Tcp(l) => {
                 l.set_nonblocking(true)?;
@@ -104,14 +112,12 @@ pub fn spawn(
                 tasks.push(tokio::spawn(async move {
                     accept_loop(
                         desc,
+                        stop,
                         || l.accept(),
-                        |(s, _)| {
+                        move |(s, _)| {
                             let _ = s.set_nodelay(true);
-                            s
+                            start_conn(s, tls.clone(), &ing, &traffic, &drain);
                         },
-                        ing,
-                        traffic,
-                        sw,
                     )
                     .await
                 }));
@@ -120,7 +126,15 @@ pub fn spawn(
                 l.set_nonblocking(true)?;
                 let l = tokio::net::UnixListener::from_std(l)?;
                 tasks.push(tokio::spawn(async move {
-                    accept_loop(desc, || l.accept(), |(s, _)| s, ing, traffic, sw).await
+                    accept_loop(
+                        desc,
+                        stop,
+                        || l.accept(),
+                        move |(s, _)| {
+                            start_conn(s, tls.clone(), &ing, &traffic, &drain);
+                        },
+                    )
+                    .await
                 }));
             }
         }
@@ -128,32 +142,42 @@ pub fn spawn(
     Ok(tasks)
 }
 
-async fn accept_loop<A, F, T, S, M>(
+fn start_conn<S>(
+    stream: S,
+    tls: Option<Tls>,
+    ing: &Arc<Ingress>,
+    traffic: &Arc<Traffic>,
+    drain: &watch::Receiver<bool>,
+) where
+    S: SharedSocket + AsyncRead + AsyncWrite + Unpin,
+{
+    let (ing, traffic, drain) = (ing.clone(), traffic.clone(), drain.clone());
+    match tls {
+        None => tokio::spawn(serve_plain(stream, ing, traffic, drain)),
+        Some(tls) => tokio::spawn(serve_tls(stream, tls, ing, traffic, drain)),
+    };
+}
+
+async fn accept_loop<A, F, T, C>(
     desc: String,
+    mut stop_accepting: watch::Receiver<bool>,
     accept: A,
-    into_stream: M,
-    ing: Arc<Ingress>,
-    traffic: Arc<Traffic>,
-    mut sw: Switches,
+    on_conn: C,
 ) where
     A: Fn() -> F,
     F: std::future::Future<Output = std::io::Result<T>>,
-    M: Fn(T) -> S,
-    S: SharedSocket,
+    C: Fn(T),
 {
     tracing::debug!(listener = %desc, "accepting");
     loop {
-        if *sw.stop_accepting.borrow() {
+        if *stop_accepting.borrow() {
             break;
         }
         tokio::select! {
             biased;
-            _ = sw.stop_accepting.changed() => continue,
+            _ = stop_accepting.changed() => continue,
             res = accept() => match res {
-                Ok(conn) => {
-                    let stream = into_stream(conn);
-                    tokio::spawn(serve_conn(stream, ing.clone(), traffic.clone(), sw.drain.clone()));
-                }
+                Ok(conn) => on_conn(conn),
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!(listener = %desc, error = %e, "accept failed");
@@ -165,11 +189,13 @@ async fn accept_loop<A, F, T, S, M>(
     tracing::debug!(listener = %desc, "stopped accepting");
 }
 
-async fn serve_conn<S>(
+/// A plain connection: the socket is shared with the slow-client timer, which
+/// answers 408 itself when the first request's headers are late.
+async fn serve_plain<S>(
     stream: S,
     ing: Arc<Ingress>,
     traffic: Arc<Traffic>,
-    mut drain: watch::Receiver<bool>,
+    drain: watch::Receiver<bool>,
 ) where
     S: SharedSocket,
 {
@@ -181,8 +207,185 @@ async fn serve_conn<S>(
         first.clone(),
         ing.read_timeout,
     )));
+    // Backstop for keep-alive connections; the first request has the timer.
+    let header_timeout = ing.read_timeout + Duration::from_secs(1);
+    let fd = socket.as_raw_fd();
+    serve_http(
+        TokioIo::new(Shared(socket)),
+        ConnTiming {
+            fd,
+            first,
+            header_timeout,
+            late: None,
+        },
+        ing,
+        traffic.clone(),
+        drain,
+    )
+    .await
+}
+
+/// A TLS connection. The handshake must finish within the read timeout, so
+/// a client that stalls in it (or speaks plain HTTP, which fails it at once)
+/// cannot hold a connection slot. After it, the first request's headers get
+/// the read timeout too, with the same 408 answer as on a plain connection,
+/// written through the TLS stream.
+async fn serve_tls<S>(
+    stream: S,
+    tls: Tls,
+    ing: Arc<Ingress>,
+    traffic: Arc<Traffic>,
+    drain: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + 'static,
+{
+    let _conn_guard = Counted::new(&traffic.connections, Some(&traffic.idle));
+    let fd = stream.as_raw_fd();
+    let stream = match tokio::time::timeout(ing.read_timeout, tls.acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(
+                "TLS handshake not done within the read timeout; closing the connection"
+            );
+            return;
+        }
+    };
+    let stream = Guarded(Arc::new(std::sync::Mutex::new(stream)));
+    let first = Arc::new(FirstRequest::default());
+    let late: LateAnswer = {
+        let (mut stream, first, limit) = (stream.clone(), first.clone(), ing.read_timeout);
+        Box::pin(async move {
+            tokio::time::sleep(limit).await;
+            if !first.time_out() {
+                return false;
+            }
+            // Bounded: a client that reads nothing cannot keep us here.
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                stream.write_all(slow_client::answer().as_bytes()).await?;
+                stream.shutdown().await
+            })
+            .await;
+            true
+        })
+    };
+    serve_http(
+        TokioIo::new(stream),
+        ConnTiming {
+            fd,
+            first,
+            // Backstop for keep-alive connections; the first request has `late`.
+            header_timeout: ing.read_timeout + Duration::from_secs(1),
+            late: Some(late),
+        },
+        ing,
+        traffic.clone(),
+        drain,
+    )
+    .await
+}
+
+/// Answers 408 when the first request is late; true if it did (the
+/// connection is then over).
+type LateAnswer = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
+
+/// A stream shared by hyper and the 408 timer. Both are polled by the
+/// connection's one task, so the lock is never contended; it only lets the
+/// timer write while hyper is between polls.
+struct Guarded<I>(Arc<std::sync::Mutex<I>>);
+
+impl<I> Clone for Guarded<I> {
+    fn clone(&self) -> Self {
+        Guarded(self.0.clone())
+    }
+}
+
+impl<I> Guarded<I> {
+    fn with<R>(&self, f: impl FnOnce(std::pin::Pin<&mut I>) -> R) -> R
+    where
+        I: Unpin,
+    {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f(std::pin::Pin::new(&mut *g))
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.with(|s| s.poll_read(cx, buf))
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.with(|s| s.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.with(|s| s.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.with(|s| s.is_write_vectored())
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.with(|s| s.poll_flush(cx))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.with(|s| s.poll_shutdown(cx))
+    }
+}
+
+/// How one connection's first request is timed, and the socket under it.
+struct ConnTiming {
+    /// The raw socket, to see whether unread bytes wait before a drain closes it.
+    fd: std::os::fd::RawFd,
+    first: Arc<FirstRequest>,
+    /// hyper's header timeout: a backstop for later keep-alive requests.
+    header_timeout: Duration,
+    /// The 408 timer when it runs in this task (TLS); plain sockets run their own.
+    late: Option<LateAnswer>,
+}
+
+async fn serve_http<I>(
+    io: I,
+    timing: ConnTiming,
+    ing: Arc<Ingress>,
+    traffic: Arc<Traffic>,
+    mut drain: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let ConnTiming {
+        fd,
+        first,
+        header_timeout,
+        mut late,
+    } = timing;
     let draining_at_start = *drain.borrow_and_update();
-    let read_timeout = ing.read_timeout;
     let svc_traffic = traffic.clone();
     let activity = Arc::new(Activity::new());
     let svc_activity = activity.clone();
@@ -217,10 +420,9 @@ async fn serve_conn<S>(
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        // Backstop for keep-alive connections; the first request has `timer`.
-        .header_read_timeout(read_timeout + Duration::from_secs(1))
+        .header_read_timeout(header_timeout)
         .keep_alive(!draining_at_start)
-        .serve_connection(TokioIo::new(Shared(socket.clone())), service);
+        .serve_connection(io, service);
     tokio::pin!(conn);
     // Draining: every answer says `Connection: close`, and a keep-alive
     // connection is closed once it is idle and nothing is waiting on it.
@@ -235,12 +437,23 @@ async fn serve_conn<S>(
                 }
                 break;
             }
+            answered = async {
+                match late.as_mut() {
+                    Some(f) => f.await,
+                    None => std::future::pending().await,
+                }
+            }, if late.is_some() => {
+                if answered {
+                    break;
+                }
+                late = None;
+            }
             changed = drain.changed(), if !draining => {
                 // Closed channel means lifecycle is gone: treat as drain.
                 draining = changed.is_err() || *drain.borrow();
             }
             _ = check.tick(), if draining && !closed => {
-                if activity.idle_for(IDLE_GRACE) && unread_bytes(socket.as_raw_fd()) == 0 {
+                if activity.idle_for(IDLE_GRACE) && unread_bytes(fd) == 0 {
                     conn.as_mut().graceful_shutdown();
                     closed = true;
                 }

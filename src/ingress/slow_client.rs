@@ -137,12 +137,19 @@ impl FirstRequest {
             Err(state) => state == STARTED,
         }
     }
+
+    /// Called by a timer: true when no request started, so the timer answers 408.
+    pub(crate) fn time_out(&self) -> bool {
+        self.0
+            .compare_exchange(WAITING, TIMED_OUT, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
 }
 
 const BODY: &str = "{\"error\":\"request_timeout\",\"message\":\"the headers did not arrive within the read timeout\"}\n";
 
 /// The whole 408 answer, written to the socket as it is.
-fn answer() -> String {
+pub(crate) fn answer() -> String {
     format!(
         "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
         BODY.len()
@@ -153,11 +160,7 @@ fn answer() -> String {
 /// started first. Runs as its own task; ends early when the request wins.
 pub async fn watch<S: SharedSocket>(socket: Arc<S>, first: Arc<FirstRequest>, limit: Duration) {
     tokio::time::sleep(limit).await;
-    if first
-        .0
-        .compare_exchange(WAITING, TIMED_OUT, Ordering::AcqRel, Ordering::Acquire)
-        .is_ok()
-    {
+    if first.time_out() {
         // A fresh connection's send buffer is empty: the answer fits at once.
         let _ = socket.try_write(answer().as_bytes());
         let _ = nix::sys::socket::shutdown(socket.as_raw_fd(), nix::sys::socket::Shutdown::Both);

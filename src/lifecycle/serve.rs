@@ -103,6 +103,8 @@ async fn start(cfg: Config, origin: Origin, successor: bool) -> Result<Running, 
         )
     })?;
     let routes = Ingress::routes(&cfg).map_err(|e| StartError::new(exit::BAD_CONFIG, e))?;
+    let tls = crate::ingress::tls::Tls::load(cfg.server.tls.as_ref())
+        .map_err(|e| StartError::new(exit::BAD_CONFIG, format!("{}: {e}", cfg.source.display())))?;
     let chosen = sockets::choose(&cfg, origin.inherited)?;
     if chosen.is_empty() {
         return Err(StartError::new(
@@ -122,6 +124,9 @@ async fn start(cfg: Config, origin: Origin, successor: bool) -> Result<Running, 
         })?;
 
     let metrics = Arc::new(Metrics::default());
+    if let Some(t) = &tls {
+        metrics.set_tls_cert_expiry(t.not_after);
+    }
     let observer_metrics = metrics.clone();
     let spool_path = cfg.spool_path();
     let spool = Spool::open(SpoolOptions {
@@ -168,7 +173,10 @@ async fn start(cfg: Config, origin: Origin, successor: bool) -> Result<Running, 
     });
     let addrs: Vec<String> = chosen.iter().map(|c| c.listener.describe()).collect();
     server::spawn(
-        chosen.into_iter().map(|c| c.listener).collect(),
+        chosen
+            .into_iter()
+            .map(|c| (c.listener, if c.tls { tls.clone() } else { None }))
+            .collect(),
         ingress,
         d.traffic.clone(),
         server::Switches {

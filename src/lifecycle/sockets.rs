@@ -18,9 +18,19 @@ use crate::systemd::notify;
 
 /// Prefix of the fd-store names of listeners hookd bound itself.
 const STORED_PREFIX: &str = "hookd-listen-";
+/// Prefix of those bound from `server.listen_tls`: a hand-off passes sockets
+/// by name only, so the name is what tells the successor a socket is TLS.
+const STORED_TLS_PREFIX: &str = "hookd-listen-tls-";
+/// The `FileDescriptorName=` that marks a socket unit's TLS sockets.
+const TLS_UNIT_NAME: &str = "https";
+
+/// Whether a socket passed under `name` (by systemd or a predecessor) is TLS.
+fn is_tls_name(name: &str) -> bool {
+    name == TLS_UNIT_NAME || name.starts_with(STORED_TLS_PREFIX)
+}
 
 /// The fd-store name of a listener bound from `server.listen` (`:` is not allowed).
-fn stored_name(addr: &ListenAddr) -> String {
+fn stored_name(addr: &ListenAddr, tls: bool) -> String {
     let safe: String = addr
         .to_string()
         .chars()
@@ -32,7 +42,11 @@ fn stored_name(addr: &ListenAddr) -> String {
             }
         })
         .collect();
-    format!("{STORED_PREFIX}{safe}")
+    if tls {
+        format!("{STORED_TLS_PREFIX}{safe}")
+    } else {
+        format!("{STORED_PREFIX}{safe}")
+    }
 }
 
 fn to_std(s: Inherited) -> StdListener {
@@ -46,6 +60,8 @@ fn to_std(s: Inherited) -> StdListener {
 pub struct Chosen {
     pub name: String,
     pub listener: StdListener,
+    /// Served with TLS (`server.tls`).
+    pub tls: bool,
 }
 
 impl Chosen {
@@ -69,11 +85,18 @@ pub fn choose(cfg: &Config, inherited: Vec<Named>) -> Result<Vec<Chosen>, StartE
             let _ = notify::remove_stored_fd(&n.name);
         }
         for n in &from_unit {
-            tracing::info!(name = %n.name, "using socket from systemd");
+            if is_tls_name(&n.name) && cfg.server.tls.is_none() {
+                return Err(StartError::new(
+                    exit::BAD_CONFIG,
+                    format!("{}: systemd passed a socket named {TLS_UNIT_NAME:?} (TLS), but server.tls is not set", cfg.source.display()),
+                ));
+            }
+            tracing::info!(name = %n.name, tls = is_tls_name(&n.name), "using socket from systemd");
         }
         return Ok(from_unit
             .into_iter()
             .map(|n| Chosen {
+                tls: is_tls_name(&n.name),
                 name: n.name,
                 listener: to_std(n.socket),
             })
@@ -82,9 +105,11 @@ pub fn choose(cfg: &Config, inherited: Vec<Named>) -> Result<Vec<Chosen>, StartE
     let mut stored: HashMap<String, Inherited> =
         stored.into_iter().map(|n| (n.name, n.socket)).collect();
     let mut out = Vec::new();
-    for text in &cfg.server.listen {
+    let plain = cfg.server.listen.iter().map(|t| (t, false));
+    let tls = cfg.server.listen_tls.iter().map(|t| (t, true));
+    for (text, tls) in plain.chain(tls) {
         let addr = ListenAddr::parse(text).map_err(|e| StartError::new(exit::BAD_CONFIG, e))?;
-        let name = stored_name(&addr);
+        let name = stored_name(&addr, tls);
         let listener = match stored.remove(&name) {
             Some(s) => {
                 tracing::info!(listen = %addr, "listener taken back from the fd store");
@@ -101,12 +126,16 @@ pub fn choose(cfg: &Config, inherited: Vec<Named>) -> Result<Vec<Chosen>, StartE
                 l
             }
         };
-        out.push(Chosen { name, listener });
+        out.push(Chosen {
+            name,
+            listener,
+            tls,
+        });
     }
     for name in stored.keys() {
         tracing::info!(
             name,
-            "dropping a stored listener no longer in server.listen"
+            "dropping a stored listener no longer in server.listen or listen_tls"
         );
         let _ = notify::remove_stored_fd(name);
     }
@@ -119,9 +148,24 @@ mod tests {
 
     #[test]
     fn stored_names_have_no_colon() {
-        let n = stored_name(&ListenAddr::parse("[::1]:8080").unwrap());
+        let n = stored_name(&ListenAddr::parse("[::1]:8080").unwrap(), false);
         assert_eq!(n, "hookd-listen-[__1]_8080");
-        let n = stored_name(&ListenAddr::parse("unix:/run/h ook.sock").unwrap());
+        let n = stored_name(&ListenAddr::parse("unix:/run/h ook.sock").unwrap(), false);
         assert_eq!(n, "hookd-listen-unix_/run/h_ook.sock");
+    }
+
+    #[test]
+    fn tls_survives_a_hand_off_by_name() {
+        let addr = ListenAddr::parse("127.0.0.1:8443").unwrap();
+        let n = stored_name(&addr, true);
+        assert_eq!(n, "hookd-listen-tls-127.0.0.1_8443");
+        assert!(is_tls_name(&n));
+        assert!(
+            n.starts_with(STORED_PREFIX),
+            "still one of ours in the fd store"
+        );
+        assert!(!is_tls_name(&stored_name(&addr, false)));
+        assert!(is_tls_name("https"));
+        assert!(!is_tls_name("http"));
     }
 }
