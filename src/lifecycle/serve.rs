@@ -30,16 +30,17 @@ use crate::systemd::{listen::Named, notify};
 const HANDOFF_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Shutdown-hook priorities of the daemon's own clean-up; lower runs first.
-/// The `[[shutdown.hook]]` commands of the config (priority 0 unless set) run
-/// before both, while `hookd status` still answers and the spool is open.
+/// The `[[shutdown.hook]]` commands of the config default to priority 0, so
+/// they run before both, while `hookd status` still answers and the spool is
+/// open.
 ///
-/// The control socket goes first: it waits for the answers being written (a
-/// `hookd reload` must hear its outcome), and once it is gone nothing asks
-/// for a status that would read the spool.
+/// The control socket closes first: it waits for answers still being written
+/// (a `hookd reload` must hear its outcome), and once it is gone no status
+/// request can reach a spool that is closing.
 const CONTROL_SOCKET_PRIORITY: i32 = 900;
-/// The spool closes last: its close waits for the writer's queue (the last
-/// "done" of each delivery) and checkpoints the WAL, so nothing after it may
-/// still need the spool.
+/// The spool closes last: closing finishes the writer's queue (the last
+/// "done" of each delivery), hands back this instance's leases and
+/// checkpoints the WAL, after which every other user of the spool gets errors.
 const SPOOL_PRIORITY: i32 = 1000;
 
 /// A start-up failure: its exit code and what to tell the operator.
@@ -175,23 +176,7 @@ async fn start(cfg: Config, origin: Origin, succession: Succession) -> Result<Ru
         )
     })?;
     let routes = Ingress::routes(&cfg).map_err(|e| StartError::new(exit::BAD_CONFIG, e))?;
-    let chosen = sockets::choose(&cfg, origin.inherited)?;
-    if chosen.is_empty() {
-        return Err(StartError::new(
-            exit::NO_LISTENER,
-            "no listening socket: systemd passed none and server.listen is empty",
-        ));
-    }
-    let passed = chosen
-        .iter()
-        .map(|c| c.to_pass())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| {
-            StartError::new(
-                exit::NO_LISTENER,
-                format!("cannot duplicate a listening socket: {e}"),
-            )
-        })?;
+    let (chosen, passed) = choose_listeners(&cfg, origin.inherited)?;
 
     let metrics = Arc::new(Metrics::default());
     let spool = open_spool(&cfg, &metrics)?;
@@ -225,6 +210,32 @@ async fn start(cfg: Config, origin: Origin, succession: Succession) -> Result<Ru
         control,
         deliveries,
     })
+}
+
+/// The listening sockets to serve, and a duplicate of each to pass on to a
+/// successor on reload.
+fn choose_listeners(
+    cfg: &Config,
+    inherited: Vec<Named>,
+) -> Result<(Vec<sockets::Chosen>, Vec<PassedSocket>), StartError> {
+    let chosen = sockets::choose(cfg, inherited)?;
+    if chosen.is_empty() {
+        return Err(StartError::new(
+            exit::NO_LISTENER,
+            "no listening socket: systemd passed none and server.listen is empty",
+        ));
+    }
+    let passed = chosen
+        .iter()
+        .map(|c| c.to_pass())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            StartError::new(
+                exit::NO_LISTENER,
+                format!("cannot duplicate a listening socket: {e}"),
+            )
+        })?;
+    Ok((chosen, passed))
 }
 
 fn open_spool(cfg: &Config, metrics: &Arc<Metrics>) -> Result<Spool, StartError> {
