@@ -10,7 +10,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
-use crate::lifecycle::{control, exit, handoff, serve};
+use crate::lifecycle::control::{self, Depth, Reloaded, Request, StatusReport};
+use crate::lifecycle::{exit, handoff, serve};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -153,72 +154,53 @@ fn status(path: &std::path::Path, json: bool) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    match control::request(
+    let answer = control::ask::<StatusReport>(
         &cfg.control_socket_path(),
-        "status",
+        Request::Status,
         Duration::from_secs(10),
-    ) {
-        Ok(v) if json => {
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    );
+    match answer {
+        Ok(Ok(report)) if json => match control::encode_pretty(&report) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("hookd: cannot render the status: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Ok(Ok(report)) => {
+            print_status(&report);
             ExitCode::SUCCESS
         }
-        Ok(v) => {
-            print_status(&v);
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
+        Ok(Err(e)) | Err(e) => {
             eprintln!("hookd: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn print_status(v: &serde_json::Value) {
-    let s = |k: &str| {
-        v.get(k)
-            .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
-            .unwrap_or_default()
-    };
+fn print_status(r: &StatusReport) {
     println!(
         "state:    {}\npid:      {}\nspool:    {}",
-        s("state"),
-        s("pid"),
-        s("spool")
+        r.state, r.pid, r.spool
     );
-    println!("requests in flight: {}", s("requests_in_flight"));
-    for r in v
-        .get("in_flight")
-        .and_then(|x| x.as_array())
-        .into_iter()
-        .flatten()
-    {
-        println!(
-            "in flight  {:<20} {}",
-            r["hook"].as_str().unwrap_or("?"),
-            r["count"]
-        );
+    println!("requests in flight: {}", r.requests_in_flight);
+    for h in &r.in_flight {
+        println!("in flight  {:<20} {}", h.hook, h.count);
     }
-    for r in v
-        .get("depth")
-        .and_then(|x| x.as_array())
-        .into_iter()
-        .flatten()
-    {
-        println!(
-            "spool      {:<20} {:<8} {}",
-            r["hook"].as_str().unwrap_or("?"),
-            r["state"].as_str().unwrap_or("?"),
-            r["count"]
-        );
+    // An unreadable depth shows as no rows here; `--json` has the reason.
+    if let Depth::Rows(rows) = &r.depth {
+        for d in rows {
+            println!("spool      {:<20} {:<8} {}", d.hook, d.state, d.count);
+        }
     }
-    println!("orphaned pending: {}", s("orphaned_pending"));
-    for e in v
-        .get("last_errors")
-        .and_then(|x| x.as_array())
-        .into_iter()
-        .flatten()
-    {
-        println!("error      {e}");
+    println!("orphaned pending: {}", r.orphaned_pending);
+    for e in &r.last_errors {
+        // Each error as its JSON object, as this line has always shown it.
+        let line = serde_json::to_string(e).unwrap_or_default();
+        println!("error      {line}");
     }
 }
 
@@ -227,27 +209,18 @@ fn reload(path: &std::path::Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    match control::request(
+    let answer = control::ask::<Reloaded>(
         &cfg.control_socket_path(),
-        "reload",
+        Request::Reload,
         Duration::from_secs(120),
-    ) {
-        Ok(v) if v.get("ok").and_then(|x| x.as_bool()) == Some(true) => {
-            println!(
-                "{}",
-                v.get("message")
-                    .and_then(|m| m.as_str())
-                    .unwrap_or("reloaded")
-            );
+    );
+    match answer {
+        Ok(Ok(done)) => {
+            println!("{}", done.message);
             ExitCode::SUCCESS
         }
-        Ok(v) => {
-            eprintln!(
-                "hookd: reload failed: {}",
-                v.get("error")
-                    .and_then(|m| m.as_str())
-                    .unwrap_or("unknown error")
-            );
+        Ok(Err(reason)) => {
+            eprintln!("hookd: reload failed: {reason}");
             ExitCode::FAILURE
         }
         Err(e) => {

@@ -1,21 +1,26 @@
 //! `hookd serve`: start-up, the ready state, reloads, and the way out.
 
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, RwLock};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::control::{self, Answer, Reloaded, Request as ControlRequest};
 use super::drain::{self, Cause, Drain, Ending, Switches};
 use super::handoff::{self, PassedSocket, Relaunch};
 use super::shutdown_hooks::ShutdownHooks;
 use super::signals::{self, Request};
-use super::{control, exit, sockets, status, Phase, PhaseCell};
+use super::status::{self, RecentErrors};
+use super::{exit, sockets, Phase, PhaseCell};
 use crate::config::Config;
 use crate::delivery::{self, DeliveryContext, DeliveryEvent, ForwardClient, InFlight};
-use crate::ingress::routes::Ingress;
+use crate::ingress::listeners::StdListener;
+use crate::ingress::routes::{Ingress, Route};
 use crate::ingress::server::{self, Traffic};
 use crate::metrics::Metrics;
 use crate::spool::{Spool, SpoolOptions};
@@ -23,6 +28,20 @@ use crate::systemd::{listen::Named, notify};
 
 /// How long a successor has to open the spool and report ready.
 const HANDOFF_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Shutdown-hook priorities of the daemon's own clean-up; lower runs first.
+/// The `[[shutdown.hook]]` commands of the config default to priority 0, so
+/// they run before both, while `hookd status` still answers and the spool is
+/// open.
+///
+/// The control socket closes first: it waits for answers still being written
+/// (a `hookd reload` must hear its outcome), and once it is gone no status
+/// request can reach a spool that is closing.
+const CONTROL_SOCKET_PRIORITY: i32 = 900;
+/// The spool closes last: closing finishes the writer's queue (the last
+/// "done" of each delivery), hands back this instance's leases and
+/// checkpoints the WAL, after which every other user of the spool gets errors.
+const SPOOL_PRIORITY: i32 = 1000;
 
 /// A start-up failure: its exit code and what to tell the operator.
 #[derive(Debug)]
@@ -50,6 +69,16 @@ pub struct Origin {
     pub relaunch: Relaunch,
 }
 
+/// Whether a predecessor started us, which decides who may replace a live
+/// control socket at its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Succession {
+    /// Started by systemd or by hand: a live control socket is someone else's.
+    First,
+    /// Started on reload: the control socket's path is ours to take over.
+    Successor,
+}
+
 /// Everything the running daemon shares between its tasks.
 pub struct Daemon {
     pub cfg: Config,
@@ -58,17 +87,21 @@ pub struct Daemon {
     pub in_flight: Arc<InFlight>,
     pub traffic: Arc<Traffic>,
     pub phase: Arc<PhaseCell>,
-    pub last_errors: Arc<Mutex<Vec<serde_json::Value>>>,
+    pub(crate) last_errors: Arc<RecentErrors>,
 }
 
 /// A reload asked over the control socket, with where to send the outcome.
-type ReloadAsk = oneshot::Sender<serde_json::Value>;
+type ReloadAsk = oneshot::Sender<Result<Answer, String>>;
 
 /// Runs the daemon to its end and returns the exit code. A start-up failure
 /// is also reported to a waiting predecessor.
 pub async fn serve(cfg: Config, mut origin: Origin) -> Result<u8, StartError> {
     let handoff_pipe = origin.handoff.take();
-    match start(cfg, origin, handoff_pipe.is_some()).await {
+    let succession = match handoff_pipe {
+        Some(_) => Succession::Successor,
+        None => Succession::First,
+    };
+    match start(cfg, origin, succession).await {
         Ok(running) => Ok(run(running, handoff_pipe).await),
         Err(e) => {
             if let Some(pipe) = handoff_pipe {
@@ -87,15 +120,55 @@ struct Running {
     reloads: mpsc::Receiver<ReloadAsk>,
     passed: Vec<PassedSocket>,
     relaunch: Relaunch,
+    /// Ingress answers `/readyz` with 200 while set.
     ready: Arc<AtomicBool>,
     addrs: Vec<String>,
-    control: Option<control::Bound>,
-    control_answering: Arc<tokio::sync::RwLock<()>>,
-    control_task: Option<tokio::task::JoinHandle<()>>,
-    deliveries: Vec<tokio::task::JoinHandle<()>>,
+    control: Option<ControlSocket>,
+    deliveries: Vec<JoinHandle<()>>,
 }
 
-async fn start(cfg: Config, origin: Origin, successor: bool) -> Result<Running, StartError> {
+/// The control socket while it serves.
+struct ControlSocket {
+    bound: control::Bound,
+    task: JoinHandle<()>,
+    /// Held (read side) by every answer being written.
+    answering: Arc<RwLock<()>>,
+}
+
+/// The loops that run beside ingress and delivery until the end.
+struct Background {
+    /// Keeps `STATUS=` current.
+    status: JoinHandle<()>,
+    /// Purges old `done` items.
+    retention: JoinHandle<()>,
+    /// Sends `WATCHDOG=1`.
+    watchdog: JoinHandle<()>,
+}
+
+impl Background {
+    fn spawn(d: &Arc<Daemon>) -> Background {
+        Background {
+            status: tokio::spawn(status_loop(d.clone())),
+            retention: tokio::spawn(retention_loop(d.clone())),
+            watchdog: tokio::spawn(watchdog_loop()),
+        }
+    }
+
+    /// Stops what speaks to systemd: after a hand-off the successor owns
+    /// `STATUS=` and the watchdog. Retention goes on until the end.
+    fn quiet_towards_systemd(&self) {
+        self.status.abort();
+        self.watchdog.abort();
+    }
+
+    fn abort(self) {
+        self.status.abort();
+        self.retention.abort();
+        self.watchdog.abort();
+    }
+}
+
+async fn start(cfg: Config, origin: Origin, succession: Succession) -> Result<Running, StartError> {
     let signals = signals::listen().map_err(|e| {
         StartError::new(
             exit::RUNTIME,
@@ -105,7 +178,55 @@ async fn start(cfg: Config, origin: Origin, successor: bool) -> Result<Running, 
     let routes = Ingress::routes(&cfg).map_err(|e| StartError::new(exit::BAD_CONFIG, e))?;
     let tls = crate::ingress::tls::Tls::load(cfg.server.tls.as_ref())
         .map_err(|e| StartError::new(exit::BAD_CONFIG, format!("{}: {e}", cfg.source.display())))?;
-    let chosen = sockets::choose(&cfg, origin.inherited)?;
+    let (chosen, passed) = choose_listeners(&cfg, origin.inherited)?;
+
+    let metrics = Arc::new(Metrics::default());
+    if let Some(t) = &tls {
+        metrics.set_tls_cert_expiry(t.not_after);
+    }
+    let spool = open_spool(&cfg, &metrics)?;
+    let d = Arc::new(Daemon {
+        cfg,
+        spool,
+        metrics,
+        in_flight: InFlight::new(),
+        traffic: Arc::new(Traffic::default()),
+        phase: Arc::new(PhaseCell::default()),
+        last_errors: Arc::new(RecentErrors::default()),
+    });
+    let switches = Switches::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let addrs: Vec<String> = chosen.iter().map(|c| c.listener.describe()).collect();
+    let listeners = chosen
+        .into_iter()
+        .map(|c| (c.listener, if c.tls { tls.clone() } else { None }))
+        .collect();
+    start_ingress(&d, routes, listeners, &switches, &ready)?;
+
+    let (reload_tx, reloads) = mpsc::channel(4);
+    let control = start_control(&d, reload_tx, succession);
+    let deliveries = spawn_delivery(&d, &switches);
+    Ok(Running {
+        d,
+        switches,
+        signals,
+        reloads,
+        passed,
+        relaunch: origin.relaunch,
+        ready,
+        addrs,
+        control,
+        deliveries,
+    })
+}
+
+/// The listening sockets to serve, and a duplicate of each to pass on to a
+/// successor on reload.
+fn choose_listeners(
+    cfg: &Config,
+    inherited: Vec<Named>,
+) -> Result<(Vec<sockets::Chosen>, Vec<PassedSocket>), StartError> {
+    let chosen = sockets::choose(cfg, inherited)?;
     if chosen.is_empty() {
         return Err(StartError::new(
             exit::NO_LISTENER,
@@ -122,14 +243,13 @@ async fn start(cfg: Config, origin: Origin, successor: bool) -> Result<Running, 
                 format!("cannot duplicate a listening socket: {e}"),
             )
         })?;
+    Ok((chosen, passed))
+}
 
-    let metrics = Arc::new(Metrics::default());
-    if let Some(t) = &tls {
-        metrics.set_tls_cert_expiry(t.not_after);
-    }
+fn open_spool(cfg: &Config, metrics: &Arc<Metrics>) -> Result<Spool, StartError> {
     let observer_metrics = metrics.clone();
     let spool_path = cfg.spool_path();
-    let spool = Spool::open(SpoolOptions {
+    Spool::open(SpoolOptions {
         path: spool_path.clone(),
         instance_id: format!("{}-{:016x}", std::process::id(), rand::random::<u64>()),
         max_batch: cfg.spool.max_batch,
@@ -140,19 +260,17 @@ async fn start(cfg: Config, origin: Origin, successor: bool) -> Result<Running, 
             exit::SPOOL,
             format!("cannot open spool {}: {e}", spool_path.display()),
         )
-    })?;
+    })
+}
 
-    let d = Arc::new(Daemon {
-        cfg,
-        spool,
-        metrics,
-        in_flight: InFlight::new(),
-        traffic: Arc::new(Traffic::default()),
-        phase: Arc::new(PhaseCell::default()),
-        last_errors: Arc::new(Mutex::new(Vec::new())),
-    });
-    let switches = Switches::new();
-    let ready = Arc::new(AtomicBool::new(false));
+/// Starts the accept loops; `/readyz` answers 200 once `ready` is set.
+fn start_ingress(
+    d: &Arc<Daemon>,
+    routes: HashMap<String, Route>,
+    listeners: Vec<(StdListener, Option<crate::ingress::tls::Tls>)>,
+    switches: &Switches,
+    ready: &Arc<AtomicBool>,
+) -> Result<(), StartError> {
     let gauge_daemon = d.clone();
     let ingress = Arc::new(Ingress {
         routes,
@@ -171,12 +289,8 @@ async fn start(cfg: Config, origin: Origin, successor: bool) -> Result<Running, 
             g.drain_state = gauge_daemon.phase.get().drain_gauge();
         }),
     });
-    let addrs: Vec<String> = chosen.iter().map(|c| c.listener.describe()).collect();
     server::spawn(
-        chosen
-            .into_iter()
-            .map(|c| (c.listener, if c.tls { tls.clone() } else { None }))
-            .collect(),
+        listeners,
         ingress,
         d.traffic.clone(),
         server::Switches {
@@ -190,103 +304,48 @@ async fn start(cfg: Config, origin: Origin, successor: bool) -> Result<Running, 
             format!("cannot use the listening sockets: {e}"),
         )
     })?;
+    Ok(())
+}
 
+/// Binds the control socket and serves it; without it the daemon still runs,
+/// only `hookd status` and `hookd reload` cannot reach it.
+fn start_control(
+    d: &Arc<Daemon>,
+    reloads: mpsc::Sender<ReloadAsk>,
+    succession: Succession,
+) -> Option<ControlSocket> {
     // A successor takes the control socket's path over from its predecessor.
     let control_path = d.cfg.control_socket_path();
-    let (reload_tx, reloads) = mpsc::channel(4);
-    let control_answering = Arc::new(tokio::sync::RwLock::new(()));
-    let (control, control_task) = match control::bind(&control_path, successor) {
+    let take_over = succession == Succession::Successor;
+    match control::bind(&control_path, take_over) {
         Ok((bound, listener)) => {
+            let answering = Arc::new(RwLock::new(()));
             let task = tokio::spawn(control::serve(
                 listener,
-                control_handler(d.clone(), reload_tx),
-                control_answering.clone(),
+                control_handler(d.clone(), reloads),
+                answering.clone(),
             ));
-            (Some(bound), Some(task))
+            Some(ControlSocket {
+                bound,
+                task,
+                answering,
+            })
         }
         Err(e) => {
             tracing::warn!(path = %control_path.display(), error = %e, "control socket unavailable; `hookd status` and `hookd reload` will not work");
-            (None, None)
+            None
         }
-    };
-    let deliveries = spawn_delivery(&d, &switches);
-    Ok(Running {
-        d,
-        switches,
-        signals,
-        reloads,
-        passed,
-        relaunch: origin.relaunch,
-        ready,
-        addrs,
-        control,
-        control_answering,
-        control_task,
-        deliveries,
-    })
+    }
 }
 
 async fn run(mut r: Running, handoff_pipe: Option<OwnedFd>) -> u8 {
     let d = r.d.clone();
-    let background = [
-        tokio::spawn(status_loop(d.clone())),
-        tokio::spawn(retention_loop(d.clone())),
-        tokio::spawn(watchdog_loop()),
-    ];
-    d.phase.set(Phase::Ready);
-    r.ready.store(true, Ordering::Release);
-    let line = status::status(&d).await;
-    match handoff_pipe {
-        Some(pipe) => {
-            // The unit's main process is us from now on; systemd must have
-            // processed that before the predecessor steps aside.
-            notify::ready_as_main_pid(&line);
-            if let Err(e) = notify::barrier(Duration::from_secs(5)) {
-                tracing::warn!(error = %e, "systemd did not confirm MAINPID; handing over anyway");
-            }
-            handoff::report(pipe, Ok(()));
-            tracing::info!(hookd_event = "handoff_ready", listen = %r.addrs.join(" "), "took over from the previous instance");
-        }
-        None => notify::ready(&line),
-    }
-    tracing::info!(hookd_event = "ready", listen = %r.addrs.join(" "), spool = %d.spool.path().display(), hooks = d.cfg.hooks.len(), "hookd ready");
-
-    let cause = loop {
-        let ask = tokio::select! {
-            req = r.signals.recv() => match req {
-                Some(Request::Stop(sig)) => break Cause::Stop(sig),
-                Some(Request::Reload) => None,
-                None => break Cause::Stop("signal handler gone"),
-            },
-            Some(ask) = r.reloads.recv() => Some(ask),
-        };
-        match reload(&r).await {
-            Ok(pid) => {
-                if let Some(ask) = ask {
-                    let _ = ask.send(serde_json::json!({"ok": true, "message": format!("handed off to pid {pid}")}));
-                }
-                break Cause::HandOff;
-            }
-            Err(reason) => {
-                notify::ready(&status::status(&d).await);
-                tracing::error!(hookd_event = "reload_failed", reason = %reason, "reload failed, still serving: {reason}");
-                if let Some(ask) = ask {
-                    let _ = ask.send(serde_json::json!({"ok": false, "error": reason}));
-                }
-            }
-        }
-    };
-    // Reloads asked from here on get an answer, not a wait.
-    r.reloads.close();
-    while let Ok(ask) = r.reloads.try_recv() {
-        let _ = ask.send(
-            serde_json::json!({"ok": false, "error": "this instance is stopping; no reload"}),
-        );
-    }
+    let background = Background::spawn(&d);
+    announce(&r, handoff_pipe).await;
+    let cause = serve_until_stop(&mut r).await;
+    refuse_later_reloads(&mut r.reloads);
     if cause == Cause::HandOff {
-        // Stay quiet towards systemd: the successor owns STATUS and WATCHDOG now.
-        background[0].abort();
-        background[2].abort();
+        background.quiet_towards_systemd();
         r.ready.store(false, Ordering::Release);
     }
 
@@ -307,20 +366,96 @@ async fn run(mut r: Running, handoff_pipe: Option<OwnedFd>) -> u8 {
         Ending::Clean { hooks_deadline } => (exit::CLEAN, hooks_deadline),
         Ending::Forced { hooks_deadline, .. } => (exit::FORCED, hooks_deadline),
     };
-    for t in background {
-        t.abort();
-    }
+    background.abort();
     for t in r.deliveries {
         let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
     }
+    run_shutdown_hooks(&d, r.control, hooks_deadline).await;
+    d.phase.set(Phase::Stopped);
+    if code == exit::CLEAN {
+        let took = started.elapsed();
+        tracing::info!(hookd_event = "drain_complete", drain_usec = took.as_micros() as u64, cause = ?cause, "drain complete after {}; exiting 0", humantime::format_duration(Duration::from_millis(took.as_millis() as u64)));
+    }
+    code
+}
 
+/// Ready: to systemd (`READY=1`, or `MAINPID=` + `READY=1` for a successor),
+/// to a waiting predecessor, to `/readyz` and to the journal.
+async fn announce(r: &Running, handoff_pipe: Option<OwnedFd>) {
+    let d = &r.d;
+    d.phase.set(Phase::Ready);
+    r.ready.store(true, Ordering::Release);
+    let line = status::summary_line(d).await;
+    match handoff_pipe {
+        Some(pipe) => {
+            // The unit's main process is us from now on; systemd must have
+            // processed that before the predecessor steps aside.
+            notify::ready_as_main_pid(&line);
+            if let Err(e) = notify::barrier(Duration::from_secs(5)) {
+                tracing::warn!(error = %e, "systemd did not confirm MAINPID; handing over anyway");
+            }
+            handoff::report(pipe, Ok(()));
+            tracing::info!(hookd_event = "handoff_ready", listen = %r.addrs.join(" "), "took over from the previous instance");
+        }
+        None => notify::ready(&line),
+    }
+    tracing::info!(hookd_event = "ready", listen = %r.addrs.join(" "), spool = %d.spool.path().display(), hooks = d.cfg.hooks.len(), "hookd ready");
+}
+
+/// Serves until a stop signal or a successful hand-off, and says which.
+/// A failed reload leaves us ready and serving.
+async fn serve_until_stop(r: &mut Running) -> Cause {
+    loop {
+        let ask = tokio::select! {
+            req = r.signals.recv() => match req {
+                Some(Request::Stop(sig)) => return Cause::Stop(sig),
+                Some(Request::Reload) => None,
+                None => return Cause::Stop("signal handler gone"),
+            },
+            Some(ask) = r.reloads.recv() => Some(ask),
+        };
+        match hand_off(r).await {
+            Ok(pid) => {
+                if let Some(ask) = ask {
+                    let _ = ask.send(Ok(Answer::Reloaded(Reloaded {
+                        message: format!("handed off to pid {pid}"),
+                    })));
+                }
+                return Cause::HandOff;
+            }
+            Err(reason) => {
+                notify::ready(&status::summary_line(&r.d).await);
+                tracing::error!(hookd_event = "reload_failed", reason = %reason, "reload failed, still serving: {reason}");
+                if let Some(ask) = ask {
+                    let _ = ask.send(Err(reason));
+                }
+            }
+        }
+    }
+}
+
+/// Reloads asked from here on get an answer, not a wait.
+fn refuse_later_reloads(reloads: &mut mpsc::Receiver<ReloadAsk>) {
+    reloads.close();
+    while let Ok(ask) = reloads.try_recv() {
+        let _ = ask.send(Err("this instance is stopping; no reload".to_string()));
+    }
+}
+
+/// The configured hooks, then closing the control socket, then the spool,
+/// all within `deadline` (at least two more seconds).
+async fn run_shutdown_hooks(d: &Daemon, control: Option<ControlSocket>, deadline: Instant) {
     let mut hooks = ShutdownHooks::default();
     hooks.add_configured(&d.cfg.shutdown.hooks);
-    if let (Some(bound), Some(task)) = (r.control, r.control_task) {
-        let answering = r.control_answering.clone();
+    if let Some(ControlSocket {
+        bound,
+        task,
+        answering,
+    }) = control
+    {
         hooks.add(
             "control-socket",
-            900,
+            CONTROL_SOCKET_PRIORITY,
             Duration::from_secs(3),
             move || async move {
                 task.abort();
@@ -331,24 +466,23 @@ async fn run(mut r: Running, handoff_pipe: Option<OwnedFd>) -> u8 {
         );
     }
     let spool = d.spool.clone();
-    hooks.add("spool", 1000, Duration::from_secs(5), move || async move {
-        spool.close().await;
-        Ok(())
-    });
+    hooks.add(
+        "spool",
+        SPOOL_PRIORITY,
+        Duration::from_secs(5),
+        move || async move {
+            spool.close().await;
+            Ok(())
+        },
+    );
     hooks
-        .run(hooks_deadline.max(Instant::now() + Duration::from_secs(2)))
+        .run(deadline.max(Instant::now() + Duration::from_secs(2)))
         .await;
-    d.phase.set(Phase::Stopped);
-    if code == exit::CLEAN {
-        let took = started.elapsed();
-        tracing::info!(hookd_event = "drain_complete", drain_usec = took.as_micros() as u64, cause = ?cause, "drain complete after {}; exiting 0", humantime::format_duration(Duration::from_millis(took.as_millis() as u64)));
-    }
-    code
 }
 
 /// The hand-off: check the config on disk, start the binary on disk with our
 /// sockets, and wait for it to be ready. Returns the successor's pid.
-async fn reload(r: &Running) -> Result<u32, String> {
+async fn hand_off(r: &Running) -> Result<u32, String> {
     if r.d.phase.get() != Phase::Ready {
         return Err(format!("cannot reload while {}", r.d.phase.get().as_str()));
     }
@@ -371,13 +505,13 @@ async fn reload(r: &Running) -> Result<u32, String> {
     Ok(pid)
 }
 
-fn spawn_delivery(d: &Arc<Daemon>, switches: &Switches) -> Vec<tokio::task::JoinHandle<()>> {
+fn spawn_delivery(d: &Arc<Daemon>, switches: &Switches) -> Vec<JoinHandle<()>> {
     let client = ForwardClient::new();
     let metrics = d.metrics.clone();
     let last_errors = d.last_errors.clone();
     let hidden_env = Arc::new(d.cfg.secret_env_vars());
     let observer: Arc<dyn Fn(DeliveryEvent) + Send + Sync> =
-        Arc::new(move |ev| status::observe(&metrics, &last_errors, ev));
+        Arc::new(move |ev| status::observe_delivery(&metrics, &last_errors, ev));
     d.cfg
         .hooks
         .iter()
@@ -398,7 +532,6 @@ fn spawn_delivery(d: &Arc<Daemon>, switches: &Switches) -> Vec<tokio::task::Join
         })
         .collect()
 }
-
 /// Keeps `STATUS=` current while serving (the drain writes its own).
 async fn status_loop(d: Arc<Daemon>) {
     let mut last = String::new();
@@ -407,7 +540,7 @@ async fn status_loop(d: Arc<Daemon>) {
         if d.phase.get() != Phase::Ready {
             continue;
         }
-        let line = status::status(&d).await;
+        let line = status::summary_line(&d).await;
         if line != last {
             notify::status(&line);
             last = line;
@@ -444,20 +577,18 @@ async fn watchdog_loop() {
 }
 
 fn control_handler(d: Arc<Daemon>, reloads: mpsc::Sender<ReloadAsk>) -> control::Handler {
-    Arc::new(move |cmd: String| {
+    Arc::new(move |request: ControlRequest| {
         let (d, reloads) = (d.clone(), reloads.clone());
         Box::pin(async move {
-            match cmd.as_str() {
-                "status" => status::status_json(&d).await,
-                "reload" => {
+            match request {
+                ControlRequest::Status => Ok(Answer::Status(Box::new(status::report(&d).await))),
+                ControlRequest::Reload => {
                     let (tx, rx) = oneshot::channel();
                     if reloads.send(tx).await.is_err() {
-                        return serde_json::json!({"ok": false, "error": "this instance is no longer taking reloads"});
+                        return Err("this instance is no longer taking reloads".to_string());
                     }
-                    rx.await.unwrap_or_else(|_| serde_json::json!({"ok": false, "error": "this instance is draining; no reload"}))
-                }
-                other => {
-                    serde_json::json!({"ok": false, "error": format!("unknown command {other:?}")})
+                    rx.await
+                        .unwrap_or_else(|_| Err("this instance is draining; no reload".to_string()))
                 }
             }
         })
