@@ -126,7 +126,6 @@ fn slow_fsync_group_commits() {
     std::thread::sleep(Duration::from_secs(4));
     load.stop();
     let syncs = strace::wal_syncs(&out) - syncs_before;
-    let _ = std::fs::copy(&out, "/tmp/faults-strace.out");
     let sent = run.sent();
     let acks = run.acked() - acked_before;
     let too_fast: Vec<_> = sent
@@ -136,7 +135,7 @@ fn slow_fsync_group_commits() {
     run.kill();
     let per_sync = acks as f64 / syncs.max(1) as f64;
     println!("[slow fsync] {acks} acks over {syncs} WAL syncs: {per_sync:.1} acks per sync");
-    let r = run.finish("fdatasync +200 ms", "16 clients");
+    let r = run.finish("fsync +200 ms", "16 clients");
     r.assert_clean();
     assert!(
         too_fast.is_empty(),
@@ -157,6 +156,7 @@ fn sync_error(name: &'static str, persistent: bool) {
     run.h.start();
     let load = run.load(4);
     let first_503 = checker_wait(&run, Duration::from_secs(30), |s| s.status == 503);
+    run.fault_ends.push(first_503);
     if persistent {
         // Everything after the first failure fails too: no 202 may slip in.
         std::thread::sleep(Duration::from_secs(1));
@@ -306,6 +306,15 @@ fn read_only_ext4() {
     load.stop();
     run.kill();
     fs.repair_and_remount();
+    if std::env::var("FAULT_DEBUG").is_ok() {
+        for s in run.sent().iter().filter(|s| s.status == 202) {
+            println!("ack {} answered {:?} after ro", s.cid, s.answered.checked_duration_since(ro_at));
+        }
+        let c = rusqlite::Connection::open(&run.spool).unwrap();
+        let n: i64 = c.query_row("select count(*) from items", [], |r| r.get(0)).unwrap();
+        println!("items after remount: {n}");
+        drop(c);
+    }
     let r = run.finish("ext4 remounted ro by an error", "3 clients");
     r.assert_clean();
 }

@@ -90,9 +90,17 @@ impl LoopFs {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// Whether writes fail with EROFS (an error-triggered read-only ext4
+    /// flips its superblock; the mount's own flags still say rw).
     fn is_read_only(&self) -> bool {
-        let out = run("findmnt", &["-no", "OPTIONS", &self.mnt.display().to_string()]);
-        String::from_utf8_lossy(&out.stdout).split(',').any(|o| o.trim() == "ro")
+        let probe = self.mnt.join("probe");
+        match std::fs::File::create(&probe) {
+            Ok(_) => {
+                let _ = std::fs::remove_file(&probe);
+                false
+            }
+            Err(e) => e.raw_os_error() == Some(libc::EROFS),
+        }
     }
 
     /// What production sees when ext4 finds an error: the kernel turns the
@@ -116,6 +124,9 @@ impl LoopFs {
     pub fn repair_and_remount(&mut self) {
         self.unmount();
         let out = run("e2fsck", &["-fy", &self.img.display().to_string()]);
+        if std::env::var("FAULT_DEBUG").is_ok() {
+            println!("e2fsck: {}", String::from_utf8_lossy(&out.stdout));
+        }
         // 0: clean, 1: errors corrected.
         assert!(
             matches!(out.status.code(), Some(0 | 1)),
