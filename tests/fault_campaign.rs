@@ -114,10 +114,7 @@ fn strace_run(name: &'static str, inject: &str) -> (Run, PathBuf) {
 #[test]
 fn slow_fsync_group_commits() {
     let delay = Duration::from_millis(200);
-    let (mut run, out) = strace_run(
-        "slow fsync",
-        &format!("delay_exit={}", delay.as_micros()),
-    );
+    let (mut run, out) = strace_run("slow fsync", &format!("delay_exit={}", delay.as_micros()));
     run.h.start();
     let syncs_before = strace::wal_syncs(&out);
     let acked_before = run.acked();
@@ -143,7 +140,10 @@ fn slow_fsync_group_commits() {
         too_fast.len(),
         too_fast.first()
     );
-    assert!(per_sync >= 4.0, "no group commit: {per_sync:.1} acks per sync");
+    assert!(
+        per_sync >= 4.0,
+        "no group commit: {per_sync:.1} acks per sync"
+    );
 }
 
 /// An I/O error from a sync: the batch it carried answers 503, never 202;
@@ -167,7 +167,10 @@ fn sync_error(name: &'static str, persistent: bool) {
             .count();
         assert_eq!(late_202, 0, "202s while every sync fails");
         assert!(
-            run.h.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none()),
+            run.h
+                .child
+                .as_mut()
+                .is_some_and(|c| c.try_wait().ok().flatten().is_none()),
             "hookd exited on a sync error"
         );
     } else {
@@ -185,7 +188,11 @@ fn sync_error(name: &'static str, persistent: bool) {
     let r = run.finish(
         &format!(
             "EIO on sync {}",
-            if persistent { "from the 40th on" } else { "40th, once" }
+            if persistent {
+                "from the 40th on"
+            } else {
+                "40th, once"
+            }
         ),
         "4 clients",
     );
@@ -231,7 +238,10 @@ fn disk_full_on_ext4() {
     std::thread::sleep(Duration::from_secs(2));
     let pid = run.h.pid();
     assert!(
-        run.h.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none()),
+        run.h
+            .child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none()),
         "hookd exited on a full disk; log:\n{}",
         run.h.log_text()
     );
@@ -290,7 +300,10 @@ fn read_only_ext4() {
     });
     std::thread::sleep(Duration::from_secs(1));
     assert!(
-        run.h.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none()),
+        run.h
+            .child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none()),
         "hookd exited on a read-only file system; log:\n{}",
         run.h.log_text()
     );
@@ -308,10 +321,16 @@ fn read_only_ext4() {
     fs.repair_and_remount();
     if std::env::var("FAULT_DEBUG").is_ok() {
         for s in run.sent().iter().filter(|s| s.status == 202) {
-            println!("ack {} answered {:?} after ro", s.cid, s.answered.checked_duration_since(ro_at));
+            println!(
+                "ack {} answered {:?} after ro",
+                s.cid,
+                s.answered.checked_duration_since(ro_at)
+            );
         }
         let c = rusqlite::Connection::open(&run.spool).unwrap();
-        let n: i64 = c.query_row("select count(*) from items", [], |r| r.get(0)).unwrap();
+        let n: i64 = c
+            .query_row("select count(*) from items", [], |r| r.get(0))
+            .unwrap();
         println!("items after remount: {n}");
         drop(c);
     }

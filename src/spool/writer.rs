@@ -297,7 +297,13 @@ impl Writer {
             };
             let committed = counted
                 .and_then(|()| self.exec_sql("COMMIT"))
-                .and_then(|()| if durable { self.still_writable() } else { Ok(()) });
+                .and_then(|()| {
+                    if durable {
+                        self.still_writable()
+                    } else {
+                        Ok(())
+                    }
+                });
             match committed {
                 Ok(()) => {
                     if let Some(observe) = &self.on_commit {

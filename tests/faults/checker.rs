@@ -220,9 +220,10 @@ impl Run {
     /// Like `new`; the upstream takes `delay` per delivery, so a backlog
     /// builds up under load (more that a fault can lose).
     pub fn with_upstream_delay(name: &'static str, run_seed: u64, delay: Duration) -> Run {
-        let seed = run_seed ^ name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
+        let seed = run_seed
+            ^ name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            });
         println!("[{name}] HOOKD_TEST_SEED={run_seed} (scenario seed {seed})");
         let dir = tempfile::tempdir().expect("temp dir");
         let up = Upstream::start(delay);
@@ -359,9 +360,8 @@ impl Run {
         if wal.exists() {
             std::fs::copy(&wal, copy.path().join("copy.db-wal")).expect("copy the WAL");
         }
-        let res = rusqlite::Connection::open(&db).and_then(|c| {
-            c.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))
-        });
+        let res = rusqlite::Connection::open(&db)
+            .and_then(|c| c.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0)));
         match res {
             Ok(s) if s == "ok" => {}
             Ok(s) => self.integrity.push(format!("{when}: {s}")),
@@ -415,8 +415,12 @@ impl Run {
             let deadline = Instant::now() + Duration::from_secs(120);
             let mut empty_since: Option<Instant> = None;
             while Instant::now() < deadline {
-                let delivered: HashSet<String> =
-                    self.up.deliveries().into_iter().filter_map(|d| d.cid).collect();
+                let delivered: HashSet<String> = self
+                    .up
+                    .deliveries()
+                    .into_iter()
+                    .filter_map(|d| d.cid)
+                    .collect();
                 let empty = self.open_items() == Some(0);
                 if empty && acked.is_subset(&delivered) {
                     return true;
@@ -432,7 +436,9 @@ impl Run {
             false
         })();
         let drain_time = t0.elapsed();
-        if std::env::var("FAULT_DEBUG").is_ok() { let _ = std::fs::copy(&self.h.log, "/tmp/faults-hookd.log"); }
+        if std::env::var("FAULT_DEBUG").is_ok() {
+            let _ = std::fs::copy(&self.h.log, "/tmp/faults-hookd.log");
+        }
         self.h.signal(nix::sys::signal::Signal::SIGTERM);
         let st = self.h.wait_exit(Duration::from_secs(60));
         assert!(st.success(), "clean stop after the drain: {st}");
@@ -660,13 +666,51 @@ impl Report {
     /// Everything the campaign promises; panics with the first broken one.
     pub fn assert_clean(&self) {
         let few = |v: &[String]| v.iter().take(10).cloned().collect::<Vec<_>>();
-        assert!(self.lost.is_empty(), "[{}] lost {} acked webhooks, e.g. {:?}", self.scenario, self.lost.len(), few(&self.lost));
-        assert!(self.unexpected.is_empty(), "[{}] delivered what nobody sent: {:?}", self.scenario, few(&self.unexpected));
-        assert!(self.rejected_delivered.is_empty(), "[{}] refused with 4xx but delivered: {:?}", self.scenario, few(&self.rejected_delivered));
-        assert!(self.corrupt.is_empty(), "[{}] corrupt deliveries: {:?}", self.scenario, few(&self.corrupt));
-        assert!(self.integrity.is_empty(), "[{}] integrity_check: {:?}", self.scenario, self.integrity);
-        assert_eq!(self.overlaps, 0, "[{}] overlapping attempts of one item", self.scenario);
-        assert!(self.drained, "[{}] the final drain did not finish", self.scenario);
-        assert!(self.acked > 0, "[{}] no webhook was acked: the scenario tested nothing", self.scenario);
+        assert!(
+            self.lost.is_empty(),
+            "[{}] lost {} acked webhooks, e.g. {:?}",
+            self.scenario,
+            self.lost.len(),
+            few(&self.lost)
+        );
+        assert!(
+            self.unexpected.is_empty(),
+            "[{}] delivered what nobody sent: {:?}",
+            self.scenario,
+            few(&self.unexpected)
+        );
+        assert!(
+            self.rejected_delivered.is_empty(),
+            "[{}] refused with 4xx but delivered: {:?}",
+            self.scenario,
+            few(&self.rejected_delivered)
+        );
+        assert!(
+            self.corrupt.is_empty(),
+            "[{}] corrupt deliveries: {:?}",
+            self.scenario,
+            few(&self.corrupt)
+        );
+        assert!(
+            self.integrity.is_empty(),
+            "[{}] integrity_check: {:?}",
+            self.scenario,
+            self.integrity
+        );
+        assert_eq!(
+            self.overlaps, 0,
+            "[{}] overlapping attempts of one item",
+            self.scenario
+        );
+        assert!(
+            self.drained,
+            "[{}] the final drain did not finish",
+            self.scenario
+        );
+        assert!(
+            self.acked > 0,
+            "[{}] no webhook was acked: the scenario tested nothing",
+            self.scenario
+        );
     }
 }

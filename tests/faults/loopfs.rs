@@ -59,7 +59,10 @@ impl LoopFs {
     }
 
     fn mount(&mut self) {
-        let (img, mnt) = (self.img.display().to_string(), self.mnt.display().to_string());
+        let (img, mnt) = (
+            self.img.display().to_string(),
+            self.mnt.display().to_string(),
+        );
         ok("mount", &["-o", "loop,errors=remount-ro", &img, &mnt]);
         self.mounted = true;
     }
@@ -86,7 +89,10 @@ impl LoopFs {
     }
 
     fn device(&self) -> String {
-        let out = run("findmnt", &["-no", "SOURCE", &self.mnt.display().to_string()]);
+        let out = run(
+            "findmnt",
+            &["-no", "SOURCE", &self.mnt.display().to_string()],
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
@@ -113,8 +119,11 @@ impl LoopFs {
             .and_then(|n| n.to_str())
             .unwrap_or_default()
             .to_string();
-        std::fs::write(format!("/sys/fs/ext4/{name}/trigger_fs_error"), "fault campaign\n")
-            .expect("trigger an ext4 error");
+        std::fs::write(
+            format!("/sys/fs/ext4/{name}/trigger_fs_error"),
+            "fault campaign\n",
+        )
+        .expect("trigger an ext4 error");
         crate::common::wait_for(Duration::from_secs(10), "the mount to turn ro", || {
             self.is_read_only().then_some(())
         });

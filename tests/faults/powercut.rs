@@ -94,6 +94,9 @@ fn parse(log: &Path, target: PathBuf) -> Option<UndoLog> {
     })
 }
 
+/// A 512-byte sector (or the part of one a write covered): offset, bytes.
+type Sector = (u64, Vec<u8>);
+
 /// What a power cut did: unsynced writes reverted, sectors kept (torn).
 #[derive(Debug, Default)]
 pub struct Cut {
@@ -127,7 +130,7 @@ pub fn cut(spool: &Path, logs: &Path, torn: Option<&mut StdRng>) -> Cut {
     }
     // The torn write: the last one of all, and which of its sectors made it
     // to the disk, read before anything is reverted.
-    let mut kept: Option<(PathBuf, Vec<(u64, Vec<u8>)>)> = None;
+    let mut kept: Option<(PathBuf, Vec<Sector>)> = None;
     if let Some(rng) = torn {
         let last = undo
             .iter()
