@@ -319,7 +319,7 @@ fn read_only_ext4() {
     load.stop();
     run.kill();
     fs.repair_and_remount();
-    if std::env::var("FAULT_DEBUG").is_ok() {
+    if std::env::var("HOOKD_FAULT_DEBUG").is_ok() {
         for s in run.sent().iter().filter(|s| s.status == 202) {
             println!(
                 "ack {} answered {:?} after ro",

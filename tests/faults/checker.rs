@@ -436,8 +436,11 @@ impl Run {
             false
         })();
         let drain_time = t0.elapsed();
-        if std::env::var("FAULT_DEBUG").is_ok() {
-            let _ = std::fs::copy(&self.h.log, "/tmp/faults-hookd.log");
+        // HOOKD_FAULT_DEBUG=1 keeps each scenario's daemon log for a look.
+        if std::env::var("HOOKD_FAULT_DEBUG").is_ok() {
+            let keep = format!("/tmp/hookd-fault-{}.log", self.name.replace(' ', "-"));
+            let _ = std::fs::copy(&self.h.log, &keep);
+            println!("  [{}] daemon log kept in {keep}", self.name);
         }
         self.h.signal(nix::sys::signal::Signal::SIGTERM);
         let st = self.h.wait_exit(Duration::from_secs(60));

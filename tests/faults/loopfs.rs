@@ -133,7 +133,7 @@ impl LoopFs {
     pub fn repair_and_remount(&mut self) {
         self.unmount();
         let out = run("e2fsck", &["-fy", &self.img.display().to_string()]);
-        if std::env::var("FAULT_DEBUG").is_ok() {
+        if std::env::var("HOOKD_FAULT_DEBUG").is_ok() {
             println!("e2fsck: {}", String::from_utf8_lossy(&out.stdout));
         }
         // 0: clean, 1: errors corrected.
