@@ -262,8 +262,8 @@ impl Writer {
             wake: false,
             counts: Deltas::default(),
         };
+        let durable = cmds.iter().any(|c| matches!(c, Cmd::Enqueue(..)));
         if batch.in_tx {
-            let durable = cmds.iter().any(|c| matches!(c, Cmd::Enqueue(..)));
             if let Err(e) = self.set_sync_full(durable) {
                 batch.lost = Some(e);
             } else if let Err(e) = self.exec_sql("BEGIN IMMEDIATE") {
@@ -295,7 +295,16 @@ impl Writer {
             } else {
                 batch.counts.apply(&self.conn).map_err(SpoolError::from)
             };
-            match counted.and_then(|()| self.exec_sql("COMMIT")) {
+            let committed = counted
+                .and_then(|()| self.exec_sql("COMMIT"))
+                .and_then(|()| {
+                    if durable {
+                        self.still_writable()
+                    } else {
+                        Ok(())
+                    }
+                });
+            match committed {
                 Ok(()) => {
                     if let Some(observe) = &self.on_commit {
                         observe(started.elapsed(), count);
@@ -318,6 +327,27 @@ impl Writer {
             self.arrivals.notify_waiters();
             self.arrivals.notify_one();
         }
+    }
+
+    /// After a durable COMMIT: whether its fsync can be believed. Once ext4
+    /// turns itself read-only after an error (errors=remount-ro, Debian's
+    /// default), fsync answers 0 without writing anything, so a commit whose
+    /// writes reached the page cache just before the flip "succeeds" and is
+    /// gone after a reboot. The read-only flag is set before fsync starts
+    /// lying, so checking it after the fsync catches every such commit; the
+    /// batch is then answered as failed (503), never 202. Its rows may still
+    /// be delivered from the page cache: at-least-once allows that.
+    fn still_writable(&self) -> Result<(), SpoolError> {
+        let Some(path) = self.conn.path().filter(|p| !p.is_empty()) else {
+            return Ok(());
+        };
+        let st = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;
+        if st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY) {
+            return Err(SpoolError::Other(format!(
+                "the file system holding {path} turned read-only; the last commit may not be on disk"
+            )));
+        }
+        Ok(())
     }
 
     /// Switches between `synchronous=FULL` and `NORMAL` outside a transaction.
