@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Answer latency of a steady load across `hookd reload` hand-offs (issue 4).
+"""Answer latency of a steady load across `hookd reload` hand-offs: a hand-off must not show as a latency spike or a failed request.
 
 Starts hookd (as a child subreaper, the way systemd holds a unit, so the
 successors that outlive their parent are ours to reap), then runs the same

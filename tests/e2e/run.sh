@@ -10,7 +10,7 @@
 # mounts and cgroups, also on failure or interrupt; cleans up a killed earlier run first.
 #
 # Environment: E2E_PORT (hookd's listener, default 8080 when free), E2E_CACHE, E2E_VAR,
-# E2E_RESTARTS (20: issue 4 asks for 20 restarts and 20 reloads), E2E_RATE (requests/s of the load, 40).
+# E2E_RESTARTS (20: enough restarts and reloads under load that a gap of one in a few hundred requests would show), E2E_RATE (requests/s of the load, 40).
 set -u
 E2E_DIR=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -279,7 +279,7 @@ check_cycle_under_load() {  # restart|reload
   fi
 }
 
-# 2b: SPEC §5 without the socket unit: hookd binds server.listen itself, keeps the listener
+# 2b: without the socket unit (an operator may not install hookd.socket): hookd binds server.listen itself, keeps the listener
 # in systemd's fd store (FDSTORE=1) and gets it back on restart: still no refused request.
 check_fdstore_restart() {
   local name="2b restart x5 with hookd.socket masked (fd store): no failed request"
@@ -357,7 +357,7 @@ EOF
   [ -z "$why" ] && [ "$dt_ev" != 1 ] && why="HOOKD_EVENT=drain_timeout seen $dt_ev times (want 1)"
   [ -z "$why" ] && [ "$((dc + da))" -lt 1 ] && why="neither drain_complete nor delivery_abandoned"
   [ -z "$why" ] && awk -v d="$dt" 'BEGIN { exit !(d < 2.5) }' && why="stop took ${dt}s, not past TimeoutStopSec=2s"
-  # SPEC §4: the delivery outlives grace and extension, so hookd exits 1 (forced).
+  # The delivery outlives grace and its one extension, so hookd gives up on it and exits 1 (forced).
   [ -z "$why" ] && [[ "$stoppost" != *"EXIT_CODE=exited EXIT_STATUS=1"* ]] && why="exit evidence '$stoppost' (want EXIT_CODE=exited EXIT_STATUS=1)"
   [ -z "$why" ] && [ -z "$id" ] && why="POST during the drain was not accepted: $r"
   if [ -z "$why" ]; then
