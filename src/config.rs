@@ -14,6 +14,8 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
+pub use crate::ingress::access::Cidr;
+
 /// Where `serve` and every other subcommand look when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/hookd/hookd.toml";
 
@@ -58,6 +60,15 @@ pub struct ServerConfig {
     pub read_timeout: Duration,
     /// Unix socket for `hookd status` and `hookd reload`.
     pub control_socket: Option<PathBuf>,
+    /// Bytes of request bodies held at once across all connections; past it, 503.
+    #[serde(deserialize_with = "de_size")]
+    pub max_buffered: u64,
+    /// Peers whose `X-Forwarded-For`/`Forwarded` headers are believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Listeners that serve only `/metrics`, `/healthz` and `/readyz`.
+    pub metrics_listen: Vec<String>,
+    /// Also answer `/metrics` on the webhook listeners (off: they face the internet).
+    pub metrics_on_webhook_listener: bool,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +78,10 @@ impl Default for ServerConfig {
             max_body: 1024 * 1024,
             read_timeout: Duration::from_secs(10),
             control_socket: None,
+            max_buffered: 256 << 20,
+            trusted_proxies: Vec::new(),
+            metrics_listen: Vec::new(),
+            metrics_on_webhook_listener: false,
         }
     }
 }
@@ -79,6 +94,10 @@ pub struct SpoolConfig {
     pub retain_done: Duration,
     /// Most items one group commit takes.
     pub max_batch: usize,
+    /// How long a request waits for its commit before it is answered 503: a
+    /// hung disk must not hang every sender's connection with it.
+    #[serde(deserialize_with = "de_duration")]
+    pub commit_timeout: Duration,
 }
 
 impl Default for SpoolConfig {
@@ -87,6 +106,7 @@ impl Default for SpoolConfig {
             path: None,
             retain_done: Duration::from_secs(7 * 24 * 3600),
             max_batch: 1024,
+            commit_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -175,6 +195,26 @@ pub struct HookConfig {
     /// Answer 415 unless the body is `application/json`, 400 unless it parses.
     #[serde(default)]
     pub require_json: bool,
+    /// Client addresses allowed to call this hook; others get 403.
+    pub allow_ips: Option<Vec<Cidr>>,
+    /// Like `allow_ips`, one block per line (`#` comments), read at start.
+    pub allow_ips_file: Option<PathBuf>,
+}
+
+impl HookConfig {
+    /// The client blocks allowed to call this hook (`allow_ips`, or
+    /// `allow_ips_file` read now); `None` allows everyone.
+    pub fn allow_list(&self) -> Result<Option<Vec<Cidr>>, String> {
+        if let Some(list) = &self.allow_ips {
+            return Ok(Some(list.clone()));
+        }
+        let Some(p) = &self.allow_ips_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(p)
+            .map_err(|e| format!("allow_ips_file {}: {e}", p.display()))?;
+        crate::ingress::access::parse_cidr_file(p, &text).map(Some)
+    }
 }
 
 fn yes() -> bool {
@@ -441,6 +481,29 @@ impl Config {
                     &format!("hook {:?}: concurrency must be at least 1", h.name),
                 ));
             }
+            if h.allow_ips.is_some() && h.allow_ips_file.is_some() {
+                return Err(at(
+                    path,
+                    text,
+                    hook.span().start,
+                    &format!(
+                        "hook {:?}: give allow_ips or allow_ips_file, not both",
+                        h.name
+                    ),
+                ));
+            }
+            let max_body = h.max_body.unwrap_or(cfg.server.max_body);
+            if max_body > cfg.server.max_buffered {
+                return Err(at(
+                    path,
+                    text,
+                    hook.span().start,
+                    &format!(
+                        "hook {:?}: max_body {max_body} is larger than server.max_buffered {}; no such body could ever be read",
+                        h.name, cfg.server.max_buffered
+                    ),
+                ));
+            }
             if h.retry.max_attempts == 0 {
                 return Err(at(
                     path,
@@ -459,6 +522,25 @@ impl Config {
         for addr in &cfg.server.listen {
             ListenAddr::parse(addr)
                 .map_err(|e| ConfigError(format!("{}: server.listen: {e}", path.display())))?;
+        }
+        for addr in &cfg.server.metrics_listen {
+            ListenAddr::parse(addr).map_err(|e| {
+                ConfigError(format!("{}: server.metrics_listen: {e}", path.display()))
+            })?;
+        }
+        if cfg.server.max_body > cfg.server.max_buffered {
+            return Err(ConfigError(format!(
+                "{}: server.max_body {} is larger than server.max_buffered {}; no such body could ever be read",
+                path.display(),
+                cfg.server.max_body,
+                cfg.server.max_buffered
+            )));
+        }
+        if cfg.spool.commit_timeout.is_zero() {
+            return Err(ConfigError(format!(
+                "{}: spool.commit_timeout must be more than zero",
+                path.display()
+            )));
         }
         if cfg.shutdown.grace.is_zero() {
             return Err(ConfigError(format!(
@@ -491,6 +573,26 @@ impl Config {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Things that are allowed but probably wrong, for `check-config` to say.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let loopback = self.server.listen.iter().find(
+            |a| matches!(ListenAddr::parse(a), Ok(ListenAddr::Tcp(sa)) if sa.ip().is_loopback()),
+        );
+        if let (Some(addr), true) = (loopback, self.server.trusted_proxies.is_empty()) {
+            for h in self.hooks.iter().map(|h| h.get_ref()) {
+                if h.allow_ips.is_some() || h.allow_ips_file.is_some() {
+                    out.push(format!(
+                        "{}: hook {:?} has allow_ips, but {addr} is a loopback listener and server.trusted_proxies is empty: behind a reverse proxy every request comes from the proxy's address; add the proxy to server.trusted_proxies",
+                        self.source.display(),
+                        h.name
+                    ));
+                }
+            }
+        }
+        out
     }
 
     pub fn hook(&self, name: &str) -> Option<&HookConfig> {
@@ -640,11 +742,24 @@ fn de_opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error>
     de_size(d).map(Some)
 }
 
+/// The longest duration any field takes. Durations are added to clocks
+/// (`Instant`, `SystemTime`), doubled for the drain's extension and sent to
+/// systemd as `u64` microseconds; a bound far below all of those keeps every
+/// such sum from overflowing (a panic at run time) while no real setting
+/// comes near it.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| {
+    let v = humantime::parse_duration(&s).map_err(|e| {
         serde::de::Error::custom(format!("{s:?} is not a duration (e.g. 30s, 5m, 7d): {e}"))
-    })
+    })?;
+    if v > MAX_DURATION {
+        return Err(serde::de::Error::custom(format!(
+            "{s:?} is longer than the most hookd takes, 100 years"
+        )));
+    }
+    Ok(v)
 }
 
 fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {

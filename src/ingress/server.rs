@@ -175,6 +175,7 @@ async fn serve_conn<S>(
 {
     let _conn_guard = Counted::new(&traffic.connections, Some(&traffic.idle));
     let socket = Arc::new(stream);
+    let peer = super::access::Peer::of(socket.as_raw_fd());
     let first = Arc::new(FirstRequest::default());
     let _timer = AbortOnDrop(tokio::spawn(slow_client::watch(
         socket.clone(),
@@ -188,7 +189,9 @@ async fn serve_conn<S>(
     let svc_activity = activity.clone();
     let svc_drain = drain.clone();
     let svc_first = first.clone();
-    let service = service_fn(move |req| {
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        // The peer address, for the client checks of the routes.
+        req.extensions_mut().insert(peer);
         let ing = ing.clone();
         let traffic = svc_traffic.clone();
         let draining = svc_drain.clone();

@@ -12,10 +12,12 @@ use super::drain::{self, Cause, Drain, Ending, Switches};
 use super::handoff::{self, PassedSocket, Relaunch};
 use super::shutdown_hooks::ShutdownHooks;
 use super::signals::{self, Request};
+use super::sockets::Chosen;
 use super::{control, exit, sockets, status, Phase, PhaseCell};
 use crate::config::Config;
 use crate::delivery::{self, DeliveryContext, DeliveryEvent, ForwardClient, InFlight};
-use crate::ingress::routes::Ingress;
+use crate::ingress::budget::Budget;
+use crate::ingress::routes::{GaugeSource, Ingress, Role};
 use crate::ingress::server::{self, Traffic};
 use crate::metrics::Metrics;
 use crate::spool::{Spool, SpoolOptions};
@@ -149,39 +151,53 @@ async fn start(cfg: Config, origin: Origin, successor: bool) -> Result<Running, 
     let switches = Switches::new();
     let ready = Arc::new(AtomicBool::new(false));
     let gauge_daemon = d.clone();
-    let ingress = Arc::new(Ingress {
-        routes,
-        spool: d.spool.clone(),
-        metrics: d.metrics.clone(),
-        read_timeout: d.cfg.server.read_timeout,
-        ready: ready.clone(),
-        gauges: Arc::new(move |g| {
-            g.in_flight = gauge_daemon
-                .in_flight
-                .by_hook()
-                .into_iter()
-                .map(|(h, n)| (h, n as u64))
-                .collect();
-            g.requests_in_flight = gauge_daemon.traffic.requests();
-            g.drain_state = gauge_daemon.phase.get().drain_gauge();
-        }),
+    let gauges: GaugeSource = Arc::new(move |g| {
+        g.in_flight = gauge_daemon
+            .in_flight
+            .by_hook()
+            .into_iter()
+            .map(|(h, n)| (h, n as u64))
+            .collect();
+        g.requests_in_flight = gauge_daemon.traffic.requests();
+        g.drain_state = gauge_daemon.phase.get().drain_gauge();
     });
+    let budget = Budget::new(d.cfg.server.max_buffered);
     let addrs: Vec<String> = chosen.iter().map(|c| c.listener.describe()).collect();
-    server::spawn(
-        chosen.into_iter().map(|c| c.listener).collect(),
-        ingress,
-        d.traffic.clone(),
-        server::Switches {
-            drain: switches.drain_ingress.subscribe(),
-            stop_accepting: switches.stop_accepting.subscribe(),
-        },
-    )
-    .map_err(|e| {
-        StartError::new(
-            exit::NO_LISTENER,
-            format!("cannot use the listening sockets: {e}"),
+    let (metrics_only, webhooks): (Vec<Chosen>, Vec<Chosen>) =
+        chosen.into_iter().partition(Chosen::serves_metrics);
+    let webhook_role = Role::Webhooks {
+        metrics: d.cfg.server.metrics_on_webhook_listener,
+    };
+    for (role, set) in [(webhook_role, webhooks), (Role::Metrics, metrics_only)] {
+        if set.is_empty() {
+            continue;
+        }
+        let ingress = Arc::new(Ingress::new(
+            &d.cfg,
+            role,
+            routes.clone(),
+            d.spool.clone(),
+            d.metrics.clone(),
+            ready.clone(),
+            gauges.clone(),
+            &budget,
+        ));
+        server::spawn(
+            set.into_iter().map(|c| c.listener).collect(),
+            ingress,
+            d.traffic.clone(),
+            server::Switches {
+                drain: switches.drain_ingress.subscribe(),
+                stop_accepting: switches.stop_accepting.subscribe(),
+            },
         )
-    })?;
+        .map_err(|e| {
+            StartError::new(
+                exit::NO_LISTENER,
+                format!("cannot use the listening sockets: {e}"),
+            )
+        })?;
+    }
 
     // A successor takes the control socket's path over from its predecessor.
     let control_path = d.cfg.control_socket_path();

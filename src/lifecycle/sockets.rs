@@ -18,9 +18,15 @@ use crate::systemd::notify;
 
 /// Prefix of the fd-store names of listeners hookd bound itself.
 const STORED_PREFIX: &str = "hookd-listen-";
+/// After [`STORED_PREFIX`], marks a listener of `server.metrics_listen`. A
+/// name from `server.listen` goes on with `unix_`, a digit or `[`, so the two
+/// never meet.
+const METRICS_MARK: &str = "metrics-";
+/// The socket-unit name (`FileDescriptorName=`) of a metrics-only socket.
+const METRICS_SOCKET: &str = "metrics";
 
 /// The fd-store name of a listener bound from `server.listen` (`:` is not allowed).
-fn stored_name(addr: &ListenAddr) -> String {
+fn stored_name(addr: &ListenAddr, metrics: bool) -> String {
     let safe: String = addr
         .to_string()
         .chars()
@@ -32,7 +38,8 @@ fn stored_name(addr: &ListenAddr) -> String {
             }
         })
         .collect();
-    format!("{STORED_PREFIX}{safe}")
+    let mark = if metrics { METRICS_MARK } else { "" };
+    format!("{STORED_PREFIX}{mark}{safe}")
 }
 
 fn to_std(s: Inherited) -> StdListener {
@@ -49,6 +56,17 @@ pub struct Chosen {
 }
 
 impl Chosen {
+    /// Whether this listener serves only `/metrics` and the probes: a socket
+    /// unit's socket named `metrics`, or one of `server.metrics_listen`. The
+    /// name travels with the socket through a hand-off, and so does the role.
+    pub fn serves_metrics(&self) -> bool {
+        self.name == METRICS_SOCKET
+            || self
+                .name
+                .strip_prefix(STORED_PREFIX)
+                .is_some_and(|rest| rest.starts_with(METRICS_MARK))
+    }
+
     /// A dup of the socket for a successor (the same socket, not a new bind).
     pub fn to_pass(&self) -> std::io::Result<PassedSocket> {
         let fd: OwnedFd = self.listener.fd().try_clone_to_owned()?;
@@ -82,9 +100,11 @@ pub fn choose(cfg: &Config, inherited: Vec<Named>) -> Result<Vec<Chosen>, StartE
     let mut stored: HashMap<String, Inherited> =
         stored.into_iter().map(|n| (n.name, n.socket)).collect();
     let mut out = Vec::new();
-    for text in &cfg.server.listen {
+    let webhook = cfg.server.listen.iter().map(|a| (a, false));
+    let metrics = cfg.server.metrics_listen.iter().map(|a| (a, true));
+    for (text, for_metrics) in webhook.chain(metrics) {
         let addr = ListenAddr::parse(text).map_err(|e| StartError::new(exit::BAD_CONFIG, e))?;
-        let name = stored_name(&addr);
+        let name = stored_name(&addr, for_metrics);
         let listener = match stored.remove(&name) {
             Some(s) => {
                 tracing::info!(listen = %addr, "listener taken back from the fd store");
@@ -119,9 +139,11 @@ mod tests {
 
     #[test]
     fn stored_names_have_no_colon() {
-        let n = stored_name(&ListenAddr::parse("[::1]:8080").unwrap());
+        let n = stored_name(&ListenAddr::parse("[::1]:8080").unwrap(), false);
         assert_eq!(n, "hookd-listen-[__1]_8080");
-        let n = stored_name(&ListenAddr::parse("unix:/run/h ook.sock").unwrap());
+        let n = stored_name(&ListenAddr::parse("unix:/run/h ook.sock").unwrap(), false);
         assert_eq!(n, "hookd-listen-unix_/run/h_ook.sock");
+        let n = stored_name(&ListenAddr::parse("127.0.0.1:9100").unwrap(), true);
+        assert_eq!(n, "hookd-listen-metrics-127.0.0.1_9100");
     }
 }
