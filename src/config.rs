@@ -877,6 +877,46 @@ mod tests {
     }
 
     #[test]
+    fn durations_that_would_overflow_are_refused() {
+        // 2^64 µs is about 584 542 years: EXTEND_TIMEOUT_USEC of twice the
+        // grace, or a clock plus the duration, would overflow or panic.
+        let e = parse("[shutdown]\ngrace = \"600000years\"\n").unwrap_err();
+        assert!(e.starts_with("t.toml:2:"), "{e}");
+        assert!(e.contains("100 years"), "{e}");
+        let hook = "[[hook]]\nname = \"a\"\nverify = { scheme = \"none\" }\naction = { exec = [\"/bin/true\"], timeout = \"1000years\" }\n";
+        let e = parse(hook).unwrap_err();
+        assert!(e.starts_with("t.toml:4:"), "{e}");
+        assert!(parse("[shutdown]\ngrace = \"99years\"\n").is_ok());
+        let e = parse("[spool]\ncommit_timeout = \"0s\"\n").unwrap_err();
+        assert!(e.contains("commit_timeout"), "{e}");
+    }
+
+    #[test]
+    fn max_body_must_fit_the_buffer_budget() {
+        let e = parse("[server]\nmax_body = \"2MiB\"\nmax_buffered = \"1MiB\"\n").unwrap_err();
+        assert!(e.contains("max_buffered"), "{e}");
+        let hook = "[server]\nmax_buffered = \"1MiB\"\n[[hook]]\nname = \"a\"\nmax_body = \"2MiB\"\nverify = { scheme = \"none\" }\naction = { exec = [\"/bin/true\"] }\n";
+        let e = parse(hook).unwrap_err();
+        assert!(e.starts_with("t.toml:3:"), "{e}");
+    }
+
+    #[test]
+    fn allow_ips_parse_and_warn_behind_a_loopback_proxy() {
+        let hook = "[[hook]]\nname = \"a\"\nallow_ips = [\"192.30.252.0/22\", \"2a0a:a440::/29\", \"10.1.2.3\"]\nverify = { scheme = \"none\" }\naction = { exec = [\"/bin/true\"] }\n";
+        let c = parse(hook).unwrap();
+        let list = c.hooks[0].get_ref().allow_list().unwrap().unwrap();
+        assert_eq!(list.len(), 3);
+        assert_eq!(c.warnings().len(), 1, "{:?}", c.warnings());
+        assert!(c.warnings()[0].contains("trusted_proxies"));
+        let trusted =
+            format!("[server]\ntrusted_proxies = [\"127.0.0.1/32\", \"::1/128\"]\n{hook}");
+        assert!(parse(&trusted).unwrap().warnings().is_empty());
+        let bad = hook.replace("10.1.2.3", "10.1.2.3/8");
+        let e = parse(&bad).unwrap_err();
+        assert!(e.starts_with("t.toml:3:"), "{e}");
+    }
+
+    #[test]
     fn listen_addresses() {
         assert!(matches!(
             ListenAddr::parse("[::1]:80").unwrap(),

@@ -105,6 +105,9 @@ async fn start(cfg: Config, origin: Origin, successor: bool) -> Result<Running, 
         )
     })?;
     let routes = Ingress::routes(&cfg).map_err(|e| StartError::new(exit::BAD_CONFIG, e))?;
+    for w in cfg.warnings() {
+        tracing::warn!(hookd_event = "config_warning", "{w}");
+    }
     let chosen = sockets::choose(&cfg, origin.inherited)?;
     if chosen.is_empty() {
         return Err(StartError::new(
@@ -323,7 +326,7 @@ async fn run(mut r: Running, handoff_pipe: Option<OwnedFd>) -> u8 {
     }
 
     let mut hooks = ShutdownHooks::default();
-    hooks.add_configured(&d.cfg.shutdown.hooks);
+    hooks.add_configured(&d.cfg.shutdown.hooks, &d.cfg.secret_env_vars());
     if let (Some(bound), Some(task)) = (r.control, r.control_task) {
         let answering = r.control_answering.clone();
         hooks.add(
