@@ -231,9 +231,8 @@ fn forwarded_hops(headers: &HeaderMap) -> Option<Vec<String>> {
         return Some(hops);
     }
     let xff = headers.get_all("x-forwarded-for");
-    if xff.iter().next().is_none() {
-        return None;
-    }
+    // Neither header: nothing was forwarded.
+    xff.iter().next()?;
     for v in xff {
         let v = v.to_str().ok()?;
         hops.extend(v.split(',').map(|h| h.trim().to_string()));
