@@ -222,6 +222,10 @@ async fn serve_conn<S>(
         .timer(TokioTimer::new())
         // Backstop for keep-alive connections; the first request has `timer`.
         .header_read_timeout(read_timeout + Duration::from_secs(1))
+        // hyper's read buffer (~400 KiB by default) fills while a body is
+        // being taken: per connection, on top of the bodies that
+        // max_buffered counts. 64 KiB still holds any sane request head.
+        .max_buf_size(READ_BUFFER)
         .keep_alive(!draining_at_start)
         .serve_connection(TokioIo::new(Shared(socket.clone())), service);
     tokio::pin!(conn);
@@ -251,6 +255,10 @@ async fn serve_conn<S>(
         }
     }
 }
+
+/// Most bytes hyper buffers from one connection (request head, body chunks
+/// not yet taken).
+const READ_BUFFER: usize = 64 * 1024;
 
 /// A keep-alive connection must be idle this long before the drain closes it:
 /// a client about to reuse it would otherwise see it closed under its request.
