@@ -15,7 +15,7 @@ use http::HeaderMap;
 
 /// The stored header under which ingress keeps the client address it
 /// established; a sender's own header of that name is dropped at ingress.
-pub const CLIENT_ADDR_HEADER: &str = "hookd-client-addr";
+pub(crate) const CLIENT_ADDR_HEADER: &str = "hookd-client-addr";
 
 /// An address block: `192.30.252.0/22`, `2a0a:a440::/29`, or a bare address
 /// (one host: /32 or /128).
@@ -132,7 +132,7 @@ impl<'de> serde::Deserialize<'de> for Cidr {
 
 /// Parses an `allow_ips_file`: one block per line, `#` starts a comment,
 /// blank lines are skipped. Errors name the file and line.
-pub fn parse_cidr_file(path: &std::path::Path, text: &str) -> Result<Vec<Cidr>, String> {
+pub(crate) fn parse_cidr_file(path: &std::path::Path, text: &str) -> Result<Vec<Cidr>, String> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
@@ -160,11 +160,11 @@ fn canonical(ip: IpAddr) -> IpAddr {
 /// The connection's peer, put on every request as an extension by the server.
 /// `None` for a unix-socket peer, which has no IP address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Peer(pub Option<IpAddr>);
+pub(crate) struct Peer(pub(crate) Option<IpAddr>);
 
 impl Peer {
     /// The peer of a connected socket, by `getpeername`.
-    pub fn of(fd: RawFd) -> Peer {
+    pub(crate) fn of(fd: RawFd) -> Peer {
         let addr = nix::sys::socket::getpeername::<nix::sys::socket::SockaddrStorage>(fd).ok();
         let ip = addr.and_then(|a| {
             if let Some(v4) = a.as_sockaddr_in() {

@@ -36,7 +36,7 @@ pub struct Route {
     pub verifier: Verifier,
     pub max_body: u64,
     /// Client blocks allowed to call; `None` allows every client.
-    pub allow: Option<Vec<Cidr>>,
+    pub(crate) allow: Option<Vec<Cidr>>,
 }
 
 /// Fills the gauges that ingress does not own (deliveries, drain state).
@@ -53,15 +53,15 @@ pub struct Ingress {
     pub gauges: GaugeSource,
     /// Bodies held at once, across all connections of every listener.
     pub(crate) budget: Arc<Budget>,
-    pub trusted_proxies: Vec<Cidr>,
-    pub commit_timeout: Duration,
+    pub(crate) trusted_proxies: Vec<Cidr>,
+    pub(crate) commit_timeout: Duration,
     /// What these listeners serve besides the probes.
-    pub role: Role,
+    pub(crate) role: Role,
 }
 
 /// What a set of listeners serves; `/healthz` and `/readyz` are on all of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// `POST /hooks/{name}`, and `/metrics` only when asked for.
     Webhooks { metrics: bool },
     /// `/metrics` and nothing of the hooks.
@@ -307,6 +307,9 @@ fn reserve(ing: &Ingress, headers: &HeaderMap) -> Result<Reservation, Refusal> {
     Ok(held)
 }
 
+/// The most of a declared body allocated before it arrives.
+const PREALLOCATE: u64 = 16 << 20;
+
 fn busy() -> Refusal {
     Refusal::new(
         Reject::Busy,
@@ -373,10 +376,12 @@ async fn read_body(
     deadline: Duration,
     held: &mut Reservation,
 ) -> Result<Bytes, Refusal> {
-    // One allocation for a declared body (its size is within max_body and
-    // already reserved); a chunked one grows as it comes.
+    // One allocation for a declared body of common size (it is within
+    // max_body and already reserved); a larger or chunked one grows as it
+    // comes, so a huge limit is never allocated on a sender's word alone.
     let declared = hyper::body::Body::size_hint(&body).exact().unwrap_or(0);
-    let mut buf = BytesMut::with_capacity(usize::try_from(declared).unwrap_or(0));
+    let first = declared.min(PREALLOCATE);
+    let mut buf = BytesMut::with_capacity(usize::try_from(first).unwrap_or(0));
     let read = async {
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| {
