@@ -9,7 +9,9 @@ mod common;
 
 use std::io::{BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -373,4 +375,148 @@ fn allow_ips_file_is_read_with_comments() {
     h.start();
     assert_eq!(post_from(OTHER, h.addr(), "/hooks/a", &[]).status, 202);
     assert_eq!(post_from(LOCAL, h.addr(), "/hooks/a", &[]).status, 403);
+}
+
+/// Makes the child see `fds` as 3, 4, … with LISTEN_* set for its own pid, as
+/// systemd does (the same helper as in systemd_protocol.rs; `LISTEN_PID` must
+/// be the pid after exec, so a shell sets it).
+fn activate(h: &Hookd, fds: &[RawFd], names: &str) -> Command {
+    let inner = h.command();
+    let mut c = Command::new("/bin/sh");
+    let mut line = String::from("LISTEN_PID=$$ exec \"$0\"");
+    for (i, _) in inner.get_args().enumerate() {
+        line.push_str(&format!(" \"${}\"", i + 1));
+    }
+    c.arg("-c")
+        .arg(line)
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.env("LISTEN_FDS", fds.len().to_string())
+        .env("LISTEN_FDNAMES", names)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&h.log).unwrap());
+    let fds = fds.to_vec();
+    // Safety: only async-signal-safe calls (dup2/fcntl) between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            let mut tmp = Vec::new();
+            for &fd in &fds {
+                let t = libc::fcntl(fd, libc::F_DUPFD, 100);
+                if t < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                tmp.push(t);
+            }
+            for (i, t) in tmp.into_iter().enumerate() {
+                if libc::dup2(t, 3 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    c
+}
+
+#[test]
+fn a_socket_named_metrics_serves_metrics_under_socket_activation() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::ok();
+    let mut h = Hookd::configure(dir.path(), &open_hook("a", &up.url(), ""));
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (http_addr, metrics_addr) = (http.local_addr().unwrap(), metrics.local_addr().unwrap());
+    let child = activate(&h, &[http.as_raw_fd(), metrics.as_raw_fd()], "http:metrics")
+        .spawn()
+        .unwrap();
+    h.child = Some(child);
+    drop((http, metrics));
+    h.notify.wait_line("READY=1", Duration::from_secs(20));
+
+    assert_eq!(
+        request(http_addr, "GET", "/metrics", &[], b"")
+            .unwrap()
+            .status,
+        404
+    );
+    assert_eq!(
+        request(metrics_addr, "GET", "/metrics", &[], b"")
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(
+        request(metrics_addr, "POST", "/hooks/a", &[], b"{}")
+            .unwrap()
+            .status,
+        404
+    );
+    assert_eq!(
+        request(http_addr, "POST", "/hooks/a", &[], b"{}")
+            .unwrap()
+            .status,
+        202
+    );
+    // The config's metrics_listen is not bound: systemd's sockets win.
+    assert!(request(h.metrics_addr(), "GET", "/metrics", &[], b"").is_err());
+}
+
+#[test]
+fn a_reload_rereads_allow_ips_file_and_keeps_the_metrics_listener() {
+    // The successor is reparented to us when its predecessor exits.
+    // Safety: a plain prctl on this process.
+    assert_eq!(
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
+        0
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::ok();
+    let list = dir.path().join("allow.txt");
+    std::fs::write(&list, "127.0.0.2\n").unwrap();
+    let hooks = open_hook(
+        "a",
+        &up.url(),
+        &format!("allow_ips_file = \"{}\"", list.display()),
+    );
+    let mut h = Hookd::configure(dir.path(), &hooks);
+    h.start();
+    assert_eq!(post_from(LOCAL, h.addr(), "/hooks/a", &[]).status, 403);
+
+    std::fs::write(&list, "# now this host\n127.0.0.1\n").unwrap();
+    h.signal(nix::sys::signal::Signal::SIGHUP);
+    let new = wait_for(Duration::from_secs(10), "MAINPID after SIGHUP", || {
+        h.notify
+            .lines_with("MAINPID=")
+            .first()
+            .and_then(|(_, l)| l["MAINPID=".len()..].parse::<i32>().ok())
+    });
+    assert_eq!(h.wait_exit(Duration::from_secs(20)).code(), Some(0));
+
+    assert_eq!(post_from(LOCAL, h.addr(), "/hooks/a", &[]).status, 202);
+    assert_eq!(post_from(OTHER, h.addr(), "/hooks/a", &[]).status, 403);
+    // The metrics listener went to the successor as one, not as a webhook listener.
+    assert!(metrics(&h).contains("reason=\"ip_not_allowed\"} 1"));
+    assert_eq!(
+        request(h.addr(), "GET", "/metrics", &[], b"")
+            .unwrap()
+            .status,
+        404
+    );
+
+    let pid = nix::unistd::Pid::from_raw(new);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    wait_for(
+        Duration::from_secs(20),
+        "the successor to exit",
+        || match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(nix::sys::wait::WaitStatus::StillAlive) => None,
+            _ => Some(()),
+        },
+    );
 }
