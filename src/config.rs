@@ -527,6 +527,12 @@ impl Config {
             ListenAddr::parse(addr).map_err(|e| {
                 ConfigError(format!("{}: server.metrics_listen: {e}", path.display()))
             })?;
+            if cfg.server.listen.contains(addr) {
+                return Err(ConfigError(format!(
+                    "{}: server.metrics_listen: {addr:?} is also in server.listen; give the metrics listener its own address",
+                    path.display()
+                )));
+            }
         }
         if cfg.server.max_body > cfg.server.max_buffered {
             return Err(ConfigError(format!(
@@ -889,6 +895,15 @@ mod tests {
         assert!(parse("[shutdown]\ngrace = \"99years\"\n").is_ok());
         let e = parse("[spool]\ncommit_timeout = \"0s\"\n").unwrap_err();
         assert!(e.contains("commit_timeout"), "{e}");
+    }
+
+    #[test]
+    fn metrics_listener_needs_its_own_address() {
+        let e = parse("[server]\nlisten = [\"127.0.0.1:1\"]\nmetrics_listen = [\"127.0.0.1:1\"]\n")
+            .unwrap_err();
+        assert!(e.contains("also in server.listen"), "{e}");
+        let c = parse("[server]\nmetrics_listen = [\"unix:/run/hookd/metrics.sock\"]\n").unwrap();
+        assert!(!c.server.metrics_on_webhook_listener);
     }
 
     #[test]
