@@ -61,14 +61,14 @@ for bin in "$@"; do
   busy0=$(awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8, $5 + $6 }' /proc/stat)
   for _ in $(seq 1200); do
     sleep 0.05
-    if v=$(open_items_http $PORT); then left=$v; fi
+    if v=$(open_items_http "$DIR" $PORT); then left=$v; fi
     [[ $left == 0 ]] && break
   done
   t=$(echo "$(date +%s.%N) - $t0" | bc)
   if [[ -n ${PROBE:-} ]]; then kill -TERM "$PROBE_PID"; wait "$PROBE_PID" || true; fi
   busy=$(awk -v b0="$busy0" '$1 == "cpu" { split(b0, a, " "); b = $2 + $3 + $4 + $7 + $8 - a[1]; i = $5 + $6 - a[2]; printf "%.0f", 100 * b / (b + i) }' /proc/stat)
   left=$(open_items "$bin" "$DIR/deliver.toml")
-  commits=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '$1 == "hookd_commit_batch_size_count" { n = $2 }
+  commits=$(metrics_text "$DIR" "$PORT" | awk '$1 == "hookd_commit_batch_size_count" { n = $2 }
     $1 == "hookd_commit_latency_seconds_sum" { s = $2 } END { printf "%d group commits, %.2f s inside them", n, s }')
   stop_pid "$DP"
   awk -v b="$bin" -v n="$n" -v t="$t" -v c="$commits" -v l="$left" -v k="$CONC" \

@@ -42,11 +42,17 @@ print(sum(r["count"] for r in json.load(sys.stdin)["depth"]
           if r["hook"] == "gh" and r["state"] in ("pending", "leased")))'
 }
 
-# The same from the /metrics of a hookd running on port $1. Cheap enough to
-# poll: a `hookd spool stats` and a python per poll took CPU from the two
-# cores being measured.
+# /metrics of the hookd that `hookd_config` $1 $2 configured: it is served on
+# its own unix socket (server.metrics_listen), not on the webhook port.
+metrics_text() {
+  curl -sf --unix-socket "$1/metrics-$2.sock" http://hookd/metrics
+}
+
+# The same from the /metrics of a hookd with work dir $1 on port $2. Cheap
+# enough to poll: a `hookd spool stats` and a python per poll took CPU from the
+# two cores being measured.
 open_items_http() {
-  curl -sf "http://127.0.0.1:$1/metrics" | awk '
+  metrics_text "$1" "$2" | awk '
     $1 ~ /^hookd_spool_depth\{/ && $1 ~ /hook="gh"/ && $1 ~ /state="(pending|leased)"/ { n += $2 }
     END { print n + 0 }'
 }
@@ -58,6 +64,7 @@ hookd_config() {
   cat <<EOF
 [server]
 listen = ["127.0.0.1:$2"]
+metrics_listen = ["unix:$1/metrics-$2.sock"]
 control_socket = "$1/control-$2.sock"
 
 [spool]

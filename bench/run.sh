@@ -191,7 +191,7 @@ for run in $(seq "$RUNS"); do
 done
 PEAK_RSS=$(proc_kib "$HOOKD_PID" VmHWM)
 log "hookd peak RSS ${PEAK_RSS} KiB"
-curl -s "http://127.0.0.1:$P_HOOKD/metrics" >"$WORK/metrics-ingest.txt" || true
+metrics_text "$WORK" $P_HOOKD >"$WORK/metrics-ingest.txt" || true
 "$HOOKD" spool stats --json --config "$WORK/ingest.toml" >"$WORK/stats-ingest.json" 2>&1 || true
 SPOOLED=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["total"])' "$WORK/stats-ingest.json" 2>/dev/null || echo "?")
 # Every 2xx hookd gave (wrk rounds + the one curl check) must be an item.
@@ -264,10 +264,10 @@ for conc in $DELIVER_CONCS; do
   deadline=$(( $(date +%s) + DELIVER_MAX ))
   while (( left > 0 )) && (( $(date +%s) < deadline )); do
     sleep 0.2
-    if v=$(open_items_http $P_DELIVER); then left=$v; fi
+    if v=$(open_items_http "$WORK" $P_DELIVER); then left=$v; fi
   done
   DELIVER_SECONDS[$conc]=$(echo "scale=2; ($(date +%s.%N) - $t0) / 1" | bc)
-  curl -s "http://127.0.0.1:$P_DELIVER/metrics" >"$WORK/metrics-deliver-$conc.txt" || true
+  metrics_text "$WORK" $P_DELIVER >"$WORK/metrics-deliver-$conc.txt" || true
   stop_pid "$DPID"
   left=$(open_items "$HOOKD" "$WORK/deliver.toml")
   DELIVERED[$conc]=$(( BACKLOG[$conc] - left ))

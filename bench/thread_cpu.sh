@@ -44,7 +44,7 @@ ticks >"$DIR/after"
 hz=$(getconf CLK_TCK)
 echo "spool on $(df -T "$DIR" | awk 'NR == 2 { print $2 }'); CPU seconds per hookd thread during the run:"
 paste "$DIR/before" "$DIR/after" | awk -v hz="$hz" '{ printf "  %-16s %.2f s\n", $1, ($4 - $2) / hz }'
-curl -s "http://127.0.0.1:$PORT/metrics" | awk '
+metrics_text "$DIR" "$PORT" | awk '
   $1 == "hookd_commit_batch_size_sum" { items = $2 } $1 == "hookd_commit_batch_size_count" { n = $2 }
   $1 == "hookd_commit_latency_seconds_sum" { busy = $2 }
   END { printf "commits %d, mean batch %.1f, time inside commits %.2f s (%.2f ms each)\n", n, items / n, busy, 1000 * busy / n }'

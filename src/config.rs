@@ -14,6 +14,8 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
+pub use crate::ingress::access::Cidr;
+
 /// Where `serve` and every other subcommand look when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/hookd/hookd.toml";
 
@@ -58,6 +60,15 @@ pub struct ServerConfig {
     pub read_timeout: Duration,
     /// Unix socket for `hookd status` and `hookd reload`.
     pub control_socket: Option<PathBuf>,
+    /// Bytes of request bodies held at once across all connections; past it, 503.
+    #[serde(deserialize_with = "de_size")]
+    pub max_buffered: u64,
+    /// Peers whose `X-Forwarded-For`/`Forwarded` headers are believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Listeners that serve only `/metrics`, `/healthz` and `/readyz`.
+    pub metrics_listen: Vec<String>,
+    /// Also answer `/metrics` on the webhook listeners (off: they face the internet).
+    pub metrics_on_webhook_listener: bool,
     /// `host:port` addresses served with TLS (needs `tls`); like `listen`, used
     /// only when systemd passes no sockets.
     pub listen_tls: Vec<String>,
@@ -135,6 +146,10 @@ impl Default for ServerConfig {
             control_socket: None,
             listen_tls: Vec::new(),
             tls: None,
+            max_buffered: 256 << 20,
+            trusted_proxies: Vec::new(),
+            metrics_listen: Vec::new(),
+            metrics_on_webhook_listener: false,
         }
     }
 }
@@ -147,6 +162,10 @@ pub struct SpoolConfig {
     pub retain_done: Duration,
     /// Most items one group commit takes.
     pub max_batch: usize,
+    /// How long a request waits for its commit before it is answered 503: a
+    /// hung disk must not hang every sender's connection with it.
+    #[serde(deserialize_with = "de_duration")]
+    pub commit_timeout: Duration,
 }
 
 impl Default for SpoolConfig {
@@ -155,6 +174,7 @@ impl Default for SpoolConfig {
             path: None,
             retain_done: Duration::from_secs(7 * 24 * 3600),
             max_batch: 1024,
+            commit_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -243,6 +263,26 @@ pub struct HookConfig {
     /// Answer 415 unless the body is `application/json`, 400 unless it parses.
     #[serde(default)]
     pub require_json: bool,
+    /// Client addresses allowed to call this hook; others get 403.
+    pub allow_ips: Option<Vec<Cidr>>,
+    /// Like `allow_ips`, one block per line (`#` comments), read at start.
+    pub allow_ips_file: Option<PathBuf>,
+}
+
+impl HookConfig {
+    /// The client blocks allowed to call this hook (`allow_ips`, or
+    /// `allow_ips_file` read now); `None` allows everyone.
+    pub fn allow_list(&self) -> Result<Option<Vec<Cidr>>, String> {
+        if let Some(list) = &self.allow_ips {
+            return Ok(Some(list.clone()));
+        }
+        let Some(p) = &self.allow_ips_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(p)
+            .map_err(|e| format!("allow_ips_file {}: {e}", p.display()))?;
+        crate::ingress::access::parse_cidr_file(p, &text).map(Some)
+    }
 }
 
 fn yes() -> bool {
@@ -509,6 +549,29 @@ impl Config {
                     &format!("hook {:?}: concurrency must be at least 1", h.name),
                 ));
             }
+            if h.allow_ips.is_some() && h.allow_ips_file.is_some() {
+                return Err(at(
+                    path,
+                    text,
+                    hook.span().start,
+                    &format!(
+                        "hook {:?}: give allow_ips or allow_ips_file, not both",
+                        h.name
+                    ),
+                ));
+            }
+            let max_body = h.max_body.unwrap_or(cfg.server.max_body);
+            if max_body > cfg.server.max_buffered {
+                return Err(at(
+                    path,
+                    text,
+                    hook.span().start,
+                    &format!(
+                        "hook {:?}: max_body {max_body} is larger than server.max_buffered {}; no such body could ever be read",
+                        h.name, cfg.server.max_buffered
+                    ),
+                ));
+            }
             if h.retry.max_attempts == 0 {
                 return Err(at(
                     path,
@@ -551,9 +614,34 @@ impl Config {
                 )));
             }
         }
+        for addr in &cfg.server.metrics_listen {
+            ListenAddr::parse(addr).map_err(|e| {
+                ConfigError(format!("{}: server.metrics_listen: {e}", path.display()))
+            })?;
+            if cfg.server.listen.contains(addr) {
+                return Err(ConfigError(format!(
+                    "{}: server.metrics_listen: {addr:?} is also in server.listen; give the metrics listener its own address",
+                    path.display()
+                )));
+            }
+        }
         if !cfg.server.listen_tls.is_empty() && cfg.server.tls.is_none() {
             return Err(ConfigError(format!(
                 "{}: server.listen_tls needs server.tls = {{ cert_file = \"…\", key_file = \"…\" }}",
+                path.display()
+            )));
+        }
+        if cfg.server.max_body > cfg.server.max_buffered {
+            return Err(ConfigError(format!(
+                "{}: server.max_body {} is larger than server.max_buffered {}; no such body could ever be read",
+                path.display(),
+                cfg.server.max_body,
+                cfg.server.max_buffered
+            )));
+        }
+        if cfg.spool.commit_timeout.is_zero() {
+            return Err(ConfigError(format!(
+                "{}: spool.commit_timeout must be more than zero",
                 path.display()
             )));
         }
@@ -588,6 +676,26 @@ impl Config {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Things that are allowed but probably wrong, for `check-config` to say.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let loopback = self.server.listen.iter().find(
+            |a| matches!(ListenAddr::parse(a), Ok(ListenAddr::Tcp(sa)) if sa.ip().is_loopback()),
+        );
+        if let (Some(addr), true) = (loopback, self.server.trusted_proxies.is_empty()) {
+            for h in self.hooks.iter().map(|h| h.get_ref()) {
+                if h.allow_ips.is_some() || h.allow_ips_file.is_some() {
+                    out.push(format!(
+                        "{}: hook {:?} has allow_ips, but {addr} is a loopback listener and server.trusted_proxies is empty: behind a reverse proxy every request comes from the proxy's address; add the proxy to server.trusted_proxies",
+                        self.source.display(),
+                        h.name
+                    ));
+                }
+            }
+        }
+        out
     }
 
     pub fn hook(&self, name: &str) -> Option<&HookConfig> {
@@ -737,11 +845,24 @@ fn de_opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error>
     de_size(d).map(Some)
 }
 
+/// The longest duration any field takes. Durations are added to clocks
+/// (`Instant`, `SystemTime`), doubled for the drain's extension and sent to
+/// systemd as `u64` microseconds; a bound far below all of those keeps every
+/// such sum from overflowing (a panic at run time) while no real setting
+/// comes near it.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| {
+    let v = humantime::parse_duration(&s).map_err(|e| {
         serde::de::Error::custom(format!("{s:?} is not a duration (e.g. 30s, 5m, 7d): {e}"))
-    })
+    })?;
+    if v > MAX_DURATION {
+        return Err(serde::de::Error::custom(format!(
+            "{s:?} is longer than the most hookd takes, 100 years"
+        )));
+    }
+    Ok(v)
 }
 
 fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -877,6 +998,55 @@ mod tests {
         assert!(e.contains("TLS is for TCP"), "{e}");
         let c = parse("[server]\nlisten = []\nlisten_tls = [\"127.0.0.1:8443\"]\ntls = { cert_file = \"/c\", key_file = \"/k\" }\n").unwrap();
         assert!(c.server.listen.is_empty());
+    }
+
+    #[test]
+    fn durations_that_would_overflow_are_refused() {
+        // 2^64 µs is about 584 542 years: EXTEND_TIMEOUT_USEC of twice the
+        // grace, or a clock plus the duration, would overflow or panic.
+        let e = parse("[shutdown]\ngrace = \"600000years\"\n").unwrap_err();
+        assert!(e.starts_with("t.toml:2:"), "{e}");
+        assert!(e.contains("100 years"), "{e}");
+        let hook = "[[hook]]\nname = \"a\"\nverify = { scheme = \"none\" }\naction = { exec = [\"/bin/true\"], timeout = \"1000years\" }\n";
+        let e = parse(hook).unwrap_err();
+        assert!(e.starts_with("t.toml:4:"), "{e}");
+        assert!(parse("[shutdown]\ngrace = \"99years\"\n").is_ok());
+        let e = parse("[spool]\ncommit_timeout = \"0s\"\n").unwrap_err();
+        assert!(e.contains("commit_timeout"), "{e}");
+    }
+
+    #[test]
+    fn metrics_listener_needs_its_own_address() {
+        let e = parse("[server]\nlisten = [\"127.0.0.1:1\"]\nmetrics_listen = [\"127.0.0.1:1\"]\n")
+            .unwrap_err();
+        assert!(e.contains("also in server.listen"), "{e}");
+        let c = parse("[server]\nmetrics_listen = [\"unix:/run/hookd/metrics.sock\"]\n").unwrap();
+        assert!(!c.server.metrics_on_webhook_listener);
+    }
+
+    #[test]
+    fn max_body_must_fit_the_buffer_budget() {
+        let e = parse("[server]\nmax_body = \"2MiB\"\nmax_buffered = \"1MiB\"\n").unwrap_err();
+        assert!(e.contains("max_buffered"), "{e}");
+        let hook = "[server]\nmax_buffered = \"1MiB\"\n[[hook]]\nname = \"a\"\nmax_body = \"2MiB\"\nverify = { scheme = \"none\" }\naction = { exec = [\"/bin/true\"] }\n";
+        let e = parse(hook).unwrap_err();
+        assert!(e.starts_with("t.toml:3:"), "{e}");
+    }
+
+    #[test]
+    fn allow_ips_parse_and_warn_behind_a_loopback_proxy() {
+        let hook = "[[hook]]\nname = \"a\"\nallow_ips = [\"192.30.252.0/22\", \"2a0a:a440::/29\", \"10.1.2.3\"]\nverify = { scheme = \"none\" }\naction = { exec = [\"/bin/true\"] }\n";
+        let c = parse(hook).unwrap();
+        let list = c.hooks[0].get_ref().allow_list().unwrap().unwrap();
+        assert_eq!(list.len(), 3);
+        assert_eq!(c.warnings().len(), 1, "{:?}", c.warnings());
+        assert!(c.warnings()[0].contains("trusted_proxies"));
+        let trusted =
+            format!("[server]\ntrusted_proxies = [\"127.0.0.1/32\", \"::1/128\"]\n{hook}");
+        assert!(parse(&trusted).unwrap().warnings().is_empty());
+        let bad = hook.replace("10.1.2.3", "10.1.2.3/8");
+        let e = parse(&bad).unwrap_err();
+        assert!(e.starts_with("t.toml:3:"), "{e}");
     }
 
     #[test]

@@ -94,6 +94,8 @@ pub enum Reject {
     Timeout,
     Disabled,
     SpoolUnavailable,
+    IpNotAllowed,
+    Busy,
 }
 
 impl Reject {
@@ -110,6 +112,8 @@ impl Reject {
             Reject::Timeout => "timeout",
             Reject::Disabled => "disabled",
             Reject::SpoolUnavailable => "spool_unavailable",
+            Reject::IpNotAllowed => "ip_not_allowed",
+            Reject::Busy => "busy",
         }
     }
 }

@@ -216,7 +216,7 @@ fn health_ready_and_metrics() {
     )
     .unwrap();
     assert_eq!(r.status, 403);
-    let r = request(h.addr(), "GET", "/metrics", &[], b"").unwrap();
+    let r = request(h.metrics_addr(), "GET", "/metrics", &[], b"").unwrap();
     assert_eq!(r.status, 200);
     let text = String::from_utf8(r.body).unwrap();
     for needle in [

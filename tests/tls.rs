@@ -325,7 +325,7 @@ fn credentials_are_read_and_metrics_show_the_certificate_expiry() {
     assert_eq!(status, 202, "{body}");
     assert_eq!(seen, leaf.der);
 
-    let m = request(h.addr(), "GET", "/metrics", &[], b"").unwrap();
+    let m = request(h.metrics_addr(), "GET", "/metrics", &[], b"").unwrap();
     assert_eq!(m.status, 200);
     let text = String::from_utf8_lossy(&m.body).to_string();
     let line = text

@@ -134,6 +134,9 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         eprintln!("hookd: {}: {e}", path.display());
         return ExitCode::from(exit::BAD_CONFIG);
     }
+    for w in cfg.warnings() {
+        eprintln!("hookd: warning: {w}");
+    }
     println!(
         "{}: ok ({} hooks; spool {}; listen {}{})",
         path.display(),

@@ -134,11 +134,11 @@ fn execute(cfg: &Config, admin: &Admin, cmd: SpoolCommand) -> Result<(), String>
                 println!(
                     "{:>10}  {:<16} {:<8} {:>8}  {:<20} {}",
                     i.id,
-                    i.hook,
+                    line(&i.hook),
                     i.state.as_str(),
                     i.attempts,
                     time(i.received_at),
-                    i.last_error.unwrap_or_default()
+                    line(&i.last_error.unwrap_or_default())
                 );
             }
         }
@@ -167,7 +167,7 @@ fn execute(cfg: &Config, admin: &Admin, cmd: SpoolCommand) -> Result<(), String>
             println!(
                 "id:           {}\nhook:         {}\nstate:        {}\nattempts:     {}",
                 item.id,
-                item.hook,
+                line(&item.hook),
                 item.state.as_str(),
                 item.attempts
             );
@@ -178,14 +178,17 @@ fn execute(cfg: &Config, admin: &Admin, cmd: SpoolCommand) -> Result<(), String>
             );
             println!(
                 "dedup id:     {}\nlast error:   {}",
-                item.dedup_id.unwrap_or_default(),
-                item.last_error.unwrap_or_default()
+                line(&item.dedup_id.unwrap_or_default()),
+                line(&item.last_error.unwrap_or_default())
             );
-            println!("lease owner:  {}\n", item.lease_owner.unwrap_or_default());
+            println!(
+                "lease owner:  {}\n",
+                line(&item.lease_owner.unwrap_or_default())
+            );
             for (n, v) in headers {
-                println!("{n}: {v}");
+                println!("{}: {}", line(&n), line(&v));
             }
-            println!("\n{body}");
+            println!("\n{}", text(&body));
         }
         SpoolCommand::Retry { ids, dead, hook } => {
             if dead {
@@ -250,6 +253,44 @@ fn execute(cfg: &Config, admin: &Admin, cmd: SpoolCommand) -> Result<(), String>
     Ok(())
 }
 
+/// A one-line field as it is safe to print on a terminal: every control
+/// character escaped (`\n`, `\u{1b}`), so a sender's header or body cannot
+/// move the cursor, rewrite the screen or fake another line of output.
+fn line(s: &str) -> String {
+    escape(s, |_| false)
+}
+
+/// A body: line breaks and tabs kept (JSON is often pretty-printed), every
+/// other control character escaped.
+fn text(s: &str) -> String {
+    escape(s, |c| c == '\n' || c == '\t')
+}
+
+fn escape(s: &str, keep: impl Fn(char) -> bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() && !keep(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn time(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(line("a\x1b[2Jb\r\nc"), "a\\u{1b}[2Jb\\r\\nc");
+        assert_eq!(text("{\n\t\"a\": 1\x07}"), "{\n\t\"a\": 1\\u{7}}");
+        assert_eq!(line("plain ünïcode"), "plain ünïcode");
+        assert_eq!(line("\u{9b}31m"), "\\u{9b}31m");
+    }
 }

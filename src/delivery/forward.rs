@@ -13,6 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::{timeout_at, Instant};
 
 use super::{human, Outcome};
+use crate::ingress::access::CLIENT_ADDR_HEADER;
 use crate::spool::Item;
 
 /// How much of a non-2xx answer's body goes into the error message.
@@ -20,8 +21,14 @@ const ERROR_SNIPPET: usize = 200;
 /// How much of a 2xx body is read (and thrown away) so the connection can be reused.
 const DRAIN_LIMIT: usize = 64 * 1024;
 
-/// Headers that belong to one connection, or that the client sets itself; never passed on.
+/// Headers that belong to one connection, or that the client sets itself, or
+/// that say who the client is (a sender could write any of those; hookd sets
+/// `X-Forwarded-For` itself from the address it established); never passed on.
 const NEVER_PASSED: &[&str] = &[
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -132,6 +139,13 @@ impl Forward {
                 headers.append(n, v);
             }
         }
+        let client = item
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(CLIENT_ADDR_HEADER));
+        if let Some(v) = client.and_then(|(_, v)| HeaderValue::from_bytes(v).ok()) {
+            headers.insert("x-forwarded-for", v);
+        }
         headers.insert("hookd-delivery-id", HeaderValue::from(item.id));
         headers.insert("hookd-attempt", HeaderValue::from(attempt));
         headers.insert("hookd-hook", HeaderValue::from_str(&item.hook)?);
@@ -162,12 +176,15 @@ async fn answer(resp: http::Response<hyper::body::Incoming>, deadline: Instant) 
     }
 }
 
-/// Whether a stored header goes upstream: never the connection's own headers
-/// nor `Hookd-*` (hookd sets those); with an allow list only the listed ones
+/// Whether a stored header goes upstream: never the connection's own headers,
+/// nor the client's say on who it is, nor `Hookd-*` (hookd sets those); with an allow list only the listed ones
 /// (case-insensitive), else all but `Authorization`.
 fn passes(name: &str, headers_allow: &[String]) -> bool {
     let lower = name.to_ascii_lowercase();
-    if NEVER_PASSED.contains(&lower.as_str()) || lower.starts_with("hookd-") {
+    if NEVER_PASSED.contains(&lower.as_str())
+        || lower.starts_with("hookd-")
+        || lower.starts_with("x-forwarded-")
+    {
         return false;
     }
     if headers_allow.is_empty() {

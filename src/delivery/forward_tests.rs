@@ -100,6 +100,11 @@ fn item() -> Item {
             ("hookd-attempt".into(), b"77".to_vec()),
             ("x-multi".into(), b"a".to_vec()),
             ("x-multi".into(), b"b".to_vec()),
+            ("x-forwarded-for".into(), b"6.6.6.6".to_vec()),
+            ("x-forwarded-host".into(), b"evil.example".to_vec()),
+            ("forwarded".into(), b"for=6.6.6.6".to_vec()),
+            ("x-real-ip".into(), b"6.6.6.6".to_vec()),
+            ("hookd-client-addr".into(), b"192.0.2.7".to_vec()),
         ],
         body: Bytes::from_static(b"{\"ref\":\"main\"}"),
         state: ItemState::Leased,
@@ -154,6 +159,17 @@ async fn delivers_body_and_hookd_headers() {
     assert_ne!(h["host"], "example.org");
     assert!(h.get("connection").is_none());
     assert_eq!(h.get_all("hookd-attempt").iter().count(), 1);
+    // Who the client is, hookd says: the sender's own claims stay behind.
+    let xff: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
+    assert_eq!(xff, vec!["192.0.2.7"]);
+    for gone in [
+        "x-forwarded-host",
+        "forwarded",
+        "x-real-ip",
+        "hookd-client-addr",
+    ] {
+        assert!(h.get(gone).is_none(), "{gone} was passed on");
+    }
 }
 
 #[tokio::test]
@@ -264,4 +280,8 @@ fn header_filter_rules() {
     assert!(passes("Authorization", &allow));
     assert!(!passes("X-Hub-Signature-256", &allow));
     assert!(!passes("Host", &["host".to_string()]));
+    assert!(!passes("X-Forwarded-For", &["x-forwarded-for".to_string()]));
+    assert!(!passes("X-Forwarded-Proto", &[]));
+    assert!(!passes("Forwarded", &[]));
+    assert!(!passes("X-Real-IP", &[]));
 }

@@ -1,6 +1,8 @@
 //! The HTTP side: listeners, the server loop, routes, limits and signature
 //! schemes. Hands accepted webhooks to the spool and nothing else.
 
+pub mod access;
+pub(crate) mod budget;
 pub mod listeners;
 pub mod response;
 pub mod routes;

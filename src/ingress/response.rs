@@ -54,6 +54,8 @@ impl Reject {
             Reject::Method => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Reject::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Reject::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            Reject::IpNotAllowed => (StatusCode::FORBIDDEN, "ip_not_allowed"),
+            Reject::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
         }
     }
 }

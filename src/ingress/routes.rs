@@ -1,19 +1,28 @@
 //! Routes: `POST /hooks/{name}`, `GET /healthz`, `GET /readyz`, `GET /metrics`.
 //!
 //! The order of checks is chosen so that nothing is read that would be refused
-//! anyway: route, method, enabled, declared length, media type, then the body
+//! anyway: route, method, client address, enabled, declared length, media
+//! type, signature headers present, a share of the body budget, then the body
 //! (with its limit and deadline), the signature, and only then the spool.
+//!
+//! `/metrics` tells a stranger which hooks exist and how busy they are, so
+//! the webhook listeners (which face the internet, often through a proxy on
+//! loopback, where the peer address says nothing) do not serve it unless
+//! `server.metrics_on_webhook_listener` says so; `server.metrics_listen` (or
+//! a socket named `metrics`) gets listeners that serve only it and the probes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::access::{self, Cidr, Peer, CLIENT_ADDR_HEADER};
+use super::budget::{Budget, Reservation};
 use super::response::{self, Body, Refusal};
 use super::verify::Verifier;
 use crate::config::{Config, HookConfig};
@@ -21,10 +30,13 @@ use crate::metrics::{Gauges, Metrics, Reject};
 use crate::spool::{Enqueued, NewItem, Spool};
 
 /// One configured hook, ready to serve.
+#[derive(Clone)]
 pub struct Route {
     pub hook: HookConfig,
     pub verifier: Verifier,
     pub max_body: u64,
+    /// Client blocks allowed to call; `None` allows every client.
+    pub(crate) allow: Option<Vec<Cidr>>,
 }
 
 /// Fills the gauges that ingress does not own (deliveries, drain state).
@@ -39,6 +51,59 @@ pub struct Ingress {
     /// False before start-up completes and after a hand-off: `/readyz` says 503.
     pub ready: Arc<AtomicBool>,
     pub gauges: GaugeSource,
+    /// Bodies held at once, across all connections of every listener.
+    pub(crate) budget: Arc<Budget>,
+    pub(crate) trusted_proxies: Vec<Cidr>,
+    pub(crate) commit_timeout: Duration,
+    /// What these listeners serve besides the probes.
+    pub(crate) role: Role,
+}
+
+/// What a set of listeners serves; `/healthz` and `/readyz` are on all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// `POST /hooks/{name}`, and `/metrics` only when asked for.
+    Webhooks { metrics: bool },
+    /// `/metrics` and nothing of the hooks.
+    Metrics,
+}
+
+impl Role {
+    fn hooks(self) -> bool {
+        matches!(self, Role::Webhooks { .. })
+    }
+
+    fn metrics(self) -> bool {
+        matches!(self, Role::Metrics | Role::Webhooks { metrics: true })
+    }
+}
+
+impl Ingress {
+    /// The ingress of one role; the metrics listeners get no hook routes.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        cfg: &Config,
+        role: Role,
+        routes: HashMap<String, Route>,
+        spool: Spool,
+        metrics: Arc<Metrics>,
+        ready: Arc<AtomicBool>,
+        gauges: GaugeSource,
+        budget: &Arc<Budget>,
+    ) -> Ingress {
+        Ingress {
+            routes: if role.hooks() { routes } else { HashMap::new() },
+            spool,
+            metrics,
+            read_timeout: cfg.server.read_timeout,
+            ready,
+            gauges,
+            budget: budget.clone(),
+            trusted_proxies: cfg.server.trusted_proxies.clone(),
+            commit_timeout: cfg.spool.commit_timeout,
+            role,
+        }
+    }
 }
 
 impl Ingress {
@@ -50,12 +115,16 @@ impl Ingress {
         for (h, secret) in cfg.hooks.iter().map(|h| h.get_ref()).zip(secrets) {
             let verifier =
                 Verifier::new(&h.verify, secret).map_err(|e| format!("hook {:?}: {e}", h.name))?;
+            let allow = h
+                .allow_list()
+                .map_err(|e| format!("{}: hook {:?}: {e}", cfg.source.display(), h.name))?;
             routes.insert(
                 h.name.clone(),
                 Route {
                     hook: h.clone(),
                     verifier,
                     max_body: h.max_body.unwrap_or(cfg.server.max_body),
+                    allow,
                 },
             );
         }
@@ -66,17 +135,22 @@ impl Ingress {
 /// Answers one request. Never fails: every error is an HTTP answer.
 pub async fn handle(ing: Arc<Ingress>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
-    if let Some(name) = path.strip_prefix("/hooks/") {
+    if let Some(name) = path.strip_prefix("/hooks/").filter(|_| ing.role.hooks()) {
         let name = name.to_string();
         return match hook(&ing, &name, req).await {
             Ok(resp) => resp,
             Err(refusal) => refused(&ing, &name, refusal),
         };
     }
+    let served = match path {
+        "/healthz" | "/readyz" => true,
+        "/metrics" => ing.role.metrics(),
+        _ => false,
+    };
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
     match path {
         // Not counted: the refusal counter is about webhooks.
-        "/healthz" | "/readyz" | "/metrics" if !get => Refusal::method("GET").into_response(),
+        _ if served && !get => Refusal::method("GET").into_response(),
         "/healthz" => healthz(&ing).await,
         "/readyz" => {
             if ing.ready.load(Ordering::Acquire) {
@@ -89,7 +163,7 @@ pub async fn handle(ing: Arc<Ingress>, req: Request<Incoming>) -> Response<Body>
                 )
             }
         }
-        "/metrics" => metrics(&ing).await,
+        "/metrics" if served => metrics(&ing).await,
         _ => refused(
             &ing,
             "",
@@ -157,16 +231,91 @@ async fn hook(
     let route = find_route(ing, name)?;
     check_method(req.method())?;
     ing.metrics.received(name);
+    let peer = req
+        .extensions()
+        .get::<Peer>()
+        .copied()
+        .unwrap_or(Peer(None));
+    let client = access::client_addr(peer, req.headers(), &ing.trusted_proxies);
+    check_client(route, client)?;
     check_enabled(route)?;
     let (parts, body) = req.into_parts();
     check_declared_length(route, &parts.headers)?;
     check_media_type(route, &parts.headers)?;
-    let body = read_body(route, body, ing.read_timeout).await?;
+    check_signature_headers(route, &parts.headers)?;
+    // Held until the answer is built: the body lives until the spool has it.
+    let mut held = reserve(ing, &parts.headers)?;
+    let body = read_body(route, body, ing.read_timeout, &mut held).await?;
     let now = SystemTime::now();
     check_signature(route, &parts.headers, &body, now)?;
     check_json_body(route, &body)?;
     let dedup_id = delivery_id(route, &parts.headers)?;
-    spool(ing, name, dedup_id, &parts.headers, body, now).await
+    let headers = kept_headers(&parts.headers, client);
+    spool(ing, name, dedup_id, headers, body, now).await
+}
+
+/// Refuses a client outside the hook's `allow_ips`, or one whose address
+/// could not be established while the hook has a list.
+fn check_client(route: &Route, client: Option<std::net::IpAddr>) -> Result<(), Refusal> {
+    let Some(allow) = &route.allow else {
+        return Ok(());
+    };
+    match client {
+        Some(ip) if access::listed(allow, ip) => Ok(()),
+        Some(ip) => Err(Refusal::new(
+            Reject::IpNotAllowed,
+            format!("{ip} may not call this hook"),
+        )),
+        None => Err(Refusal::new(
+            Reject::IpNotAllowed,
+            "the client address could not be established (unreadable forwarding header, or a unix-socket peer that is not a trusted proxy)",
+        )),
+    }
+}
+
+/// Refuses, before the body is read, a request that lacks a header its
+/// signature scheme needs: no body could make it pass.
+fn check_signature_headers(route: &Route, headers: &HeaderMap) -> Result<(), Refusal> {
+    for name in route.verifier.signature_headers() {
+        let present = headers
+            .get_all(name)
+            .iter()
+            .any(|v| !v.as_bytes().trim_ascii().is_empty());
+        if !present {
+            let code = if route.verifier.scheme() == crate::config::Scheme::Bearer {
+                "token_missing"
+            } else {
+                "signature_missing"
+            };
+            return Err(
+                Refusal::new(Reject::Unauthorized, format!("missing {name} header"))
+                    .answered_as(StatusCode::UNAUTHORIZED, code),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// This request's share of the body budget: its declared length now, or
+/// nothing yet for a chunked body (which grows it as it arrives).
+fn reserve(ing: &Ingress, headers: &HeaderMap) -> Result<Reservation, Refusal> {
+    let mut held = Reservation::empty(&ing.budget);
+    let declared = declared_length(headers).ok().flatten().unwrap_or(0);
+    if !held.grow_to(declared) {
+        return Err(busy());
+    }
+    Ok(held)
+}
+
+/// The most of a declared body allocated before it arrives.
+const PREALLOCATE: u64 = 16 << 20;
+
+fn busy() -> Refusal {
+    Refusal::new(
+        Reject::Busy,
+        "hookd holds as many request bodies as server.max_buffered allows; retry later",
+    )
+    .retry_after(5)
 }
 
 fn find_route<'a>(ing: &'a Ingress, name: &str) -> Result<&'a Route, Refusal> {
@@ -219,20 +368,46 @@ fn check_media_type(route: &Route, headers: &HeaderMap) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// The whole body, within the hook's size limit and the read deadline.
-async fn read_body(route: &Route, body: Incoming, deadline: Duration) -> Result<Bytes, Refusal> {
-    let limit = usize::try_from(route.max_body).unwrap_or(usize::MAX);
-    match tokio::time::timeout(deadline, Limited::new(body, limit).collect()).await {
+/// The whole body, within the hook's size limit, the read deadline and the
+/// shared body budget (`held` grows with every chunk past what it holds).
+async fn read_body(
+    route: &Route,
+    mut body: Incoming,
+    deadline: Duration,
+    held: &mut Reservation,
+) -> Result<Bytes, Refusal> {
+    // One allocation for a declared body of common size (it is within
+    // max_body and already reserved); a larger or chunked one grows as it
+    // comes, so a huge limit is never allocated on a sender's word alone.
+    let declared = hyper::body::Body::size_hint(&body).exact().unwrap_or(0);
+    let first = declared.min(PREALLOCATE);
+    let mut buf = BytesMut::with_capacity(usize::try_from(first).unwrap_or(0));
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                Refusal::new(Reject::Malformed, format!("could not read the body: {e}"))
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let total = buf.len() as u64 + data.len() as u64;
+            if total > route.max_body {
+                return Err(too_large(route.max_body));
+            }
+            if !held.grow_to(total) {
+                return Err(busy());
+            }
+            buf.extend_from_slice(&data);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(deadline, read).await {
         Err(_) => Err(Refusal::new(
             Reject::Timeout,
             "the body did not arrive within the read timeout",
         )),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(route.max_body)),
-        Ok(Err(e)) => Err(Refusal::new(
-            Reject::Malformed,
-            format!("could not read the body: {e}"),
-        )),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(refusal)) => Err(refusal),
+        Ok(Ok(())) => Ok(buf.freeze()),
     }
 }
 
@@ -289,7 +464,7 @@ async fn spool(
     ing: &Ingress,
     name: &str,
     dedup_id: Option<String>,
-    headers: &HeaderMap,
+    headers: Vec<(String, Vec<u8>)>,
     body: Bytes,
     now: SystemTime,
 ) -> Result<Response<Body>, Refusal> {
@@ -297,10 +472,22 @@ async fn spool(
         hook: name.to_string(),
         dedup_id,
         received_at: now,
-        headers: kept_headers(headers),
+        headers,
         body,
     };
-    match ing.spool.enqueue(item).await {
+    // The item may still commit after the deadline; the sender, told 503,
+    // retries, and the dedup header or the action's idempotence absorbs the
+    // copy. Never the other way round: no 2xx before the commit.
+    let Ok(enqueued) = tokio::time::timeout(ing.commit_timeout, ing.spool.enqueue(item)).await
+    else {
+        tracing::error!(hook = name, timeout = %humantime::format_duration(ing.commit_timeout), hookd_event = "spool_commit_timeout", "the spool did not commit within spool.commit_timeout; answered 503");
+        return Err(Refusal::new(
+            Reject::SpoolUnavailable,
+            "the spool did not commit in time; retry later",
+        )
+        .retry_after(5));
+    };
+    match enqueued {
         Ok(Enqueued::New(id)) => {
             ing.metrics.spooled(name);
             Ok(response::json(
@@ -366,8 +553,10 @@ fn is_json(h: &HeaderMap) -> bool {
 }
 
 /// Headers worth keeping with the item: everything but the connection's own
-/// and credentials (a bearer token is checked, never stored).
-fn kept_headers(h: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+/// and credentials (a bearer token is checked, never stored), plus the client
+/// address hookd established under [`CLIENT_ADDR_HEADER`] (a sender's own
+/// header of that name is dropped: only hookd writes it).
+fn kept_headers(h: &HeaderMap, client: Option<std::net::IpAddr>) -> Vec<(String, Vec<u8>)> {
     const DROP: &[&str] = &[
         "connection",
         "keep-alive",
@@ -381,11 +570,17 @@ fn kept_headers(h: &HeaderMap) -> Vec<(String, Vec<u8>)> {
         "expect",
         "authorization",
         "proxy-authorization",
+        CLIENT_ADDR_HEADER,
     ];
-    h.iter()
+    let mut kept: Vec<(String, Vec<u8>)> = h
+        .iter()
         .filter(|(n, _)| !DROP.contains(&n.as_str()))
         .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
-        .collect()
+        .collect();
+    if let Some(ip) = client {
+        kept.push((CLIENT_ADDR_HEADER.to_string(), ip.to_string().into_bytes()));
+    }
+    kept
 }
 
 #[cfg(test)]
@@ -419,7 +614,14 @@ mod tests {
         h.insert("connection", "keep-alive".parse().unwrap());
         h.insert("host", "x".parse().unwrap());
         h.insert("x-github-event", "push".parse().unwrap());
-        let kept = kept_headers(&h);
-        assert_eq!(kept, vec![("x-github-event".to_string(), b"push".to_vec())]);
+        h.insert(CLIENT_ADDR_HEADER, "6.6.6.6".parse().unwrap());
+        let kept = kept_headers(&h, Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(
+            kept,
+            vec![
+                ("x-github-event".to_string(), b"push".to_vec()),
+                (CLIENT_ADDR_HEADER.to_string(), b"192.0.2.1".to_vec())
+            ]
+        );
     }
 }

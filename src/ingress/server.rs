@@ -385,13 +385,17 @@ async fn serve_http<I>(
         header_timeout,
         mut late,
     } = timing;
+    // The peer address (TCP or unix), for the client checks of the routes.
+    let peer = super::access::Peer::of(fd);
     let draining_at_start = *drain.borrow_and_update();
     let svc_traffic = traffic.clone();
     let activity = Arc::new(Activity::new());
     let svc_activity = activity.clone();
     let svc_drain = drain.clone();
     let svc_first = first.clone();
-    let service = service_fn(move |req| {
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        // The peer address, for the client checks of the routes.
+        req.extensions_mut().insert(peer);
         let ing = ing.clone();
         let traffic = svc_traffic.clone();
         let draining = svc_drain.clone();
@@ -420,7 +424,12 @@ async fn serve_http<I>(
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
+        // Backstop for keep-alive connections; the first request has `timer`.
         .header_read_timeout(header_timeout)
+        // hyper's read buffer (~400 KiB by default) fills while a body is
+        // being taken: per connection, on top of the bodies that
+        // max_buffered counts. 64 KiB still holds any sane request head.
+        .max_buf_size(READ_BUFFER)
         .keep_alive(!draining_at_start)
         .serve_connection(io, service);
     tokio::pin!(conn);
@@ -461,6 +470,10 @@ async fn serve_http<I>(
         }
     }
 }
+
+/// Most bytes hyper buffers from one connection (request head, body chunks
+/// not yet taken).
+const READ_BUFFER: usize = 64 * 1024;
 
 /// A keep-alive connection must be idle this long before the drain closes it:
 /// a client about to reuse it would otherwise see it closed under its request.

@@ -15,11 +15,13 @@ use super::drain::{self, Cause, Drain, Ending, Switches};
 use super::handoff::{self, PassedSocket, Relaunch};
 use super::shutdown_hooks::ShutdownHooks;
 use super::signals::{self, Request};
+use super::sockets::Chosen;
 use super::status::{self, RecentErrors};
 use super::{exit, sockets, Phase, PhaseCell};
 use crate::config::Config;
 use crate::delivery::{self, DeliveryContext, DeliveryEvent, ForwardClient, InFlight};
-use crate::ingress::listeners::StdListener;
+use crate::ingress::budget::Budget;
+use crate::ingress::routes::{GaugeSource, Role};
 use crate::ingress::routes::{Ingress, Route};
 use crate::ingress::server::{self, Traffic};
 use crate::metrics::Metrics;
@@ -176,6 +178,9 @@ async fn start(cfg: Config, origin: Origin, succession: Succession) -> Result<Ru
         )
     })?;
     let routes = Ingress::routes(&cfg).map_err(|e| StartError::new(exit::BAD_CONFIG, e))?;
+    for w in cfg.warnings() {
+        tracing::warn!(hookd_event = "config_warning", "{w}");
+    }
     let tls = crate::ingress::tls::Tls::load(cfg.server.tls.as_ref())
         .map_err(|e| StartError::new(exit::BAD_CONFIG, format!("{}: {e}", cfg.source.display())))?;
     let (chosen, passed) = choose_listeners(&cfg, origin.inherited)?;
@@ -197,11 +202,7 @@ async fn start(cfg: Config, origin: Origin, succession: Succession) -> Result<Ru
     let switches = Switches::new();
     let ready = Arc::new(AtomicBool::new(false));
     let addrs: Vec<String> = chosen.iter().map(|c| c.listener.describe()).collect();
-    let listeners = chosen
-        .into_iter()
-        .map(|c| (c.listener, if c.tls { tls.clone() } else { None }))
-        .collect();
-    start_ingress(&d, routes, listeners, &switches, &ready)?;
+    start_ingress(&d, routes, chosen, tls, &switches, &ready)?;
 
     let (reload_tx, reloads) = mpsc::channel(4);
     let control = start_control(&d, reload_tx, succession);
@@ -267,43 +268,66 @@ fn open_spool(cfg: &Config, metrics: &Arc<Metrics>) -> Result<Spool, StartError>
 fn start_ingress(
     d: &Arc<Daemon>,
     routes: HashMap<String, Route>,
-    listeners: Vec<(StdListener, Option<crate::ingress::tls::Tls>)>,
+    chosen: Vec<Chosen>,
+    tls: Option<crate::ingress::tls::Tls>,
     switches: &Switches,
     ready: &Arc<AtomicBool>,
 ) -> Result<(), StartError> {
     let gauge_daemon = d.clone();
-    let ingress = Arc::new(Ingress {
-        routes,
-        spool: d.spool.clone(),
-        metrics: d.metrics.clone(),
-        read_timeout: d.cfg.server.read_timeout,
-        ready: ready.clone(),
-        gauges: Arc::new(move |g| {
-            g.in_flight = gauge_daemon
-                .in_flight
-                .by_hook()
-                .into_iter()
-                .map(|(h, n)| (h, n as u64))
-                .collect();
-            g.requests_in_flight = gauge_daemon.traffic.requests();
-            g.drain_state = gauge_daemon.phase.get().drain_gauge();
-        }),
+    let gauges: GaugeSource = Arc::new(move |g| {
+        g.in_flight = gauge_daemon
+            .in_flight
+            .by_hook()
+            .into_iter()
+            .map(|(h, n)| (h, n as u64))
+            .collect();
+        g.requests_in_flight = gauge_daemon.traffic.requests();
+        g.drain_state = gauge_daemon.phase.get().drain_gauge();
     });
-    server::spawn(
-        listeners,
-        ingress,
-        d.traffic.clone(),
-        server::Switches {
-            drain: switches.drain_ingress.subscribe(),
-            stop_accepting: switches.stop_accepting.subscribe(),
-        },
-    )
-    .map_err(|e| {
-        StartError::new(
-            exit::NO_LISTENER,
-            format!("cannot use the listening sockets: {e}"),
+    let budget = Budget::new(d.cfg.server.max_buffered);
+    let (metrics_only, webhooks): (Vec<Chosen>, Vec<Chosen>) = chosen
+        .into_iter()
+        .partition(|c| c.role == sockets::Role::Metrics);
+    let webhook_role = Role::Webhooks {
+        metrics: d.cfg.server.metrics_on_webhook_listener,
+    };
+    for (role, set) in [(webhook_role, webhooks), (Role::Metrics, metrics_only)] {
+        if set.is_empty() {
+            continue;
+        }
+        let ingress = Arc::new(Ingress::new(
+            &d.cfg,
+            role,
+            routes.clone(),
+            d.spool.clone(),
+            d.metrics.clone(),
+            ready.clone(),
+            gauges.clone(),
+            &budget,
+        ));
+        server::spawn(
+            set.into_iter()
+                .map(|c| {
+                    let tls = (c.role == sockets::Role::WebhookTls)
+                        .then(|| tls.clone())
+                        .flatten();
+                    (c.listener, tls)
+                })
+                .collect(),
+            ingress,
+            d.traffic.clone(),
+            server::Switches {
+                drain: switches.drain_ingress.subscribe(),
+                stop_accepting: switches.stop_accepting.subscribe(),
+            },
         )
-    })?;
+        .map_err(|e| {
+            StartError::new(
+                exit::NO_LISTENER,
+                format!("cannot use the listening sockets: {e}"),
+            )
+        })?;
+    }
     Ok(())
 }
 
@@ -446,7 +470,7 @@ fn refuse_later_reloads(reloads: &mut mpsc::Receiver<ReloadAsk>) {
 /// all within `deadline` (at least two more seconds).
 async fn run_shutdown_hooks(d: &Daemon, control: Option<ControlSocket>, deadline: Instant) {
     let mut hooks = ShutdownHooks::default();
-    hooks.add_configured(&d.cfg.shutdown.hooks);
+    hooks.add_configured(&d.cfg.shutdown.hooks, &d.cfg.secret_env_vars());
     if let Some(ControlSocket {
         bound,
         task,

@@ -15,7 +15,8 @@ use crate::config::ShutdownHookConfig;
 type HookFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 enum Work {
-    Command(Vec<String>),
+    /// argv, and the environment variables it must not inherit.
+    Command(Vec<String>, Vec<String>),
     Code(Box<dyn FnOnce() -> HookFuture + Send>),
 }
 
@@ -47,14 +48,16 @@ impl ShutdownHooks {
         });
     }
 
-    /// Registers the `[[shutdown.hook]]` commands of the config.
-    pub fn add_configured(&mut self, hooks: &[ShutdownHookConfig]) {
+    /// Registers the `[[shutdown.hook]]` commands of the config. `hidden_env`
+    /// names the variables secrets came from: a cleanup script has no business
+    /// with a hook's token, and would leak it to anything it logs or runs.
+    pub fn add_configured(&mut self, hooks: &[ShutdownHookConfig], hidden_env: &[String]) {
         for h in hooks {
             self.hooks.push(Hook {
                 name: h.name.clone(),
                 priority: h.priority,
                 timeout: h.timeout,
-                work: Work::Command(h.exec.clone()),
+                work: Work::Command(h.exec.clone(), hidden_env.to_vec()),
             });
         }
     }
@@ -76,7 +79,7 @@ impl ShutdownHooks {
                     Ok(r) => r,
                     Err(_) => Err(format!("cut after {}", humantime::format_duration(limit))),
                 },
-                Work::Command(argv) => run_command(&argv, limit).await,
+                Work::Command(argv, hidden) => run_command(&argv, &hidden, limit).await,
             };
             let ms = started.elapsed().as_millis() as u64;
             match res {
@@ -92,9 +95,13 @@ impl ShutdownHooks {
 }
 
 /// Runs a command in its own process group; on timeout the group is killed.
-async fn run_command(argv: &[String], limit: Duration) -> Result<(), String> {
+async fn run_command(argv: &[String], hidden: &[String], limit: Duration) -> Result<(), String> {
     let (prog, args) = argv.split_first().ok_or("empty command")?;
-    let mut child = tokio::process::Command::new(prog)
+    let mut cmd = tokio::process::Command::new(prog);
+    for var in hidden {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd
         .args(args)
         .stdin(std::process::Stdio::null())
         .process_group(0)
@@ -154,19 +161,51 @@ mod tests {
         let mut hooks = ShutdownHooks::default();
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().join("after");
-        hooks.add_configured(&[ShutdownHookConfig {
-            name: "sleeper".into(),
-            exec: vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                format!("sleep 30; touch {}", marker.display()),
-            ],
-            priority: 0,
-            timeout: Duration::from_millis(300),
-        }]);
+        hooks.add_configured(
+            &[ShutdownHookConfig {
+                name: "sleeper".into(),
+                exec: vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    format!("sleep 30; touch {}", marker.display()),
+                ],
+                priority: 0,
+                timeout: Duration::from_millis(300),
+            }],
+            &[],
+        );
         let started = Instant::now();
         hooks.run(Instant::now() + Duration::from_secs(10)).await;
         assert!(started.elapsed() < Duration::from_secs(5));
         assert!(!marker.exists());
+    }
+
+    #[tokio::test]
+    async fn secret_variables_are_not_inherited() {
+        // The test's own environment stands in for the daemon's: PATH is set
+        // in every test run, HOME too; hide one and keep the other.
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("env");
+        let mut hooks = ShutdownHooks::default();
+        hooks.add_configured(
+            &[ShutdownHookConfig {
+                name: "env".into(),
+                exec: vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    format!(
+                        "echo \"path=${{PATH:-unset}} home=${{HOME:-unset}}\" > {}",
+                        out.display()
+                    ),
+                ],
+                priority: 0,
+                timeout: Duration::from_secs(5),
+            }],
+            &["HOME".to_string()],
+        );
+        hooks.run(Instant::now() + Duration::from_secs(10)).await;
+        let seen = std::fs::read_to_string(&out).unwrap();
+        assert!(seen.contains("home=unset"), "{seen}");
+        assert!(!seen.contains("path=unset"), "{seen}");
     }
 }

@@ -18,19 +18,53 @@ use crate::systemd::notify;
 
 /// Prefix of the fd-store names of listeners hookd bound itself.
 const STORED_PREFIX: &str = "hookd-listen-";
-/// Prefix of those bound from `server.listen_tls`: a hand-off passes sockets
-/// by name only, so the name is what tells the successor a socket is TLS.
-const STORED_TLS_PREFIX: &str = "hookd-listen-tls-";
-/// The `FileDescriptorName=` that marks a socket unit's TLS sockets.
-const TLS_UNIT_NAME: &str = "https";
-
-/// Whether a socket passed under `name` (by systemd or a predecessor) is TLS.
-fn is_tls_name(name: &str) -> bool {
-    name == TLS_UNIT_NAME || name.starts_with(STORED_TLS_PREFIX)
+/// What a listener serves. The role is part of the socket's name, and a
+/// hand-off passes sockets by name only, so the name is what tells a
+/// successor that a socket is TLS or metrics-only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Webhooks and the probes, plain HTTP (`server.listen`).
+    Webhook,
+    /// Webhooks and the probes over TLS (`server.listen_tls`, or a socket
+    /// unit's socket named `https`).
+    WebhookTls,
+    /// Only `/metrics` and the probes (`server.metrics_listen`, or a socket
+    /// unit's socket named `metrics`).
+    Metrics,
 }
 
-/// The fd-store name of a listener bound from `server.listen` (`:` is not allowed).
-fn stored_name(addr: &ListenAddr, tls: bool) -> String {
+impl Role {
+    /// After [`STORED_PREFIX`] in a stored name. A name from `server.listen`
+    /// goes on with `unix_`, a digit or `[`, so the marks never meet it.
+    fn mark(self) -> &'static str {
+        match self {
+            Role::Webhook => "",
+            Role::WebhookTls => "tls-",
+            Role::Metrics => "metrics-",
+        }
+    }
+
+    /// The role of a socket passed under `name`, by systemd (its
+    /// `FileDescriptorName=`) or by a predecessor (a stored name).
+    fn of_name(name: &str) -> Role {
+        match name.strip_prefix(STORED_PREFIX) {
+            Some(rest) if rest.starts_with(Role::WebhookTls.mark()) => Role::WebhookTls,
+            Some(rest) if rest.starts_with(Role::Metrics.mark()) => Role::Metrics,
+            Some(_) => Role::Webhook,
+            None if name == TLS_UNIT_NAME => Role::WebhookTls,
+            None if name == METRICS_UNIT_NAME => Role::Metrics,
+            None => Role::Webhook,
+        }
+    }
+}
+
+/// The `FileDescriptorName=` that marks a socket unit's TLS sockets.
+const TLS_UNIT_NAME: &str = "https";
+/// The `FileDescriptorName=` of a socket unit's metrics-only socket.
+const METRICS_UNIT_NAME: &str = "metrics";
+
+/// The fd-store name of a listener hookd binds itself (`:` is not allowed).
+fn stored_name(addr: &ListenAddr, role: Role) -> String {
     let safe: String = addr
         .to_string()
         .chars()
@@ -42,11 +76,7 @@ fn stored_name(addr: &ListenAddr, tls: bool) -> String {
             }
         })
         .collect();
-    if tls {
-        format!("{STORED_TLS_PREFIX}{safe}")
-    } else {
-        format!("{STORED_PREFIX}{safe}")
-    }
+    format!("{STORED_PREFIX}{}{safe}", role.mark())
 }
 
 fn to_std(s: Inherited) -> StdListener {
@@ -56,12 +86,11 @@ fn to_std(s: Inherited) -> StdListener {
     }
 }
 
-/// A listener and the name it is passed on under.
+/// A listener, the name it is passed on under, and what it serves.
 pub struct Chosen {
     pub name: String,
     pub listener: StdListener,
-    /// Served with TLS (`server.tls`).
-    pub tls: bool,
+    pub role: Role,
 }
 
 impl Chosen {
@@ -85,18 +114,19 @@ pub fn choose(cfg: &Config, inherited: Vec<Named>) -> Result<Vec<Chosen>, StartE
             let _ = notify::remove_stored_fd(&n.name);
         }
         for n in &from_unit {
-            if is_tls_name(&n.name) && cfg.server.tls.is_none() {
+            let role = Role::of_name(&n.name);
+            if role == Role::WebhookTls && cfg.server.tls.is_none() {
                 return Err(StartError::new(
                     exit::BAD_CONFIG,
                     format!("{}: systemd passed a socket named {TLS_UNIT_NAME:?} (TLS), but server.tls is not set", cfg.source.display()),
                 ));
             }
-            tracing::info!(name = %n.name, tls = is_tls_name(&n.name), "using socket from systemd");
+            tracing::info!(name = %n.name, ?role, "using socket from systemd");
         }
         return Ok(from_unit
             .into_iter()
             .map(|n| Chosen {
-                tls: is_tls_name(&n.name),
+                role: Role::of_name(&n.name),
                 name: n.name,
                 listener: to_std(n.socket),
             })
@@ -105,11 +135,12 @@ pub fn choose(cfg: &Config, inherited: Vec<Named>) -> Result<Vec<Chosen>, StartE
     let mut stored: HashMap<String, Inherited> =
         stored.into_iter().map(|n| (n.name, n.socket)).collect();
     let mut out = Vec::new();
-    let plain = cfg.server.listen.iter().map(|t| (t, false));
-    let tls = cfg.server.listen_tls.iter().map(|t| (t, true));
-    for (text, tls) in plain.chain(tls) {
+    let webhook = cfg.server.listen.iter().map(|a| (a, Role::Webhook));
+    let tls = cfg.server.listen_tls.iter().map(|a| (a, Role::WebhookTls));
+    let metrics = cfg.server.metrics_listen.iter().map(|a| (a, Role::Metrics));
+    for (text, role) in webhook.chain(tls).chain(metrics) {
         let addr = ListenAddr::parse(text).map_err(|e| StartError::new(exit::BAD_CONFIG, e))?;
-        let name = stored_name(&addr, tls);
+        let name = stored_name(&addr, role);
         let listener = match stored.remove(&name) {
             Some(s) => {
                 tracing::info!(listen = %addr, "listener taken back from the fd store");
@@ -129,13 +160,13 @@ pub fn choose(cfg: &Config, inherited: Vec<Named>) -> Result<Vec<Chosen>, StartE
         out.push(Chosen {
             name,
             listener,
-            tls,
+            role,
         });
     }
     for name in stored.keys() {
         tracing::info!(
             name,
-            "dropping a stored listener no longer in server.listen or listen_tls"
+            "dropping a stored listener no longer in server.listen, listen_tls or metrics_listen"
         );
         let _ = notify::remove_stored_fd(name);
     }
@@ -148,24 +179,35 @@ mod tests {
 
     #[test]
     fn stored_names_have_no_colon() {
-        let n = stored_name(&ListenAddr::parse("[::1]:8080").unwrap(), false);
+        let n = stored_name(&ListenAddr::parse("[::1]:8080").unwrap(), Role::Webhook);
         assert_eq!(n, "hookd-listen-[__1]_8080");
-        let n = stored_name(&ListenAddr::parse("unix:/run/h ook.sock").unwrap(), false);
+        let n = stored_name(
+            &ListenAddr::parse("unix:/run/h ook.sock").unwrap(),
+            Role::Webhook,
+        );
         assert_eq!(n, "hookd-listen-unix_/run/h_ook.sock");
     }
 
     #[test]
-    fn tls_survives_a_hand_off_by_name() {
+    fn the_role_survives_a_hand_off_by_name() {
         let addr = ListenAddr::parse("127.0.0.1:8443").unwrap();
-        let n = stored_name(&addr, true);
-        assert_eq!(n, "hookd-listen-tls-127.0.0.1_8443");
-        assert!(is_tls_name(&n));
-        assert!(
-            n.starts_with(STORED_PREFIX),
-            "still one of ours in the fd store"
-        );
-        assert!(!is_tls_name(&stored_name(&addr, false)));
-        assert!(is_tls_name("https"));
-        assert!(!is_tls_name("http"));
+        for (role, name) in [
+            (Role::Webhook, "hookd-listen-127.0.0.1_8443"),
+            (Role::WebhookTls, "hookd-listen-tls-127.0.0.1_8443"),
+            (Role::Metrics, "hookd-listen-metrics-127.0.0.1_8443"),
+        ] {
+            let n = stored_name(&addr, role);
+            assert_eq!(n, name);
+            assert!(
+                n.starts_with(STORED_PREFIX),
+                "still one of ours in the fd store"
+            );
+            assert_eq!(Role::of_name(&n), role, "{n}");
+        }
+        let unix = stored_name(&ListenAddr::parse("unix:/run/x").unwrap(), Role::Webhook);
+        assert_eq!(Role::of_name(&unix), Role::Webhook);
+        assert_eq!(Role::of_name("https"), Role::WebhookTls);
+        assert_eq!(Role::of_name("metrics"), Role::Metrics);
+        assert_eq!(Role::of_name("http"), Role::Webhook);
     }
 }

@@ -135,6 +135,8 @@ pub struct Hookd {
     pub dir: PathBuf,
     pub config: PathBuf,
     pub port: u16,
+    /// The port of the listener that serves only `/metrics` and the probes.
+    pub metrics_port: u16,
     pub child: Option<Child>,
     pub notify: NotifySocket,
     pub log: PathBuf,
@@ -144,7 +146,18 @@ impl Hookd {
     /// Writes `hooks_toml` (plus a `[server]` on a free port and the spool in
     /// `dir`) and the GitHub secret file; does not start anything.
     pub fn configure(dir: &Path, extra_toml: &str) -> Hookd {
+        Hookd::configure_with(dir, "", extra_toml)
+    }
+
+    /// As [`Hookd::configure`], with `server_toml` added to the `[server]` table.
+    pub fn configure_with(dir: &Path, server_toml: &str, extra_toml: &str) -> Hookd {
         let port = free_port();
+        let metrics_port = loop {
+            let p = free_port();
+            if p != port {
+                break p;
+            }
+        };
         let secret = dir.join("github.secret");
         std::fs::write(&secret, SECRET).unwrap();
         std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
@@ -153,8 +166,10 @@ impl Hookd {
         let text = format!(
             r#"[server]
 listen = ["127.0.0.1:{port}"]
+metrics_listen = ["127.0.0.1:{metrics_port}"]
 read_timeout = "2s"
 control_socket = "{dir}/control.sock"
+{server_toml}
 
 [spool]
 path = "{dir}/spool.db"
@@ -170,6 +185,7 @@ path = "{dir}/spool.db"
             dir: dir.to_path_buf(),
             config,
             port,
+            metrics_port,
             child: None,
             notify: NotifySocket::new(dir),
             log: dir.join("hookd.log"),
@@ -178,6 +194,11 @@ path = "{dir}/spool.db"
 
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Where `/metrics` is served (not on the webhook listener).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.metrics_port))
     }
 
     pub fn spool_path(&self) -> PathBuf {
