@@ -1,7 +1,11 @@
 //! The HTTP side: listeners, the server loop, routes, limits and signature
 //! schemes. Hands accepted webhooks to the spool and nothing else.
 
+pub mod dedup_key;
+pub mod handshake;
 pub mod listeners;
+pub mod presets;
+pub mod respond;
 pub mod response;
 pub mod routes;
 pub mod server;

@@ -14,6 +14,7 @@ use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
+use super::handshake::Handshaker;
 use super::response::{self, Body};
 use super::verify::Verifier;
 use crate::config::{Config, HookConfig};
@@ -25,6 +26,8 @@ pub struct Route {
     pub hook: HookConfig,
     pub verifier: Verifier,
     pub max_body: u64,
+    /// The provider's handshake (preset), answered without spooling.
+    pub handshake: Option<Handshaker>,
 }
 
 /// Fills the gauges that ingress does not own (deliveries, drain state).
@@ -48,14 +51,17 @@ impl Ingress {
         let secrets = cfg.load_secrets().map_err(|e| e.to_string())?;
         let mut routes = HashMap::new();
         for (h, secret) in cfg.hooks.iter().map(|h| h.get_ref()).zip(secrets) {
-            let verifier =
-                Verifier::new(&h.verify, secret).map_err(|e| format!("hook {:?}: {e}", h.name))?;
+            let hook_err = |e: String| format!("hook {:?}: {e}", h.name);
+            let verifier = Verifier::new(&h.verify, secret.keys).map_err(hook_err)?;
+            let handshake =
+                Handshaker::new(h.preset, secret.verify_token.as_deref()).map_err(hook_err)?;
             routes.insert(
                 h.name.clone(),
                 Route {
                     hook: h.clone(),
                     verifier,
                     max_body: h.max_body.unwrap_or(cfg.server.max_body),
+                    handshake,
                 },
             );
         }
@@ -175,6 +181,14 @@ async fn hook(ing: &Ingress, name: &str, req: Request<Incoming>) -> Response<Bod
             &format!("no hook named {name:?}"),
         );
     };
+    // Provider handshake by GET (Meta): answered here, never spooled.
+    if let Some(r) = route
+        .handshake
+        .as_ref()
+        .and_then(|h| h.answer_get(name, &req))
+    {
+        return r;
+    }
     if req.method() != Method::POST {
         ing.metrics.rejected(name, Reject::Method);
         return method_not_allowed("POST");
@@ -246,43 +260,45 @@ async fn hook(ing: &Ingress, name: &str, req: Request<Incoming>) -> Response<Bod
             Ok(Ok(collected)) => collected.to_bytes(),
         };
     let now = SystemTime::now();
-    if let Err(e) = route.verifier.verify(&parts.headers, &body, now) {
-        let why = match e.status() {
-            StatusCode::UNAUTHORIZED => Reject::Unauthorized,
-            StatusCode::FORBIDDEN => Reject::Forbidden,
-            _ => Reject::Malformed,
-        };
-        // The scheme's own status and code say more than the generic ones.
-        ing.metrics.rejected(name, why);
-        return response::error(e.status(), e.code(), &e.to_string());
+    let key_index = match route.verifier.verify(&parts.headers, &body, now) {
+        Ok(k) => k,
+        Err(e) => {
+            let why = match e.status() {
+                StatusCode::UNAUTHORIZED => Reject::Unauthorized,
+                StatusCode::FORBIDDEN => Reject::Forbidden,
+                _ => Reject::Malformed,
+            };
+            // The scheme's own status and code say more than the generic ones.
+            ing.metrics.rejected(name, why);
+            return response::error(e.status(), e.code(), &e.to_string());
+        }
+    };
+    route.verifier.log_match(name, key_index);
+    // Provider handshake by signed POST (Slack, Twitch, Zoom): answered, never spooled.
+    if let Some(r) = route
+        .handshake
+        .as_ref()
+        .and_then(|h| h.answer_post(name, &parts.headers, &body, &route.verifier, key_index))
+    {
+        return r;
     }
     if route.hook.require_json && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
         return reject(ing, name, Reject::Malformed, "the body is not valid JSON");
     }
-    let dedup_id = match route
-        .hook
-        .dedup_header
-        .as_deref()
-        .and_then(|h| parts.headers.get(h))
-    {
-        None => None,
-        Some(v) => match v.to_str() {
-            Ok(s) if !s.is_empty() => Some(s.to_string()),
-            _ => {
-                return reject(
-                    ing,
-                    name,
-                    Reject::Malformed,
-                    "the delivery id header is empty or not visible ASCII",
-                );
-            }
-        },
+    let dedup_id = match super::dedup_key::extract(
+        route.hook.dedup.as_ref().map(|d| &d.key),
+        &parts.headers,
+        &body,
+    ) {
+        Ok(id) => id,
+        Err(msg) => return reject(ing, name, Reject::Malformed, &msg),
     };
-    spool(ing, name, dedup_id, &parts.headers, body, now).await
+    spool(ing, route, name, dedup_id, &parts.headers, body, now).await
 }
 
 async fn spool(
     ing: &Ingress,
+    route: &Route,
     name: &str,
     dedup_id: Option<String>,
     headers: &HeaderMap,
@@ -299,6 +315,9 @@ async fn spool(
     match ing.spool.enqueue(item).await {
         Ok(Enqueued::New(id)) => {
             ing.metrics.spooled(name);
+            if let Some(r) = &route.hook.respond {
+                return super::respond::configured(r);
+            }
             response::json(
                 StatusCode::ACCEPTED,
                 &serde_json::json!({"id": id, "status": "queued"}),
