@@ -1199,4 +1199,109 @@ mod tests {
         );
         assert!(ListenAddr::parse("localhost:80").is_err());
     }
+
+    fn hook_with(fields: &str) -> String {
+        format!("[[hook]]\nname = \"a\"\n{fields}\naction = {{ exec = [\"/bin/true\"] }}\n")
+    }
+
+    #[test]
+    fn presets_fill_what_the_hook_leaves_out() {
+        let c = parse(&hook_with(
+            "preset = \"shopify\"\nverify = { secret_file = \"/k\" }",
+        ))
+        .unwrap();
+        let h = c.hooks[0].get_ref();
+        assert_eq!(h.verify.scheme, Scheme::Hmac);
+        assert_eq!(h.verify.encoding, Encoding::Base64);
+        assert_eq!(h.verify.header.as_deref(), Some("X-Shopify-Hmac-Sha256"));
+        assert_eq!(
+            h.dedup.as_ref().unwrap().key.to_string(),
+            "header.X-Shopify-Webhook-Id"
+        );
+        // Written fields win: header, and the dedup key.
+        let c = parse(&hook_with(
+            "preset = \"shopify\"\nverify = { secret_file = \"/k\", header = \"X-Other\" }\ndedup = { key = \"payload.id\", window = \"7d\" }",
+        ))
+        .unwrap();
+        let h = c.hooks[0].get_ref();
+        assert_eq!(h.verify.header.as_deref(), Some("X-Other"));
+        let d = h.dedup.as_ref().unwrap();
+        assert_eq!(d.key, DedupKey::Payload(vec!["id".into()]));
+        assert_eq!(d.window, Some(Duration::from_secs(7 * 86400)));
+        // Another scheme drops the preset's signature fields, keeps its dedup key.
+        let c = parse(&hook_with(
+            "preset = \"twitch\"\nverify = { scheme = \"bearer\", token_file = \"/k\" }",
+        ))
+        .unwrap();
+        let h = c.hooks[0].get_ref();
+        assert_eq!(h.verify.scheme, Scheme::Bearer);
+        assert_eq!(h.verify.header, None);
+        assert!(h.dedup.is_some());
+        let c = parse(&hook_with(
+            "preset = \"standard-webhooks\"\nverify = { secret_env = \"K\" }",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.hooks[0].get_ref().dedup.as_ref().unwrap().key.to_string(),
+            "header.webhook-id (or header.svix-id)"
+        );
+    }
+
+    #[test]
+    fn several_secrets_in_key_order() {
+        let c = parse(&hook_with(
+            "verify = { scheme = \"github\", secret_files = [\"/new\", \"/old\"], secret_env = \"E\", secret_credentials = [\"gh\"] }",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.hooks[0].get_ref().verify.secrets,
+            vec![
+                SecretSource::File("/new".into()),
+                SecretSource::File("/old".into()),
+                SecretSource::Env("E".into()),
+                SecretSource::Credential("gh".into()),
+            ]
+        );
+        let e = parse(&hook_with(
+            "verify = { scheme = \"github\", secret_credential = \"../x\" }",
+        ))
+        .unwrap_err();
+        assert!(e.contains("plain name"), "{e}");
+    }
+
+    #[test]
+    fn verify_fields_that_do_not_fit_are_errors() {
+        for (fields, why) in [
+            ("verify = { scheme = \"github\", secret_file = \"/k\", prefix = \"x\" }", "prefix is only for scheme \"hmac\""),
+            ("verify = { scheme = \"hmac\", secret_file = \"/k\" }", "needs header"),
+            ("verify = { scheme = \"token\", secret_file = \"/k\" }", "needs header"),
+            ("verify = { scheme = \"hmac\", secret_file = \"/k\", header = \"X\", timestamp_header = \"T\" }", "timestamp_header needs signed"),
+            ("verify = { scheme = \"hmac\", secret_file = \"/k\", header = \"X\", signed = \"{timestamp}.{body}\" }", "needs timestamp_header"),
+            ("verify = { scheme = \"hmac\", secret_file = \"/k\", header = \"X\", tolerance = \"1m\" }", "tolerance is only for"),
+            ("verify = { scheme = \"hmac\", secret_file = \"/k\", header = \"X\", algorithm = \"md5\" }", "md5"),
+            ("verify = { secret_file = \"/k\" }", "needs scheme"),
+            ("preset = \"meta\"\nverify = { secret_file = \"/k\" }", "verify_token_file"),
+            ("verify = { scheme = \"github\", secret_file = \"/k\", verify_token_file = \"/t\" }", "for preset \"meta\""),
+            ("verify = { scheme = \"none\" }\ndedup_header = \"X\"\ndedup = { key = \"header.Y\" }", "not both"),
+            ("verify = { scheme = \"none\" }\ndedup = { key = \"id\" }", "header.<Name> or payload"),
+            ("verify = { scheme = \"none\" }\nrespond = { status = 500 }", "must be 2xx"),
+        ] {
+            let e = parse(&hook_with(fields)).unwrap_err();
+            assert!(e.contains(why), "{fields}: {e}");
+            assert!(e.starts_with("t.toml:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn respond_defaults() {
+        let c = parse(&hook_with(
+            "verify = { scheme = \"none\" }\nrespond = { status = 200, body = \"ok\" }",
+        ))
+        .unwrap();
+        let r = c.hooks[0].get_ref().respond.clone().unwrap();
+        assert_eq!(
+            (r.status, r.body.as_str(), r.content_type.as_str()),
+            (200, "ok", "text/plain")
+        );
+    }
 }

@@ -1322,4 +1322,355 @@ mod tests {
             .unwrap_err();
         assert!(!e.to_string().contains("s3cret"), "{e}");
     }
+
+    // Vectors for the generic shapes, made independently with Python's hmac module:
+    // python3 -c "import hmac,hashlib,base64;print(hmac.new(b'k1',b'hello',hashlib.sha1).hexdigest())"
+    const SHA1_HEX: &str = "4c250fed12e3571a29a32917139ac5d39a28a66c";
+    // ... base64 of hmac.new(b'k1', b'hello', hashlib.sha512).digest()
+    const SHA512_B64: &str =
+        "xOUxaP/LE4PHMx4riHqM5f/vY21ijbjOBPBzL12wN/CHLpneWTi7T5kFh8b7l0vmwtAEPTbRW/ghs7rHU1oTZg==";
+    // ... hmac.new(b'twitch_secret', b'msg-1' + b'2023-07-19T10:11:12.123456789Z' + b'{"a":1}', sha256)
+    const TWITCH_HEX: &str = "3bf09d7a25e0e5d41626e5f0e3e915c0518ae8d716caadfee9e80f12975e9985";
+    // ... hmac.new(b'zoom_secret_token', b'v0:1700000000:{"event":"meeting.started"}', sha256)
+    const ZOOM_HEX: &str = "3e26cabfef3d31e659f8b672f08a7e4872438adf9c171b0122eefa5e8c0c6803";
+
+    fn hmac_cfg(header: &str) -> VerifyConfig {
+        VerifyConfig {
+            scheme: Scheme::Hmac,
+            header: Some(header.into()),
+            tolerance: Duration::from_secs(300),
+            ..VerifyConfig::default()
+        }
+    }
+
+    fn keys(ks: &[&str]) -> Vec<Vec<u8>> {
+        ks.iter().map(|k| k.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn hmac_sha1_hex_and_sha512_base64() {
+        let mut c = hmac_cfg("X-Sig");
+        c.algorithm = Algorithm::Sha1;
+        let v = Verifier::new(&c, keys(&["k1"])).unwrap();
+        assert_eq!(
+            v.verify(&headers(&[("X-Sig", SHA1_HEX)]), b"hello", at(0)),
+            Ok(0)
+        );
+        assert_eq!(
+            code(v.verify(&headers(&[("X-Sig", SHA1_HEX)]), b"hellO", at(0))),
+            "signature_mismatch"
+        );
+        // A SHA-256-sized signature is malformed for SHA-1.
+        let e = v
+            .verify(&headers(&[("X-Sig", GH_HEX)]), b"hello", at(0))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "malformed X-Sig header: signature is not 40 hex digits"
+        );
+
+        c.algorithm = Algorithm::Sha512;
+        c.encoding = Encoding::Base64;
+        let v = Verifier::new(&c, keys(&["k1"])).unwrap();
+        assert_eq!(
+            v.verify(&headers(&[("X-Sig", SHA512_B64)]), b"hello", at(0)),
+            Ok(0)
+        );
+        let other = Verifier::new(&c, keys(&["k2"])).unwrap();
+        assert_eq!(
+            code(other.verify(&headers(&[("X-Sig", SHA512_B64)]), b"hello", at(0))),
+            "signature_mismatch"
+        );
+        let e = v
+            .verify(&headers(&[("X-Sig", "not base64!")]), b"hello", at(0))
+            .unwrap_err();
+        assert_eq!(e.code(), "signature_malformed");
+    }
+
+    #[test]
+    fn hmac_prefix_is_required_when_configured() {
+        let mut c = hmac_cfg("X-Hub-Signature-256");
+        c.prefix = Some("sha256=".into());
+        let v = Verifier::new(&c, keys(&[GH_SECRET])).unwrap();
+        assert_eq!(
+            v.verify(&headers(&[("X-Hub-Signature-256", GH_SIG)]), GH_BODY, at(0)),
+            Ok(0)
+        );
+        let e = v
+            .verify(&headers(&[("X-Hub-Signature-256", GH_HEX)]), GH_BODY, at(0))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "malformed X-Hub-Signature-256 header: expected sha256=<64 hex digits>"
+        );
+    }
+
+    #[test]
+    fn hmac_timestamped_template_rfc3339_and_unix() {
+        let mut c = hmac_cfg("Twitch-Eventsub-Message-Signature");
+        c.prefix = Some("sha256=".into());
+        c.signed = Some("{header.Twitch-Eventsub-Message-Id}{timestamp}{body}".into());
+        c.timestamp_header = Some("Twitch-Eventsub-Message-Timestamp".into());
+        c.tolerance = Duration::from_secs(600);
+        let v = Verifier::new(&c, keys(&["twitch_secret"])).unwrap();
+        let ts = "2023-07-19T10:11:12.123456789Z";
+        let t0 = 1689761472; // 2023-07-19T10:11:12Z
+        let sig = format!("sha256={TWITCH_HEX}");
+        let h = |id: &str| {
+            headers(&[
+                ("Twitch-Eventsub-Message-Signature", &sig),
+                ("Twitch-Eventsub-Message-Id", id),
+                ("Twitch-Eventsub-Message-Timestamp", ts),
+            ])
+        };
+        assert_eq!(v.verify(&h("msg-1"), br#"{"a":1}"#, at(t0 + 600)), Ok(0));
+        assert_eq!(
+            code(v.verify(&h("msg-2"), br#"{"a":1}"#, at(t0))),
+            "signature_mismatch"
+        );
+        assert_eq!(
+            code(v.verify(&h("msg-1"), br#"{"a":2}"#, at(t0))),
+            "signature_mismatch"
+        );
+        assert_eq!(
+            code(v.verify(&h("msg-1"), br#"{"a":1}"#, at(t0 + 601))),
+            "timestamp_stale"
+        );
+        let no_id = headers(&[
+            ("Twitch-Eventsub-Message-Signature", &sig),
+            ("Twitch-Eventsub-Message-Timestamp", ts),
+        ]);
+        let e = v.verify(&no_id, br#"{"a":1}"#, at(t0)).unwrap_err();
+        assert_eq!(e.to_string(), "missing Twitch-Eventsub-Message-Id header");
+        assert_eq!(
+            names(&v),
+            [
+                "twitch-eventsub-message-signature",
+                "twitch-eventsub-message-timestamp",
+                "twitch-eventsub-message-id"
+            ]
+        );
+
+        let mut z = hmac_cfg("x-zm-signature");
+        z.prefix = Some("v0=".into());
+        z.signed = Some("v0:{timestamp}:{body}".into());
+        z.timestamp_header = Some("x-zm-request-timestamp".into());
+        let v = Verifier::new(&z, keys(&["zoom_secret_token"])).unwrap();
+        let body = br#"{"event":"meeting.started"}"#;
+        let sig = format!("v0={ZOOM_HEX}");
+        let h = |t: &str| headers(&[("x-zm-signature", &sig), ("x-zm-request-timestamp", t)]);
+        assert_eq!(v.verify(&h("1700000000"), body, at(1700000100)), Ok(0));
+        assert_eq!(
+            code(v.verify(&h("1700000001"), body, at(1700000100))),
+            "signature_mismatch"
+        );
+        assert_eq!(
+            code(v.verify(&h("soon"), body, at(1700000100))),
+            "signature_malformed"
+        );
+        assert_eq!(
+            code(v.verify(&h("1700000000"), body, at(1700000301))),
+            "timestamp_stale"
+        );
+    }
+
+    #[test]
+    fn templates_parse_or_say_why() {
+        assert_eq!(
+            parse_template("v0:{timestamp}:{body}", true).unwrap(),
+            vec![
+                Part::Literal("v0:".into()),
+                Part::Timestamp,
+                Part::Literal(":".into()),
+                Part::Body
+            ]
+        );
+        for (t, ts, why) in [
+            ("{timestamp}.", true, "exactly once"),
+            ("{body}{body}", false, "exactly once"),
+            ("{timestamp}.{body}", false, "needs timestamp_header"),
+            ("{id}.{body}", false, "unknown placeholder {id}"),
+            ("{body", false, "without its }"),
+            ("{header.X Y}{body}", false, "not a header name"),
+        ] {
+            let e = parse_template(t, ts).unwrap_err();
+            assert!(e.contains(why), "{t}: {e}");
+        }
+    }
+
+    fn names(v: &Verifier) -> Vec<String> {
+        v.signature_headers()
+            .iter()
+            .map(|h| h.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn rotation_any_key_passes_and_says_which() {
+        let v = Verifier::new(&cfg(Scheme::Github, None), keys(&["new key", GH_SECRET])).unwrap();
+        let h = headers(&[("X-Hub-Signature-256", GH_SIG)]);
+        assert_eq!(v.verify(&h, GH_BODY, at(0)), Ok(1));
+        let v = Verifier::new(&cfg(Scheme::Github, None), keys(&[GH_SECRET, "old"])).unwrap();
+        assert_eq!(v.verify(&h, GH_BODY, at(0)), Ok(0));
+        let v = Verifier::new(&cfg(Scheme::Github, None), keys(&["a", "b"])).unwrap();
+        assert_eq!(code(v.verify(&h, GH_BODY, at(0))), "signature_mismatch");
+        let s = Verifier::new(
+            &cfg(Scheme::Stripe, None),
+            keys(&["whsec_new", STRIPE_SECRET]),
+        )
+        .unwrap();
+        let h = stripe(&format!("t={STRIPE_T},v1={STRIPE_V1}"));
+        assert_eq!(s.verify(&h, STRIPE_BODY, at(STRIPE_T)), Ok(1));
+        let b = Verifier::new(&cfg(Scheme::Bearer, None), keys(&["new", "old"])).unwrap();
+        let h = headers(&[("Authorization", "Bearer old")]);
+        assert_eq!(b.verify(&h, b"", at(0)), Ok(1));
+        // Token schemes keep digests only.
+        assert_eq!(b.key(0), None);
+        assert_eq!(v.key(1), Some(&b"b"[..]));
+    }
+
+    // Standard Webhooks' published test vector (standard-webhooks/standard-webhooks,
+    // the reference libraries' tests).
+    const SW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const SW_ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+    const SW_TS: u64 = 1614265330;
+    const SW_BODY: &[u8] = br#"{"test": 2432232314}"#;
+    const SW_SIG: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+
+    fn sw_headers(prefix: &str, id: &str, ts: &str, sig: &str) -> HeaderMap {
+        headers(&[
+            (&format!("{prefix}-id"), id),
+            (&format!("{prefix}-timestamp"), ts),
+            (&format!("{prefix}-signature"), sig),
+        ])
+    }
+
+    #[test]
+    fn standard_webhooks_vector_both_spellings() {
+        let v = Verifier::new(&cfg(Scheme::StandardWebhooks, None), keys(&[SW_SECRET])).unwrap();
+        for p in ["webhook", "svix"] {
+            let h = sw_headers(p, SW_ID, "1614265330", SW_SIG);
+            assert_eq!(v.verify(&h, SW_BODY, at(SW_TS)), Ok(0), "{p}");
+        }
+        // Several signatures, other versions ignored, in any order.
+        let many = format!("v1a,xyz v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= {SW_SIG}");
+        let h = sw_headers("webhook", SW_ID, "1614265330", &many);
+        assert_eq!(v.verify(&h, SW_BODY, at(SW_TS)), Ok(0));
+        // The key without its whsec_ prefix is the same key.
+        let bare = Verifier::new(
+            &cfg(Scheme::StandardWebhooks, None),
+            keys(&[&SW_SECRET[6..]]),
+        )
+        .unwrap();
+        let h = sw_headers("webhook", SW_ID, "1614265330", SW_SIG);
+        assert_eq!(bare.verify(&h, SW_BODY, at(SW_TS)), Ok(0));
+    }
+
+    #[test]
+    fn standard_webhooks_failures() {
+        let v = Verifier::new(&cfg(Scheme::StandardWebhooks, None), keys(&[SW_SECRET])).unwrap();
+        let ok = sw_headers("webhook", SW_ID, "1614265330", SW_SIG);
+        assert_eq!(
+            code(v.verify(&ok, &altered(SW_BODY), at(SW_TS))),
+            "signature_mismatch"
+        );
+        let other_id = sw_headers("webhook", "msg_other", "1614265330", SW_SIG);
+        assert_eq!(
+            code(v.verify(&other_id, SW_BODY, at(SW_TS))),
+            "signature_mismatch"
+        );
+        let wrong = Verifier::new(
+            &cfg(Scheme::StandardWebhooks, None),
+            keys(&["whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"]),
+        )
+        .unwrap();
+        assert_eq!(
+            code(wrong.verify(&ok, SW_BODY, at(SW_TS))),
+            "signature_mismatch"
+        );
+        assert_eq!(
+            code(v.verify(&ok, SW_BODY, at(SW_TS + 301))),
+            "timestamp_stale"
+        );
+        assert_eq!(
+            code(v.verify(&ok, SW_BODY, at(SW_TS - 301))),
+            "timestamp_stale"
+        );
+        for sig in [
+            "g0hM9SsE",
+            "v2,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+            "v1,short",
+        ] {
+            let h = sw_headers("webhook", SW_ID, "1614265330", sig);
+            assert_eq!(
+                code(v.verify(&h, SW_BODY, at(SW_TS))),
+                "signature_malformed",
+                "{sig}"
+            );
+        }
+        let e = v.verify(&HeaderMap::new(), SW_BODY, at(SW_TS)).unwrap_err();
+        assert_eq!(e.to_string(), "missing webhook-signature header");
+        // Rotation: the old key second still passes, and says so.
+        let rot = Verifier::new(
+            &cfg(Scheme::StandardWebhooks, None),
+            keys(&["whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", SW_SECRET]),
+        )
+        .unwrap();
+        assert_eq!(rot.verify(&ok, SW_BODY, at(SW_TS)), Ok(1));
+        assert!(Verifier::new(&cfg(Scheme::StandardWebhooks, None), keys(&["whsec_%%%"])).is_err());
+    }
+
+    #[test]
+    fn token_header_right_wrong_missing() {
+        let mut c = cfg(Scheme::Token, Some("X-Gitlab-Token"));
+        c.header = Some("X-Gitlab-Token".into());
+        let v = Verifier::new(&c, keys(&["glt-new", "glt-old"])).unwrap();
+        let h = |t: &str| headers(&[("X-Gitlab-Token", t)]);
+        assert_eq!(v.verify(&h("glt-new"), b"", at(0)), Ok(0));
+        assert_eq!(v.verify(&h("glt-old"), b"", at(0)), Ok(1));
+        let e = v.verify(&h("glt-neW"), b"", at(0)).unwrap_err();
+        assert_eq!(
+            (e.code(), e.status()),
+            ("token_mismatch", StatusCode::FORBIDDEN)
+        );
+        assert_eq!(e.to_string(), "wrong token in X-Gitlab-Token");
+        let e = v.verify(&HeaderMap::new(), b"", at(0)).unwrap_err();
+        assert_eq!(
+            (e.code(), e.status()),
+            ("token_missing", StatusCode::UNAUTHORIZED)
+        );
+    }
+
+    #[test]
+    fn basic_right_wrong_missing_malformed() {
+        // base64("hookd:pa55:word"): the password may hold a colon.
+        let v = Verifier::new(&cfg(Scheme::Basic, None), keys(&["hookd:pa55:word"])).unwrap();
+        let h = |a: &str| headers(&[("Authorization", a)]);
+        assert_eq!(
+            v.verify(&h("Basic aG9va2Q6cGE1NTp3b3Jk"), b"", at(0)),
+            Ok(0)
+        );
+        assert_eq!(
+            v.verify(&h("basic aG9va2Q6cGE1NTp3b3Jk"), b"", at(0)),
+            Ok(0)
+        );
+        let e = v
+            .verify(&h("Basic aG9va2Q6cGE1NTp3b3Jl"), b"", at(0))
+            .unwrap_err();
+        assert_eq!(
+            (e.code(), e.status()),
+            ("token_mismatch", StatusCode::FORBIDDEN)
+        );
+        for bad in ["Bearer x", "Basic !!", "Basic aG9va2Q="] {
+            assert_eq!(
+                code(v.verify(&h(bad), b"", at(0))),
+                "token_malformed",
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            code(v.verify(&HeaderMap::new(), b"", at(0))),
+            "token_missing"
+        );
+    }
 }
