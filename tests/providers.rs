@@ -454,8 +454,22 @@ fn shopify_gitlab_basic_and_generic_hmac() {
     refused(&h, &r, 403, "signature_mismatch", before + 1);
 
     // GitLab: the token header.
-    let ok = post(&h, "gitlab", &[("X-Gitlab-Token", "glpat-token")], b"{}");
+    let ok = post(
+        &h,
+        "gitlab",
+        &[
+            ("X-Gitlab-Token", "glpat-token"),
+            ("X-Gitlab-Event", "Push Hook"),
+        ],
+        b"{}",
+    );
     assert_eq!(ok.status, 202, "{}", text(&ok));
+    // The token is a credential: not kept with the item (nor forwarded).
+    let id = ok.json()["id"].to_string();
+    let (code, out, err) = h.cli(&["spool", "show", &id, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.to_ascii_lowercase().contains("x-gitlab-event"), "{out}");
+    assert!(!out.contains("glpat-token"), "{out}");
     let r = post(&h, "gitlab", &[("X-Gitlab-Token", "glpat-tokem")], b"{}");
     refused(&h, &r, 403, "token_mismatch", before + 2);
     let r = post(&h, "gitlab", &[], b"{}");

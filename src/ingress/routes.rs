@@ -293,7 +293,12 @@ async fn hook(ing: &Ingress, name: &str, req: Request<Incoming>) -> Response<Bod
         Ok(id) => id,
         Err(msg) => return reject(ing, name, Reject::Malformed, &msg),
     };
-    spool(ing, route, name, dedup_id, &parts.headers, body, now).await
+    let mut headers = parts.headers;
+    // A shared token in its own header (scheme token) is a credential: not kept.
+    if let Some(h) = route.verifier.credential_header() {
+        headers.remove(h);
+    }
+    spool(ing, route, name, dedup_id, &headers, body, now).await
 }
 
 async fn spool(

@@ -432,6 +432,15 @@ impl Verifier {
         &self.headers
     }
 
+    /// The header that carries the shared secret itself (scheme token): like
+    /// `Authorization`, it must be neither stored in the spool nor forwarded.
+    pub(crate) fn credential_header(&self) -> Option<&HeaderName> {
+        match &self.check {
+            Check::Token { header, .. } => Some(header),
+            _ => None,
+        }
+    }
+
     /// The HMAC key at `index` (as [`Verifier::verify`] returned it), for a
     /// handshake that must answer with the same key (Zoom). `None` for the
     /// token schemes, which keep only digests.
@@ -1526,6 +1535,7 @@ mod tests {
         assert_eq!(b.verify(&h, b"", at(0)), Ok(1));
         // Token schemes keep digests only.
         assert_eq!(b.key(0), None);
+        assert_eq!(b.credential_header(), None);
         assert_eq!(v.key(1), Some(&b"b"[..]));
     }
 
@@ -1628,6 +1638,10 @@ mod tests {
         let h = |t: &str| headers(&[("X-Gitlab-Token", t)]);
         assert_eq!(v.verify(&h("glt-new"), b"", at(0)), Ok(0));
         assert_eq!(v.verify(&h("glt-old"), b"", at(0)), Ok(1));
+        assert_eq!(
+            v.credential_header().map(|h| h.as_str()),
+            Some("x-gitlab-token")
+        );
         let e = v.verify(&h("glt-neW"), b"", at(0)).unwrap_err();
         assert_eq!(
             (e.code(), e.status()),
