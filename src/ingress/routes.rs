@@ -260,19 +260,18 @@ async fn hook(ing: &Ingress, name: &str, req: Request<Incoming>) -> Response<Bod
             Ok(Ok(collected)) => collected.to_bytes(),
         };
     let now = SystemTime::now();
-    let key_index = match route.verifier.verify(&parts.headers, &body, now) {
-        Ok(k) => k,
-        Err(e) => {
-            let why = match e.status() {
-                StatusCode::UNAUTHORIZED => Reject::Unauthorized,
-                StatusCode::FORBIDDEN => Reject::Forbidden,
-                _ => Reject::Malformed,
-            };
-            // The scheme's own status and code say more than the generic ones.
-            ing.metrics.rejected(name, why);
-            return response::error(e.status(), e.code(), &e.to_string());
-        }
-    };
+    let verified = route.verifier.verify(&parts.headers, &body, now);
+    if let Err(e) = &verified {
+        let why = match e.status() {
+            StatusCode::UNAUTHORIZED => Reject::Unauthorized,
+            StatusCode::FORBIDDEN => Reject::Forbidden,
+            _ => Reject::Malformed,
+        };
+        // The scheme's own status and code say more than the generic ones.
+        ing.metrics.rejected(name, why);
+        return response::error(e.status(), e.code(), &e.to_string());
+    }
+    let key_index = verified.unwrap_or_default();
     route.verifier.log_match(name, key_index);
     // Provider handshake by signed POST (Slack, Twitch, Zoom): answered, never spooled.
     if let Some(r) = route
