@@ -248,9 +248,27 @@ pub struct HookConfig {
     pub name: String,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// A provider's usual scheme, dedup key and handshake; explicit fields win.
+    #[serde(default)]
+    pub preset: Option<Preset>,
+    /// As written; `Config::parse` merges the preset into [`HookConfig::verify`].
+    #[serde(rename = "verify")]
+    verify_given: Spanned<RawVerify>,
+    /// The checks to run, with the preset applied.
+    #[serde(skip)]
     pub verify: VerifyConfig,
-    /// Header whose value identifies a delivery; a repeat answers 200 with the first id.
-    pub dedup_header: Option<String>,
+    /// Shorthand for `dedup = { key = "header.<name>" }`.
+    #[serde(rename = "dedup_header", default)]
+    dedup_header_given: Option<String>,
+    #[serde(rename = "dedup", default)]
+    dedup_given: Option<Spanned<RawDedup>>,
+    /// What identifies a delivery (a repeat answers 200 with the first id), with
+    /// `dedup_header` and the preset's default folded in.
+    #[serde(skip)]
+    pub dedup: Option<DedupConfig>,
+    /// What a newly spooled webhook is answered with; default 202 and the JSON id.
+    #[serde(default)]
+    pub respond: Option<RespondConfig>,
     pub action: Action,
     #[serde(default = "one")]
     pub concurrency: usize,
@@ -293,118 +311,307 @@ fn one() -> usize {
     1
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scheme {
     Github,
     Slack,
     Stripe,
+    /// Generic HMAC: algorithm, encoding, header, prefix, optional timestamp.
+    Hmac,
+    /// The older spelling of `hmac` with SHA-256, hex and an optional `sha256=`.
     HmacSha256,
+    StandardWebhooks,
+    /// A shared token in a named header, e.g. GitLab's `X-Gitlab-Token`.
+    Token,
+    Basic,
     Bearer,
+    #[default]
     None,
 }
 
-/// How a hook checks its callers. Secrets come from a file (not world-readable)
-/// or an environment variable, never from this file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, try_from = "RawVerify")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Algorithm {
+    Sha1,
+    #[default]
+    Sha256,
+    Sha512,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    #[default]
+    Hex,
+    Base64,
+}
+
+/// Providers hookd knows by name; see `ingress::presets` for what each expands to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    Github,
+    Stripe,
+    Slack,
+    SlackEvents,
+    Gitlab,
+    Shopify,
+    StandardWebhooks,
+    Meta,
+    Twitch,
+    Zoom,
+}
+
+/// How a hook checks its callers, after the preset is applied. Secrets come from
+/// files (not writable or readable by others), environment variables or systemd
+/// credentials, never from this file.
+#[derive(Debug, Clone, Default)]
 pub struct VerifyConfig {
     pub scheme: Scheme,
-    pub secret: SecretSource,
-    /// The signature header for `hmac-sha256`.
+    /// Newest first by convention: the log's `key_index` counts in this order.
+    pub secrets: Vec<SecretSource>,
+    /// The signature header (`hmac`, `hmac-sha256`) or the token header (`token`).
     pub header: Option<String>,
-    /// Slack's replay window and Stripe's timestamp tolerance.
+    pub algorithm: Algorithm,
+    pub encoding: Encoding,
+    /// Text before the signature in its header, e.g. `sha256=`.
+    pub prefix: Option<String>,
+    /// What is signed, e.g. `{timestamp}.{body}`; default the body alone.
+    pub signed: Option<String>,
+    pub timestamp_header: Option<String>,
+    /// How far a signed timestamp may be from the server's clock.
     pub tolerance: Duration,
+    /// Meta's subscription handshake token.
+    pub verify_token: Option<SecretSource>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretSource {
-    None,
     File(PathBuf),
     Env(String),
+    /// A file in `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=`).
+    Credential(String),
 }
 
-#[derive(Deserialize)]
+impl fmt::Display for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretSource::File(p) => write!(f, "file {}", p.display()),
+            SecretSource::Env(v) => write!(f, "environment variable {v}"),
+            SecretSource::Credential(n) => write!(f, "credential {n}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawVerify {
-    scheme: Scheme,
+    scheme: Option<Scheme>,
     secret_file: Option<PathBuf>,
+    #[serde(default)]
+    secret_files: Vec<PathBuf>,
     secret_env: Option<String>,
+    #[serde(default)]
+    secret_envs: Vec<String>,
+    secret_credential: Option<String>,
+    #[serde(default)]
+    secret_credentials: Vec<String>,
     token_file: Option<PathBuf>,
     token_env: Option<String>,
     header: Option<String>,
+    algorithm: Option<Algorithm>,
+    encoding: Option<Encoding>,
+    prefix: Option<String>,
+    signed: Option<String>,
+    timestamp_header: Option<String>,
     #[serde(default, deserialize_with = "de_opt_duration")]
     tolerance: Option<Duration>,
+    verify_token_file: Option<PathBuf>,
+    verify_token_credential: Option<String>,
 }
 
-impl TryFrom<RawVerify> for VerifyConfig {
-    type Error = String;
+const SECRET_FIELDS: &str = "secret_file or secret_env (or secret_files, secret_envs, secret_credential, secret_credentials)";
 
-    fn try_from(raw: RawVerify) -> Result<Self, String> {
-        let sources: Vec<SecretSource> = [
-            raw.secret_file.clone().map(SecretSource::File),
-            raw.token_file.clone().map(SecretSource::File),
-            raw.secret_env.clone().map(SecretSource::Env),
-            raw.token_env.clone().map(SecretSource::Env),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        if sources.len() > 1 {
-            return Err(
-                "verify: give exactly one of secret_file, secret_env, token_file, token_env".into(),
-            );
+impl RawVerify {
+    /// Every secret in key order: files, then environment variables, then credentials.
+    fn secrets(&self) -> Vec<SecretSource> {
+        let files = self.secret_file.iter().chain(&self.secret_files);
+        let files = files
+            .chain(&self.token_file)
+            .cloned()
+            .map(SecretSource::File);
+        let envs = self.secret_env.iter().chain(&self.secret_envs);
+        let envs = envs.chain(&self.token_env).cloned().map(SecretSource::Env);
+        let creds = self
+            .secret_credential
+            .iter()
+            .chain(&self.secret_credentials);
+        files
+            .chain(envs)
+            .chain(creds.cloned().map(SecretSource::Credential))
+            .collect()
+    }
+
+    /// Applies `preset` under what was written, then checks that the fields fit the scheme.
+    fn resolve(&self, preset: Option<Preset>) -> Result<VerifyConfig, String> {
+        let d = preset.map(crate::ingress::presets::defaults);
+        // A scheme written over the preset's drops the preset's signature fields:
+        // they describe the other scheme.
+        let d = d.filter(|d| self.scheme.is_none_or(|s| s == d.scheme));
+        let scheme = match (self.scheme, &d) {
+            (Some(s), _) => s,
+            (None, Some(d)) => d.scheme,
+            (None, None) => {
+                return Err("verify: needs scheme = \"…\" (or a preset = \"…\" on the hook)".into())
+            }
+        };
+        let or = |given: &Option<String>, dflt: Option<&str>| {
+            given.clone().or_else(|| dflt.map(str::to_string))
+        };
+        let header = or(&self.header, d.as_ref().and_then(|d| d.header));
+        let prefix = or(&self.prefix, d.as_ref().and_then(|d| d.prefix));
+        let signed = or(&self.signed, d.as_ref().and_then(|d| d.signed));
+        let timestamp_header = or(
+            &self.timestamp_header,
+            d.as_ref().and_then(|d| d.timestamp_header),
+        );
+        let algorithm = self.algorithm.or(d.as_ref().map(|d| d.algorithm));
+        let encoding = self.encoding.or(d.as_ref().map(|d| d.encoding));
+        let tolerance = self.tolerance.or(d.as_ref().and_then(|d| d.tolerance));
+        let secrets = self.secrets();
+        let name = scheme_name(scheme);
+        let uses_token = self.token_file.is_some() || self.token_env.is_some();
+        match scheme {
+            Scheme::None if !secrets.is_empty() => {
+                return Err("verify: scheme \"none\" takes no secret".into())
+            }
+            Scheme::None => {}
+            Scheme::Bearer | Scheme::Token if secrets.is_empty() => {
+                return Err(format!(
+                    "verify: scheme \"{name}\" needs token_file or token_env (or any of {SECRET_FIELDS})"
+                ))
+            }
+            Scheme::Bearer | Scheme::Token => {}
+            _ if secrets.is_empty() => {
+                return Err(format!("verify: scheme \"{name}\" needs {SECRET_FIELDS}"))
+            }
+            _ if uses_token => {
+                return Err(format!("verify: token_file/token_env are for schemes \"bearer\" and \"token\"; use {SECRET_FIELDS}"))
+            }
+            _ => {}
         }
-        let secret = sources.into_iter().next().unwrap_or(SecretSource::None);
-        let uses_token = raw.token_file.is_some() || raw.token_env.is_some();
-        match raw.scheme {
-            Scheme::None => {
-                if secret != SecretSource::None {
-                    return Err("verify: scheme \"none\" takes no secret".into());
-                }
+        let generic = matches!(scheme, Scheme::Hmac | Scheme::HmacSha256);
+        let takes_header = generic || scheme == Scheme::Token;
+        match (&header, takes_header) {
+            (None, true) => {
+                return Err(format!(
+                    "verify: scheme \"{name}\" needs header = \"<header name>\""
+                ))
             }
-            Scheme::Bearer => {
-                if secret == SecretSource::None {
-                    return Err("verify: scheme \"bearer\" needs token_file or token_env".into());
-                }
-            }
-            _ => {
-                if secret == SecretSource::None {
-                    return Err(format!(
-                        "verify: scheme \"{}\" needs secret_file or secret_env",
-                        scheme_name(raw.scheme)
-                    ));
-                }
-                if uses_token {
-                    return Err("verify: token_file/token_env are for scheme \"bearer\"; use secret_file or secret_env".into());
-                }
-            }
-        }
-        match (raw.scheme, &raw.header) {
-            (Scheme::HmacSha256, None) => {
+            (Some(h), true) => valid_header(h)?,
+            (Some(_), false) => {
                 return Err(
-                    "verify: scheme \"hmac-sha256\" needs header = \"<signature header>\"".into(),
+                    "verify: header is only for schemes \"hmac\", \"hmac-sha256\" and \"token\""
+                        .into(),
                 )
             }
-            (Scheme::HmacSha256, Some(h))
-                if http::HeaderName::from_bytes(h.as_bytes()).is_err() =>
-            {
-                return Err(format!("verify: header {h:?} is not a valid header name"));
-            }
-            (Scheme::HmacSha256, Some(_)) => {}
-            (_, Some(_)) => return Err("verify: header is only for scheme \"hmac-sha256\"".into()),
-            (_, None) => {}
+            (None, false) => {}
         }
-        if raw.tolerance.is_some() && !matches!(raw.scheme, Scheme::Slack | Scheme::Stripe) {
-            return Err("verify: tolerance is only for schemes \"slack\" and \"stripe\"".into());
+        if !generic {
+            for (given, field) in [
+                (self.algorithm.is_some(), "algorithm"),
+                (self.encoding.is_some(), "encoding"),
+                (self.prefix.is_some(), "prefix"),
+                (self.signed.is_some(), "signed"),
+                (self.timestamp_header.is_some(), "timestamp_header"),
+            ] {
+                if given {
+                    return Err(format!(
+                        "verify: {field} is only for scheme \"hmac\" (this one is \"{name}\")"
+                    ));
+                }
+            }
+        }
+        if scheme == Scheme::HmacSha256 && algorithm.is_some_and(|a| a != Algorithm::Sha256) {
+            return Err(
+                "verify: scheme \"hmac-sha256\" is SHA-256; use scheme \"hmac\" for another algorithm"
+                    .into(),
+            );
+        }
+        if let Some(h) = &timestamp_header {
+            valid_header(h)?;
+        }
+        if let Some(t) = &signed {
+            crate::ingress::verify::parse_template(t, timestamp_header.is_some())
+                .map_err(|e| format!("verify: signed = {t:?}: {e}"))?;
+        }
+        if timestamp_header.is_some()
+            && !signed.as_deref().is_some_and(|t| t.contains("{timestamp}"))
+        {
+            return Err("verify: timestamp_header needs signed = \"…{timestamp}…\": an unsigned timestamp proves nothing".into());
+        }
+        let timed = matches!(
+            scheme,
+            Scheme::Slack | Scheme::Stripe | Scheme::StandardWebhooks
+        ) || timestamp_header.is_some();
+        if self.tolerance.is_some() && !timed {
+            return Err("verify: tolerance is only for schemes \"slack\", \"stripe\", \"standard-webhooks\" and \"hmac\" with timestamp_header".into());
+        }
+        let verify_token = match (&self.verify_token_file, &self.verify_token_credential) {
+            (Some(_), Some(_)) => {
+                return Err(
+                    "verify: give verify_token_file or verify_token_credential, not both".into(),
+                )
+            }
+            (Some(p), None) => Some(SecretSource::File(p.clone())),
+            (None, Some(n)) => Some(SecretSource::Credential(n.clone())),
+            (None, None) => None,
+        };
+        if verify_token.is_some() != (preset == Some(Preset::Meta)) {
+            return Err(if verify_token.is_some() {
+                "verify: verify_token_file/verify_token_credential are for preset \"meta\"".into()
+            } else {
+                "verify: preset \"meta\" needs verify_token_file or verify_token_credential (the token you typed into Meta's dashboard)".into()
+            });
+        }
+        for s in &secrets {
+            if let SecretSource::Credential(n) = s {
+                valid_credential(n)?;
+            }
+        }
+        if let Some(SecretSource::Credential(n)) = &verify_token {
+            valid_credential(n)?;
         }
         Ok(VerifyConfig {
-            scheme: raw.scheme,
-            secret,
-            header: raw.header,
-            tolerance: raw.tolerance.unwrap_or(Duration::from_secs(300)),
+            scheme,
+            secrets,
+            header,
+            algorithm: algorithm.unwrap_or_default(),
+            encoding: encoding.unwrap_or_default(),
+            prefix,
+            signed,
+            timestamp_header,
+            tolerance: tolerance.unwrap_or(Duration::from_secs(300)),
+            verify_token,
         })
     }
+}
+
+fn valid_header(h: &str) -> Result<(), String> {
+    http::HeaderName::from_bytes(h.as_bytes())
+        .map(drop)
+        .map_err(|_| format!("verify: header {h:?} is not a valid header name"))
+}
+
+/// A credential is a file name in one directory: no path, nothing hidden.
+fn valid_credential(n: &str) -> Result<(), String> {
+    if n.is_empty() || n.contains('/') || n.starts_with('.') {
+        return Err(format!(
+            "verify: credential {n:?} must be a plain name as in LoadCredential=NAME:…"
+        ));
+    }
+    Ok(())
 }
 
 pub fn scheme_name(s: Scheme) -> &'static str {
@@ -412,9 +619,171 @@ pub fn scheme_name(s: Scheme) -> &'static str {
         Scheme::Github => "github",
         Scheme::Slack => "slack",
         Scheme::Stripe => "stripe",
+        Scheme::Hmac => "hmac",
         Scheme::HmacSha256 => "hmac-sha256",
+        Scheme::StandardWebhooks => "standard-webhooks",
+        Scheme::Token => "token",
+        Scheme::Basic => "basic",
         Scheme::Bearer => "bearer",
         Scheme::None => "none",
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDedup {
+    key: String,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    window: Option<Duration>,
+}
+
+/// What makes two requests the same delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DedupConfig {
+    pub key: DedupKey,
+    /// How long a key is remembered; `None` is as long as the spool keeps the item.
+    pub window: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DedupKey {
+    /// The first of these headers that is present (Standard Webhooks has two spellings).
+    Header(Vec<String>),
+    /// A field of the JSON body, by path; a number indexes an array.
+    Payload(Vec<String>),
+}
+
+impl DedupKey {
+    /// `header.<Name>` or `payload.<dot.path>`.
+    pub fn parse(text: &str) -> Result<DedupKey, String> {
+        if let Some(h) = text.strip_prefix("header.") {
+            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                return Err(format!("dedup key {text:?}: {h:?} is not a header name"));
+            }
+            return Ok(DedupKey::Header(vec![h.to_string()]));
+        }
+        if let Some(p) = text.strip_prefix("payload.") {
+            let path: Vec<String> = p.split('.').map(str::to_string).collect();
+            if path.iter().any(String::is_empty) {
+                return Err(format!(
+                    "dedup key {text:?}: empty step in the path (write payload.a.b.0.c)"
+                ));
+            }
+            return Ok(DedupKey::Payload(path));
+        }
+        Err(format!(
+            "dedup key {text:?}: write header.<Name> or payload.<dot.path>"
+        ))
+    }
+}
+
+impl fmt::Display for DedupKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DedupKey::Header(names) => {
+                let mut names = names.iter();
+                write!(f, "header.{}", names.next().map_or("", |n| n.as_str()))?;
+                names.try_for_each(|n| write!(f, " (or header.{n})"))
+            }
+            DedupKey::Payload(path) => write!(f, "payload.{}", path.join(".")),
+        }
+    }
+}
+
+/// The answer to a newly spooled webhook, for providers that want a set status or body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawRespond")]
+pub struct RespondConfig {
+    pub status: u16,
+    pub body: String,
+    pub content_type: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRespond {
+    #[serde(default = "default_respond_status")]
+    status: u16,
+    #[serde(default)]
+    body: String,
+    #[serde(default = "default_respond_type")]
+    content_type: String,
+}
+
+fn default_respond_status() -> u16 {
+    202
+}
+
+fn default_respond_type() -> String {
+    "text/plain".into()
+}
+
+impl TryFrom<RawRespond> for RespondConfig {
+    type Error = String;
+
+    fn try_from(raw: RawRespond) -> Result<Self, String> {
+        // Only a 2xx says "received": anything else would make the provider retry
+        // a webhook that is already durable.
+        if !(200..300).contains(&raw.status) {
+            return Err(format!("respond.status {} must be 2xx", raw.status));
+        }
+        if http::HeaderValue::from_str(&raw.content_type).is_err() {
+            return Err(format!(
+                "respond.content_type {:?} is not a header value",
+                raw.content_type
+            ));
+        }
+        Ok(RespondConfig {
+            status: raw.status,
+            body: raw.body,
+            content_type: raw.content_type,
+        })
+    }
+}
+
+impl HookConfig {
+    /// Applies the preset and the dedup shorthand. `Err` carries the span to point at.
+    fn resolve(&mut self) -> Result<(), (usize, String)> {
+        let vspan = self.verify_given.span().start;
+        self.verify = self
+            .verify_given
+            .get_ref()
+            .resolve(self.preset)
+            .map_err(|e| (vspan, e))?;
+        let preset_key = self
+            .preset
+            .and_then(|p| crate::ingress::presets::defaults(p).dedup);
+        self.dedup = match (&self.dedup_header_given, &self.dedup_given) {
+            (Some(_), Some(d)) => {
+                return Err((
+                    d.span().start,
+                    "give dedup_header or dedup, not both (dedup_header = \"X\" is dedup = { key = \"header.X\" })".into(),
+                ))
+            }
+            (Some(h), None) => {
+                let key = DedupKey::parse(&format!("header.{h}"))
+                    .map_err(|e| (vspan, format!("dedup_header: {e}")))?;
+                Some(DedupConfig { key, window: None })
+            }
+            (None, Some(d)) => {
+                let key = DedupKey::parse(&d.get_ref().key)
+                    .map_err(|e| (d.span().start, format!("dedup: {e}")))?;
+                Some(DedupConfig {
+                    key,
+                    window: d.get_ref().window,
+                })
+            }
+            (None, None) => preset_key.map(|key| DedupConfig { key, window: None }),
+        };
+        if self
+            .dedup
+            .as_ref()
+            .and_then(|d| d.window)
+            .is_some_and(|w| w.is_zero())
+        {
+            return Err((vspan, "dedup.window must be more than zero".into()));
+        }
+        Ok(())
     }
 }
 
@@ -530,6 +899,11 @@ impl Config {
             }
         })?;
         cfg.source = path.to_path_buf();
+        for hook in &mut cfg.hooks {
+            let h = hook.get_mut();
+            h.resolve()
+                .map_err(|(offset, msg)| at(path, text, offset, &msg))?;
+        }
         let mut seen = HashSet::new();
         for hook in &cfg.hooks {
             let h = hook.get_ref();
@@ -654,15 +1028,30 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Reads every hook's secret, so a bad secret fails at start, not at the first request.
-    pub fn load_secrets(&self) -> Result<Vec<Option<Vec<u8>>>, ConfigError> {
+    /// Reads every hook's secrets, so a bad secret fails at start, not at the first request.
+    pub fn load_secrets(&self) -> Result<Vec<HookSecrets>, ConfigError> {
         self.hooks
             .iter()
             .map(|h| {
                 let h = h.get_ref();
-                read_secret(&h.verify.secret).map_err(|e| {
+                let err = |e: String| {
                     ConfigError(format!("{}: hook {:?}: {e}", self.source.display(), h.name))
-                })
+                };
+                let keys = h
+                    .verify
+                    .secrets
+                    .iter()
+                    .map(read_secret)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(err)?;
+                let verify_token = h
+                    .verify
+                    .verify_token
+                    .as_ref()
+                    .map(read_secret)
+                    .transpose()
+                    .map_err(err)?;
+                Ok(HookSecrets { keys, verify_token })
             })
             .collect()
     }
@@ -671,7 +1060,8 @@ impl Config {
     pub fn secret_env_vars(&self) -> Vec<String> {
         self.hooks
             .iter()
-            .filter_map(|h| match &h.get_ref().verify.secret {
+            .flat_map(|h| &h.get_ref().verify.secrets)
+            .filter_map(|s| match s {
                 SecretSource::Env(v) => Some(v.clone()),
                 _ => None,
             })
@@ -745,31 +1135,65 @@ fn at(path: &Path, text: &str, offset: usize, msg: &str) -> ConfigError {
     ConfigError(format!("{}:{line}:{col}: {msg}", path.display()))
 }
 
-/// Reads a secret; a file must not be readable by others.
-pub fn read_secret(src: &SecretSource) -> Result<Option<Vec<u8>>, String> {
-    match src {
-        SecretSource::None => Ok(None),
-        SecretSource::Env(var) => match std::env::var_os(var) {
-            Some(v) if !v.is_empty() => Ok(Some(v.to_string_lossy().trim().as_bytes().to_vec())),
-            _ => Err(format!("environment variable {var} is not set or empty")),
-        },
-        SecretSource::File(p) => {
-            let meta =
-                std::fs::metadata(p).map_err(|e| format!("secret file {}: {e}", p.display()))?;
-            if meta.permissions().mode() & 0o004 != 0 {
-                return Err(format!(
-                    "secret file {} is world-readable; chmod o-r it",
-                    p.display()
-                ));
-            }
-            let text = std::fs::read(p).map_err(|e| format!("secret file {}: {e}", p.display()))?;
-            let trimmed = text.trim_ascii().to_vec();
-            if trimmed.is_empty() {
-                return Err(format!("secret file {} is empty", p.display()));
-            }
-            Ok(Some(trimmed))
-        }
+/// One hook's secret bytes: its keys in `VerifyConfig::secrets` order, and Meta's
+/// handshake token.
+#[derive(Clone, Default)]
+pub struct HookSecrets {
+    pub keys: Vec<Vec<u8>>,
+    pub verify_token: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for HookSecrets {
+    // Hand-written so that secret bytes never reach a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HookSecrets")
+            .field("keys", &self.keys.len())
+            .field("verify_token", &self.verify_token.is_some())
+            .finish()
     }
+}
+
+/// Reads a secret, trimmed of surrounding whitespace. A file (a credential too)
+/// must be neither readable by others nor writable by group or others: the first
+/// leaks the key, the second lets someone else choose it.
+pub fn read_secret(src: &SecretSource) -> Result<Vec<u8>, String> {
+    let path = match src {
+        SecretSource::Env(var) => {
+            return match std::env::var_os(var) {
+                Some(v) if !v.is_empty() => Ok(v.to_string_lossy().trim().as_bytes().to_vec()),
+                _ => Err(format!("environment variable {var} is not set or empty")),
+            }
+        }
+        SecretSource::File(p) => p.clone(),
+        SecretSource::Credential(name) => match std::env::var_os("CREDENTIALS_DIRECTORY") {
+            Some(dir) if !dir.is_empty() => PathBuf::from(dir).join(name),
+            _ => {
+                return Err(format!(
+                    "credential {name}: CREDENTIALS_DIRECTORY is not set (add LoadCredential={name}:/path to the unit)"
+                ))
+            }
+        },
+    };
+    let what = match src {
+        SecretSource::Credential(n) => format!("credential {n} ({})", path.display()),
+        _ => format!("secret file {}", path.display()),
+    };
+    let meta = std::fs::metadata(&path).map_err(|e| format!("{what}: {e}"))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o004 != 0 {
+        return Err(format!("{what} is world-readable; chmod o-r it"));
+    }
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "{what} is writable by group or others; chmod go-w it"
+        ));
+    }
+    let text = std::fs::read(&path).map_err(|e| format!("{what}: {e}"))?;
+    let trimmed = text.trim_ascii().to_vec();
+    if trimmed.is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    Ok(trimmed)
 }
 
 /// A listening address from `server.listen`.
@@ -972,11 +1396,13 @@ mod tests {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = read_secret(&SecretSource::File(p.clone())).unwrap_err();
         assert!(e.contains("world-readable"), "{e}");
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(
-            read_secret(&SecretSource::File(p)).unwrap(),
-            Some(b"x".to_vec())
-        );
+        for mode in [0o620, 0o602, 0o660] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = read_secret(&SecretSource::File(p.clone())).unwrap_err();
+            assert!(e.contains("writable by group or others"), "{mode:o}: {e}");
+        }
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(read_secret(&SecretSource::File(p)).unwrap(), b"x".to_vec());
     }
 
     #[test]
@@ -1060,5 +1486,110 @@ mod tests {
             ListenAddr::Unix("/run/x.sock".into())
         );
         assert!(ListenAddr::parse("localhost:80").is_err());
+    }
+
+    fn hook_with(fields: &str) -> String {
+        format!("[[hook]]\nname = \"a\"\n{fields}\naction = {{ exec = [\"/bin/true\"] }}\n")
+    }
+
+    #[test]
+    fn presets_fill_what_the_hook_leaves_out() {
+        let c = parse(&hook_with(
+            "preset = \"shopify\"\nverify = { secret_file = \"/k\" }",
+        ))
+        .unwrap();
+        let h = c.hooks[0].get_ref();
+        assert_eq!(h.verify.scheme, Scheme::Hmac);
+        assert_eq!(h.verify.encoding, Encoding::Base64);
+        assert_eq!(h.verify.header.as_deref(), Some("X-Shopify-Hmac-Sha256"));
+        assert_eq!(
+            h.dedup.as_ref().unwrap().key.to_string(),
+            "header.X-Shopify-Webhook-Id"
+        );
+        // Written fields win: header, and the dedup key.
+        let c = parse(&hook_with(
+            "preset = \"shopify\"\nverify = { secret_file = \"/k\", header = \"X-Other\" }\ndedup = { key = \"payload.id\", window = \"7d\" }",
+        ))
+        .unwrap();
+        let h = c.hooks[0].get_ref();
+        assert_eq!(h.verify.header.as_deref(), Some("X-Other"));
+        let d = h.dedup.as_ref().unwrap();
+        assert_eq!(d.key, DedupKey::Payload(vec!["id".into()]));
+        assert_eq!(d.window, Some(Duration::from_secs(7 * 86400)));
+        // Another scheme drops the preset's signature fields, keeps its dedup key.
+        let c = parse(&hook_with(
+            "preset = \"twitch\"\nverify = { scheme = \"bearer\", token_file = \"/k\" }",
+        ))
+        .unwrap();
+        let h = c.hooks[0].get_ref();
+        assert_eq!(h.verify.scheme, Scheme::Bearer);
+        assert_eq!(h.verify.header, None);
+        assert!(h.dedup.is_some());
+        let c = parse(&hook_with(
+            "preset = \"standard-webhooks\"\nverify = { secret_env = \"K\" }",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.hooks[0].get_ref().dedup.as_ref().unwrap().key.to_string(),
+            "header.webhook-id (or header.svix-id)"
+        );
+    }
+
+    #[test]
+    fn several_secrets_in_key_order() {
+        let c = parse(&hook_with(
+            "verify = { scheme = \"github\", secret_files = [\"/new\", \"/old\"], secret_env = \"E\", secret_credentials = [\"gh\"] }",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.hooks[0].get_ref().verify.secrets,
+            vec![
+                SecretSource::File("/new".into()),
+                SecretSource::File("/old".into()),
+                SecretSource::Env("E".into()),
+                SecretSource::Credential("gh".into()),
+            ]
+        );
+        let e = parse(&hook_with(
+            "verify = { scheme = \"github\", secret_credential = \"../x\" }",
+        ))
+        .unwrap_err();
+        assert!(e.contains("plain name"), "{e}");
+    }
+
+    #[test]
+    fn verify_fields_that_do_not_fit_are_errors() {
+        for (fields, why) in [
+            ("verify = { scheme = \"github\", secret_file = \"/k\", prefix = \"x\" }", "prefix is only for scheme \"hmac\""),
+            ("verify = { scheme = \"hmac\", secret_file = \"/k\" }", "needs header"),
+            ("verify = { scheme = \"token\", secret_file = \"/k\" }", "needs header"),
+            ("verify = { scheme = \"hmac\", secret_file = \"/k\", header = \"X\", timestamp_header = \"T\" }", "timestamp_header needs signed"),
+            ("verify = { scheme = \"hmac\", secret_file = \"/k\", header = \"X\", signed = \"{timestamp}.{body}\" }", "needs timestamp_header"),
+            ("verify = { scheme = \"hmac\", secret_file = \"/k\", header = \"X\", tolerance = \"1m\" }", "tolerance is only for"),
+            ("verify = { scheme = \"hmac\", secret_file = \"/k\", header = \"X\", algorithm = \"md5\" }", "md5"),
+            ("verify = { secret_file = \"/k\" }", "needs scheme"),
+            ("preset = \"meta\"\nverify = { secret_file = \"/k\" }", "verify_token_file"),
+            ("verify = { scheme = \"github\", secret_file = \"/k\", verify_token_file = \"/t\" }", "for preset \"meta\""),
+            ("verify = { scheme = \"none\" }\ndedup_header = \"X\"\ndedup = { key = \"header.Y\" }", "not both"),
+            ("verify = { scheme = \"none\" }\ndedup = { key = \"id\" }", "header.<Name> or payload"),
+            ("verify = { scheme = \"none\" }\nrespond = { status = 500 }", "must be 2xx"),
+        ] {
+            let e = parse(&hook_with(fields)).unwrap_err();
+            assert!(e.contains(why), "{fields}: {e}");
+            assert!(e.starts_with("t.toml:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn respond_defaults() {
+        let c = parse(&hook_with(
+            "verify = { scheme = \"none\" }\nrespond = { status = 200, body = \"ok\" }",
+        ))
+        .unwrap();
+        let r = c.hooks[0].get_ref().respond.clone().unwrap();
+        assert_eq!(
+            (r.status, r.body.as_str(), r.content_type.as_str()),
+            (200, "ok", "text/plain")
+        );
     }
 }

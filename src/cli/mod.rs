@@ -32,7 +32,11 @@ pub enum Command {
     /// Run the daemon (under systemd: Type=notify).
     Serve,
     /// Validate the configuration (and load its secrets) without starting.
-    CheckConfig,
+    CheckConfig {
+        /// Also print what each hook checks, with its preset expanded.
+        #[arg(long)]
+        explain: bool,
+    },
     /// State, deliveries in flight, spool depth and recent errors of the running daemon.
     Status {
         #[arg(long)]
@@ -50,7 +54,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve => run_serve(&cli.config),
-        Command::CheckConfig => check_config(&cli.config),
+        Command::CheckConfig { explain } => check_config(&cli.config, explain),
         Command::Status { json } => status(&cli.config, json),
         Command::Reload => reload(&cli.config),
         Command::Spool(cmd) => spool::run(&cli.config, cmd),
@@ -121,7 +125,7 @@ fn run_serve(path: &std::path::Path) -> ExitCode {
     ExitCode::from(code)
 }
 
-fn check_config(path: &std::path::Path) -> ExitCode {
+fn check_config(path: &std::path::Path, explain: bool) -> ExitCode {
     let cfg = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
@@ -149,6 +153,11 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             format!("; listen_tls {}", cfg.server.listen_tls.join(" "))
         }
     );
+    if explain {
+        for h in &cfg.hooks {
+            print!("{}", crate::ingress::presets::explain(h.get_ref()));
+        }
+    }
     ExitCode::SUCCESS
 }
 

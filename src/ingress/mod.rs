@@ -3,7 +3,11 @@
 
 pub mod access;
 pub(crate) mod budget;
+pub mod dedup_key;
+pub mod handshake;
 pub mod listeners;
+pub mod presets;
+pub mod respond;
 pub mod response;
 pub mod routes;
 pub mod server;

@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 
 use super::access::{self, Cidr, Peer, CLIENT_ADDR_HEADER};
 use super::budget::{Budget, Reservation};
+use super::handshake::Handshaker;
 use super::response::{self, Body, Refusal};
 use super::verify::Verifier;
 use crate::config::{Config, HookConfig};
@@ -37,6 +38,8 @@ pub struct Route {
     pub max_body: u64,
     /// Client blocks allowed to call; `None` allows every client.
     pub(crate) allow: Option<Vec<Cidr>>,
+    /// The provider's handshake (preset), answered without spooling.
+    pub(crate) handshake: Option<Handshaker>,
 }
 
 /// Fills the gauges that ingress does not own (deliveries, drain state).
@@ -113,8 +116,10 @@ impl Ingress {
         let secrets = cfg.load_secrets().map_err(|e| e.to_string())?;
         let mut routes = HashMap::new();
         for (h, secret) in cfg.hooks.iter().map(|h| h.get_ref()).zip(secrets) {
-            let verifier =
-                Verifier::new(&h.verify, secret).map_err(|e| format!("hook {:?}: {e}", h.name))?;
+            let hook_err = |e: String| format!("hook {:?}: {e}", h.name);
+            let verifier = Verifier::new(&h.verify, secret.keys).map_err(hook_err)?;
+            let handshake =
+                Handshaker::new(h.preset, secret.verify_token.as_deref()).map_err(hook_err)?;
             let allow = h
                 .allow_list()
                 .map_err(|e| format!("{}: hook {:?}: {e}", cfg.source.display(), h.name))?;
@@ -125,6 +130,7 @@ impl Ingress {
                     verifier,
                     max_body: h.max_body.unwrap_or(cfg.server.max_body),
                     allow,
+                    handshake,
                 },
             );
         }
@@ -229,8 +235,6 @@ async fn hook(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Refusal> {
     let route = find_route(ing, name)?;
-    check_method(req.method())?;
-    ing.metrics.received(name);
     let peer = req
         .extensions()
         .get::<Peer>()
@@ -239,6 +243,16 @@ async fn hook(
     let client = access::client_addr(peer, req.headers(), &ing.trusted_proxies);
     check_client(route, client)?;
     check_enabled(route)?;
+    // Provider handshake by GET (Meta): answered here, never spooled.
+    if let Some(r) = route
+        .handshake
+        .as_ref()
+        .and_then(|h| h.answer_get(name, &req))
+    {
+        return Ok(r);
+    }
+    check_method(req.method())?;
+    ing.metrics.received(name);
     let (parts, body) = req.into_parts();
     check_declared_length(route, &parts.headers)?;
     check_media_type(route, &parts.headers)?;
@@ -247,11 +261,25 @@ async fn hook(
     let mut held = reserve(ing, &parts.headers)?;
     let body = read_body(route, body, ing.read_timeout, &mut held).await?;
     let now = SystemTime::now();
-    check_signature(route, &parts.headers, &body, now)?;
+    let key_index = check_signature(route, &parts.headers, &body, now)?;
+    route.verifier.log_match(name, key_index);
+    // Provider handshake by signed POST (Slack, Twitch, Zoom): answered, never spooled.
+    if let Some(r) = route
+        .handshake
+        .as_ref()
+        .and_then(|h| h.answer_post(name, &parts.headers, &body, &route.verifier, key_index))
+    {
+        return Ok(r);
+    }
     check_json_body(route, &body)?;
-    let dedup_id = delivery_id(route, &parts.headers)?;
-    let headers = kept_headers(&parts.headers, client);
-    spool(ing, name, dedup_id, headers, body, now).await
+    let dedup_id = delivery_id(route, &parts.headers, &body)?;
+    let mut headers = parts.headers;
+    // A shared token in its own header (scheme token) is a credential: not kept.
+    if let Some(h) = route.verifier.credential_header() {
+        headers.remove(h);
+    }
+    let headers = kept_headers(&headers, client);
+    spool(ing, route, name, dedup_id, headers, body, now).await
 }
 
 /// Refuses a client outside the hook's `allow_ips`, or one whose address
@@ -273,27 +301,13 @@ fn check_client(route: &Route, client: Option<std::net::IpAddr>) -> Result<(), R
     }
 }
 
-/// Refuses, before the body is read, a request that lacks a header its
-/// signature scheme needs: no body could make it pass.
+/// Refuses, before the body is read, a request whose credential headers
+/// already fail: missing, malformed, or a wrong token. No body could make it pass.
 fn check_signature_headers(route: &Route, headers: &HeaderMap) -> Result<(), Refusal> {
-    for name in route.verifier.signature_headers() {
-        let present = headers
-            .get_all(name)
-            .iter()
-            .any(|v| !v.as_bytes().trim_ascii().is_empty());
-        if !present {
-            let code = if route.verifier.scheme() == crate::config::Scheme::Bearer {
-                "token_missing"
-            } else {
-                "signature_missing"
-            };
-            return Err(
-                Refusal::new(Reject::Unauthorized, format!("missing {name} header"))
-                    .answered_as(StatusCode::UNAUTHORIZED, code),
-            );
-        }
-    }
-    Ok(())
+    route
+        .verifier
+        .check_headers(headers, SystemTime::now())
+        .map_err(signature_refusal)
 }
 
 /// This request's share of the body budget: its declared length now, or
@@ -416,16 +430,21 @@ fn check_signature(
     headers: &HeaderMap,
     body: &[u8],
     now: SystemTime,
-) -> Result<(), Refusal> {
-    route.verifier.verify(headers, body, now).map_err(|e| {
-        let why = match e.status() {
-            StatusCode::UNAUTHORIZED => Reject::Unauthorized,
-            StatusCode::FORBIDDEN => Reject::Forbidden,
-            _ => Reject::Malformed,
-        };
-        // The scheme's own status and code say more than the generic ones.
-        Refusal::new(why, e.to_string()).answered_as(e.status(), e.code())
-    })
+) -> Result<usize, Refusal> {
+    route
+        .verifier
+        .verify(headers, body, now)
+        .map_err(signature_refusal)
+}
+
+fn signature_refusal(e: super::verify::VerifyError) -> Refusal {
+    let why = match e.status() {
+        StatusCode::UNAUTHORIZED => Reject::Unauthorized,
+        StatusCode::FORBIDDEN => Reject::Forbidden,
+        _ => Reject::Malformed,
+    };
+    // The scheme's own status and code say more than the generic ones.
+    Refusal::new(why, e.to_string()).answered_as(e.status(), e.code())
 }
 
 fn check_json_body(route: &Route, body: &[u8]) -> Result<(), Refusal> {
@@ -438,30 +457,18 @@ fn check_json_body(route: &Route, body: &[u8]) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// The sender's delivery id from the hook's dedup header, if it has one and
-/// the request carries it.
-fn delivery_id(route: &Route, headers: &HeaderMap) -> Result<Option<String>, Refusal> {
-    let Some(v) = route
-        .hook
-        .dedup_header
-        .as_deref()
-        .and_then(|h| headers.get(h))
-    else {
-        return Ok(None);
-    };
-    match v.to_str() {
-        Ok(s) if !s.is_empty() => Ok(Some(s.to_string())),
-        _ => Err(Refusal::new(
-            Reject::Malformed,
-            "the delivery id header is empty or not visible ASCII",
-        )),
-    }
+/// The sender's delivery id, from the hook's dedup key (a header or a body
+/// field), if it has one and the request carries it.
+fn delivery_id(route: &Route, headers: &HeaderMap, body: &[u8]) -> Result<Option<String>, Refusal> {
+    super::dedup_key::extract(route.hook.dedup.as_ref().map(|d| &d.key), headers, body)
+        .map_err(|msg| Refusal::new(Reject::Malformed, msg))
 }
 
 /// Answers 202 only once the item is committed; a duplicate of a committed
 /// item is 200 with the first one's id.
 async fn spool(
     ing: &Ingress,
+    route: &Route,
     name: &str,
     dedup_id: Option<String>,
     headers: Vec<(String, Vec<u8>)>,
@@ -490,6 +497,9 @@ async fn spool(
     match enqueued {
         Ok(Enqueued::New(id)) => {
             ing.metrics.spooled(name);
+            if let Some(r) = &route.hook.respond {
+                return Ok(super::respond::configured(r));
+            }
             Ok(response::json(
                 StatusCode::ACCEPTED,
                 &serde_json::json!({"id": id, "status": "queued"}),

@@ -1,32 +1,42 @@
 //! Signature checks for webhook ingress: pure functions of headers, body and clock.
 //!
-//! A [`Verifier`] is built once per hook from its [`VerifyConfig`] and the secret
-//! `Config::load_secrets` read. [`Verifier::verify`] does no I/O and takes `now`
-//! from the caller, so a stored delivery can be re-verified later against its
-//! received time, and tests can pin the clock.
+//! A [`Verifier`] is built once per hook from its [`VerifyConfig`] (the preset
+//! already applied) and the keys `Config::load_secrets` read. [`Verifier::verify`]
+//! does no I/O and takes `now` from the caller, so a stored delivery can be
+//! re-verified later against its received time, and tests can pin the clock.
+//!
+//! Shapes. `github`, `slack`, `hmac` and `hmac-sha256` are one check: an HMAC
+//! (SHA-1, SHA-256 or SHA-512) over a signed string built from a template
+//! (`{body}` alone by default, `v0:{timestamp}:{body}` for Slack), sent hex or
+//! base64 in one header after an optional prefix, with an optional timestamp
+//! header judged against a tolerance. `stripe` and `standard-webhooks` carry
+//! several signatures in one header and have their own parsers. `bearer`,
+//! `token` and `basic` compare a credential.
+//!
+//! Rotation. Every scheme takes several keys; a request passes if any key
+//! matches, and [`Verifier::verify`] says which (`key_index`, in the order of
+//! `VerifyConfig::secrets`), so the log shows when an old key is no longer used.
+//! Every key is tried on every request (no early exit), so the time taken does
+//! not depend on which key matched.
 //!
 //! Every comparison of secret-derived bytes is constant-time: HMACs through
-//! `Mac::verify_slice` or `subtle`, bearer tokens through `subtle` on SHA-256
-//! digests (so the token's length does not leak either). Received signatures are
-//! hex-decoded before comparing; hex strings are never compared.
+//! `subtle` on the raw digest bytes, tokens and passwords through `subtle` on
+//! SHA-256 digests (so their length does not leak either). Received signatures
+//! are decoded before comparing; encoded strings are never compared.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderName, StatusCode};
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha512};
 use subtle::{Choice, ConstantTimeEq};
 
-use crate::config::{scheme_name, Scheme, VerifyConfig};
+use crate::config::{scheme_name, Algorithm, Encoding, Scheme, VerifyConfig};
 
-type HmacSha256 = Hmac<Sha256>;
-
-// As the providers spell them, for messages; lookups use lowercase `HeaderName`s.
-const GITHUB_SIGNATURE: &str = "X-Hub-Signature-256";
-const SLACK_SIGNATURE: &str = "X-Slack-Signature";
-const SLACK_TIMESTAMP: &str = "X-Slack-Request-Timestamp";
 const STRIPE_SIGNATURE: &str = "Stripe-Signature";
 const AUTHORIZATION: &str = "Authorization";
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// Why a request failed its signature check. The `Display` text names the header
 /// and is safe to send to the client: it never holds the secret, the expected
@@ -34,7 +44,7 @@ const AUTHORIZATION: &str = "Authorization";
 ///
 /// A malformed header answers **401**, like a missing one: neither carries a usable
 /// credential, so the caller is unauthenticated rather than forbidden, and keeping
-/// every signature failure in 401/403 leaves 400 to mean "bad body" (SPEC §1).
+/// every signature failure in 401/403 leaves 400 to mean "bad body".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
     /// A header the scheme needs is absent or empty.
@@ -42,10 +52,7 @@ pub enum VerifyError {
     Missing { header: String },
     /// A header is present but cannot be parsed.
     #[error("malformed {header} header: {reason}")]
-    Malformed {
-        header: String,
-        reason: &'static str,
-    },
+    Malformed { header: String, reason: String },
     /// The signature is well formed but does not match the body.
     #[error("{header} does not match the request body")]
     Mismatch { header: String },
@@ -55,12 +62,24 @@ pub enum VerifyError {
     /// No `Authorization` header (scheme bearer).
     #[error("missing Authorization header (expected \"Bearer <token>\")")]
     TokenMissing,
-    /// `Authorization` is not `Bearer <token>`.
+    /// `Authorization` is not `Bearer <token>` (or not `Basic <base64>`).
     #[error("malformed Authorization header: {reason}")]
     TokenMalformed { reason: &'static str },
     /// The bearer token is wrong.
     #[error("wrong bearer token")]
     TokenMismatch,
+    /// Scheme token: the header is absent or empty.
+    #[error("missing {header} header (expected the shared token)")]
+    HeaderTokenMissing { header: String },
+    /// Scheme token: the header holds another token.
+    #[error("wrong token in {header}")]
+    HeaderTokenMismatch { header: String },
+    /// Scheme basic: no `Authorization` header.
+    #[error("missing Authorization header (expected \"Basic <base64 of user:password>\")")]
+    BasicMissing,
+    /// Scheme basic: the user or the password is wrong.
+    #[error("wrong user or password")]
+    BasicMismatch,
 }
 
 impl VerifyError {
@@ -70,10 +89,14 @@ impl VerifyError {
             VerifyError::Missing { .. }
             | VerifyError::Malformed { .. }
             | VerifyError::TokenMissing
-            | VerifyError::TokenMalformed { .. } => StatusCode::UNAUTHORIZED,
+            | VerifyError::TokenMalformed { .. }
+            | VerifyError::HeaderTokenMissing { .. }
+            | VerifyError::BasicMissing => StatusCode::UNAUTHORIZED,
             VerifyError::Mismatch { .. }
             | VerifyError::Stale { .. }
-            | VerifyError::TokenMismatch => StatusCode::FORBIDDEN,
+            | VerifyError::TokenMismatch
+            | VerifyError::HeaderTokenMismatch { .. }
+            | VerifyError::BasicMismatch => StatusCode::FORBIDDEN,
         }
     }
 
@@ -84,26 +107,146 @@ impl VerifyError {
             VerifyError::Malformed { .. } => "signature_malformed",
             VerifyError::Mismatch { .. } => "signature_mismatch",
             VerifyError::Stale { .. } => "timestamp_stale",
-            VerifyError::TokenMissing => "token_missing",
+            VerifyError::TokenMissing
+            | VerifyError::HeaderTokenMissing { .. }
+            | VerifyError::BasicMissing => "token_missing",
             VerifyError::TokenMalformed { .. } => "token_malformed",
-            VerifyError::TokenMismatch => "token_mismatch",
+            VerifyError::TokenMismatch
+            | VerifyError::HeaderTokenMismatch { .. }
+            | VerifyError::BasicMismatch => "token_mismatch",
         }
     }
 }
 
-/// The per-scheme state, with the secret already keyed in.
+/// One piece of a signed-content template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Part {
+    Literal(String),
+    Body,
+    Timestamp,
+    /// Another header's value, as sent; the name as written, for messages.
+    Header(HeaderName, String),
+}
+
+/// Parses `signed = "…"`: literal text with `{body}` (exactly once: an unsigned
+/// body would prove nothing), `{timestamp}` (the `timestamp_header` value, as
+/// sent) and `{header.<Name>}`.
+pub(crate) fn parse_template(text: &str, has_timestamp: bool) -> Result<Vec<Part>, String> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    let mut bodies = 0;
+    while !rest.is_empty() {
+        let Some(open) = rest.find('{') else {
+            parts.push(Part::Literal(rest.to_string()));
+            break;
+        };
+        if open > 0 {
+            parts.push(Part::Literal(rest[..open].to_string()));
+        }
+        let after = &rest[open + 1..];
+        let close = after
+            .find('}')
+            .ok_or("a { without its }; placeholders are {body}, {timestamp}, {header.<Name>}")?;
+        let name = &after[..close];
+        match name {
+            "body" => {
+                bodies += 1;
+                parts.push(Part::Body);
+            }
+            "timestamp" if !has_timestamp => {
+                return Err("{timestamp} needs timestamp_header = \"<header name>\"".into())
+            }
+            "timestamp" => parts.push(Part::Timestamp),
+            _ => match name.strip_prefix("header.") {
+                Some(h) => {
+                    let hn = HeaderName::from_bytes(h.as_bytes())
+                        .map_err(|_| format!("{{{name}}}: {h:?} is not a header name"))?;
+                    parts.push(Part::Header(hn, h.to_string()));
+                }
+                None => {
+                    return Err(format!(
+                        "unknown placeholder {{{name}}}; use {{body}}, {{timestamp}} or {{header.<Name>}}"
+                    ))
+                }
+            },
+        }
+        rest = &after[close + 1..];
+    }
+    if bodies != 1 {
+        return Err("must hold {body} exactly once".into());
+    }
+    Ok(parts)
+}
+
+/// The HMAC family a shape signs with.
+fn hmac(alg: Algorithm, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    fn run<M: Mac + hmac::digest::KeyInit>(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+        // HMAC takes keys of any length, so this cannot fail; an impossible
+        // failure yields no bytes, which match no signature.
+        let Ok(mut mac) = <M as hmac::digest::KeyInit>::new_from_slice(key) else {
+            return Vec::new();
+        };
+        for p in parts {
+            mac.update(p);
+        }
+        mac.finalize().into_bytes().to_vec()
+    }
+    match alg {
+        Algorithm::Sha1 => run::<Hmac<sha1::Sha1>>(key, parts),
+        Algorithm::Sha256 => run::<Hmac<Sha256>>(key, parts),
+        Algorithm::Sha512 => run::<Hmac<Sha512>>(key, parts),
+    }
+}
+
+fn digest_len(alg: Algorithm) -> usize {
+    match alg {
+        Algorithm::Sha1 => 20,
+        Algorithm::Sha256 => 32,
+        Algorithm::Sha512 => 64,
+    }
+}
+
+/// The index of the first key for which `matches` holds, trying every key.
+fn first_match(n: usize, mut matches: impl FnMut(usize) -> Choice) -> Option<usize> {
+    let mut found = None;
+    for i in 0..n {
+        let ok = bool::from(matches(i));
+        if ok && found.is_none() {
+            found = Some(i);
+        }
+    }
+    found
+}
+
+/// An HMAC in one header, over a template.
+#[derive(Clone)]
+struct HmacShape {
+    algorithm: Algorithm,
+    encoding: Encoding,
+    header: HeaderName,
+    display: String,
+    prefix: Option<String>,
+    /// `hmac-sha256` always took its `sha256=` with or without.
+    prefix_optional: bool,
+    template: Vec<Part>,
+    timestamp: Option<(HeaderName, String)>,
+}
+
+/// The per-scheme state.
 #[derive(Clone)]
 enum Check {
-    Github(HmacSha256),
-    Slack(HmacSha256),
-    Stripe(HmacSha256),
-    /// `display` is the header name as the operator wrote it, for messages.
-    HmacSha256 {
-        mac: HmacSha256,
+    Hmac(Box<HmacShape>),
+    Stripe,
+    StandardWebhooks,
+    /// SHA-256 of each token: comparing digests hides the token's length.
+    Bearer(Vec<[u8; 32]>),
+    Token {
+        header: HeaderName,
         display: String,
+        digests: Vec<[u8; 32]>,
     },
-    /// SHA-256 of the token: comparing digests hides the token's length.
-    Bearer([u8; 32]),
+    /// SHA-256 of each `user:password`.
+    Basic(Vec<[u8; 32]>),
     None,
 }
 
@@ -112,77 +255,166 @@ enum Check {
 pub struct Verifier {
     scheme: Scheme,
     check: Check,
+    /// The HMAC keys (decoded for Standard Webhooks), in configured order.
+    keys: Vec<Vec<u8>>,
     tolerance_secs: u64,
     headers: Vec<HeaderName>,
 }
 
 impl std::fmt::Debug for Verifier {
-    // Hand-written so the keyed state never reaches a log line.
+    // Hand-written so the keys never reach a log line.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Verifier")
             .field("scheme", &scheme_name(self.scheme))
+            .field("keys", &self.keys.len())
             .field("headers", &self.headers)
             .finish_non_exhaustive()
     }
 }
 
+fn header_name(text: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(text.as_bytes())
+        .map_err(|_| format!("verify: header {text:?} is not a valid header name"))
+}
+
+/// A Standard Webhooks secret: `whsec_` then base64 (the prefix is optional, as
+/// in the reference libraries).
+fn standard_webhooks_key(secret: &[u8]) -> Result<Vec<u8>, String> {
+    let text = secret.strip_prefix(b"whsec_").unwrap_or(secret);
+    B64.decode(text).map_err(|_| {
+        "verify: scheme \"standard-webhooks\": the secret is not base64 after whsec_".to_string()
+    })
+}
+
 impl Verifier {
-    /// Builds the checker for `cfg` with the secret bytes `Config::load_secrets`
-    /// returned for this hook. Fails if the scheme needs a secret and has none (or
-    /// an empty one), takes none and got one, or `hmac-sha256` lacks a valid header.
-    pub fn new(cfg: &VerifyConfig, secret: Option<Vec<u8>>) -> Result<Verifier, String> {
+    /// Builds the checker for `cfg` with the keys `Config::load_secrets` read for
+    /// this hook. Fails if the scheme needs a key and has none (or an empty one),
+    /// takes none and got some, or lacks a valid header.
+    pub fn new(cfg: &VerifyConfig, keys: Vec<Vec<u8>>) -> Result<Verifier, String> {
         let name = scheme_name(cfg.scheme);
-        let secret = match (cfg.scheme, secret) {
-            (Scheme::None, None) => Vec::new(),
-            (Scheme::None, Some(_)) => return Err("verify: scheme \"none\" takes no secret".into()),
-            (_, None) => return Err(format!("verify: scheme \"{name}\" needs a secret")),
-            (_, Some(s)) if s.is_empty() => {
-                return Err(format!("verify: scheme \"{name}\": the secret is empty"))
+        match (cfg.scheme, keys.is_empty()) {
+            (Scheme::None, true) => {}
+            (Scheme::None, false) => return Err("verify: scheme \"none\" takes no secret".into()),
+            (_, true) => return Err(format!("verify: scheme \"{name}\" needs a secret")),
+            (_, false) if keys.iter().any(Vec::is_empty) => {
+                return Err(format!("verify: scheme \"{name}\": a secret is empty"))
             }
-            (_, Some(s)) => s,
+            (_, false) => {}
+        }
+        let digests: Vec<[u8; 32]> = keys.iter().map(|k| Sha256::digest(k).into()).collect();
+        let shape = |header: &str, prefix: Option<&str>, signed: Option<&str>, ts: Option<&str>| {
+            let template = match signed {
+                Some(t) => parse_template(t, ts.is_some())
+                    .map_err(|e| format!("verify: signed = {t:?}: {e}"))?,
+                None => vec![Part::Body],
+            };
+            let timestamp = ts
+                .map(|t| header_name(t).map(|n| (n, t.to_string())))
+                .transpose()?;
+            Ok::<_, String>(HmacShape {
+                algorithm: cfg.algorithm,
+                encoding: cfg.encoding,
+                header: header_name(header)?,
+                display: header.to_string(),
+                prefix: prefix.map(str::to_string),
+                prefix_optional: false,
+                template,
+                timestamp,
+            })
         };
-        let keyed = || {
-            HmacSha256::new_from_slice(&secret)
-                .map_err(|e| format!("verify: scheme \"{name}\": {e}"))
-        };
+        let mut keys = keys;
         let (check, headers) = match cfg.scheme {
-            Scheme::Github => (
-                Check::Github(keyed()?),
-                vec![HeaderName::from_static("x-hub-signature-256")],
-            ),
-            Scheme::Slack => (
-                Check::Slack(keyed()?),
-                vec![
-                    HeaderName::from_static("x-slack-signature"),
-                    HeaderName::from_static("x-slack-request-timestamp"),
-                ],
-            ),
+            Scheme::Github => {
+                let s = shape("X-Hub-Signature-256", Some("sha256="), None, None)?;
+                (Check::Hmac(Box::new(s)), vec![])
+            }
+            Scheme::Slack => {
+                let s = shape(
+                    "X-Slack-Signature",
+                    Some("v0="),
+                    Some("v0:{timestamp}:{body}"),
+                    Some("X-Slack-Request-Timestamp"),
+                )?;
+                (Check::Hmac(Box::new(s)), vec![])
+            }
+            Scheme::Hmac | Scheme::HmacSha256 => {
+                let header = cfg.header.as_deref().ok_or(format!(
+                    "verify: scheme \"{name}\" needs header = \"<signature header>\""
+                ))?;
+                let legacy = cfg.scheme == Scheme::HmacSha256 && cfg.prefix.is_none();
+                let prefix = if legacy {
+                    Some("sha256=")
+                } else {
+                    cfg.prefix.as_deref()
+                };
+                let mut s = shape(
+                    header,
+                    prefix,
+                    cfg.signed.as_deref(),
+                    cfg.timestamp_header.as_deref(),
+                )?;
+                s.prefix_optional = legacy;
+                if cfg.scheme == Scheme::HmacSha256 {
+                    s.algorithm = Algorithm::Sha256;
+                }
+                (Check::Hmac(Box::new(s)), vec![])
+            }
             Scheme::Stripe => (
-                Check::Stripe(keyed()?),
+                Check::Stripe,
                 vec![HeaderName::from_static("stripe-signature")],
             ),
-            Scheme::HmacSha256 => {
-                let display = cfg.header.clone().ok_or(
-                    "verify: scheme \"hmac-sha256\" needs header = \"<signature header>\"",
-                )?;
-                let header_name = HeaderName::from_bytes(display.as_bytes()).map_err(|_| {
-                    format!("verify: header {display:?} is not a valid header name")
-                })?;
-                let check = Check::HmacSha256 {
-                    mac: keyed()?,
-                    display,
-                };
-                (check, vec![header_name])
+            Scheme::StandardWebhooks => {
+                keys = keys
+                    .iter()
+                    .map(|k| standard_webhooks_key(k))
+                    .collect::<Result<_, _>>()?;
+                let headers = STANDARD_WEBHOOKS
+                    .iter()
+                    .flat_map(|s| [s.id, s.timestamp, s.signature])
+                    .map(HeaderName::from_static)
+                    .collect();
+                (Check::StandardWebhooks, headers)
             }
-            Scheme::Bearer => (
-                Check::Bearer(Sha256::digest(&secret).into()),
-                vec![http::header::AUTHORIZATION],
-            ),
+            Scheme::Bearer => (Check::Bearer(digests), vec![http::header::AUTHORIZATION]),
+            Scheme::Token => {
+                let display = cfg
+                    .header
+                    .clone()
+                    .ok_or("verify: scheme \"token\" needs header = \"<token header>\"")?;
+                let header = header_name(&display)?;
+                let check = Check::Token {
+                    header: header.clone(),
+                    display,
+                    digests,
+                };
+                (check, vec![header])
+            }
+            Scheme::Basic => (Check::Basic(digests), vec![http::header::AUTHORIZATION]),
             Scheme::None => (Check::None, Vec::new()),
         };
+        let headers = match &check {
+            Check::Hmac(s) => {
+                let mut h = vec![s.header.clone()];
+                h.extend(s.timestamp.iter().map(|(n, _)| n.clone()));
+                h.extend(s.template.iter().filter_map(|p| match p {
+                    Part::Header(n, _) => Some(n.clone()),
+                    _ => None,
+                }));
+                h
+            }
+            _ => headers,
+        };
+        // Token-like schemes keep only digests; the raw bytes are not needed again.
+        if matches!(
+            check,
+            Check::Bearer(_) | Check::Token { .. } | Check::Basic(_)
+        ) {
+            keys.clear();
+        }
         Ok(Verifier {
             scheme: cfg.scheme,
             check,
+            keys,
             tolerance_secs: cfg.tolerance.as_secs(),
             headers,
         })
@@ -194,73 +426,89 @@ impl Verifier {
     }
 
     /// The request headers this scheme reads, so ingress can store them with the
-    /// body for re-verification. Bearer lists `Authorization`: storing it puts the
-    /// token in the spool, so the caller may choose to drop it.
+    /// body for re-verification. Bearer and basic list `Authorization`: storing it
+    /// puts the credential in the spool, so the caller may choose to drop it.
     pub fn signature_headers(&self) -> &[HeaderName] {
         &self.headers
     }
 
-    /// Checks one request. `now` is the time to judge timestamps against: the
-    /// arrival time, also when re-verifying a stored delivery.
+    /// The header that carries the shared secret itself (scheme token): like
+    /// `Authorization`, it must be neither stored in the spool nor forwarded.
+    pub(crate) fn credential_header(&self) -> Option<&HeaderName> {
+        match &self.check {
+            Check::Token { header, .. } => Some(header),
+            _ => None,
+        }
+    }
+
+    /// The HMAC key at `index` (as [`Verifier::verify`] returned it), for a
+    /// handshake that must answer with the same key (Zoom). `None` for the
+    /// token schemes, which keep only digests.
+    pub(crate) fn key(&self, index: usize) -> Option<&[u8]> {
+        self.keys.get(index).map(Vec::as_slice)
+    }
+
+    /// Logs which key a request matched: an operator rotating keys watches for
+    /// the old one (a `key_index` above 0) to stop appearing before removing it.
+    pub(crate) fn log_match(&self, hook: &str, key_index: usize) {
+        if key_index > 0 {
+            tracing::info!(
+                hook,
+                key_index,
+                hookd_event = "signature_old_key",
+                "signature matched key {key_index}, not the newest (key 0)"
+            );
+        } else if self.scheme != Scheme::None {
+            tracing::debug!(hook, key_index, "signature matched");
+        }
+    }
+
+    /// What can be refused from the headers alone, before the body is read:
+    /// a credential that is missing or malformed, or a token that is wrong
+    /// (tokens do not depend on the body). A signature over the body is not
+    /// judged here. The error is the one [`Verifier::verify`] would give, so
+    /// the answer is the same whether the body was read or not.
+    pub(crate) fn check_headers(
+        &self,
+        headers: &HeaderMap,
+        now: SystemTime,
+    ) -> Result<(), VerifyError> {
+        match self.verify(headers, b"", now) {
+            Err(
+                e @ (VerifyError::Missing { .. }
+                | VerifyError::Malformed { .. }
+                | VerifyError::TokenMissing
+                | VerifyError::TokenMalformed { .. }
+                | VerifyError::TokenMismatch
+                | VerifyError::HeaderTokenMissing { .. }
+                | VerifyError::HeaderTokenMismatch { .. }
+                | VerifyError::BasicMissing
+                | VerifyError::BasicMismatch),
+            ) => Err(e),
+            Ok(_) | Err(VerifyError::Mismatch { .. } | VerifyError::Stale { .. }) => Ok(()),
+        }
+    }
+
+    /// Checks one request and answers the index of the key that matched (0 for
+    /// scheme none). `now` is the time to judge timestamps against: the arrival
+    /// time, also when re-verifying a stored delivery.
     ///
-    /// Slack and Stripe check the signature before the timestamp, so `Stale` means
-    /// "authentic but outside the window" (a replay or a skewed clock), never a forgery.
+    /// Timestamped schemes check the signature before the timestamp, so `Stale`
+    /// means "authentic but outside the window" (a replay or a skewed clock),
+    /// never a forgery.
     pub fn verify(
         &self,
         headers: &HeaderMap,
         body: &[u8],
         now: SystemTime,
-    ) -> Result<(), VerifyError> {
+    ) -> Result<usize, VerifyError> {
         match &self.check {
-            Check::None => Ok(()),
-            Check::Github(mac) => {
-                let value = single(headers, &self.headers[0], GITHUB_SIGNATURE)?;
-                let hex = value.strip_prefix("sha256=").ok_or_else(|| {
-                    malformed(GITHUB_SIGNATURE, "expected sha256=<64 hex digits>")
-                })?;
-                let sig = decode_sha256(hex, GITHUB_SIGNATURE)?;
-                verify_mac(mac, &[body], &sig, GITHUB_SIGNATURE)
-            }
-            Check::HmacSha256 { mac, display } => {
-                let value = single(headers, &self.headers[0], display)?;
-                let hex = strip_prefix_ignore_case(value, "sha256=").unwrap_or(value);
-                let sig = decode_sha256(hex, display)?;
-                verify_mac(mac, &[body], &sig, display)
-            }
-            Check::Slack(mac) => {
-                let value = single(headers, &self.headers[0], SLACK_SIGNATURE)?;
-                let ts_text = single(headers, &self.headers[1], SLACK_TIMESTAMP)?;
-                let hex = value
-                    .strip_prefix("v0=")
-                    .ok_or_else(|| malformed(SLACK_SIGNATURE, "expected v0=<64 hex digits>"))?;
-                let sig = decode_sha256(hex, SLACK_SIGNATURE)?;
-                let ts = parse_unix(ts_text)
-                    .ok_or_else(|| malformed(SLACK_TIMESTAMP, "expected unix seconds"))?;
-                let parts: [&[u8]; 4] = [b"v0:", ts_text.as_bytes(), b":", body];
-                verify_mac(mac, &parts, &sig, SLACK_SIGNATURE)?;
-                self.check_window(ts, now, SLACK_TIMESTAMP)
-            }
-            Check::Stripe(mac) => {
-                let value = single(headers, &self.headers[0], STRIPE_SIGNATURE)?;
-                let parsed = parse_stripe(value)?;
-                let mut mac = mac.clone();
-                mac.update(parsed.t_text.as_bytes());
-                mac.update(b".");
-                mac.update(body);
-                let expected = mac.finalize().into_bytes();
-                // Rotation sends several v1: accept any, without stopping early.
-                let matched = parsed.v1.iter().fold(Choice::from(0), |acc, sig| {
-                    acc | expected.as_slice().ct_eq(&sig[..])
-                });
-                if !bool::from(matched) {
-                    return Err(VerifyError::Mismatch {
-                        header: STRIPE_SIGNATURE.into(),
-                    });
-                }
-                self.check_window(parsed.t, now, STRIPE_SIGNATURE)
-            }
+            Check::None => Ok(0),
+            Check::Hmac(s) => self.verify_hmac(s, headers, body, now),
+            Check::Stripe => self.verify_stripe(headers, body, now),
+            Check::StandardWebhooks => self.verify_standard(headers, body, now),
             Check::Bearer(want) => {
-                let value = match single(headers, &self.headers[0], AUTHORIZATION) {
+                let value = match single(headers, &http::header::AUTHORIZATION, AUTHORIZATION) {
                     Ok(v) => v,
                     Err(VerifyError::Missing { .. }) => return Err(VerifyError::TokenMissing),
                     Err(_) => {
@@ -269,30 +517,200 @@ impl Verifier {
                         })
                     }
                 };
-                let (auth_scheme, token) =
-                    value.split_once(' ').ok_or(VerifyError::TokenMalformed {
-                        reason: "expected \"Bearer <token>\"",
-                    })?;
-                // RFC 9110: the auth-scheme is case-insensitive.
-                if !auth_scheme.eq_ignore_ascii_case("bearer") {
-                    return Err(VerifyError::TokenMalformed {
-                        reason: "expected the Bearer scheme",
-                    });
-                }
-                let token = token.trim_matches(|c| c == ' ' || c == '\t');
-                if token.is_empty() {
-                    return Err(VerifyError::TokenMalformed {
-                        reason: "empty token",
-                    });
-                }
+                let token = auth_param(value, "bearer", "expected \"Bearer <token>\"")?;
                 let got: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-                if bool::from(got[..].ct_eq(&want[..])) {
-                    Ok(())
-                } else {
-                    Err(VerifyError::TokenMismatch)
+                match_digest(want, &got).ok_or(VerifyError::TokenMismatch)
+            }
+            Check::Token {
+                header,
+                display,
+                digests,
+            } => {
+                let value = match single(headers, header, display) {
+                    Ok(v) => v,
+                    Err(VerifyError::Missing { .. }) => {
+                        return Err(VerifyError::HeaderTokenMissing {
+                            header: display.clone(),
+                        })
+                    }
+                    Err(e) => return Err(e),
+                };
+                let got: [u8; 32] = Sha256::digest(value.as_bytes()).into();
+                match_digest(digests, &got).ok_or_else(|| VerifyError::HeaderTokenMismatch {
+                    header: display.clone(),
+                })
+            }
+            Check::Basic(want) => {
+                let value = match single(headers, &http::header::AUTHORIZATION, AUTHORIZATION) {
+                    Ok(v) => v,
+                    Err(VerifyError::Missing { .. }) => return Err(VerifyError::BasicMissing),
+                    Err(_) => {
+                        return Err(VerifyError::TokenMalformed {
+                            reason: "expected one \"Basic <base64>\" in visible ASCII",
+                        })
+                    }
+                };
+                let b64 = auth_param(
+                    value,
+                    "basic",
+                    "expected \"Basic <base64 of user:password>\"",
+                )?;
+                let pair = B64.decode(b64).map_err(|_| VerifyError::TokenMalformed {
+                    reason: "the Basic credentials are not base64",
+                })?;
+                if !pair.contains(&b':') {
+                    return Err(VerifyError::TokenMalformed {
+                        reason: "the Basic credentials have no user:password colon",
+                    });
+                }
+                let got: [u8; 32] = Sha256::digest(&pair).into();
+                match_digest(want, &got).ok_or(VerifyError::BasicMismatch)
+            }
+        }
+    }
+
+    fn verify_hmac(
+        &self,
+        s: &HmacShape,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<usize, VerifyError> {
+        let value = single(headers, &s.header, &s.display)?;
+        let encoded = match &s.prefix {
+            None => value,
+            Some(p) => match strip_prefix_ignore_case(value, p) {
+                Some(rest) => rest,
+                None if s.prefix_optional => value,
+                None => {
+                    return Err(malformed(
+                        &s.display,
+                        format!("expected {p}<{}>", self.encoding_words(s)),
+                    ))
+                }
+            },
+        };
+        let sig = decode_sig(encoded, s.encoding, digest_len(s.algorithm)).ok_or_else(|| {
+            malformed(
+                &s.display,
+                format!("signature is not {}", self.encoding_words(s)),
+            )
+        })?;
+        let ts = match &s.timestamp {
+            None => None,
+            Some((name, display)) => {
+                let text = single(headers, name, display)?;
+                let t = parse_timestamp(text).ok_or_else(|| {
+                    malformed(display, "expected unix seconds or an RFC 3339 time")
+                })?;
+                Some((text, t, display))
+            }
+        };
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(s.template.len());
+        for p in &s.template {
+            parts.push(match p {
+                Part::Literal(l) => l.as_bytes(),
+                Part::Body => body,
+                Part::Timestamp => ts.as_ref().map_or(&b""[..], |(text, _, _)| text.as_bytes()),
+                Part::Header(n, display) => single(headers, n, display)?.as_bytes(),
+            });
+        }
+        let index = first_match(self.keys.len(), |i| {
+            hmac(s.algorithm, &self.keys[i], &parts)
+                .as_slice()
+                .ct_eq(&sig)
+        })
+        .ok_or_else(|| VerifyError::Mismatch {
+            header: s.display.clone(),
+        })?;
+        if let Some((_, t, display)) = ts {
+            self.check_window(t, now, display)?;
+        }
+        Ok(index)
+    }
+
+    fn encoding_words(&self, s: &HmacShape) -> String {
+        let n = digest_len(s.algorithm);
+        match s.encoding {
+            Encoding::Hex => format!("{} hex digits", n * 2),
+            Encoding::Base64 => format!("base64 of {n} bytes"),
+        }
+    }
+
+    fn verify_stripe(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<usize, VerifyError> {
+        let value = single(headers, &self.headers[0], STRIPE_SIGNATURE)?;
+        let parsed = parse_stripe(value)?;
+        let parts: [&[u8]; 3] = [parsed.t_text.as_bytes(), b".", body];
+        // Stripe sends several v1 during its own rotation: accept any, for any key.
+        let index = first_match(self.keys.len(), |i| {
+            let expected = hmac(Algorithm::Sha256, &self.keys[i], &parts);
+            parsed.v1.iter().fold(Choice::from(0), |acc, sig| {
+                acc | expected.as_slice().ct_eq(&sig[..])
+            })
+        })
+        .ok_or_else(|| VerifyError::Mismatch {
+            header: STRIPE_SIGNATURE.into(),
+        })?;
+        self.check_window(parsed.t, now, STRIPE_SIGNATURE)?;
+        Ok(index)
+    }
+
+    fn verify_standard(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<usize, VerifyError> {
+        // The svix-* spelling is the same scheme under its first vendor's name.
+        let names = STANDARD_WEBHOOKS
+            .iter()
+            .find(|n| headers.contains_key(n.signature))
+            .unwrap_or(&STANDARD_WEBHOOKS[0]);
+        let hn = HeaderName::from_static;
+        let value = single(headers, &hn(names.signature), names.signature)?;
+        let id = single(headers, &hn(names.id), names.id)?;
+        let ts_text = single(headers, &hn(names.timestamp), names.timestamp)?;
+        let ts = parse_unix(ts_text)
+            .ok_or_else(|| malformed(names.timestamp, "expected unix seconds"))?;
+        let mut sigs = Vec::new();
+        for entry in value.split(' ').filter(|e| !e.is_empty()) {
+            let Some((version, b64)) = entry.split_once(',') else {
+                return Err(malformed(
+                    names.signature,
+                    "expected space-separated v1,<base64> entries",
+                ));
+            };
+            // Other versions (v1a is asymmetric) are not ours to check; an entry
+            // that does not decode can never match.
+            if version == "v1" {
+                if let Some(sig) = decode_sig(b64, Encoding::Base64, 32) {
+                    sigs.push(sig);
                 }
             }
         }
+        if sigs.is_empty() {
+            return Err(malformed(
+                names.signature,
+                "no v1,<base64 of 32 bytes> signature",
+            ));
+        }
+        let parts: [&[u8]; 5] = [id.as_bytes(), b".", ts_text.as_bytes(), b".", body];
+        let index = first_match(self.keys.len(), |i| {
+            let expected = hmac(Algorithm::Sha256, &self.keys[i], &parts);
+            sigs.iter().fold(Choice::from(0), |acc, sig| {
+                acc | expected.as_slice().ct_eq(sig)
+            })
+        })
+        .ok_or_else(|| VerifyError::Mismatch {
+            header: names.signature.into(),
+        })?;
+        self.check_window(ts, now, names.timestamp)?;
+        Ok(index)
     }
 
     /// Accepts `ts` within the tolerance of `now` in either direction: a sender's
@@ -307,6 +725,71 @@ impl Verifier {
         }
         Ok(())
     }
+}
+
+/// Standard Webhooks' header names, in its own spelling and Svix's.
+struct StandardNames {
+    id: &'static str,
+    timestamp: &'static str,
+    signature: &'static str,
+}
+
+const STANDARD_WEBHOOKS: [StandardNames; 2] = [
+    StandardNames {
+        id: "webhook-id",
+        timestamp: "webhook-timestamp",
+        signature: "webhook-signature",
+    },
+    StandardNames {
+        id: "svix-id",
+        timestamp: "svix-timestamp",
+        signature: "svix-signature",
+    },
+];
+
+/// `<scheme> <param>` of an `Authorization` value, the scheme case-insensitive
+/// (RFC 9110), the parameter trimmed and non-empty.
+fn auth_param<'a>(
+    value: &'a str,
+    scheme: &str,
+    expected: &'static str,
+) -> Result<&'a str, VerifyError> {
+    let (auth_scheme, param) = value
+        .split_once(' ')
+        .ok_or(VerifyError::TokenMalformed { reason: expected })?;
+    if !auth_scheme.eq_ignore_ascii_case(scheme) {
+        return Err(VerifyError::TokenMalformed { reason: expected });
+    }
+    let param = param.trim_matches(|c| c == ' ' || c == '\t');
+    if param.is_empty() {
+        return Err(VerifyError::TokenMalformed {
+            reason: "empty credentials",
+        });
+    }
+    Ok(param)
+}
+
+/// The index of the first digest in `want` equal to `got`, comparing all of them.
+fn match_digest(want: &[[u8; 32]], got: &[u8; 32]) -> Option<usize> {
+    first_match(want.len(), |i| want[i][..].ct_eq(&got[..]))
+}
+
+/// Hex (either case) or base64 to exactly `len` bytes; anything else is `None`.
+fn decode_sig(text: &str, encoding: Encoding, len: usize) -> Option<Vec<u8>> {
+    let bytes = match encoding {
+        Encoding::Hex => hex::decode(text).ok()?,
+        Encoding::Base64 => B64.decode(text).ok()?,
+    };
+    (bytes.len() == len).then_some(bytes)
+}
+
+/// Unix seconds, or an RFC 3339 UTC time as Twitch sends it (fraction allowed).
+fn parse_timestamp(text: &str) -> Option<i64> {
+    if let Some(t) = parse_unix(text) {
+        return Some(t);
+    }
+    let t = humantime::parse_rfc3339(text).ok()?;
+    i64::try_from(t.duration_since(UNIX_EPOCH).ok()?.as_secs()).ok()
 }
 
 /// `Stripe-Signature`, split: the signed timestamp (as sent, for the payload) and
@@ -387,30 +870,6 @@ fn single<'a>(
     Ok(text)
 }
 
-/// Hex (either case) to a 32-byte digest; anything else is malformed.
-fn decode_sha256(hex_text: &str, header: &str) -> Result<[u8; 32], VerifyError> {
-    let mut sig = [0u8; 32];
-    hex::decode_to_slice(hex_text, &mut sig)
-        .map_err(|_| malformed(header, "signature is not 64 hex digits"))?;
-    Ok(sig)
-}
-
-/// HMAC of the concatenated `parts`, compared in constant time with `sig`.
-fn verify_mac(
-    keyed: &HmacSha256,
-    parts: &[&[u8]],
-    sig: &[u8; 32],
-    header: &str,
-) -> Result<(), VerifyError> {
-    let mut mac = keyed.clone();
-    for part in parts {
-        mac.update(part);
-    }
-    mac.verify_slice(sig).map_err(|_| VerifyError::Mismatch {
-        header: header.into(),
-    })
-}
-
 /// Unix seconds as providers send them: plain ASCII digits, no sign, no fraction.
 fn parse_unix(text: &str) -> Option<i64> {
     if text.is_empty() || text.len() > 18 || !text.bytes().all(|b| b.is_ascii_digit()) {
@@ -432,32 +891,31 @@ fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> 
         .then(|| &text[prefix.len()..])
 }
 
-fn malformed(header: &str, reason: &'static str) -> VerifyError {
+fn malformed(header: &str, reason: impl Into<String>) -> VerifyError {
     VerifyError::Malformed {
         header: header.into(),
-        reason,
+        reason: reason.into(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SecretSource;
     use http::HeaderValue;
     use std::time::Duration;
 
     fn cfg(scheme: Scheme, header: Option<&str>) -> VerifyConfig {
         VerifyConfig {
             scheme,
-            secret: SecretSource::None,
             header: header.map(str::to_string),
             tolerance: Duration::from_secs(300),
+            ..VerifyConfig::default()
         }
     }
 
     fn verifier(scheme: Scheme, secret: &str) -> Verifier {
         let header = (scheme == Scheme::HmacSha256).then_some("X-Signature");
-        Verifier::new(&cfg(scheme, header), Some(secret.as_bytes().to_vec())).unwrap()
+        Verifier::new(&cfg(scheme, header), vec![secret.as_bytes().to_vec()]).unwrap()
     }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -483,7 +941,7 @@ mod tests {
         b
     }
 
-    fn code(r: Result<(), VerifyError>) -> &'static str {
+    fn code(r: Result<usize, VerifyError>) -> &'static str {
         r.unwrap_err().code()
     }
 
@@ -497,7 +955,7 @@ mod tests {
     fn github_doc_vector_verifies() {
         let v = verifier(Scheme::Github, GH_SECRET);
         let h = headers(&[("X-Hub-Signature-256", GH_SIG)]);
-        assert_eq!(v.verify(&h, GH_BODY, at(0)), Ok(()));
+        assert_eq!(v.verify(&h, GH_BODY, at(0)), Ok(0));
     }
 
     #[test]
@@ -572,7 +1030,7 @@ mod tests {
     fn slack_doc_vector_verifies() {
         let v = verifier(Scheme::Slack, SLACK_SECRET);
         let h = slack_headers(SLACK_SIG, "1531420618");
-        assert_eq!(v.verify(&h, SLACK_BODY, at(SLACK_TS)), Ok(()));
+        assert_eq!(v.verify(&h, SLACK_BODY, at(SLACK_TS)), Ok(0));
     }
 
     #[test]
@@ -606,8 +1064,8 @@ mod tests {
         let v = verifier(Scheme::Slack, SLACK_SECRET);
         let h = slack_headers(SLACK_SIG, "1531420618");
         // Sender 300 s behind us, or 299 s ahead of us: inside the window.
-        assert_eq!(v.verify(&h, SLACK_BODY, at(SLACK_TS + 300)), Ok(()));
-        assert_eq!(v.verify(&h, SLACK_BODY, at(SLACK_TS - 299)), Ok(()));
+        assert_eq!(v.verify(&h, SLACK_BODY, at(SLACK_TS + 300)), Ok(0));
+        assert_eq!(v.verify(&h, SLACK_BODY, at(SLACK_TS - 299)), Ok(0));
         for now in [SLACK_TS + 301, SLACK_TS - 301, SLACK_TS + 86_400] {
             let e = v.verify(&h, SLACK_BODY, at(now)).unwrap_err();
             assert_eq!(e.code(), "timestamp_stale", "now={now}");
@@ -620,9 +1078,9 @@ mod tests {
     fn slack_tolerance_is_configurable() {
         let mut c = cfg(Scheme::Slack, None);
         c.tolerance = Duration::from_secs(10);
-        let v = Verifier::new(&c, Some(SLACK_SECRET.into())).unwrap();
+        let v = Verifier::new(&c, vec![SLACK_SECRET.into()]).unwrap();
         let h = slack_headers(SLACK_SIG, "1531420618");
-        assert_eq!(v.verify(&h, SLACK_BODY, at(SLACK_TS + 10)), Ok(()));
+        assert_eq!(v.verify(&h, SLACK_BODY, at(SLACK_TS + 10)), Ok(0));
         assert_eq!(
             code(v.verify(&h, SLACK_BODY, at(SLACK_TS + 11))),
             "timestamp_stale"
@@ -680,7 +1138,7 @@ mod tests {
     fn stripe_vector_verifies() {
         let v = verifier(Scheme::Stripe, STRIPE_SECRET);
         let h = stripe(&format!("t={STRIPE_T},v1={STRIPE_V1}"));
-        assert_eq!(v.verify(&h, STRIPE_BODY, at(STRIPE_T)), Ok(()));
+        assert_eq!(v.verify(&h, STRIPE_BODY, at(STRIPE_T)), Ok(0));
     }
 
     #[test]
@@ -696,7 +1154,7 @@ mod tests {
         ] {
             assert_eq!(
                 v.verify(&stripe(&value), STRIPE_BODY, at(STRIPE_T)),
-                Ok(()),
+                Ok(0),
                 "{value}"
             );
         }
@@ -736,8 +1194,8 @@ mod tests {
     fn stripe_window_is_tolerance_either_way() {
         let v = verifier(Scheme::Stripe, STRIPE_SECRET);
         let h = stripe(&format!("t={STRIPE_T},v1={STRIPE_V1}"));
-        assert_eq!(v.verify(&h, STRIPE_BODY, at(STRIPE_T + 300)), Ok(()));
-        assert_eq!(v.verify(&h, STRIPE_BODY, at(STRIPE_T - 300)), Ok(()));
+        assert_eq!(v.verify(&h, STRIPE_BODY, at(STRIPE_T + 300)), Ok(0));
+        assert_eq!(v.verify(&h, STRIPE_BODY, at(STRIPE_T - 300)), Ok(0));
         for now in [STRIPE_T + 301, STRIPE_T - 301] {
             let e = v.verify(&h, STRIPE_BODY, at(now)).unwrap_err();
             assert_eq!(e.code(), "timestamp_stale", "now={now}");
@@ -788,7 +1246,7 @@ mod tests {
             format!("sha256={}", GH_HEX.to_uppercase()),
         ] {
             let h = headers(&[("x-signature", &value)]);
-            assert_eq!(v.verify(&h, GH_BODY, at(0)), Ok(()), "{value}");
+            assert_eq!(v.verify(&h, GH_BODY, at(0)), Ok(0), "{value}");
         }
     }
 
@@ -817,8 +1275,8 @@ mod tests {
     fn bearer_right_wrong_missing_malformed() {
         let v = verifier(Scheme::Bearer, "s3cret-token");
         let ok = |value: &str| v.verify(&headers(&[("Authorization", value)]), b"", at(0));
-        assert_eq!(ok("Bearer s3cret-token"), Ok(()));
-        assert_eq!(ok("bearer s3cret-token"), Ok(()));
+        assert_eq!(ok("Bearer s3cret-token"), Ok(0));
+        assert_eq!(ok("bearer s3cret-token"), Ok(0));
         for wrong in ["Bearer s3cret-tokem", "Bearer s3cret-token2", "Bearer s"] {
             let e = ok(wrong).unwrap_err();
             assert_eq!(e.code(), "token_mismatch", "{wrong}");
@@ -836,8 +1294,8 @@ mod tests {
 
     #[test]
     fn none_accepts_anything() {
-        let v = Verifier::new(&cfg(Scheme::None, None), None).unwrap();
-        assert_eq!(v.verify(&HeaderMap::new(), b"anything", at(0)), Ok(()));
+        let v = Verifier::new(&cfg(Scheme::None, None), vec![]).unwrap();
+        assert_eq!(v.verify(&HeaderMap::new(), b"anything", at(0)), Ok(0));
         assert!(v.signature_headers().is_empty());
     }
 
@@ -851,13 +1309,13 @@ mod tests {
             Scheme::Bearer,
         ] {
             let c = cfg(scheme, Some("X-Signature"));
-            assert!(Verifier::new(&c, None).is_err());
-            assert!(Verifier::new(&c, Some(Vec::new())).is_err());
+            assert!(Verifier::new(&c, vec![]).is_err());
+            assert!(Verifier::new(&c, vec![Vec::new()]).is_err());
         }
-        assert!(Verifier::new(&cfg(Scheme::None, None), Some(b"x".to_vec())).is_err());
-        assert!(Verifier::new(&cfg(Scheme::HmacSha256, None), Some(b"x".to_vec())).is_err());
+        assert!(Verifier::new(&cfg(Scheme::None, None), vec![b"x".to_vec()]).is_err());
+        assert!(Verifier::new(&cfg(Scheme::HmacSha256, None), vec![b"x".to_vec()]).is_err());
         let bad_name = cfg(Scheme::HmacSha256, Some("X Sig"));
-        assert!(Verifier::new(&bad_name, Some(b"x".to_vec())).is_err());
+        assert!(Verifier::new(&bad_name, vec![b"x".to_vec()]).is_err());
     }
 
     #[test]
@@ -898,5 +1356,361 @@ mod tests {
             .verify(&headers(&[("Authorization", "Bearer nope")]), b"", at(0))
             .unwrap_err();
         assert!(!e.to_string().contains("s3cret"), "{e}");
+    }
+
+    // Vectors for the generic shapes, made independently with Python's hmac module:
+    // python3 -c "import hmac,hashlib,base64;print(hmac.new(b'k1',b'hello',hashlib.sha1).hexdigest())"
+    const SHA1_HEX: &str = "4c250fed12e3571a29a32917139ac5d39a28a66c";
+    // ... base64 of hmac.new(b'k1', b'hello', hashlib.sha512).digest()
+    const SHA512_B64: &str =
+        "xOUxaP/LE4PHMx4riHqM5f/vY21ijbjOBPBzL12wN/CHLpneWTi7T5kFh8b7l0vmwtAEPTbRW/ghs7rHU1oTZg==";
+    // ... hmac.new(b'twitch_secret', b'msg-1' + b'2023-07-19T10:11:12.123456789Z' + b'{"a":1}', sha256)
+    const TWITCH_HEX: &str = "3bf09d7a25e0e5d41626e5f0e3e915c0518ae8d716caadfee9e80f12975e9985";
+    // ... hmac.new(b'zoom_secret_token', b'v0:1700000000:{"event":"meeting.started"}', sha256)
+    const ZOOM_HEX: &str = "3e26cabfef3d31e659f8b672f08a7e4872438adf9c171b0122eefa5e8c0c6803";
+
+    fn hmac_cfg(header: &str) -> VerifyConfig {
+        VerifyConfig {
+            scheme: Scheme::Hmac,
+            header: Some(header.into()),
+            tolerance: Duration::from_secs(300),
+            ..VerifyConfig::default()
+        }
+    }
+
+    fn keys(ks: &[&str]) -> Vec<Vec<u8>> {
+        ks.iter().map(|k| k.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn hmac_sha1_hex_and_sha512_base64() {
+        let mut c = hmac_cfg("X-Sig");
+        c.algorithm = Algorithm::Sha1;
+        let v = Verifier::new(&c, keys(&["k1"])).unwrap();
+        assert_eq!(
+            v.verify(&headers(&[("X-Sig", SHA1_HEX)]), b"hello", at(0)),
+            Ok(0)
+        );
+        assert_eq!(
+            code(v.verify(&headers(&[("X-Sig", SHA1_HEX)]), b"hellO", at(0))),
+            "signature_mismatch"
+        );
+        // A SHA-256-sized signature is malformed for SHA-1.
+        let e = v
+            .verify(&headers(&[("X-Sig", GH_HEX)]), b"hello", at(0))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "malformed X-Sig header: signature is not 40 hex digits"
+        );
+
+        c.algorithm = Algorithm::Sha512;
+        c.encoding = Encoding::Base64;
+        let v = Verifier::new(&c, keys(&["k1"])).unwrap();
+        assert_eq!(
+            v.verify(&headers(&[("X-Sig", SHA512_B64)]), b"hello", at(0)),
+            Ok(0)
+        );
+        let other = Verifier::new(&c, keys(&["k2"])).unwrap();
+        assert_eq!(
+            code(other.verify(&headers(&[("X-Sig", SHA512_B64)]), b"hello", at(0))),
+            "signature_mismatch"
+        );
+        let e = v
+            .verify(&headers(&[("X-Sig", "not base64!")]), b"hello", at(0))
+            .unwrap_err();
+        assert_eq!(e.code(), "signature_malformed");
+    }
+
+    #[test]
+    fn hmac_prefix_is_required_when_configured() {
+        let mut c = hmac_cfg("X-Hub-Signature-256");
+        c.prefix = Some("sha256=".into());
+        let v = Verifier::new(&c, keys(&[GH_SECRET])).unwrap();
+        assert_eq!(
+            v.verify(&headers(&[("X-Hub-Signature-256", GH_SIG)]), GH_BODY, at(0)),
+            Ok(0)
+        );
+        let e = v
+            .verify(&headers(&[("X-Hub-Signature-256", GH_HEX)]), GH_BODY, at(0))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "malformed X-Hub-Signature-256 header: expected sha256=<64 hex digits>"
+        );
+    }
+
+    #[test]
+    fn hmac_timestamped_template_rfc3339_and_unix() {
+        let mut c = hmac_cfg("Twitch-Eventsub-Message-Signature");
+        c.prefix = Some("sha256=".into());
+        c.signed = Some("{header.Twitch-Eventsub-Message-Id}{timestamp}{body}".into());
+        c.timestamp_header = Some("Twitch-Eventsub-Message-Timestamp".into());
+        c.tolerance = Duration::from_secs(600);
+        let v = Verifier::new(&c, keys(&["twitch_secret"])).unwrap();
+        let ts = "2023-07-19T10:11:12.123456789Z";
+        let t0 = 1689761472; // 2023-07-19T10:11:12Z
+        let sig = format!("sha256={TWITCH_HEX}");
+        let h = |id: &str| {
+            headers(&[
+                ("Twitch-Eventsub-Message-Signature", &sig),
+                ("Twitch-Eventsub-Message-Id", id),
+                ("Twitch-Eventsub-Message-Timestamp", ts),
+            ])
+        };
+        assert_eq!(v.verify(&h("msg-1"), br#"{"a":1}"#, at(t0 + 600)), Ok(0));
+        assert_eq!(
+            code(v.verify(&h("msg-2"), br#"{"a":1}"#, at(t0))),
+            "signature_mismatch"
+        );
+        assert_eq!(
+            code(v.verify(&h("msg-1"), br#"{"a":2}"#, at(t0))),
+            "signature_mismatch"
+        );
+        assert_eq!(
+            code(v.verify(&h("msg-1"), br#"{"a":1}"#, at(t0 + 601))),
+            "timestamp_stale"
+        );
+        let no_id = headers(&[
+            ("Twitch-Eventsub-Message-Signature", &sig),
+            ("Twitch-Eventsub-Message-Timestamp", ts),
+        ]);
+        let e = v.verify(&no_id, br#"{"a":1}"#, at(t0)).unwrap_err();
+        assert_eq!(e.to_string(), "missing Twitch-Eventsub-Message-Id header");
+        assert_eq!(
+            names(&v),
+            [
+                "twitch-eventsub-message-signature",
+                "twitch-eventsub-message-timestamp",
+                "twitch-eventsub-message-id"
+            ]
+        );
+
+        let mut z = hmac_cfg("x-zm-signature");
+        z.prefix = Some("v0=".into());
+        z.signed = Some("v0:{timestamp}:{body}".into());
+        z.timestamp_header = Some("x-zm-request-timestamp".into());
+        let v = Verifier::new(&z, keys(&["zoom_secret_token"])).unwrap();
+        let body = br#"{"event":"meeting.started"}"#;
+        let sig = format!("v0={ZOOM_HEX}");
+        let h = |t: &str| headers(&[("x-zm-signature", &sig), ("x-zm-request-timestamp", t)]);
+        assert_eq!(v.verify(&h("1700000000"), body, at(1700000100)), Ok(0));
+        assert_eq!(
+            code(v.verify(&h("1700000001"), body, at(1700000100))),
+            "signature_mismatch"
+        );
+        assert_eq!(
+            code(v.verify(&h("soon"), body, at(1700000100))),
+            "signature_malformed"
+        );
+        assert_eq!(
+            code(v.verify(&h("1700000000"), body, at(1700000301))),
+            "timestamp_stale"
+        );
+    }
+
+    #[test]
+    fn templates_parse_or_say_why() {
+        assert_eq!(
+            parse_template("v0:{timestamp}:{body}", true).unwrap(),
+            vec![
+                Part::Literal("v0:".into()),
+                Part::Timestamp,
+                Part::Literal(":".into()),
+                Part::Body
+            ]
+        );
+        for (t, ts, why) in [
+            ("{timestamp}.", true, "exactly once"),
+            ("{body}{body}", false, "exactly once"),
+            ("{timestamp}.{body}", false, "needs timestamp_header"),
+            ("{id}.{body}", false, "unknown placeholder {id}"),
+            ("{body", false, "without its }"),
+            ("{header.X Y}{body}", false, "not a header name"),
+        ] {
+            let e = parse_template(t, ts).unwrap_err();
+            assert!(e.contains(why), "{t}: {e}");
+        }
+    }
+
+    fn names(v: &Verifier) -> Vec<String> {
+        v.signature_headers()
+            .iter()
+            .map(|h| h.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn rotation_any_key_passes_and_says_which() {
+        let v = Verifier::new(&cfg(Scheme::Github, None), keys(&["new key", GH_SECRET])).unwrap();
+        let h = headers(&[("X-Hub-Signature-256", GH_SIG)]);
+        assert_eq!(v.verify(&h, GH_BODY, at(0)), Ok(1));
+        let v = Verifier::new(&cfg(Scheme::Github, None), keys(&[GH_SECRET, "old"])).unwrap();
+        assert_eq!(v.verify(&h, GH_BODY, at(0)), Ok(0));
+        let v = Verifier::new(&cfg(Scheme::Github, None), keys(&["a", "b"])).unwrap();
+        assert_eq!(code(v.verify(&h, GH_BODY, at(0))), "signature_mismatch");
+        let s = Verifier::new(
+            &cfg(Scheme::Stripe, None),
+            keys(&["whsec_new", STRIPE_SECRET]),
+        )
+        .unwrap();
+        let h = stripe(&format!("t={STRIPE_T},v1={STRIPE_V1}"));
+        assert_eq!(s.verify(&h, STRIPE_BODY, at(STRIPE_T)), Ok(1));
+        let b = Verifier::new(&cfg(Scheme::Bearer, None), keys(&["new", "old"])).unwrap();
+        let h = headers(&[("Authorization", "Bearer old")]);
+        assert_eq!(b.verify(&h, b"", at(0)), Ok(1));
+        // Token schemes keep digests only.
+        assert_eq!(b.key(0), None);
+        assert_eq!(b.credential_header(), None);
+        assert_eq!(v.key(1), Some(&b"b"[..]));
+    }
+
+    // Standard Webhooks' published test vector (standard-webhooks/standard-webhooks,
+    // the reference libraries' tests).
+    const SW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const SW_ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+    const SW_TS: u64 = 1614265330;
+    const SW_BODY: &[u8] = br#"{"test": 2432232314}"#;
+    const SW_SIG: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+
+    fn sw_headers(prefix: &str, id: &str, ts: &str, sig: &str) -> HeaderMap {
+        headers(&[
+            (&format!("{prefix}-id"), id),
+            (&format!("{prefix}-timestamp"), ts),
+            (&format!("{prefix}-signature"), sig),
+        ])
+    }
+
+    #[test]
+    fn standard_webhooks_vector_both_spellings() {
+        let v = Verifier::new(&cfg(Scheme::StandardWebhooks, None), keys(&[SW_SECRET])).unwrap();
+        for p in ["webhook", "svix"] {
+            let h = sw_headers(p, SW_ID, "1614265330", SW_SIG);
+            assert_eq!(v.verify(&h, SW_BODY, at(SW_TS)), Ok(0), "{p}");
+        }
+        // Several signatures, other versions ignored, in any order.
+        let many = format!("v1a,xyz v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= {SW_SIG}");
+        let h = sw_headers("webhook", SW_ID, "1614265330", &many);
+        assert_eq!(v.verify(&h, SW_BODY, at(SW_TS)), Ok(0));
+        // The key without its whsec_ prefix is the same key.
+        let bare = Verifier::new(
+            &cfg(Scheme::StandardWebhooks, None),
+            keys(&[&SW_SECRET[6..]]),
+        )
+        .unwrap();
+        let h = sw_headers("webhook", SW_ID, "1614265330", SW_SIG);
+        assert_eq!(bare.verify(&h, SW_BODY, at(SW_TS)), Ok(0));
+    }
+
+    #[test]
+    fn standard_webhooks_failures() {
+        let v = Verifier::new(&cfg(Scheme::StandardWebhooks, None), keys(&[SW_SECRET])).unwrap();
+        let ok = sw_headers("webhook", SW_ID, "1614265330", SW_SIG);
+        assert_eq!(
+            code(v.verify(&ok, &altered(SW_BODY), at(SW_TS))),
+            "signature_mismatch"
+        );
+        let other_id = sw_headers("webhook", "msg_other", "1614265330", SW_SIG);
+        assert_eq!(
+            code(v.verify(&other_id, SW_BODY, at(SW_TS))),
+            "signature_mismatch"
+        );
+        let wrong = Verifier::new(
+            &cfg(Scheme::StandardWebhooks, None),
+            keys(&["whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"]),
+        )
+        .unwrap();
+        assert_eq!(
+            code(wrong.verify(&ok, SW_BODY, at(SW_TS))),
+            "signature_mismatch"
+        );
+        assert_eq!(
+            code(v.verify(&ok, SW_BODY, at(SW_TS + 301))),
+            "timestamp_stale"
+        );
+        assert_eq!(
+            code(v.verify(&ok, SW_BODY, at(SW_TS - 301))),
+            "timestamp_stale"
+        );
+        for sig in [
+            "g0hM9SsE",
+            "v2,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+            "v1,short",
+        ] {
+            let h = sw_headers("webhook", SW_ID, "1614265330", sig);
+            assert_eq!(
+                code(v.verify(&h, SW_BODY, at(SW_TS))),
+                "signature_malformed",
+                "{sig}"
+            );
+        }
+        let e = v.verify(&HeaderMap::new(), SW_BODY, at(SW_TS)).unwrap_err();
+        assert_eq!(e.to_string(), "missing webhook-signature header");
+        // Rotation: the old key second still passes, and says so.
+        let rot = Verifier::new(
+            &cfg(Scheme::StandardWebhooks, None),
+            keys(&["whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", SW_SECRET]),
+        )
+        .unwrap();
+        assert_eq!(rot.verify(&ok, SW_BODY, at(SW_TS)), Ok(1));
+        assert!(Verifier::new(&cfg(Scheme::StandardWebhooks, None), keys(&["whsec_%%%"])).is_err());
+    }
+
+    #[test]
+    fn token_header_right_wrong_missing() {
+        let mut c = cfg(Scheme::Token, Some("X-Gitlab-Token"));
+        c.header = Some("X-Gitlab-Token".into());
+        let v = Verifier::new(&c, keys(&["glt-new", "glt-old"])).unwrap();
+        let h = |t: &str| headers(&[("X-Gitlab-Token", t)]);
+        assert_eq!(v.verify(&h("glt-new"), b"", at(0)), Ok(0));
+        assert_eq!(v.verify(&h("glt-old"), b"", at(0)), Ok(1));
+        assert_eq!(
+            v.credential_header().map(|h| h.as_str()),
+            Some("x-gitlab-token")
+        );
+        let e = v.verify(&h("glt-neW"), b"", at(0)).unwrap_err();
+        assert_eq!(
+            (e.code(), e.status()),
+            ("token_mismatch", StatusCode::FORBIDDEN)
+        );
+        assert_eq!(e.to_string(), "wrong token in X-Gitlab-Token");
+        let e = v.verify(&HeaderMap::new(), b"", at(0)).unwrap_err();
+        assert_eq!(
+            (e.code(), e.status()),
+            ("token_missing", StatusCode::UNAUTHORIZED)
+        );
+    }
+
+    #[test]
+    fn basic_right_wrong_missing_malformed() {
+        // base64("hookd:pa55:word"): the password may hold a colon.
+        let v = Verifier::new(&cfg(Scheme::Basic, None), keys(&["hookd:pa55:word"])).unwrap();
+        let h = |a: &str| headers(&[("Authorization", a)]);
+        assert_eq!(
+            v.verify(&h("Basic aG9va2Q6cGE1NTp3b3Jk"), b"", at(0)),
+            Ok(0)
+        );
+        assert_eq!(
+            v.verify(&h("basic aG9va2Q6cGE1NTp3b3Jk"), b"", at(0)),
+            Ok(0)
+        );
+        let e = v
+            .verify(&h("Basic aG9va2Q6cGE1NTp3b3Jl"), b"", at(0))
+            .unwrap_err();
+        assert_eq!(
+            (e.code(), e.status()),
+            ("token_mismatch", StatusCode::FORBIDDEN)
+        );
+        for bad in ["Bearer x", "Basic !!", "Basic aG9va2Q="] {
+            assert_eq!(
+                code(v.verify(&h(bad), b"", at(0))),
+                "token_malformed",
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            code(v.verify(&HeaderMap::new(), b"", at(0))),
+            "token_missing"
+        );
     }
 }
