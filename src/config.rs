@@ -63,6 +63,82 @@ pub struct ServerConfig {
     pub listen_tls: Vec<String>,
     /// The certificate and key for `listen_tls` and for sockets named `https`.
     pub tls: Option<TlsConfig>,
+    /// An answer the client has not taken in this time closes the connection,
+    /// so a client that stops reading cannot hold a connection (or a stop).
+    #[serde(deserialize_with = "de_nonzero_duration")]
+    pub write_timeout: Duration,
+    /// How long a keep-alive connection may wait for its next request.
+    #[serde(deserialize_with = "de_nonzero_duration")]
+    pub idle_timeout: Duration,
+    /// Request line plus headers; larger requests get 431.
+    #[serde(deserialize_with = "de_header_bytes")]
+    pub max_header_bytes: u64,
+    /// Open client connections at most; `None`: derived from `RLIMIT_NOFILE` at start.
+    #[serde(deserialize_with = "de_opt_nonzero")]
+    pub max_connections: Option<usize>,
+    /// Open connections from one client address at most (peers in `trusted_proxies` are exempt).
+    #[serde(deserialize_with = "de_nonzero")]
+    pub max_connections_per_ip: usize,
+    /// Proxies (addresses or CIDR blocks) that connect on behalf of many clients.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// An address block such as `10.0.0.0/8` or `::1/128`; a bare address is a /32 or /128.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    pub fn parse(s: &str) -> Result<IpNet, String> {
+        let bad = || format!("{s:?} is not an IP address or CIDR block (e.g. 10.0.0.0/8, ::1)");
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = addr.trim().parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.trim().parse::<u8>().map_err(|_| bad())?,
+            None => max,
+        };
+        if prefix > max {
+            return Err(format!("{s:?}: the prefix length is at most {max}"));
+        }
+        Ok(IpNet {
+            addr: addr.to_canonical(),
+            prefix,
+        })
+    }
+
+    /// Whether `ip` is in the block (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::{V4, V6};
+        match (self.addr, ip.to_canonical()) {
+            (V4(net), V4(ip)) => prefix_eq(&net.octets(), &ip.octets(), self.prefix),
+            (V6(net), V6(ip)) => prefix_eq(&net.octets(), &ip.octets(), self.prefix),
+            _ => false,
+        }
+    }
+}
+
+fn prefix_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
+    let (full, rest) = ((prefix / 8) as usize, prefix % 8);
+    if a[..full] != b[..full] {
+        return false;
+    }
+    rest == 0 || {
+        let mask = 0xffu8 << (8 - rest);
+        a[full] & mask == b[full] & mask
+    }
+}
+
+impl<'de> Deserialize<'de> for IpNet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        IpNet::parse(&s).map_err(serde::de::Error::custom)
+    }
 }
 
 /// Where a PEM file comes from: a path, or a systemd credential, so the
@@ -135,6 +211,12 @@ impl Default for ServerConfig {
             control_socket: None,
             listen_tls: Vec::new(),
             tls: None,
+            write_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 64 * 1024,
+            max_connections: None,
+            max_connections_per_ip: 256,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -744,6 +826,40 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     })
 }
 
+fn de_nonzero_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let v = de_duration(d)?;
+    if v.is_zero() {
+        return Err(serde::de::Error::custom("must be more than zero"));
+    }
+    Ok(v)
+}
+
+fn de_nonzero<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    match usize::deserialize(d)? {
+        0 => Err(serde::de::Error::custom("must be at least 1")),
+        n => Ok(n),
+    }
+}
+
+fn de_opt_nonzero<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    de_nonzero(d).map(Some)
+}
+
+/// hyper needs room for at least a request line and a few headers.
+const MIN_HEADER_BYTES: u64 = 1024;
+/// Beyond this a header block is an attack, not a webhook.
+const MAX_HEADER_BYTES: u64 = 16 << 20;
+
+fn de_header_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = de_size(d)?;
+    if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&n) {
+        return Err(serde::de::Error::custom(format!(
+            "must be between {MIN_HEADER_BYTES} bytes and 16MiB"
+        )));
+    }
+    Ok(n)
+}
+
 fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     de_duration(d).map(Some)
 }
@@ -890,5 +1006,42 @@ mod tests {
             ListenAddr::Unix("/run/x.sock".into())
         );
         assert!(ListenAddr::parse("localhost:80").is_err());
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_and_refuse_zero() {
+        let c = parse("").unwrap();
+        assert_eq!(c.server.write_timeout, Duration::from_secs(10));
+        assert_eq!(c.server.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.server.max_header_bytes, 64 * 1024);
+        assert_eq!(c.server.max_connections, None);
+        assert_eq!(c.server.max_connections_per_ip, 256);
+        let c = parse("[server]\nwrite_timeout = \"2s\"\nmax_connections = 100\nmax_header_bytes = \"8KiB\"\n").unwrap();
+        assert_eq!(c.server.write_timeout, Duration::from_secs(2));
+        assert_eq!(c.server.max_connections, Some(100));
+        assert_eq!(c.server.max_header_bytes, 8192);
+        let e = parse("[server]\nmax_connections_per_ip = 0\n").unwrap_err();
+        assert!(e.starts_with("t.toml:2:") && e.contains("at least 1"), "{e}");
+        let e = parse("[server]\n\nwrite_timeout = \"0s\"\n").unwrap_err();
+        assert!(e.starts_with("t.toml:3:") && e.contains("more than zero"), "{e}");
+        let e = parse("[server]\nmax_header_bytes = 10\n").unwrap_err();
+        assert!(e.contains("between"), "{e}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_blocks() {
+        let c = parse("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\", \"192.168.1.7\"]\n").unwrap();
+        let t = &c.server.trusted_proxies;
+        assert!(t[0].contains("10.200.3.4".parse().unwrap()));
+        assert!(!t[0].contains("11.0.0.1".parse().unwrap()));
+        assert!(t[1].contains("::1".parse().unwrap()));
+        assert!(t[2].contains("::ffff:192.168.1.7".parse().unwrap()));
+        assert!(!t[2].contains("192.168.1.8".parse().unwrap()));
+        let n = IpNet::parse("172.16.0.0/12").unwrap();
+        assert!(n.contains("172.31.255.1".parse().unwrap()));
+        assert!(!n.contains("172.32.0.1".parse().unwrap()));
+        let e = parse("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n").unwrap_err();
+        assert!(e.starts_with("t.toml:2:") && e.contains("at most 32"), "{e}");
+        assert!(IpNet::parse("example.com").is_err());
     }
 }
