@@ -1,6 +1,7 @@
 //! The HTTP side: listeners, the server loop, routes, limits and signature
 //! schemes. Hands accepted webhooks to the spool and nothing else.
 
+pub(crate) mod limits;
 pub mod listeners;
 pub mod response;
 pub mod routes;

@@ -181,8 +181,10 @@ async fn start(cfg: Config, origin: Origin, successor: bool) -> Result<Running, 
         d.traffic.clone(),
         server::Switches {
             drain: switches.drain_ingress.subscribe(),
+            deliveries_done: switches.deliveries_done.subscribe(),
             stop_accepting: switches.stop_accepting.subscribe(),
         },
+        conn_limits(&d.cfg),
     )
     .map_err(|e| {
         StartError::new(
@@ -295,6 +297,7 @@ async fn run(mut r: Running, handoff_pipe: Option<OwnedFd>) -> u8 {
         Drain {
             cause,
             grace: d.cfg.shutdown.grace,
+            close_within: d.cfg.server.write_timeout,
             in_flight: &d.in_flight,
             traffic: &d.traffic,
             phase: &d.phase,
@@ -369,6 +372,13 @@ async fn reload(r: &Running) -> Result<u32, String> {
         let _ = child.wait().await;
     });
     Ok(pid)
+}
+
+/// The connection caps, logged once at start.
+fn conn_limits(cfg: &Config) -> Arc<crate::ingress::limits::Limits> {
+    let (limits, how) = crate::ingress::limits::Limits::from_config(cfg);
+    limits.log(&how);
+    Arc::new(limits)
 }
 
 fn spawn_delivery(d: &Arc<Daemon>, switches: &Switches) -> Vec<tokio::task::JoinHandle<()>> {
