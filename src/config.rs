@@ -1021,16 +1021,23 @@ mod tests {
         assert_eq!(c.server.max_connections, Some(100));
         assert_eq!(c.server.max_header_bytes, 8192);
         let e = parse("[server]\nmax_connections_per_ip = 0\n").unwrap_err();
-        assert!(e.starts_with("t.toml:2:") && e.contains("at least 1"), "{e}");
+        assert!(
+            e.starts_with("t.toml:2:") && e.contains("at least 1"),
+            "{e}"
+        );
         let e = parse("[server]\n\nwrite_timeout = \"0s\"\n").unwrap_err();
-        assert!(e.starts_with("t.toml:3:") && e.contains("more than zero"), "{e}");
+        assert!(
+            e.starts_with("t.toml:3:") && e.contains("more than zero"),
+            "{e}"
+        );
         let e = parse("[server]\nmax_header_bytes = 10\n").unwrap_err();
         assert!(e.contains("between"), "{e}");
     }
 
     #[test]
     fn trusted_proxies_are_addresses_or_blocks() {
-        let c = parse("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\", \"192.168.1.7\"]\n").unwrap();
+        let c = parse("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\", \"192.168.1.7\"]\n")
+            .unwrap();
         let t = &c.server.trusted_proxies;
         assert!(t[0].contains("10.200.3.4".parse().unwrap()));
         assert!(!t[0].contains("11.0.0.1".parse().unwrap()));
@@ -1041,7 +1048,10 @@ mod tests {
         assert!(n.contains("172.31.255.1".parse().unwrap()));
         assert!(!n.contains("172.32.0.1".parse().unwrap()));
         let e = parse("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n").unwrap_err();
-        assert!(e.starts_with("t.toml:2:") && e.contains("at most 32"), "{e}");
+        assert!(
+            e.starts_with("t.toml:2:") && e.contains("at most 32"),
+            "{e}"
+        );
         assert!(IpNet::parse("example.com").is_err());
     }
 }

@@ -326,7 +326,10 @@ mod tests {
         a.busy();
         b.busy();
         assert!(l.admit(ip("127.0.0.2")).is_none());
-        assert!(l.admit(ip("::ffff:127.0.0.2")).is_none(), "mapped is the same");
+        assert!(
+            l.admit(ip("::ffff:127.0.0.2")).is_none(),
+            "mapped is the same"
+        );
         let _c = l.admit(ip("127.0.0.1")).unwrap();
         let proxies: Vec<_> = (0..5).map(|_| l.admit(ip("10.1.2.3")).unwrap()).collect();
         assert_eq!(proxies.len(), 5);

@@ -226,6 +226,9 @@ impl Throttle {
 /// The first pause after a failed accept, and the longest.
 const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
 
+/// Long enough for a shed connection's task to close its descriptor.
+const SHED_PAUSE: Duration = Duration::from_millis(10);
+
 async fn accept_loop<A, F, T, C>(
     desc: String,
     mut stop_accepting: watch::Receiver<bool>,
@@ -270,8 +273,13 @@ async fn accept_loop<A, F, T, C>(
                         ACCEPT_BACKOFF.1.as_millis(),
                         if shed { "; closing idle connections to make room" } else { "" }
                     ));
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
+                    if shed {
+                        // A descriptor is being freed: try again once it is.
+                        tokio::time::sleep(SHED_PAUSE).await;
+                    } else {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
+                    }
                 }
             }
         }
@@ -458,7 +466,11 @@ async fn serve_http<I>(io: I, timing: ConnTiming, ctx: Arc<ConnCtx>, slot: Slot)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let ConnTiming { fd, first, mut late } = timing;
+    let ConnTiming {
+        fd,
+        first,
+        mut late,
+    } = timing;
     let ing = ctx.ing.clone();
     let limits = slot.limits().clone();
     let mut drain = ctx.drain.clone();
@@ -645,11 +657,11 @@ fn unread_bytes(fd: std::os::fd::RawFd) -> libc::c_int {
     n
 }
 
-/// hyper's transport with a deadline on writes: when the client stops
-/// taking an answer (a write or flush cannot proceed) for `limit`, the
-/// connection fails and closes. Progress restarts the clock; the kernel only
-/// wakes a blocked writer once a good part of the send buffer is free, so a
-/// client must really read to keep the connection.
+/// hyper's transport with a deadline on writes: from the moment a write
+/// cannot proceed, the client has `limit` to take everything hyper has
+/// queued (hyper flushes once its buffer is empty), or the connection fails
+/// and closes. Partial progress does not restart the clock, so a client
+/// reading a trickle cannot hold the connection either.
 struct WriteDeadline<I> {
     io: I,
     limit: Duration,
@@ -665,7 +677,10 @@ impl<I> WriteDeadline<I> {
         }
     }
 
-    fn blocked<T>(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<T>> {
+    fn blocked<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<T>> {
         let limit = self.limit;
         let timer = self
             .stalled
@@ -679,15 +694,20 @@ impl<I> WriteDeadline<I> {
         }
     }
 
+    /// `drained`: the call reports everything queued as taken (a flush or
+    /// shutdown that completed), which ends a stall.
     fn track<T>(
         &mut self,
         cx: &mut std::task::Context<'_>,
         r: std::task::Poll<std::io::Result<T>>,
+        drained: bool,
     ) -> std::task::Poll<std::io::Result<T>> {
         match r {
             std::task::Poll::Pending => self.blocked(cx),
             ready => {
-                self.stalled = None;
+                if drained {
+                    self.stalled = None;
+                }
                 ready
             }
         }
@@ -712,7 +732,7 @@ impl<I: hyper::rt::Write + Unpin> hyper::rt::Write for WriteDeadline<I> {
     ) -> std::task::Poll<std::io::Result<usize>> {
         let me = self.get_mut();
         let r = std::pin::Pin::new(&mut me.io).poll_write(cx, buf);
-        me.track(cx, r)
+        me.track(cx, r, false)
     }
 
     fn poll_write_vectored(
@@ -722,7 +742,7 @@ impl<I: hyper::rt::Write + Unpin> hyper::rt::Write for WriteDeadline<I> {
     ) -> std::task::Poll<std::io::Result<usize>> {
         let me = self.get_mut();
         let r = std::pin::Pin::new(&mut me.io).poll_write_vectored(cx, bufs);
-        me.track(cx, r)
+        me.track(cx, r, false)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -735,7 +755,7 @@ impl<I: hyper::rt::Write + Unpin> hyper::rt::Write for WriteDeadline<I> {
     ) -> std::task::Poll<std::io::Result<()>> {
         let me = self.get_mut();
         let r = std::pin::Pin::new(&mut me.io).poll_flush(cx);
-        me.track(cx, r)
+        me.track(cx, r, true)
     }
 
     fn poll_shutdown(
@@ -744,7 +764,7 @@ impl<I: hyper::rt::Write + Unpin> hyper::rt::Write for WriteDeadline<I> {
     ) -> std::task::Poll<std::io::Result<()>> {
         let me = self.get_mut();
         let r = std::pin::Pin::new(&mut me.io).poll_shutdown(cx);
-        me.track(cx, r)
+        me.track(cx, r, true)
     }
 }
 
@@ -755,7 +775,10 @@ mod tests {
     #[test]
     fn the_refusal_has_the_right_length() {
         let (head, body) = TOO_MANY.split_once("\r\n\r\n").unwrap();
-        assert!(head.contains(&format!("content-length: {}", body.len())), "{head}");
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["error"], "too_many_connections");
     }

@@ -180,6 +180,15 @@ pub async fn run(d: Drain<'_>, signals: &mut mpsc::UnboundedReceiver<Request>) -
 /// opens no gap; then we stop accepting.
 async fn finish_connections(d: &Drain<'_>) {
     d.switches.deliveries_done.send_replace(true);
+    let open = d.traffic.connections();
+    if open > 0 {
+        tracing::info!(
+            hookd_event = "drain_connections",
+            connections = open,
+            "deliveries done; closing the {open} open connections within {} (server.write_timeout)",
+            humantime::format_duration(d.close_within)
+        );
+    }
     let _ = tokio::time::timeout(d.close_within, d.traffic.wait_no_connections()).await;
     d.switches.stop_accepting.send_replace(true);
     // Ingress has closed them by now; this covers the last ones accepted.
