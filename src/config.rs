@@ -74,6 +74,22 @@ pub struct ServerConfig {
     pub listen_tls: Vec<String>,
     /// The certificate and key for `listen_tls` and for sockets named `https`.
     pub tls: Option<TlsConfig>,
+    /// An answer the client has not taken in this time closes the connection,
+    /// so a client that stops reading cannot hold a connection (or a stop).
+    #[serde(deserialize_with = "de_nonzero_duration")]
+    pub write_timeout: Duration,
+    /// How long a keep-alive connection may wait for its next request.
+    #[serde(deserialize_with = "de_nonzero_duration")]
+    pub idle_timeout: Duration,
+    /// Request line plus headers; larger requests get 431.
+    #[serde(deserialize_with = "de_header_bytes")]
+    pub max_header_bytes: u64,
+    /// Open client connections at most; `None`: derived from `RLIMIT_NOFILE` at start.
+    #[serde(deserialize_with = "de_opt_nonzero")]
+    pub max_connections: Option<usize>,
+    /// Open connections from one client address at most (peers in `trusted_proxies` are exempt).
+    #[serde(deserialize_with = "de_nonzero")]
+    pub max_connections_per_ip: usize,
 }
 
 /// Where a PEM file comes from: a path, or a systemd credential, so the
@@ -150,6 +166,11 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             metrics_listen: Vec::new(),
             metrics_on_webhook_listener: false,
+            write_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 64 * 1024,
+            max_connections: None,
+            max_connections_per_ip: 256,
         }
     }
 }
@@ -1287,6 +1308,40 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         )));
     }
     Ok(v)
+}
+
+fn de_nonzero_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let v = de_duration(d)?;
+    if v.is_zero() {
+        return Err(serde::de::Error::custom("must be more than zero"));
+    }
+    Ok(v)
+}
+
+fn de_nonzero<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    match usize::deserialize(d)? {
+        0 => Err(serde::de::Error::custom("must be at least 1")),
+        n => Ok(n),
+    }
+}
+
+fn de_opt_nonzero<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    de_nonzero(d).map(Some)
+}
+
+/// hyper needs room for at least a request line and a few headers.
+const MIN_HEADER_BYTES: u64 = 1024;
+/// Beyond this a header block is an attack, not a webhook.
+const MAX_HEADER_BYTES: u64 = 16 << 20;
+
+fn de_header_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = de_size(d)?;
+    if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&n) {
+        return Err(serde::de::Error::custom(format!(
+            "must be between {MIN_HEADER_BYTES} bytes and 16MiB"
+        )));
+    }
+    Ok(n)
 }
 
 fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {

@@ -5,6 +5,7 @@ pub mod access;
 pub(crate) mod budget;
 pub mod dedup_key;
 pub mod handshake;
+pub(crate) mod limits;
 pub mod listeners;
 pub mod presets;
 pub mod respond;

@@ -21,6 +21,9 @@ use crate::systemd::notify;
 /// connections and the shutdown hooks of a forced exit fit in it.
 pub const MARGIN: Duration = Duration::from_secs(10);
 
+/// How long connections accepted at the last moment get to close, past `close_within`.
+const CLOSE_SLACK: Duration = Duration::from_secs(1);
+
 /// How long abandoned deliveries get to release their leases.
 const RELEASE_WAIT: Duration = Duration::from_secs(5);
 
@@ -28,6 +31,8 @@ const RELEASE_WAIT: Duration = Duration::from_secs(5);
 pub struct Switches {
     pub stop_claiming: watch::Sender<bool>,
     pub drain_ingress: watch::Sender<bool>,
+    /// No delivery runs any more: open connections get `close_within` more.
+    pub deliveries_done: watch::Sender<bool>,
     pub stop_accepting: watch::Sender<bool>,
     pub hard_stop: watch::Sender<bool>,
 }
@@ -37,6 +42,7 @@ impl Switches {
         Switches {
             stop_claiming: watch::channel(false).0,
             drain_ingress: watch::channel(false).0,
+            deliveries_done: watch::channel(false).0,
             stop_accepting: watch::channel(false).0,
             hard_stop: watch::channel(false).0,
         }
@@ -63,6 +69,9 @@ pub enum Cause {
 pub struct Drain<'a> {
     pub cause: Cause,
     pub grace: Duration,
+    /// How long connections may stay once deliveries are done (the write
+    /// timeout: ingress closes every one still open after it).
+    pub close_within: Duration,
     pub in_flight: &'a Arc<InFlight>,
     pub traffic: &'a Arc<Traffic>,
     pub phase: &'a PhaseCell,
@@ -150,7 +159,7 @@ pub async fn run(d: Drain<'_>, signals: &mut mpsc::UnboundedReceiver<Request>) -
                 drain_usec = started.elapsed().as_micros() as u64,
                 "extended window over: abandoned {abandoned} deliveries; their items are pending again and will be delivered after the next start"
             );
-            finish_connections(&d, Instant::now() + MARGIN / 4).await;
+            finish_connections(&d).await;
             return Ending::Forced {
                 abandoned,
                 hooks_deadline: Instant::now() + MARGIN / 2,
@@ -159,16 +168,31 @@ pub async fn run(d: Drain<'_>, signals: &mut mpsc::UnboundedReceiver<Request>) -
     }
     let extended = started.elapsed() > d.grace;
     let window_end = first_end + if extended { d.grace } else { Duration::ZERO };
-    finish_connections(&d, window_end.max(Instant::now() + MARGIN / 4)).await;
+    finish_connections(&d).await;
     Ending::Clean {
         hooks_deadline: window_end.max(Instant::now() + MARGIN / 2),
     }
 }
 
-/// Stops accepting and waits for open connections to end, at most until `until`.
-async fn finish_connections(d: &Drain<'_>, until: Instant) {
+/// Once deliveries are done, only connections keep us: ingress closes each
+/// one still open `close_within` from now, whatever its client does. Until
+/// then (or until none is open) we keep accepting and spooling, so the stop
+/// opens no gap; then we stop accepting.
+async fn finish_connections(d: &Drain<'_>) {
+    d.switches.deliveries_done.send_replace(true);
+    let open = d.traffic.connections();
+    if open > 0 {
+        tracing::info!(
+            hookd_event = "drain_connections",
+            connections = open,
+            "deliveries done; closing the {open} open connections within {} (server.write_timeout)",
+            humantime::format_duration(d.close_within)
+        );
+    }
+    let _ = tokio::time::timeout(d.close_within, d.traffic.wait_no_connections()).await;
     d.switches.stop_accepting.send_replace(true);
-    if tokio::time::timeout_at(until, d.traffic.wait_no_connections())
+    // Ingress has closed them by now; this covers the last ones accepted.
+    if tokio::time::timeout(CLOSE_SLACK, d.traffic.wait_no_connections())
         .await
         .is_err()
     {

@@ -285,6 +285,8 @@ fn start_ingress(
         g.drain_state = gauge_daemon.phase.get().drain_gauge();
     });
     let budget = Budget::new(d.cfg.server.max_buffered);
+    // One table of connections for every listener: the caps are per daemon.
+    let limits = conn_limits(&d.cfg);
     let (metrics_only, webhooks): (Vec<Chosen>, Vec<Chosen>) = chosen
         .into_iter()
         .partition(|c| c.role == sockets::Role::Metrics);
@@ -318,8 +320,10 @@ fn start_ingress(
             d.traffic.clone(),
             server::Switches {
                 drain: switches.drain_ingress.subscribe(),
+                deliveries_done: switches.deliveries_done.subscribe(),
                 stop_accepting: switches.stop_accepting.subscribe(),
             },
+            limits.clone(),
         )
         .map_err(|e| {
             StartError::new(
@@ -378,6 +382,7 @@ async fn run(mut r: Running, handoff_pipe: Option<OwnedFd>) -> u8 {
         Drain {
             cause,
             grace: d.cfg.shutdown.grace,
+            close_within: d.cfg.server.write_timeout,
             in_flight: &d.in_flight,
             traffic: &d.traffic,
             phase: &d.phase,
@@ -527,6 +532,13 @@ async fn hand_off(r: &Running) -> Result<u32, String> {
         let _ = child.wait().await;
     });
     Ok(pid)
+}
+
+/// The connection caps, logged once at start.
+fn conn_limits(cfg: &Config) -> Arc<crate::ingress::limits::Limits> {
+    let (limits, how) = crate::ingress::limits::Limits::from_config(cfg);
+    limits.log(&how);
+    Arc::new(limits)
 }
 
 fn spawn_delivery(d: &Arc<Daemon>, switches: &Switches) -> Vec<JoinHandle<()>> {
