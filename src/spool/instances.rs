@@ -7,6 +7,7 @@ use rusqlite::{params, Connection};
 
 use super::codec::now_ms;
 use super::counts::{self, Deltas};
+use super::tx;
 use super::{ItemState, SpoolError};
 
 /// Start time of `pid` in clock ticks since boot (/proc/<pid>/stat field 22).
@@ -84,10 +85,8 @@ pub(crate) fn register(conn: &Connection, instance_id: &str) -> Result<Released,
         .ok()
         .and_then(proc_start_time)
         .and_then(|t| i64::try_from(t).ok());
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let result = (|| {
+    tx::immediate(conn, |counts| {
         let now = now_ms();
-        let mut counts = Deltas::default();
         conn.execute(
             "INSERT OR REPLACE INTO instances (id, pid, start_time, started_at) \
              VALUES (?1, ?2, ?3, ?4)",
@@ -99,46 +98,22 @@ pub(crate) fn register(conn: &Connection, instance_id: &str) -> Result<Released,
                 released.live_instances += 1;
                 continue;
             }
-            released.leases += release(conn, RELEASE_OWNER, params![id, now], &mut counts)?;
+            released.leases += release(conn, RELEASE_OWNER, params![id, now], counts)?;
             conn.execute("DELETE FROM instances WHERE id = ?1", [&id])?;
             released.dead_instances += 1;
         }
-        released.leases += release(conn, RELEASE_ORPHANS, [now], &mut counts)?;
-        counts.apply(conn)?;
+        released.leases += release(conn, RELEASE_ORPHANS, [now], counts)?;
         Ok(released)
-    })();
-    match result {
-        Ok(released) => {
-            conn.execute_batch("COMMIT")?;
-            Ok(released)
-        }
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
-        }
-    }
+    })
 }
 
 /// Hands back this instance's leases and removes its row (clean shutdown).
 pub(crate) fn unregister(conn: &Connection, instance_id: &str) -> Result<u64, SpoolError> {
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let result = (|| {
-        let mut counts = Deltas::default();
-        let n = release_owner(conn, instance_id, &mut counts)?;
-        counts.apply(conn)?;
+    tx::immediate(conn, |counts| {
+        let n = release_owner(conn, instance_id, counts)?;
         conn.execute("DELETE FROM instances WHERE id = ?1", [instance_id])?;
         Ok(n)
-    })();
-    match result {
-        Ok(n) => {
-            conn.execute_batch("COMMIT")?;
-            Ok(n)
-        }
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
-        }
-    }
+    })
 }
 
 /// Releases leases held by `owner`; shared with the writer's release_all_mine.

@@ -19,9 +19,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{oneshot, Notify};
 
 use super::checkpoint::Checkpointer;
-use super::codec::{dup_error, encode_headers, from_ms, item_from_row, ms_ago, now_ms, to_ms};
+use super::codec::{encode_headers, from_ms, item_from_row, ms_ago, now_ms, to_ms};
 use super::counts::{self, Deltas};
 use super::instances;
+use super::tx;
 use super::{
     ClaimRequest, CommitObserver, DepthRow, Enqueued, Item, ItemState, NewItem, SpoolError,
 };
@@ -54,10 +55,9 @@ pub(crate) enum Cmd {
     /// `Finish(id, Complete)` with nobody waiting: failures are logged here.
     CompleteDetached(i64),
     ReleaseAllMine(Reply<u64>),
-    /// Deletes at most `limit` done items last updated before the cutoff.
+    /// Deletes at most [`PURGE_CHUNK`] done items last updated before the cutoff.
     PurgeDone {
         older_than: Duration,
-        limit: u32,
         reply: Reply<u64>,
     },
     Depth(Reply<Vec<DepthRow>>),
@@ -114,15 +114,46 @@ const PEER_CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// An executed command's answer, sent once the batch's fate is known:
 /// `None` = committed, `Some(e)` = the batch failed with `e`.
-type Answer = Box<dyn FnOnce(Option<&SpoolError>) + Send>;
+type Answer = Box<dyn FnOnce(Option<&Arc<SpoolError>>) + Send>;
+
+/// What each waiter of a failed group commit is told: the one cause,
+/// shared, so a disk-full SQLite code still reaches every caller.
+fn error_for_each_waiter(cause: &Arc<SpoolError>) -> SpoolError {
+    SpoolError::CommitFailed(Arc::clone(cause))
+}
+
+/// Rows one purge transaction deletes, for the daemon's purge and the
+/// CLI's alike: short write locks, so a large purge never holds up the
+/// enqueues (or a running daemon's commits) behind it for long.
+pub(crate) const PURGE_CHUNK: u32 = 2_000;
+
+/// Deletes at most [`PURGE_CHUNK`] items in `state` (done or dead) last
+/// changed before `cutoff_ms`, counting them; returns how many. The caller
+/// commits.
+pub(crate) fn purge_chunk(
+    conn: &Connection,
+    state: ItemState,
+    cutoff_ms: i64,
+    counts: &mut Deltas,
+) -> Result<u64, SpoolError> {
+    // Literal states in the SQL, so the partial indexes on done and dead apply.
+    let sql = match state {
+        ItemState::Done => sql::PURGE_DONE,
+        ItemState::Dead => sql::PURGE_DEAD,
+        other => return Err(SpoolError::NotPurgeable(other)),
+    };
+    let args = params![cutoff_ms, PURGE_CHUNK];
+    Ok(counts::run_counted(conn, sql, args, (state, None), counts)?)
+}
 
 /// State of one group commit while its commands run.
 struct Batch {
     answers: Vec<Answer>,
     in_tx: bool,
-    /// SQLite rolled the transaction back by itself (I/O error, disk full):
-    /// everything before is lost and nothing after may run.
-    lost: Option<SpoolError>,
+    /// SQLite rolled the transaction back by itself (I/O error, disk full),
+    /// or it never began: everything before is lost and nothing after may
+    /// run. The batch fails with this cause.
+    lost: Option<Arc<SpoolError>>,
     /// Something became claimable sooner: delivery should look again.
     wake: bool,
     /// What the batch's commands owe `item_counts`, written before COMMIT.
@@ -136,12 +167,12 @@ impl Batch {
         reply: Reply<T>,
         res: Result<T, SpoolError>,
     ) {
-        self.note_lost(conn, &res);
+        let res = self.note_lost(conn, res);
         self.answers
-            .push(Box::new(move |failed: Option<&SpoolError>| {
+            .push(Box::new(move |failed: Option<&Arc<SpoolError>>| {
                 let _ = reply.send(match failed {
                     None => res,
-                    Some(e) => Err(dup_error(e)),
+                    Some(cause) => Err(error_for_each_waiter(cause)),
                 });
             }));
     }
@@ -149,11 +180,12 @@ impl Batch {
     /// Like `settle` for a command nobody waits on: its error, or the
     /// batch's, is logged instead of answered.
     fn settle_detached(&mut self, conn: &Connection, id: i64, res: Result<(), SpoolError>) {
-        self.note_lost(conn, &res);
+        let res = self.note_lost(conn, res);
         self.answers
-            .push(Box::new(move |failed: Option<&SpoolError>| {
+            .push(Box::new(move |failed: Option<&Arc<SpoolError>>| {
                 let error = match (failed, &res) {
-                    (Some(e), _) | (None, Err(e)) => e,
+                    (Some(cause), _) => cause.as_ref(),
+                    (None, Err(e)) => e,
                     (None, Ok(())) => return,
                 };
                 tracing::error!(delivery_id = id, error = %error,
@@ -161,13 +193,30 @@ impl Batch {
             }));
     }
 
-    /// An error after which SQLite rolled the transaction back loses the batch.
-    fn note_lost<T>(&mut self, conn: &Connection, res: &Result<T, SpoolError>) {
-        if let Err(e) = res {
-            if self.in_tx && self.lost.is_none() && conn.is_autocommit() {
-                self.lost = Some(dup_error(e));
+    /// An error after which SQLite rolled the transaction back loses the
+    /// batch: it becomes the batch's cause, and this command is answered
+    /// with it like every other (so what is returned here is never sent).
+    fn note_lost<T>(
+        &mut self,
+        conn: &Connection,
+        res: Result<T, SpoolError>,
+    ) -> Result<T, SpoolError> {
+        match res {
+            Err(e) if self.in_tx && self.lost.is_none() && conn.is_autocommit() => {
+                let cause = Arc::new(e);
+                self.lost = Some(cause.clone());
+                Err(error_for_each_waiter(&cause))
             }
+            res => res,
         }
+    }
+
+    /// Answers a command the batch did not run because it was already lost.
+    fn unrun<T: Send + 'static>(&mut self, reply: Reply<T>, cause: &Arc<SpoolError>) {
+        let err = error_for_each_waiter(cause);
+        self.answers.push(Box::new(move |_| {
+            let _ = reply.send(Err(err));
+        }));
     }
 }
 
@@ -209,15 +258,7 @@ impl Writer {
                 return Ok(false);
             }
             self.set_sync_full(true)?;
-            self.exec_sql("BEGIN IMMEDIATE")?;
-            let done = counts::recount(&self.conn).map_err(SpoolError::from);
-            match done {
-                Ok(()) => self.exec_sql("COMMIT")?,
-                Err(e) => {
-                    let _ = self.exec_sql("ROLLBACK");
-                    return Err(e);
-                }
-            }
+            tx::immediate(&self.conn, |_| Ok(counts::recount(&self.conn)?))?;
             Ok(true)
         })();
         match result {
@@ -263,11 +304,16 @@ impl Writer {
             counts: Deltas::default(),
         };
         let durable = cmds.iter().any(|c| matches!(c, Cmd::Enqueue(..)));
+        // Not tx::immediate: commands run one by one inside the transaction
+        // and each is answered on its own (one failing does not undo the
+        // others), the batch stops once SQLite rolled back by itself, and
+        // its COMMIT is followed by the read-only check.
         if batch.in_tx {
-            if let Err(e) = self.set_sync_full(durable) {
-                batch.lost = Some(e);
-            } else if let Err(e) = self.exec_sql("BEGIN IMMEDIATE") {
-                batch.lost = Some(e);
+            let begun = self
+                .set_sync_full(durable)
+                .and_then(|()| self.exec_sql("BEGIN IMMEDIATE"));
+            if let Err(e) = begun {
+                batch.lost = Some(Arc::new(e));
             }
         }
         for cmd in cmds {
@@ -275,9 +321,9 @@ impl Writer {
                 *closing = Some(done);
                 continue;
             }
-            if batch.lost.is_some() {
-                // Not run: answered with the batch's error below.
-                self.settle_unrun(&mut batch, cmd);
+            if let Some(cause) = batch.lost.clone() {
+                // Not run: answered with the batch's error.
+                Self::settle_unrun(&mut batch, cmd, &cause);
                 continue;
             }
             self.exec(&mut batch, cmd);
@@ -316,7 +362,7 @@ impl Writer {
                     if !self.conn.is_autocommit() {
                         let _ = self.exec_sql("ROLLBACK");
                     }
-                    Some(e)
+                    Some(Arc::new(e))
                 }
             }
         };
@@ -343,9 +389,7 @@ impl Writer {
         };
         let st = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;
         if st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY) {
-            return Err(SpoolError::Other(format!(
-                "the file system holding {path} turned read-only; the last commit may not be on disk"
-            )));
+            return Err(SpoolError::ReadOnly(path.to_owned()));
         }
         Ok(())
     }
@@ -370,20 +414,20 @@ impl Writer {
         Ok(())
     }
 
-    /// Gives an unrun command an answer slot; the batch error fills it.
-    fn settle_unrun(&self, batch: &mut Batch, cmd: Cmd) {
-        fn lost<T>() -> Result<T, SpoolError> {
-            Err(SpoolError::Other("not run".into()))
-        }
+    /// Answers a command the lost batch did not run with the batch's cause.
+    fn settle_unrun(batch: &mut Batch, cmd: Cmd, cause: &Arc<SpoolError>) {
         match cmd {
-            Cmd::Enqueue(_, r) => batch.settle(&self.conn, r, lost()),
-            Cmd::Claim(_, r) => batch.settle(&self.conn, r, lost()),
-            Cmd::Finish(_, _, r) => batch.settle(&self.conn, r, lost()),
-            Cmd::CompleteDetached(id) => batch.settle_detached(&self.conn, id, lost()),
-            Cmd::ReleaseAllMine(r) => batch.settle(&self.conn, r, lost()),
-            Cmd::PurgeDone { reply, .. } => batch.settle(&self.conn, reply, lost()),
-            Cmd::Depth(r) => batch.settle(&self.conn, r, lost()),
-            Cmd::NextDue(_, r) => batch.settle(&self.conn, r, lost()),
+            Cmd::Enqueue(_, r) => batch.unrun(r, cause),
+            Cmd::Claim(_, r) => batch.unrun(r, cause),
+            Cmd::Finish(_, _, r) => batch.unrun(r, cause),
+            Cmd::CompleteDetached(id) => {
+                tracing::error!(delivery_id = id, error = %cause,
+                    "spool: cannot record the delivery as done; it is delivered again once its lease ends");
+            }
+            Cmd::ReleaseAllMine(r) => batch.unrun(r, cause),
+            Cmd::PurgeDone { reply, .. } => batch.unrun(reply, cause),
+            Cmd::Depth(r) => batch.unrun(r, cause),
+            Cmd::NextDue(_, r) => batch.unrun(r, cause),
             Cmd::Close(_) => {}
         }
     }
@@ -428,13 +472,9 @@ impl Writer {
                 }
                 batch.settle(&self.conn, reply, res);
             }
-            Cmd::PurgeDone {
-                older_than,
-                limit,
-                reply,
-            } => {
+            Cmd::PurgeDone { older_than, reply } => {
                 let mut counts = Deltas::default();
-                let res = self.purge_done(older_than, limit, &mut counts);
+                let res = purge_chunk(&self.conn, ItemState::Done, ms_ago(older_than), &mut counts);
                 if res.is_ok() {
                     batch.counts.absorb(counts);
                 }
@@ -609,23 +649,6 @@ impl Writer {
         Ok(hook)
     }
 
-    fn purge_done(
-        &self,
-        older_than: Duration,
-        limit: u32,
-        counts: &mut Deltas,
-    ) -> Result<u64, SpoolError> {
-        let args = params![ms_ago(older_than), limit];
-        let deleted = (ItemState::Done, None);
-        Ok(counts::run_counted(
-            &self.conn,
-            sql::PURGE_DONE,
-            args,
-            deleted,
-            counts,
-        )?)
-    }
-
     fn depth(&self) -> Result<Vec<DepthRow>, SpoolError> {
         depth(&self.conn)
     }
@@ -698,6 +721,8 @@ pub(crate) mod sql {
          RETURNING hook";
     pub const PURGE_DONE: &str = "DELETE FROM items WHERE id IN (SELECT id FROM items \
          WHERE state = 'done' AND updated_at < ?1 LIMIT ?2) RETURNING hook";
+    pub const PURGE_DEAD: &str = "DELETE FROM items WHERE id IN (SELECT id FROM items \
+         WHERE state = 'dead' AND updated_at < ?1 LIMIT ?2) RETURNING hook";
     pub const DEPTH: &str =
         "SELECT hook, state, n FROM item_counts WHERE n > 0 ORDER BY hook, state";
     pub const NEXT_PENDING: &str = "SELECT MIN(next_attempt) FROM items \
@@ -719,6 +744,7 @@ pub(crate) mod sql {
         (MARK_DEAD, 4),
         (RELEASE, 3),
         (PURGE_DONE, 2),
+        (PURGE_DEAD, 2),
         (NEXT_PENDING, 2),
         (NEXT_LEASE_EXPIRY, 1),
     ];
