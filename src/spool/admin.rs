@@ -203,7 +203,9 @@ impl Admin {
         let cutoff = older_than.map_or(i64::MAX, ms_ago);
         let mut total = 0u64;
         loop {
-            let n = tx::immediate(&self.conn, |counts| purge_chunk(&self.conn, state, cutoff, counts))?;
+            let n = tx::immediate(&self.conn, |counts| {
+                purge_chunk(&self.conn, state, cutoff, counts)
+            })?;
             total += n;
             if n < u64::from(PURGE_CHUNK) {
                 return Ok(total);

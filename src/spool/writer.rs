@@ -443,15 +443,13 @@ impl Writer {
                 batch.settle(&self.conn, reply, res);
             }
             Cmd::Claim(req, reply) => {
-                let res = self.claim(&req).map(|(items, from_pending)| {
-                    batch.counts.moved(
-                        &req.hook,
-                        ItemState::Pending,
-                        ItemState::Leased,
-                        from_pending,
-                    );
-                    items
-                });
+                let res = self
+                    .claim(&req, &mut batch.counts)
+                    .map(|(items, marked_dead)| {
+                        // The hook's next item may be claimable now (ordered hooks).
+                        batch.wake |= marked_dead;
+                        items
+                    });
                 batch.settle(&self.conn, reply, res);
             }
             Cmd::Finish(id, how, reply) => {
@@ -532,11 +530,18 @@ impl Writer {
     /// leaves whole leases only, and the claim answers with those: they
     /// commit with the batch and are delivered. If SQLite rolled the whole
     /// transaction back, nothing was leased and the error is the answer.
-    /// Returns the items and how many of them were pending (the others'
-    /// leases had expired).
-    fn claim(&self, req: &ClaimRequest) -> Result<(Vec<Item>, i64), SpoolError> {
+    ///
+    /// A row that cannot be read back (a corrupt headers blob, say) would
+    /// fail every claim of its hook forever: it is marked dead with the
+    /// reason instead, and the claim goes on. Returns the items and whether
+    /// any row was marked dead so.
+    fn claim(
+        &self,
+        req: &ClaimRequest,
+        counts: &mut Deltas,
+    ) -> Result<(Vec<Item>, bool), SpoolError> {
         if req.max == 0 {
-            return Ok((Vec::new(), 0));
+            return Ok((Vec::new(), false));
         }
         let now = now_ms();
         let lease_ms = i64::try_from(req.lease.as_millis()).unwrap_or(i64::MAX);
@@ -545,21 +550,68 @@ impl Writer {
         let mut lease = self.conn.prepare_cached(sql::LEASE)?;
         let mut items = Vec::with_capacity(candidates.len());
         let mut from_pending = 0;
+        let mut marked_dead = false;
         for (id, pending) in candidates {
-            match lease.query_row(params![id, self.instance_id, expiry, now], item_from_row) {
-                Ok(item) => {
-                    items.push(item);
-                    from_pending += i64::from(pending);
-                }
-                Err(e) if items.is_empty() || self.conn.is_autocommit() => return Err(e.into()),
-                Err(e) => {
-                    tracing::warn!(hook = %req.hook, leased = items.len(), error = %e,
-                        "spool: claim stopped half-way; delivering what it leased");
-                    break;
-                }
+            let failed: SpoolError =
+                match lease.query_row(params![id, self.instance_id, expiry, now], item_from_row) {
+                    Ok(item) => {
+                        items.push(item);
+                        from_pending += i64::from(pending);
+                        continue;
+                    }
+                    Err(e) if undecodable(&e) => {
+                        match self.mark_undecodable(&req.hook, id, pending, &e, counts) {
+                            Ok(()) => {
+                                marked_dead = true;
+                                continue;
+                            }
+                            Err(e) => e,
+                        }
+                    }
+                    Err(e) => e.into(),
+                };
+            if items.is_empty() || self.conn.is_autocommit() {
+                return Err(failed);
             }
+            tracing::warn!(hook = %req.hook, leased = items.len(), error = %failed,
+                "spool: claim stopped half-way; delivering what it leased");
+            break;
         }
-        Ok((items, from_pending))
+        counts.moved(
+            &req.hook,
+            ItemState::Pending,
+            ItemState::Leased,
+            from_pending,
+        );
+        Ok((items, marked_dead))
+    }
+
+    /// Marks item `id` of `hook`, which `claim` could not decode, dead with
+    /// the reason (its lease, if the claim took it, cleared).
+    fn mark_undecodable(
+        &self,
+        hook: &str,
+        id: i64,
+        pending: bool,
+        e: &rusqlite::Error,
+        counts: &mut Deltas,
+    ) -> Result<(), SpoolError> {
+        let reason = format!("the stored item cannot be read back, so it cannot be delivered: {e}");
+        let changed = self
+            .conn
+            .prepare_cached(sql::MARK_UNDECODABLE)?
+            .execute(params![id, now_ms(), reason])?;
+        if changed > 0 {
+            let from = if pending {
+                ItemState::Pending
+            } else {
+                ItemState::Leased
+            };
+            counts.moved(hook, from, ItemState::Dead, 1);
+            tracing::error!(hook, delivery_id = id, error = %e,
+                "spool: item cannot be read back; marked dead");
+        }
+        Ok(())
     }
 
     /// Ids the claim may lease, in order, each with whether it is pending
@@ -671,6 +723,18 @@ impl Writer {
     }
 }
 
+/// Whether a claim failed reading the row into an [`Item`] (a column
+/// SQLite returned fine but that does not decode), not in SQLite itself.
+fn undecodable(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::Utf8Error(..)
+    )
+}
+
 /// Counts by hook and state, from the counter table (no row scan).
 pub(crate) fn depth(conn: &Connection) -> Result<Vec<DepthRow>, SpoolError> {
     let mut stmt = conn.prepare_cached(sql::DEPTH)?;
@@ -723,6 +787,10 @@ pub(crate) mod sql {
          WHERE state = 'done' AND updated_at < ?1 LIMIT ?2) RETURNING hook";
     pub const PURGE_DEAD: &str = "DELETE FROM items WHERE id IN (SELECT id FROM items \
          WHERE state = 'dead' AND updated_at < ?1 LIMIT ?2) RETURNING hook";
+    /// Not hot: only for a row `claim` could not decode. Its hook is not
+    /// returned, since that may be what fails to decode.
+    pub const MARK_UNDECODABLE: &str = "UPDATE items SET state = 'dead', last_error = ?3, \
+         lease_owner = NULL, lease_expiry = NULL, updated_at = ?2 WHERE id = ?1";
     pub const DEPTH: &str =
         "SELECT hook, state, n FROM item_counts WHERE n > 0 ORDER BY hook, state";
     pub const NEXT_PENDING: &str = "SELECT MIN(next_attempt) FROM items \
@@ -745,6 +813,7 @@ pub(crate) mod sql {
         (RELEASE, 3),
         (PURGE_DONE, 2),
         (PURGE_DEAD, 2),
+        (MARK_UNDECODABLE, 3),
         (NEXT_PENDING, 2),
         (NEXT_LEASE_EXPIRY, 1),
     ];

@@ -35,7 +35,11 @@ fn open_refuses_a_missing_file_and_creates_nothing() {
         "{err}"
     );
     let tables: i64 = conn
-        .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(tables, 1, "nothing of hookd's was written into it");
     // An empty database is not a spool for the CLI either (it never creates one).

@@ -267,7 +267,10 @@ fn fail_commits_in_child(dir: &Path) {
                 SpoolError::CommitFailed(cause) => cause.as_ref(),
                 other => other,
             };
-            assert!(matches!(cause, SpoolError::Sqlite(_)), "unexpected error {e}");
+            assert!(
+                matches!(cause, SpoolError::Sqlite(_)),
+                "unexpected error {e}"
+            );
         }
 
         // The disk "has room" again: the same spool keeps working.

@@ -134,7 +134,10 @@ fn migrations_are_idempotent_and_newer_schemas_refused() {
         .unwrap();
     let found = SCHEMA_VERSION + 1;
     let err = Spool::open(options(dir.path(), "x")).err().unwrap();
-    assert!(matches!(err, SpoolError::SchemaTooNew { found: f } if f == found), "{err}");
+    assert!(
+        matches!(err, SpoolError::SchemaTooNew { found: f } if f == found),
+        "{err}"
+    );
     let err = Admin::open(spool_path(dir.path())).err().unwrap();
     assert_eq!(
         err.to_string(),
