@@ -31,7 +31,7 @@ impl From<StateArg> for ItemState {
 
 #[derive(Subcommand, Debug)]
 pub enum SpoolCommand {
-    /// List items (newest first), without bodies.
+    /// List items (oldest first), without bodies.
     Ls {
         #[arg(long, value_enum)]
         state: Option<StateArg>,
@@ -87,7 +87,7 @@ pub fn run(config: &Path, cmd: SpoolCommand) -> ExitCode {
     let admin = match Admin::open(&path) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("hookd: {}: {e}", path.display());
+            eprintln!("hookd: cannot open spool {}: {e}", path.display());
             return ExitCode::from(exit::SPOOL);
         }
     };

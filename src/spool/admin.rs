@@ -11,14 +11,11 @@ use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtensio
 use serde::Serialize;
 
 use super::codec::{from_ms, item_from_row, ms_ago, now_ms, ITEM_COLUMNS};
-use super::counts::{self, Deltas};
+use super::counts;
 use super::instances::is_alive;
-use super::writer::depth;
+use super::tx;
+use super::writer::{depth, purge_chunk, PURGE_CHUNK};
 use super::{schema, DepthRow, Item, ItemState, SpoolError};
-
-/// Rows one admin purge transaction deletes: short write locks, so a
-/// running daemon's commits are not held up.
-const PURGE_CHUNK: i64 = 2_000;
 
 /// Which items [`Admin::ls`] lists. All `None` = every item.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -87,20 +84,14 @@ impl Admin {
     /// older or newer schema is an error saying so).
     pub fn open(path: impl AsRef<Path>) -> Result<Admin, SpoolError> {
         let path = path.as_ref().to_path_buf();
-        let context = |e: SpoolError| SpoolError::Other(format!("spool {}: {e}", path.display()));
         if !path.is_file() {
-            return Err(SpoolError::Other(format!(
-                "no spool at {} (wrong --config, or hookd never ran?)",
-                path.display()
-            )));
+            return Err(SpoolError::Missing);
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&path, flags).map_err(|e| context(e.into()))?;
-        conn.busy_timeout(schema::BUSY_TIMEOUT)
-            .map_err(|e| context(e.into()))?;
-        schema::check_current(&conn, &path)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(|e| context(e.into()))?;
+        let conn = Connection::open_with_flags(&path, flags).map_err(SpoolError::at_open)?;
+        conn.busy_timeout(schema::BUSY_TIMEOUT)?;
+        schema::check_current(&conn)?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
         Ok(Admin { conn, path })
     }
 
@@ -157,30 +148,11 @@ impl Admin {
             .ok_or(SpoolError::NotFound(id))
     }
 
-    /// Runs `change` in one immediate transaction, with the item counts it
-    /// reports written before the commit.
-    fn write<T>(
-        &self,
-        change: impl FnOnce(&mut Deltas) -> Result<T, SpoolError>,
-    ) -> Result<T, SpoolError> {
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
-        let mut counts = Deltas::default();
-        let result = change(&mut counts).and_then(|v| {
-            counts.apply(&self.conn)?;
-            self.conn.execute_batch("COMMIT")?;
-            Ok(v)
-        });
-        if result.is_err() && !self.conn.is_autocommit() {
-            let _ = self.conn.execute_batch("ROLLBACK");
-        }
-        result
-    }
-
     /// Makes a dead or pending item pending and due now, attempts reset to
     /// 0. Leased and done items are refused (a worker has it, or it is
     /// delivered). A running daemon sees it on its next claim.
     pub fn retry(&self, id: i64) -> Result<(), SpoolError> {
-        self.write(|counts| {
+        tx::immediate(&self.conn, |counts| {
             let found: Option<(String, ItemState)> = self
                 .conn
                 .query_row("SELECT hook, state FROM items WHERE id = ?1", [id], |r| {
@@ -191,10 +163,7 @@ impl Admin {
                 return Err(SpoolError::NotFound(id));
             };
             if !matches!(state, ItemState::Dead | ItemState::Pending) {
-                return Err(SpoolError::Other(format!(
-                    "item {id} is {}: only dead or pending items can be retried",
-                    state.as_str()
-                )));
+                return Err(SpoolError::WrongState { id, state });
             }
             let now = now_ms();
             self.conn.execute(
@@ -210,7 +179,7 @@ impl Admin {
     /// [`Admin::retry`] for every dead item (of `hook`, if given); returns
     /// how many.
     pub fn retry_dead(&self, hook: Option<&str>) -> Result<u64, SpoolError> {
-        self.write(|counts| {
+        tx::immediate(&self.conn, |counts| {
             let n = counts::run_counted(
                 &self.conn,
                 "UPDATE items SET state = 'pending', attempts = 0, next_attempt = ?1, \
@@ -228,38 +197,17 @@ impl Admin {
     /// if given); returns how many. Other states are refused: pending and
     /// leased items are undelivered webhooks.
     pub fn purge(&self, state: ItemState, older_than: Option<Duration>) -> Result<u64, SpoolError> {
-        // Literal states, so the partial indexes on done and dead apply.
-        let sql = match state {
-            ItemState::Done => {
-                "DELETE FROM items WHERE id IN (SELECT id FROM items \
-                 WHERE state = 'done' AND updated_at < ?1 LIMIT ?2) RETURNING hook"
-            }
-            ItemState::Dead => {
-                "DELETE FROM items WHERE id IN (SELECT id FROM items \
-                 WHERE state = 'dead' AND updated_at < ?1 LIMIT ?2) RETURNING hook"
-            }
-            other => {
-                return Err(SpoolError::Other(format!(
-                    "refusing to purge {} items: only done or dead",
-                    other.as_str()
-                )))
-            }
-        };
+        if !matches!(state, ItemState::Done | ItemState::Dead) {
+            return Err(SpoolError::NotPurgeable(state));
+        }
         let cutoff = older_than.map_or(i64::MAX, ms_ago);
         let mut total = 0u64;
         loop {
-            let n = self.write(|counts| {
-                let args = params![cutoff, PURGE_CHUNK];
-                Ok(counts::run_counted(
-                    &self.conn,
-                    sql,
-                    args,
-                    (state, None),
-                    counts,
-                )?)
+            let n = tx::immediate(&self.conn, |counts| {
+                purge_chunk(&self.conn, state, cutoff, counts)
             })?;
             total += n;
-            if n < PURGE_CHUNK as u64 {
+            if n < u64::from(PURGE_CHUNK) {
                 return Ok(total);
             }
         }

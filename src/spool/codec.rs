@@ -6,7 +6,7 @@ use bytes::Bytes;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::Row;
 
-use super::{Item, ItemState, SpoolError};
+use super::{Item, ItemState};
 
 /// Unix milliseconds, saturating (times before 1970 become 0).
 pub(crate) fn to_ms(t: SystemTime) -> i64 {
@@ -114,20 +114,6 @@ pub(crate) fn item_from_row(row: &Row<'_>) -> rusqlite::Result<Item> {
         lease_owner: row.get(10)?,
         lease_expiry: row.get::<_, Option<i64>>(11)?.map(from_ms),
     })
-}
-
-/// A second copy of an error, for answering every waiter of a failed commit.
-/// SQLite failures keep their code so callers can still tell disk-full apart.
-pub(crate) fn dup_error(e: &SpoolError) -> SpoolError {
-    match e {
-        SpoolError::Sqlite(rusqlite::Error::SqliteFailure(code, msg)) => {
-            SpoolError::Sqlite(rusqlite::Error::SqliteFailure(*code, msg.clone()))
-        }
-        SpoolError::Io(io) => SpoolError::Io(std::io::Error::new(io.kind(), io.to_string())),
-        SpoolError::Closed => SpoolError::Closed,
-        SpoolError::NotFound(id) => SpoolError::NotFound(*id),
-        other => SpoolError::Other(other.to_string()),
-    }
 }
 
 #[cfg(test)]

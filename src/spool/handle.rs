@@ -10,13 +10,9 @@ use tokio::sync::{oneshot, Notify};
 
 use super::checkpoint::Checkpointer;
 use super::codec::to_ms;
-use super::writer::{checkpoint_pages, Cmd, Finish, Reply, Writer};
+use super::writer::{checkpoint_pages, Cmd, Finish, Reply, Writer, PURGE_CHUNK};
 use super::{instances, schema};
 use super::{ClaimRequest, DepthRow, Enqueued, Item, NewItem, SpoolError, SpoolOptions};
-
-/// Done items one purge command deletes, so a large purge never holds the
-/// writer (and every enqueue behind it) for long.
-const PURGE_CHUNK: u32 = 2_000;
 
 /// Handle to an open spool. Clones share one writer thread; the thread stops
 /// after [`Spool::close`] or when the last clone is dropped (then it also
@@ -66,11 +62,9 @@ impl Spool {
     /// writer thread. Blocking: call before serving or via `spawn_blocking`.
     pub fn open(opts: SpoolOptions) -> Result<Spool, SpoolError> {
         let path = opts.path.clone();
-        let context =
-            |e: SpoolError| SpoolError::Other(format!("cannot open spool {}: {e}", path.display()));
-        let conn = schema::open_rw(&path).map_err(context)?;
-        let found = schema::migrate(&conn).map_err(context)?;
-        let released = instances::register(&conn, &opts.instance_id).map_err(context)?;
+        let conn = schema::open_rw(&path)?;
+        let found = schema::migrate(&conn)?;
+        let released = instances::register(&conn, &opts.instance_id)?;
         // A v1 hookd still running (an upgrade's hand-off) changes states
         // without counting them: recount once it has gone.
         let recount_when_alone = found == 1 && released.live_instances > 0;
@@ -82,8 +76,7 @@ impl Spool {
             );
         }
         // The writer starts at synchronous=FULL; see writer::checkpoint_pages.
-        conn.pragma_update(None, "wal_autocheckpoint", checkpoint_pages(true))
-            .map_err(|e| context(e.into()))?;
+        conn.pragma_update(None, "wal_autocheckpoint", checkpoint_pages(true))?;
         let arrivals = Arc::new(Notify::new());
         let writer = Writer {
             conn,
@@ -199,11 +192,7 @@ impl Spool {
         let mut total = 0;
         loop {
             let n = self
-                .call(|reply| Cmd::PurgeDone {
-                    older_than,
-                    limit: PURGE_CHUNK,
-                    reply,
-                })
+                .call(|reply| Cmd::PurgeDone { older_than, reply })
                 .await?;
             total += n;
             if n < u64::from(PURGE_CHUNK) {

@@ -7,19 +7,31 @@ use rusqlite::{params, Connection};
 
 use super::codec::now_ms;
 use super::counts::{self, Deltas};
+use super::tx;
 use super::{ItemState, SpoolError};
+
+/// Fields of /proc/<pid>/stat after comm: the state letter (field 3) and
+/// the start time in clock ticks since boot (field 22).
+fn proc_stat(pid: i32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 2 (comm) may hold spaces and parentheses: fields after it start
+    // behind the last ')'. The first of them is field 3, so 22 is index 19.
+    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let start = rest.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
 
 /// Start time of `pid` in clock ticks since boot (/proc/<pid>/stat field 22).
 /// With the pid it names one process start: a reused pid has another.
 pub(crate) fn proc_start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Field 2 (comm) may hold spaces and parentheses: fields after it start
-    // behind the last ')'. The first of them is field 3, so 22 is index 19.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    proc_stat(pid).map(|(_, start)| start)
 }
 
-/// Whether the process registered as (`pid`, `start_time`) still runs.
+/// Whether the process registered as (`pid`, `start_time`) still runs. A
+/// zombie (killed, not yet reaped by its parent) or dying process does not:
+/// it will never touch its leases again, so they go back at once instead of
+/// waiting out their expiry.
 pub(crate) fn is_alive(pid: i64, start_time: Option<i64>) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
         return false;
@@ -31,11 +43,15 @@ pub(crate) fn is_alive(pid: i64, start_time: Option<i64>) -> bool {
     if !exists() {
         return false;
     }
-    match (start_time, proc_start_time(pid)) {
-        (Some(registered), Some(now)) => u64::try_from(registered) == Ok(now),
+    match proc_stat(pid) {
+        Some(('Z' | 'X', _)) => false,
+        Some((_, now)) => match start_time {
+            Some(registered) => u64::try_from(registered) == Ok(now),
+            None => true,
+        },
         // /proc hidden from us: trust kill(); a wrong guess only keeps leases
         // until they expire.
-        _ => exists(),
+        None => exists(),
     }
 }
 
@@ -84,10 +100,8 @@ pub(crate) fn register(conn: &Connection, instance_id: &str) -> Result<Released,
         .ok()
         .and_then(proc_start_time)
         .and_then(|t| i64::try_from(t).ok());
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let result = (|| {
+    tx::immediate(conn, |counts| {
         let now = now_ms();
-        let mut counts = Deltas::default();
         conn.execute(
             "INSERT OR REPLACE INTO instances (id, pid, start_time, started_at) \
              VALUES (?1, ?2, ?3, ?4)",
@@ -99,46 +113,22 @@ pub(crate) fn register(conn: &Connection, instance_id: &str) -> Result<Released,
                 released.live_instances += 1;
                 continue;
             }
-            released.leases += release(conn, RELEASE_OWNER, params![id, now], &mut counts)?;
+            released.leases += release(conn, RELEASE_OWNER, params![id, now], counts)?;
             conn.execute("DELETE FROM instances WHERE id = ?1", [&id])?;
             released.dead_instances += 1;
         }
-        released.leases += release(conn, RELEASE_ORPHANS, [now], &mut counts)?;
-        counts.apply(conn)?;
+        released.leases += release(conn, RELEASE_ORPHANS, [now], counts)?;
         Ok(released)
-    })();
-    match result {
-        Ok(released) => {
-            conn.execute_batch("COMMIT")?;
-            Ok(released)
-        }
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
-        }
-    }
+    })
 }
 
 /// Hands back this instance's leases and removes its row (clean shutdown).
 pub(crate) fn unregister(conn: &Connection, instance_id: &str) -> Result<u64, SpoolError> {
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let result = (|| {
-        let mut counts = Deltas::default();
-        let n = release_owner(conn, instance_id, &mut counts)?;
-        counts.apply(conn)?;
+    tx::immediate(conn, |counts| {
+        let n = release_owner(conn, instance_id, counts)?;
         conn.execute("DELETE FROM instances WHERE id = ?1", [instance_id])?;
         Ok(n)
-    })();
-    match result {
-        Ok(n) => {
-            conn.execute_batch("COMMIT")?;
-            Ok(n)
-        }
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
-        }
-    }
+    })
 }
 
 /// Releases leases held by `owner`; shared with the writer's release_all_mine.
@@ -169,6 +159,26 @@ mod tests {
         assert!(!is_alive(pid as i64, Some(start + 1)));
         assert!(!is_alive(0, None));
         assert!(!is_alive(-1, None));
+    }
+
+    #[test]
+    fn zombie_child_is_dead() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        // Not reaped yet: once it has exited it stays a zombie until wait().
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let start = loop {
+            match proc_stat(pid) {
+                Some(('Z', start)) => break start,
+                Some(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                other => panic!("child {pid} not a zombie in time: {other:?}"),
+            }
+        };
+        assert!(!is_alive(pid as i64, Some(start as i64)));
+        assert!(!is_alive(pid as i64, None));
+        child.wait().unwrap();
     }
 
     #[test]

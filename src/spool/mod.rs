@@ -7,7 +7,8 @@
 //! Files: `handle.rs` ([`Spool`]), `writer.rs` (the group-commit thread and
 //! the hot SQL), `schema.rs` (settings, migrations), `instances.rs` (who holds
 //! leases), `admin.rs` ([`Admin`] for the CLI), `codec.rs` (column encodings),
-//! `counts.rs` (items by hook and state), `checkpoint.rs` (WAL checkpoints).
+//! `counts.rs` (items by hook and state), `checkpoint.rs` (WAL checkpoints),
+//! `tx.rs` (the immediate transaction every write outside the writer uses).
 
 mod admin;
 mod checkpoint;
@@ -18,6 +19,7 @@ mod instances;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod tx;
 mod writer;
 
 pub use admin::{Admin, InstanceInfo, ItemSummary, ListFilter, Stats};
@@ -47,19 +49,81 @@ pub struct SpoolOptions {
     pub on_commit: Option<CommitObserver>,
 }
 
-/// Anything a spool operation can fail with.
+/// Anything a spool operation can fail with. The texts never name the spool
+/// file: the caller that knows the path adds it once, in front.
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
-    #[error("spool: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("spool: {0}")]
-    Io(#[from] std::io::Error),
+    /// Written by a newer hookd; migrating down is not possible.
+    #[error(
+        "schema version {found} is newer than this hookd supports ({SCHEMA_VERSION}); upgrade hookd"
+    )]
+    SchemaTooNew { found: u32 },
+    /// The admin CLI never migrates, so it refuses an older schema.
+    #[error(
+        "schema version {found} is older than this hookd's ({SCHEMA_VERSION}); \
+         start `hookd serve` once to migrate it"
+    )]
+    SchemaTooOld { found: u32 },
+    #[error("not a hookd spool: {0}")]
+    NotASpool(NotASpool),
+    /// No spool file where the config says (the admin CLI never creates one).
+    #[error("no such file (wrong --config, or hookd never ran?)")]
+    Missing,
+    /// The spool file could not be created (missing directory, permissions).
+    #[error("cannot create the file: {0}")]
+    Create(std::io::Error),
+    /// Durable group commits need WAL mode, which some file systems refuse.
+    #[error("cannot switch to WAL mode (journal mode stays {mode})")]
+    NoWal { mode: String },
+    #[error("no item {0}")]
+    NotFound(i64),
+    /// Only dead or pending items can be retried by hand.
+    #[error("item {id} is {}: only dead or pending items can be retried", .state.as_str())]
+    WrongState { id: i64, state: ItemState },
+    /// Pending and leased items are undelivered webhooks.
+    #[error("refusing to purge {} items: only done or dead", .0.as_str())]
+    NotPurgeable(ItemState),
+    /// After an error ext4 may remount read-only, and its fsync then reports
+    /// success without writing.
+    #[error("the file system holding {0} turned read-only; the last commit may not be on disk")]
+    ReadOnly(String),
     #[error("spool is closed")]
     Closed,
-    #[error("spool: no item {0}")]
-    NotFound(i64),
-    #[error("spool: {0}")]
-    Other(String),
+    /// The group commit carrying this command failed, so nothing of it is
+    /// durable; every waiter of the batch shares the one cause.
+    #[error("commit failed: {0}")]
+    CommitFailed(Arc<SpoolError>),
+    #[error("{0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Why a file is not a spool this hookd can use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotASpool {
+    #[error("not an SQLite database")]
+    NotSqlite,
+    /// An SQLite database of some other program: migrating it would write
+    /// our tables into it.
+    #[error("an SQLite database with other tables and no hookd schema")]
+    Foreign,
+    /// The admin CLI found an empty database (hookd serve would set it up).
+    #[error("no hookd schema (start `hookd serve` once to create it)")]
+    NoSchema,
+    #[error("schema version {0} is not one hookd ever wrote")]
+    BadVersion(i64),
+}
+
+impl SpoolError {
+    /// A SQLite error met while opening: "file is not a database" becomes
+    /// [`NotASpool::NotSqlite`], which says what is wrong with the file.
+    pub(crate) fn at_open(e: rusqlite::Error) -> SpoolError {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::NotADatabase) => SpoolError::NotASpool(NotASpool::NotSqlite),
+            _ => SpoolError::Sqlite(e),
+        }
+    }
 }
 
 /// Where an item is in its life: pending → leased → done | dead (or back to

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::SpoolError;
+use super::tx;
+use super::{NotASpool, SpoolError};
 
 /// How long a connection waits for another one's write lock (hand-off: two
 /// hookd processes, or the CLI, share the file).
@@ -97,11 +98,12 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 /// Settings every connection gets: durable WAL commits, waiting on locks.
 pub(crate) fn configure(conn: &Connection) -> Result<(), SpoolError> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    // The first statement reads the file: a file that is not SQLite fails here.
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(SpoolError::at_open)?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(SpoolError::Other(format!(
-            "spool: cannot switch to WAL mode (got {mode})"
-        )));
+        return Err(SpoolError::NoWal { mode });
     }
     // FULL in WAL mode: every commit fsyncs the WAL before it returns.
     conn.pragma_update(None, "synchronous", "FULL")?;
@@ -110,15 +112,23 @@ pub(crate) fn configure(conn: &Connection) -> Result<(), SpoolError> {
 }
 
 pub(crate) fn user_version(conn: &Connection) -> Result<u32, SpoolError> {
-    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    u32::try_from(v).map_err(|_| SpoolError::Other(format!("spool: bad schema version {v}")))
+    let v: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(SpoolError::at_open)?;
+    u32::try_from(v).map_err(|_| SpoolError::NotASpool(NotASpool::BadVersion(v)))
 }
 
-fn too_new(found: u32) -> SpoolError {
-    SpoolError::Other(format!(
-        "spool schema version {found} is newer than this hookd understands \
-         ({SCHEMA_VERSION}); run a newer hookd or restore an older spool"
-    ))
+/// A version-0 file that already has tables belongs to another program.
+fn refuse_foreign(conn: &Connection) -> Result<(), SpoolError> {
+    let tables: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+        [],
+        |r| r.get(0),
+    )?;
+    if tables > 0 {
+        return Err(SpoolError::NotASpool(NotASpool::Foreign));
+    }
+    Ok(())
 }
 
 /// Brings the schema to [`SCHEMA_VERSION`] inside one immediate transaction,
@@ -128,51 +138,38 @@ pub(crate) fn migrate(conn: &Connection) -> Result<u32, SpoolError> {
     // Cheap check first: an up-to-date spool takes no write lock here.
     let found = user_version(conn)?;
     if found > SCHEMA_VERSION {
-        return Err(too_new(found));
+        return Err(SpoolError::SchemaTooNew { found });
     }
     if found == SCHEMA_VERSION {
         return Ok(found);
     }
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let result = (|| {
+    tx::immediate(conn, |_| {
         let found = user_version(conn)?;
         if found > SCHEMA_VERSION {
-            return Err(too_new(found));
+            return Err(SpoolError::SchemaTooNew { found });
+        }
+        if found == 0 {
+            refuse_foreign(conn)?;
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
             conn.execute_batch(sql)?;
             conn.pragma_update(None, "user_version", i as i64 + 1)?;
         }
         Ok(found)
-    })();
-    match result {
-        Ok(found) => {
-            conn.execute_batch("COMMIT")?;
-            Ok(found)
-        }
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
-        }
-    }
+    })
 }
 
 /// Checks an existing spool's version for the admin CLI, which never migrates.
-pub(crate) fn check_current(conn: &Connection, path: &Path) -> Result<(), SpoolError> {
-    let found = user_version(conn)
-        .map_err(|e| SpoolError::Other(format!("spool {}: {e}", path.display())))?;
+pub(crate) fn check_current(conn: &Connection) -> Result<(), SpoolError> {
+    let found = user_version(conn)?;
     match found.cmp(&SCHEMA_VERSION) {
         std::cmp::Ordering::Equal => Ok(()),
-        std::cmp::Ordering::Greater => Err(too_new(found)),
-        std::cmp::Ordering::Less if found == 0 => Err(SpoolError::Other(format!(
-            "{} is not a hookd spool (no schema)",
-            path.display()
-        ))),
-        std::cmp::Ordering::Less => Err(SpoolError::Other(format!(
-            "spool {} has schema version {found}, older than this hookd's {SCHEMA_VERSION}; \
-             start `hookd serve` once to migrate it",
-            path.display()
-        ))),
+        std::cmp::Ordering::Greater => Err(SpoolError::SchemaTooNew { found }),
+        std::cmp::Ordering::Less if found == 0 => {
+            refuse_foreign(conn)?;
+            Err(SpoolError::NotASpool(NotASpool::NoSchema))
+        }
+        std::cmp::Ordering::Less => Err(SpoolError::SchemaTooOld { found }),
     }
 }
 
@@ -186,7 +183,7 @@ pub(crate) fn open_rw(path: &Path) -> Result<Connection, SpoolError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags)?;
+    let conn = Connection::open_with_flags(path, flags).map_err(SpoolError::at_open)?;
     configure(&conn)?;
     Ok(conn)
 }
@@ -202,9 +199,6 @@ fn create_private(path: &Path) -> Result<(), SpoolError> {
         Ok(_) => Ok(()),
         // Someone else created it between our check and now: fine.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(SpoolError::Other(format!(
-            "cannot create spool {}: {e}",
-            path.display()
-        ))),
+        Err(e) => Err(SpoolError::Create(e)),
     }
 }

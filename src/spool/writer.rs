@@ -19,9 +19,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{oneshot, Notify};
 
 use super::checkpoint::Checkpointer;
-use super::codec::{dup_error, encode_headers, from_ms, item_from_row, ms_ago, now_ms, to_ms};
+use super::codec::{encode_headers, from_ms, item_from_row, ms_ago, now_ms, to_ms};
 use super::counts::{self, Deltas};
 use super::instances;
+use super::tx;
 use super::{
     ClaimRequest, CommitObserver, DepthRow, Enqueued, Item, ItemState, NewItem, SpoolError,
 };
@@ -54,10 +55,9 @@ pub(crate) enum Cmd {
     /// `Finish(id, Complete)` with nobody waiting: failures are logged here.
     CompleteDetached(i64),
     ReleaseAllMine(Reply<u64>),
-    /// Deletes at most `limit` done items last updated before the cutoff.
+    /// Deletes at most [`PURGE_CHUNK`] done items last updated before the cutoff.
     PurgeDone {
         older_than: Duration,
-        limit: u32,
         reply: Reply<u64>,
     },
     Depth(Reply<Vec<DepthRow>>),
@@ -114,15 +114,46 @@ const PEER_CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// An executed command's answer, sent once the batch's fate is known:
 /// `None` = committed, `Some(e)` = the batch failed with `e`.
-type Answer = Box<dyn FnOnce(Option<&SpoolError>) + Send>;
+type Answer = Box<dyn FnOnce(Option<&Arc<SpoolError>>) + Send>;
+
+/// What each waiter of a failed group commit is told: the one cause,
+/// shared, so a disk-full SQLite code still reaches every caller.
+fn error_for_each_waiter(cause: &Arc<SpoolError>) -> SpoolError {
+    SpoolError::CommitFailed(Arc::clone(cause))
+}
+
+/// Rows one purge transaction deletes, for the daemon's purge and the
+/// CLI's alike: short write locks, so a large purge never holds up the
+/// enqueues (or a running daemon's commits) behind it for long.
+pub(crate) const PURGE_CHUNK: u32 = 2_000;
+
+/// Deletes at most [`PURGE_CHUNK`] items in `state` (done or dead) last
+/// changed before `cutoff_ms`, counting them; returns how many. The caller
+/// commits.
+pub(crate) fn purge_chunk(
+    conn: &Connection,
+    state: ItemState,
+    cutoff_ms: i64,
+    counts: &mut Deltas,
+) -> Result<u64, SpoolError> {
+    // Literal states in the SQL, so the partial indexes on done and dead apply.
+    let sql = match state {
+        ItemState::Done => sql::PURGE_DONE,
+        ItemState::Dead => sql::PURGE_DEAD,
+        other => return Err(SpoolError::NotPurgeable(other)),
+    };
+    let args = params![cutoff_ms, PURGE_CHUNK];
+    Ok(counts::run_counted(conn, sql, args, (state, None), counts)?)
+}
 
 /// State of one group commit while its commands run.
 struct Batch {
     answers: Vec<Answer>,
     in_tx: bool,
-    /// SQLite rolled the transaction back by itself (I/O error, disk full):
-    /// everything before is lost and nothing after may run.
-    lost: Option<SpoolError>,
+    /// SQLite rolled the transaction back by itself (I/O error, disk full),
+    /// or it never began: everything before is lost and nothing after may
+    /// run. The batch fails with this cause.
+    lost: Option<Arc<SpoolError>>,
     /// Something became claimable sooner: delivery should look again.
     wake: bool,
     /// What the batch's commands owe `item_counts`, written before COMMIT.
@@ -136,12 +167,12 @@ impl Batch {
         reply: Reply<T>,
         res: Result<T, SpoolError>,
     ) {
-        self.note_lost(conn, &res);
+        let res = self.note_lost(conn, res);
         self.answers
-            .push(Box::new(move |failed: Option<&SpoolError>| {
+            .push(Box::new(move |failed: Option<&Arc<SpoolError>>| {
                 let _ = reply.send(match failed {
                     None => res,
-                    Some(e) => Err(dup_error(e)),
+                    Some(cause) => Err(error_for_each_waiter(cause)),
                 });
             }));
     }
@@ -149,11 +180,12 @@ impl Batch {
     /// Like `settle` for a command nobody waits on: its error, or the
     /// batch's, is logged instead of answered.
     fn settle_detached(&mut self, conn: &Connection, id: i64, res: Result<(), SpoolError>) {
-        self.note_lost(conn, &res);
+        let res = self.note_lost(conn, res);
         self.answers
-            .push(Box::new(move |failed: Option<&SpoolError>| {
+            .push(Box::new(move |failed: Option<&Arc<SpoolError>>| {
                 let error = match (failed, &res) {
-                    (Some(e), _) | (None, Err(e)) => e,
+                    (Some(cause), _) => cause.as_ref(),
+                    (None, Err(e)) => e,
                     (None, Ok(())) => return,
                 };
                 tracing::error!(delivery_id = id, error = %error,
@@ -161,13 +193,30 @@ impl Batch {
             }));
     }
 
-    /// An error after which SQLite rolled the transaction back loses the batch.
-    fn note_lost<T>(&mut self, conn: &Connection, res: &Result<T, SpoolError>) {
-        if let Err(e) = res {
-            if self.in_tx && self.lost.is_none() && conn.is_autocommit() {
-                self.lost = Some(dup_error(e));
+    /// An error after which SQLite rolled the transaction back loses the
+    /// batch: it becomes the batch's cause, and this command is answered
+    /// with it like every other (so what is returned here is never sent).
+    fn note_lost<T>(
+        &mut self,
+        conn: &Connection,
+        res: Result<T, SpoolError>,
+    ) -> Result<T, SpoolError> {
+        match res {
+            Err(e) if self.in_tx && self.lost.is_none() && conn.is_autocommit() => {
+                let cause = Arc::new(e);
+                self.lost = Some(cause.clone());
+                Err(error_for_each_waiter(&cause))
             }
+            res => res,
         }
+    }
+
+    /// Answers a command the batch did not run because it was already lost.
+    fn unrun<T: Send + 'static>(&mut self, reply: Reply<T>, cause: &Arc<SpoolError>) {
+        let err = error_for_each_waiter(cause);
+        self.answers.push(Box::new(move |_| {
+            let _ = reply.send(Err(err));
+        }));
     }
 }
 
@@ -209,15 +258,7 @@ impl Writer {
                 return Ok(false);
             }
             self.set_sync_full(true)?;
-            self.exec_sql("BEGIN IMMEDIATE")?;
-            let done = counts::recount(&self.conn).map_err(SpoolError::from);
-            match done {
-                Ok(()) => self.exec_sql("COMMIT")?,
-                Err(e) => {
-                    let _ = self.exec_sql("ROLLBACK");
-                    return Err(e);
-                }
-            }
+            tx::immediate(&self.conn, |_| Ok(counts::recount(&self.conn)?))?;
             Ok(true)
         })();
         match result {
@@ -263,11 +304,16 @@ impl Writer {
             counts: Deltas::default(),
         };
         let durable = cmds.iter().any(|c| matches!(c, Cmd::Enqueue(..)));
+        // Not tx::immediate: commands run one by one inside the transaction
+        // and each is answered on its own (one failing does not undo the
+        // others), the batch stops once SQLite rolled back by itself, and
+        // its COMMIT is followed by the read-only check.
         if batch.in_tx {
-            if let Err(e) = self.set_sync_full(durable) {
-                batch.lost = Some(e);
-            } else if let Err(e) = self.exec_sql("BEGIN IMMEDIATE") {
-                batch.lost = Some(e);
+            let begun = self
+                .set_sync_full(durable)
+                .and_then(|()| self.exec_sql("BEGIN IMMEDIATE"));
+            if let Err(e) = begun {
+                batch.lost = Some(Arc::new(e));
             }
         }
         for cmd in cmds {
@@ -275,9 +321,9 @@ impl Writer {
                 *closing = Some(done);
                 continue;
             }
-            if batch.lost.is_some() {
-                // Not run: answered with the batch's error below.
-                self.settle_unrun(&mut batch, cmd);
+            if let Some(cause) = batch.lost.clone() {
+                // Not run: answered with the batch's error.
+                Self::settle_unrun(&mut batch, cmd, &cause);
                 continue;
             }
             self.exec(&mut batch, cmd);
@@ -316,7 +362,7 @@ impl Writer {
                     if !self.conn.is_autocommit() {
                         let _ = self.exec_sql("ROLLBACK");
                     }
-                    Some(e)
+                    Some(Arc::new(e))
                 }
             }
         };
@@ -343,9 +389,7 @@ impl Writer {
         };
         let st = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;
         if st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY) {
-            return Err(SpoolError::Other(format!(
-                "the file system holding {path} turned read-only; the last commit may not be on disk"
-            )));
+            return Err(SpoolError::ReadOnly(path.to_owned()));
         }
         Ok(())
     }
@@ -370,20 +414,20 @@ impl Writer {
         Ok(())
     }
 
-    /// Gives an unrun command an answer slot; the batch error fills it.
-    fn settle_unrun(&self, batch: &mut Batch, cmd: Cmd) {
-        fn lost<T>() -> Result<T, SpoolError> {
-            Err(SpoolError::Other("not run".into()))
-        }
+    /// Answers a command the lost batch did not run with the batch's cause.
+    fn settle_unrun(batch: &mut Batch, cmd: Cmd, cause: &Arc<SpoolError>) {
         match cmd {
-            Cmd::Enqueue(_, r) => batch.settle(&self.conn, r, lost()),
-            Cmd::Claim(_, r) => batch.settle(&self.conn, r, lost()),
-            Cmd::Finish(_, _, r) => batch.settle(&self.conn, r, lost()),
-            Cmd::CompleteDetached(id) => batch.settle_detached(&self.conn, id, lost()),
-            Cmd::ReleaseAllMine(r) => batch.settle(&self.conn, r, lost()),
-            Cmd::PurgeDone { reply, .. } => batch.settle(&self.conn, reply, lost()),
-            Cmd::Depth(r) => batch.settle(&self.conn, r, lost()),
-            Cmd::NextDue(_, r) => batch.settle(&self.conn, r, lost()),
+            Cmd::Enqueue(_, r) => batch.unrun(r, cause),
+            Cmd::Claim(_, r) => batch.unrun(r, cause),
+            Cmd::Finish(_, _, r) => batch.unrun(r, cause),
+            Cmd::CompleteDetached(id) => {
+                tracing::error!(delivery_id = id, error = %cause,
+                    "spool: cannot record the delivery as done; it is delivered again once its lease ends");
+            }
+            Cmd::ReleaseAllMine(r) => batch.unrun(r, cause),
+            Cmd::PurgeDone { reply, .. } => batch.unrun(reply, cause),
+            Cmd::Depth(r) => batch.unrun(r, cause),
+            Cmd::NextDue(_, r) => batch.unrun(r, cause),
             Cmd::Close(_) => {}
         }
     }
@@ -399,15 +443,13 @@ impl Writer {
                 batch.settle(&self.conn, reply, res);
             }
             Cmd::Claim(req, reply) => {
-                let res = self.claim(&req).map(|(items, from_pending)| {
-                    batch.counts.moved(
-                        &req.hook,
-                        ItemState::Pending,
-                        ItemState::Leased,
-                        from_pending,
-                    );
-                    items
-                });
+                let res = self
+                    .claim(&req, &mut batch.counts)
+                    .map(|(items, marked_dead)| {
+                        // The hook's next item may be claimable now (ordered hooks).
+                        batch.wake |= marked_dead;
+                        items
+                    });
                 batch.settle(&self.conn, reply, res);
             }
             Cmd::Finish(id, how, reply) => {
@@ -428,13 +470,9 @@ impl Writer {
                 }
                 batch.settle(&self.conn, reply, res);
             }
-            Cmd::PurgeDone {
-                older_than,
-                limit,
-                reply,
-            } => {
+            Cmd::PurgeDone { older_than, reply } => {
                 let mut counts = Deltas::default();
-                let res = self.purge_done(older_than, limit, &mut counts);
+                let res = purge_chunk(&self.conn, ItemState::Done, ms_ago(older_than), &mut counts);
                 if res.is_ok() {
                     batch.counts.absorb(counts);
                 }
@@ -492,11 +530,18 @@ impl Writer {
     /// leaves whole leases only, and the claim answers with those: they
     /// commit with the batch and are delivered. If SQLite rolled the whole
     /// transaction back, nothing was leased and the error is the answer.
-    /// Returns the items and how many of them were pending (the others'
-    /// leases had expired).
-    fn claim(&self, req: &ClaimRequest) -> Result<(Vec<Item>, i64), SpoolError> {
+    ///
+    /// A row that cannot be read back (a corrupt headers blob, say) would
+    /// fail every claim of its hook forever: it is marked dead with the
+    /// reason instead, and the claim goes on. Returns the items and whether
+    /// any row was marked dead so.
+    fn claim(
+        &self,
+        req: &ClaimRequest,
+        counts: &mut Deltas,
+    ) -> Result<(Vec<Item>, bool), SpoolError> {
         if req.max == 0 {
-            return Ok((Vec::new(), 0));
+            return Ok((Vec::new(), false));
         }
         let now = now_ms();
         let lease_ms = i64::try_from(req.lease.as_millis()).unwrap_or(i64::MAX);
@@ -505,21 +550,68 @@ impl Writer {
         let mut lease = self.conn.prepare_cached(sql::LEASE)?;
         let mut items = Vec::with_capacity(candidates.len());
         let mut from_pending = 0;
+        let mut marked_dead = false;
         for (id, pending) in candidates {
-            match lease.query_row(params![id, self.instance_id, expiry, now], item_from_row) {
-                Ok(item) => {
-                    items.push(item);
-                    from_pending += i64::from(pending);
-                }
-                Err(e) if items.is_empty() || self.conn.is_autocommit() => return Err(e.into()),
-                Err(e) => {
-                    tracing::warn!(hook = %req.hook, leased = items.len(), error = %e,
-                        "spool: claim stopped half-way; delivering what it leased");
-                    break;
-                }
+            let failed: SpoolError =
+                match lease.query_row(params![id, self.instance_id, expiry, now], item_from_row) {
+                    Ok(item) => {
+                        items.push(item);
+                        from_pending += i64::from(pending);
+                        continue;
+                    }
+                    Err(e) if undecodable(&e) => {
+                        match self.mark_undecodable(&req.hook, id, pending, &e, counts) {
+                            Ok(()) => {
+                                marked_dead = true;
+                                continue;
+                            }
+                            Err(e) => e,
+                        }
+                    }
+                    Err(e) => e.into(),
+                };
+            if items.is_empty() || self.conn.is_autocommit() {
+                return Err(failed);
             }
+            tracing::warn!(hook = %req.hook, leased = items.len(), error = %failed,
+                "spool: claim stopped half-way; delivering what it leased");
+            break;
         }
-        Ok((items, from_pending))
+        counts.moved(
+            &req.hook,
+            ItemState::Pending,
+            ItemState::Leased,
+            from_pending,
+        );
+        Ok((items, marked_dead))
+    }
+
+    /// Marks item `id` of `hook`, which `claim` could not decode, dead with
+    /// the reason (its lease, if the claim took it, cleared).
+    fn mark_undecodable(
+        &self,
+        hook: &str,
+        id: i64,
+        pending: bool,
+        e: &rusqlite::Error,
+        counts: &mut Deltas,
+    ) -> Result<(), SpoolError> {
+        let reason = format!("the stored item cannot be read back, so it cannot be delivered: {e}");
+        let changed = self
+            .conn
+            .prepare_cached(sql::MARK_UNDECODABLE)?
+            .execute(params![id, now_ms(), reason])?;
+        if changed > 0 {
+            let from = if pending {
+                ItemState::Pending
+            } else {
+                ItemState::Leased
+            };
+            counts.moved(hook, from, ItemState::Dead, 1);
+            tracing::error!(hook, delivery_id = id, error = %e,
+                "spool: item cannot be read back; marked dead");
+        }
+        Ok(())
     }
 
     /// Ids the claim may lease, in order, each with whether it is pending
@@ -609,23 +701,6 @@ impl Writer {
         Ok(hook)
     }
 
-    fn purge_done(
-        &self,
-        older_than: Duration,
-        limit: u32,
-        counts: &mut Deltas,
-    ) -> Result<u64, SpoolError> {
-        let args = params![ms_ago(older_than), limit];
-        let deleted = (ItemState::Done, None);
-        Ok(counts::run_counted(
-            &self.conn,
-            sql::PURGE_DONE,
-            args,
-            deleted,
-            counts,
-        )?)
-    }
-
     fn depth(&self) -> Result<Vec<DepthRow>, SpoolError> {
         depth(&self.conn)
     }
@@ -646,6 +721,18 @@ impl Writer {
         };
         Ok(earliest.map(from_ms))
     }
+}
+
+/// Whether a claim failed reading the row into an [`Item`] (a column
+/// SQLite returned fine but that does not decode), not in SQLite itself.
+fn undecodable(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::Utf8Error(..)
+    )
 }
 
 /// Counts by hook and state, from the counter table (no row scan).
@@ -698,6 +785,12 @@ pub(crate) mod sql {
          RETURNING hook";
     pub const PURGE_DONE: &str = "DELETE FROM items WHERE id IN (SELECT id FROM items \
          WHERE state = 'done' AND updated_at < ?1 LIMIT ?2) RETURNING hook";
+    pub const PURGE_DEAD: &str = "DELETE FROM items WHERE id IN (SELECT id FROM items \
+         WHERE state = 'dead' AND updated_at < ?1 LIMIT ?2) RETURNING hook";
+    /// Not hot: only for a row `claim` could not decode. Its hook is not
+    /// returned, since that may be what fails to decode.
+    pub const MARK_UNDECODABLE: &str = "UPDATE items SET state = 'dead', last_error = ?3, \
+         lease_owner = NULL, lease_expiry = NULL, updated_at = ?2 WHERE id = ?1";
     pub const DEPTH: &str =
         "SELECT hook, state, n FROM item_counts WHERE n > 0 ORDER BY hook, state";
     pub const NEXT_PENDING: &str = "SELECT MIN(next_attempt) FROM items \
@@ -719,6 +812,8 @@ pub(crate) mod sql {
         (MARK_DEAD, 4),
         (RELEASE, 3),
         (PURGE_DONE, 2),
+        (PURGE_DEAD, 2),
+        (MARK_UNDECODABLE, 3),
         (NEXT_PENDING, 2),
         (NEXT_LEASE_EXPIRY, 1),
     ];

@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::*;
-use crate::spool::{Admin, Enqueued, ItemState, ListFilter, SpoolError};
+use crate::spool::{Admin, Enqueued, ItemState, ListFilter, NotASpool, SpoolError};
 
 const LONG: Duration = Duration::from_secs(300);
 
@@ -19,13 +19,36 @@ fn open_refuses_a_missing_file_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = spool_path(dir.path());
     let err = Admin::open(&path).err().unwrap();
-    assert!(err.to_string().contains("no spool"), "{err}");
+    assert!(matches!(err, SpoolError::Missing), "{err}");
     assert!(!path.exists());
-    // A file that is not a spool is refused too.
+    // Another program's database is refused, by the CLI and the daemon.
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch("CREATE TABLE t (x)").unwrap();
     let err = Admin::open(&path).err().unwrap();
-    assert!(err.to_string().contains("not a hookd spool"), "{err}");
+    assert!(
+        matches!(err, SpoolError::NotASpool(NotASpool::Foreign)),
+        "{err}"
+    );
+    let err = Spool::open(options(dir.path(), "x")).err().unwrap();
+    assert!(
+        matches!(err, SpoolError::NotASpool(NotASpool::Foreign)),
+        "{err}"
+    );
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 1, "nothing of hookd's was written into it");
+    // An empty database is not a spool for the CLI either (it never creates one).
+    conn.execute_batch("DROP TABLE t").unwrap();
+    let err = Admin::open(&path).err().unwrap();
+    assert!(
+        matches!(err, SpoolError::NotASpool(NotASpool::NoSchema)),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

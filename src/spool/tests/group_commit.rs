@@ -262,7 +262,15 @@ fn fail_commits_in_child(dir: &Path) {
         // No failed batch was reported as committed.
         assert_eq!(commits.counts().len(), committed);
         for e in &errors {
-            assert!(matches!(e, SpoolError::Sqlite(_)), "unexpected error {e}");
+            // The SQLite cause (and its code) reaches every waiter.
+            let cause = match e {
+                SpoolError::CommitFailed(cause) => cause.as_ref(),
+                other => other,
+            };
+            assert!(
+                matches!(cause, SpoolError::Sqlite(_)),
+                "unexpected error {e}"
+            );
         }
 
         // The disk "has room" again: the same spool keeps working.

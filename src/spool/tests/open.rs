@@ -7,7 +7,7 @@ use rusqlite::params;
 use super::*;
 use crate::spool::instances::proc_start_time;
 use crate::spool::writer::sql;
-use crate::spool::{schema, Admin, SCHEMA_VERSION};
+use crate::spool::{schema, Admin, SpoolError, SCHEMA_VERSION};
 
 /// A spool with `n` pending items of hook "h", created and closed.
 fn spool_with_items(dir: &Path, n: u8) {
@@ -132,10 +132,19 @@ fn migrations_are_idempotent_and_newer_schemas_refused() {
 
     conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
         .unwrap();
+    let found = SCHEMA_VERSION + 1;
     let err = Spool::open(options(dir.path(), "x")).err().unwrap();
-    assert!(err.to_string().contains("newer"), "{err}");
+    assert!(
+        matches!(err, SpoolError::SchemaTooNew { found: f } if f == found),
+        "{err}"
+    );
     let err = Admin::open(spool_path(dir.path())).err().unwrap();
-    assert!(err.to_string().contains("newer"), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "schema version {found} is newer than this hookd supports ({SCHEMA_VERSION}); upgrade hookd"
+        )
+    );
 }
 
 #[test]
@@ -153,11 +162,14 @@ fn new_spool_file_is_private_and_in_wal_mode() {
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
     assert_eq!(journal, "wal");
-    // Missing directory: a clear error naming the path.
+    // Missing directory: the file cannot be created (the caller names the path).
     let err = Spool::open(options(&dir.path().join("missing"), "a"))
         .err()
         .unwrap();
-    assert!(err.to_string().contains("missing"), "{err}");
+    assert!(
+        matches!(&err, SpoolError::Create(e) if e.kind() == std::io::ErrorKind::NotFound),
+        "{err}"
+    );
 }
 
 #[test]

@@ -458,3 +458,73 @@ async fn a_detached_complete_that_fails_leaves_its_item_leased_and_the_batch_com
     assert_counts_match_rows(dir.path());
     spool.close().await;
 }
+
+/// Overwrites item `id`'s headers with a blob that does not decode.
+fn corrupt_headers(dir: &std::path::Path, id: i64) {
+    raw(dir)
+        .execute(
+            "UPDATE items SET headers = x'ffffffff01' WHERE id = ?1",
+            [id],
+        )
+        .unwrap();
+}
+
+fn last_error_of(dir: &std::path::Path, id: i64) -> Option<String> {
+    raw(dir)
+        .query_row("SELECT last_error FROM items WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_that_cannot_be_decoded_is_marked_dead_and_claims_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path(), "a");
+    let ids = enqueue_n(&spool, 3).await;
+    corrupt_headers(dir.path(), ids[0]);
+
+    // The claim skips the broken row and leases the others.
+    let items = spool.claim(claim_req("gh", 3, false, LONG)).await.unwrap();
+    let claimed: Vec<i64> = items.iter().map(|i| i.id).collect();
+    assert_eq!(claimed, [ids[1], ids[2]]);
+    assert_eq!(state_of(dir.path(), ids[0]), "dead");
+    let reason = last_error_of(dir.path(), ids[0]).unwrap_or_default();
+    assert!(
+        reason.starts_with("the stored item cannot be read back, so it cannot be delivered: ")
+            && reason.contains("malformed headers"),
+        "{reason}"
+    );
+    let depth = spool.depth().await.unwrap();
+    assert_eq!(depth_of(&depth, "gh", ItemState::Dead), 1);
+    assert_eq!(depth_of(&depth, "gh", ItemState::Leased), 2);
+    assert_eq!(depth_of(&depth, "gh", ItemState::Pending), 0);
+    assert_counts_match_rows(dir.path());
+
+    // An ordered hook whose head is broken is not blocked behind it, and
+    // its expired-lease path marks the row the same way.
+    let mut ordered_ids = Vec::new();
+    for n in 0..2u8 {
+        match spool.enqueue(item("o", None, &[n])).await.unwrap() {
+            Enqueued::New(id) => ordered_ids.push(id),
+            other => panic!("{other:?}"),
+        }
+    }
+    let short = spool
+        .claim(claim_req("o", 1, true, Duration::from_millis(20)))
+        .await
+        .unwrap();
+    assert_eq!(short[0].id, ordered_ids[0]);
+    corrupt_headers(dir.path(), ordered_ids[0]);
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    let ordered = || claim_req("o", 1, true, LONG);
+    assert!(spool.claim(ordered()).await.unwrap().is_empty());
+    assert_eq!(state_of(dir.path(), ordered_ids[0]), "dead");
+    let next = spool.claim(ordered()).await.unwrap();
+    assert_eq!(
+        next.iter().map(|i| i.id).collect::<Vec<_>>(),
+        [ordered_ids[1]]
+    );
+    assert_counts_match_rows(dir.path());
+    spool.close().await;
+}
