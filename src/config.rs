@@ -14,14 +14,14 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
-pub use crate::ingress::access::Cidr;
+pub(crate) use crate::ingress::access::Cidr;
 
 /// Where `serve` and every other subcommand look when `--config` is not given.
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/hookd/hookd.toml";
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/hookd/hookd.toml";
 
 /// A configuration error, already rendered as `file:line:col: message`.
 #[derive(Debug)]
-pub struct ConfigError(pub String);
+pub(crate) struct ConfigError(pub String);
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -33,7 +33,7 @@ impl std::error::Error for ConfigError {}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
+pub(crate) struct Config {
     #[serde(default)]
     pub server: ServerConfig,
     #[serde(default)]
@@ -51,7 +51,7 @@ pub struct Config {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
+pub(crate) struct ServerConfig {
     /// `host:port`, `[v6]:port` or `unix:/path`; used only when systemd passes none.
     pub listen: Vec<String>,
     #[serde(deserialize_with = "de_size")]
@@ -95,7 +95,7 @@ pub struct ServerConfig {
 /// Where a PEM file comes from: a path, or a systemd credential, so the
 /// service user never needs read access to the certificate store itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PemSource {
+pub(crate) enum PemSource {
     File(PathBuf),
     /// `$CREDENTIALS_DIRECTORY/NAME`, from `LoadCredential=NAME:/path`.
     Credential(String),
@@ -103,7 +103,7 @@ pub enum PemSource {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, try_from = "RawTls")]
-pub struct TlsConfig {
+pub(crate) struct TlsConfig {
     /// The certificate chain, leaf first (certbot's fullchain.pem).
     pub cert: PemSource,
     /// The leaf's private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
@@ -177,7 +177,7 @@ impl Default for ServerConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct SpoolConfig {
+pub(crate) struct SpoolConfig {
     pub path: Option<PathBuf>,
     #[serde(deserialize_with = "de_duration")]
     pub retain_done: Duration,
@@ -202,7 +202,7 @@ impl Default for SpoolConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ShutdownConfig {
+pub(crate) struct ShutdownConfig {
     #[serde(deserialize_with = "de_duration")]
     pub grace: Duration,
     #[serde(rename = "hook")]
@@ -220,7 +220,7 @@ impl Default for ShutdownConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ShutdownHookConfig {
+pub(crate) struct ShutdownHookConfig {
     pub name: String,
     #[serde(deserialize_with = "de_argv")]
     pub exec: Vec<String>,
@@ -236,7 +236,7 @@ fn default_hook_timeout() -> Duration {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// journald under systemd, plain lines on a terminal.
     #[default]
     Auto,
@@ -247,7 +247,7 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
+pub(crate) struct LogConfig {
     pub format: LogFormat,
     /// A `tracing_subscriber::EnvFilter` directive; `HOOKD_LOG` overrides it.
     pub level: String,
@@ -264,7 +264,7 @@ impl Default for LogConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HookConfig {
+pub(crate) struct HookConfig {
     #[serde(deserialize_with = "de_hook_name")]
     pub name: String,
     #[serde(default = "yes")]
@@ -311,7 +311,7 @@ pub struct HookConfig {
 impl HookConfig {
     /// The client blocks allowed to call this hook (`allow_ips`, or
     /// `allow_ips_file` read now); `None` allows everyone.
-    pub fn allow_list(&self) -> Result<Option<Vec<Cidr>>, String> {
+    pub(crate) fn allow_list(&self) -> Result<Option<Vec<Cidr>>, String> {
         if let Some(list) = &self.allow_ips {
             return Ok(Some(list.clone()));
         }
@@ -334,7 +334,7 @@ fn one() -> usize {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Scheme {
+pub(crate) enum Scheme {
     Github,
     Slack,
     Stripe,
@@ -353,7 +353,7 @@ pub enum Scheme {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Algorithm {
+pub(crate) enum Algorithm {
     Sha1,
     #[default]
     Sha256,
@@ -362,7 +362,7 @@ pub enum Algorithm {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Encoding {
+pub(crate) enum Encoding {
     #[default]
     Hex,
     Base64,
@@ -371,7 +371,7 @@ pub enum Encoding {
 /// Providers hookd knows by name; see `ingress::presets` for what each expands to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Preset {
+pub(crate) enum Preset {
     Github,
     Stripe,
     Slack,
@@ -388,7 +388,7 @@ pub enum Preset {
 /// files (not writable or readable by others), environment variables or systemd
 /// credentials, never from this file.
 #[derive(Debug, Clone, Default)]
-pub struct VerifyConfig {
+pub(crate) struct VerifyConfig {
     pub scheme: Scheme,
     /// Newest first by convention: the log's `key_index` counts in this order.
     pub secrets: Vec<SecretSource>,
@@ -408,7 +408,7 @@ pub struct VerifyConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSource {
+pub(crate) enum SecretSource {
     File(PathBuf),
     Env(String),
     /// A file in `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=`).
@@ -635,7 +635,7 @@ fn valid_credential(n: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub fn scheme_name(s: Scheme) -> &'static str {
+pub(crate) fn scheme_name(s: Scheme) -> &'static str {
     match s {
         Scheme::Github => "github",
         Scheme::Slack => "slack",
@@ -660,14 +660,14 @@ struct RawDedup {
 
 /// What makes two requests the same delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DedupConfig {
+pub(crate) struct DedupConfig {
     pub key: DedupKey,
     /// How long a key is remembered; `None` is as long as the spool keeps the item.
     pub window: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DedupKey {
+pub(crate) enum DedupKey {
     /// The first of these headers that is present (Standard Webhooks has two spellings).
     Header(Vec<String>),
     /// A field of the JSON body, by path; a number indexes an array.
@@ -676,7 +676,7 @@ pub enum DedupKey {
 
 impl DedupKey {
     /// `header.<Name>` or `payload.<dot.path>`.
-    pub fn parse(text: &str) -> Result<DedupKey, String> {
+    pub(crate) fn parse(text: &str) -> Result<DedupKey, String> {
         if let Some(h) = text.strip_prefix("header.") {
             if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
                 return Err(format!("dedup key {text:?}: {h:?} is not a header name"));
@@ -714,7 +714,7 @@ impl fmt::Display for DedupKey {
 /// The answer to a newly spooled webhook, for providers that want a set status or body.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, try_from = "RawRespond")]
-pub struct RespondConfig {
+pub(crate) struct RespondConfig {
     pub status: u16,
     pub body: String,
     pub content_type: String,
@@ -811,13 +811,13 @@ impl HookConfig {
 /// What a hook does with each item.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(try_from = "RawAction")]
-pub struct Action {
+pub(crate) struct Action {
     pub kind: ActionKind,
     pub timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
-pub enum ActionKind {
+pub(crate) enum ActionKind {
     /// POST to a local upstream. `headers`: which stored request headers to pass on
     /// (case-insensitive); empty means all of them but `Authorization`.
     Forward { url: String, headers: Vec<String> },
@@ -884,7 +884,7 @@ impl TryFrom<RawAction> for Action {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RetryConfig {
+pub(crate) struct RetryConfig {
     pub max_attempts: u32,
     #[serde(deserialize_with = "de_duration")]
     pub backoff: Duration,
@@ -904,14 +904,14 @@ impl Default for RetryConfig {
 
 impl Config {
     /// Reads, parses and validates `path`, loading no secrets.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
         Config::parse(&text, path)
     }
 
     /// Parses `text` as if read from `path` (which only names it in errors).
-    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let mut cfg: Config = toml::from_str(text).map_err(|e| {
             let msg = e.message().trim_end().to_string();
             match e.span() {
@@ -1050,7 +1050,7 @@ impl Config {
     }
 
     /// Reads every hook's secrets, so a bad secret fails at start, not at the first request.
-    pub fn load_secrets(&self) -> Result<Vec<HookSecrets>, ConfigError> {
+    pub(crate) fn load_secrets(&self) -> Result<Vec<HookSecrets>, ConfigError> {
         self.hooks
             .iter()
             .map(|h| {
@@ -1078,7 +1078,7 @@ impl Config {
     }
 
     /// The environment variables secrets are read from; `exec` children never see them.
-    pub fn secret_env_vars(&self) -> Vec<String> {
+    pub(crate) fn secret_env_vars(&self) -> Vec<String> {
         self.hooks
             .iter()
             .flat_map(|h| &h.get_ref().verify.secrets)
@@ -1090,7 +1090,7 @@ impl Config {
     }
 
     /// Things that are allowed but probably wrong, for `check-config` to say.
-    pub fn warnings(&self) -> Vec<String> {
+    pub(crate) fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
         let loopback = self.server.listen.iter().find(
             |a| matches!(ListenAddr::parse(a), Ok(ListenAddr::Tcp(sa)) if sa.ip().is_loopback()),
@@ -1109,16 +1109,9 @@ impl Config {
         out
     }
 
-    pub fn hook(&self, name: &str) -> Option<&HookConfig> {
-        self.hooks
-            .iter()
-            .map(|h| h.get_ref())
-            .find(|h| h.name == name)
-    }
-
     /// The spool file: `spool.path` (relative to `$STATE_DIRECTORY` when systemd
     /// gives one), else `$STATE_DIRECTORY/spool.db`, else `./hookd.db`.
-    pub fn spool_path(&self) -> PathBuf {
+    pub(crate) fn spool_path(&self) -> PathBuf {
         let state_dir = std::env::var_os("STATE_DIRECTORY")
             .map(|s| PathBuf::from(s.to_string_lossy().split(':').next().unwrap_or_default()));
         match (&self.spool.path, state_dir) {
@@ -1131,7 +1124,7 @@ impl Config {
 
     /// The control socket: `server.control_socket`, else `$RUNTIME_DIRECTORY/control.sock`,
     /// else `hookd.sock` beside the spool file.
-    pub fn control_socket_path(&self) -> PathBuf {
+    pub(crate) fn control_socket_path(&self) -> PathBuf {
         if let Some(p) = &self.server.control_socket {
             return p.clone();
         }
@@ -1159,7 +1152,7 @@ fn at(path: &Path, text: &str, offset: usize, msg: &str) -> ConfigError {
 /// One hook's secret bytes: its keys in `VerifyConfig::secrets` order, and Meta's
 /// handshake token.
 #[derive(Clone, Default)]
-pub struct HookSecrets {
+pub(crate) struct HookSecrets {
     pub keys: Vec<Vec<u8>>,
     pub verify_token: Option<Vec<u8>>,
 }
@@ -1177,7 +1170,7 @@ impl fmt::Debug for HookSecrets {
 /// Reads a secret, trimmed of surrounding whitespace. A file (a credential too)
 /// must be neither readable by others nor writable by group or others: the first
 /// leaks the key, the second lets someone else choose it.
-pub fn read_secret(src: &SecretSource) -> Result<Vec<u8>, String> {
+pub(crate) fn read_secret(src: &SecretSource) -> Result<Vec<u8>, String> {
     let path = match src {
         SecretSource::Env(var) => {
             return match std::env::var_os(var) {
@@ -1219,13 +1212,13 @@ pub fn read_secret(src: &SecretSource) -> Result<Vec<u8>, String> {
 
 /// A listening address from `server.listen`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListenAddr {
+pub(crate) enum ListenAddr {
     Tcp(std::net::SocketAddr),
     Unix(PathBuf),
 }
 
 impl ListenAddr {
-    pub fn parse(s: &str) -> Result<ListenAddr, String> {
+    pub(crate) fn parse(s: &str) -> Result<ListenAddr, String> {
         if let Some(p) = s.strip_prefix("unix:") {
             if p.is_empty() {
                 return Err(format!("{s:?}: unix: needs a path"));
@@ -1248,7 +1241,7 @@ impl fmt::Display for ListenAddr {
 }
 
 /// Parses `512`, `64KiB`, `1MiB`, `2MB`, `1GiB`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
@@ -1295,7 +1288,7 @@ fn de_opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error>
 /// systemd as `u64` microseconds; a bound far below all of those keeps every
 /// such sum from overflowing (a panic at run time) while no real setting
 /// comes near it.
-pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;

@@ -5,11 +5,17 @@
 //! the service manager's protocol and knows nothing of webhooks.
 //! See ARCHITECTURE.md for the map.
 
-pub mod cli;
-pub mod config;
-pub mod delivery;
-pub mod ingress;
-pub mod lifecycle;
-pub mod metrics;
-pub mod spool;
-pub mod systemd;
+#![warn(unreachable_pub)]
+
+// Only `main` leaves the crate: everything else is `pub(crate)` at most, so
+// the compiler reports what nothing uses.
+mod cli;
+mod config;
+mod delivery;
+mod ingress;
+mod lifecycle;
+mod metrics;
+mod spool;
+mod systemd;
+
+pub use cli::main;

@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    hookd::cli::main()
+    hookd::main()
 }

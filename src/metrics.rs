@@ -82,7 +82,7 @@ const BATCH_BOUNDS: &[f64] = &[
 
 /// Why a request was turned away; the `reason` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reject {
+pub(crate) enum Reject {
     Malformed,
     Unauthorized,
     Forbidden,
@@ -99,7 +99,7 @@ pub enum Reject {
 }
 
 impl Reject {
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Reject::Malformed => "malformed",
             Reject::Unauthorized => "unauthorized",
@@ -120,7 +120,7 @@ impl Reject {
 
 /// Values read at scrape time from their owners.
 #[derive(Debug, Default)]
-pub struct Gauges {
+pub(crate) struct Gauges {
     /// (hook, state, count)
     pub depth: Vec<(String, String, u64)>,
     /// (hook, running deliveries)
@@ -130,7 +130,7 @@ pub struct Gauges {
     pub drain_state: u64,
 }
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     received: Family,
     spooled: Family,
     duplicates: Family,
@@ -166,46 +166,46 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn received(&self, hook: &str) {
+    pub(crate) fn received(&self, hook: &str) {
         self.received.inc(&[hook]);
     }
-    pub fn spooled(&self, hook: &str) {
+    pub(crate) fn spooled(&self, hook: &str) {
         self.spooled.inc(&[hook]);
     }
-    pub fn duplicate(&self, hook: &str) {
+    pub(crate) fn duplicate(&self, hook: &str) {
         self.duplicates.inc(&[hook]);
     }
     /// `hook` is empty when the request named none we know.
-    pub fn rejected(&self, hook: &str, why: Reject) {
+    pub(crate) fn rejected(&self, hook: &str, why: Reject) {
         self.rejected.inc(&[hook, why.label()]);
     }
-    pub fn delivered(&self, hook: &str, took: Duration) {
+    pub(crate) fn delivered(&self, hook: &str, took: Duration) {
         self.delivered.inc(&[hook]);
         self.delivery_seconds.observe(took.as_secs_f64());
     }
-    pub fn failed(&self, hook: &str) {
+    pub(crate) fn failed(&self, hook: &str) {
         self.failed.inc(&[hook]);
     }
-    pub fn retried(&self, hook: &str) {
+    pub(crate) fn retried(&self, hook: &str) {
         self.retried.inc(&[hook]);
     }
-    pub fn dead(&self, hook: &str) {
+    pub(crate) fn dead(&self, hook: &str) {
         self.dead.inc(&[hook]);
     }
     /// One group commit: its latency and how many commands it carried.
-    pub fn commit(&self, latency: Duration, batch: usize) {
+    pub(crate) fn commit(&self, latency: Duration, batch: usize) {
         self.commit_latency.observe(latency.as_secs_f64());
         self.batch_size.observe(batch as f64);
     }
 
     /// The certificate is loaded once per process (a renewal is a reload, a
     /// new process), so this is set at most once.
-    pub fn set_tls_cert_expiry(&self, not_after: i64) {
+    pub(crate) fn set_tls_cert_expiry(&self, not_after: i64) {
         let _ = self.tls_cert_expiry.set(not_after);
     }
 
     /// The whole exposition, counters first, then `gauges`, then histograms.
-    pub fn render(&self, gauges: &Gauges) -> String {
+    pub(crate) fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
         let counters: [(&str, &str, &[&str], &Family); 8] = [
             (

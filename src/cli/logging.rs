@@ -11,7 +11,7 @@ use crate::config::{LogConfig, LogFormat};
 use crate::systemd::journal::stderr_is_journal;
 
 /// Installs the global subscriber. `HOOKD_LOG` overrides `log.level`.
-pub fn init(cfg: &LogConfig) {
+pub(crate) fn init(cfg: &LogConfig) {
     let filter = std::env::var("HOOKD_LOG")
         .ok()
         .and_then(|s| EnvFilter::try_new(s).ok())

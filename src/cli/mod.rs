@@ -1,7 +1,7 @@
 //! The command line: `serve`, `check-config`, `status`, `reload`, `spool …`.
 
-pub mod logging;
-pub mod spool;
+pub(crate) mod logging;
+pub(crate) mod spool;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,7 +19,7 @@ use crate::lifecycle::{exit, handoff, serve};
     version,
     about = "A systemd-native webhook inbox: spools every webhook durably before answering, then delivers it with retries."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Configuration file.
     #[arg(long, short, global = true, env = "HOOKD_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
     pub config: PathBuf,
@@ -28,7 +28,7 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the daemon (under systemd: Type=notify).
     Serve,
     /// Validate the configuration (and load its secrets) without starting.

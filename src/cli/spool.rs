@@ -11,7 +11,7 @@ use crate::lifecycle::exit;
 use crate::spool::{Admin, ItemState, ListFilter};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum StateArg {
+pub(crate) enum StateArg {
     Pending,
     Leased,
     Done,
@@ -30,7 +30,7 @@ impl From<StateArg> for ItemState {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum SpoolCommand {
+pub(crate) enum SpoolCommand {
     /// List items (oldest first), without bodies.
     Ls {
         #[arg(long, value_enum)]
@@ -75,7 +75,7 @@ pub enum SpoolCommand {
     },
 }
 
-pub fn run(config: &Path, cmd: SpoolCommand) -> ExitCode {
+pub(crate) fn run(config: &Path, cmd: SpoolCommand) -> ExitCode {
     let cfg = match Config::load(config) {
         Ok(c) => c,
         Err(e) => {

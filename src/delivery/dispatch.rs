@@ -16,7 +16,7 @@ use crate::spool::{ClaimRequest, Item, Spool, SpoolError};
 
 /// A lease outlives the action's timeout by this much, so a running
 /// delivery's item never becomes claimable by another worker.
-pub const LEASE_MARGIN: Duration = Duration::from_secs(60);
+pub(crate) const LEASE_MARGIN: Duration = Duration::from_secs(60);
 /// The dispatcher looks at the spool at least this often, whatever it is told.
 const FALLBACK_TICK: Duration = Duration::from_secs(1);
 /// Pause after a spool error before trying again.
@@ -27,7 +27,7 @@ const RECORD_TRIES: u32 = 3;
 /// Delivers `hook`'s items until `ctx.stop` (or `ctx.hard_stop`) is set, then
 /// waits for its running deliveries and returns. Never panics on spool errors:
 /// it logs them and tries again a second later.
-pub async fn run_hook(spool: Spool, hook: HookConfig, ctx: DeliveryContext) {
+pub(crate) async fn run_hook(spool: Spool, hook: HookConfig, ctx: DeliveryContext) {
     let concurrency = if hook.ordered {
         1
     } else {

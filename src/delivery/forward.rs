@@ -47,13 +47,13 @@ const NEVER_PASSED: &[&str] = &[
 /// The HTTP/1.1 client every `forward` hook shares: pooled, keep-alive.
 /// Build it once per process; clones share the pool.
 #[derive(Clone)]
-pub struct ForwardClient {
+pub(crate) struct ForwardClient {
     inner: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl ForwardClient {
     /// A client with a keep-alive pool; idle connections close after 30 s.
-    pub fn new() -> ForwardClient {
+    pub(crate) fn new() -> ForwardClient {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let inner = Client::builder(TokioExecutor::new())

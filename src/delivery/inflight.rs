@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 /// One running delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InFlightEntry {
+pub(crate) struct InFlightEntry {
     /// The spool item's id.
     pub id: i64,
     pub hook: String,
@@ -18,7 +18,7 @@ pub struct InFlightEntry {
 /// The deliveries running in this process, across hooks. A delivery counts
 /// from its claim until its result is written to the spool.
 #[derive(Debug)]
-pub struct InFlight {
+pub(crate) struct InFlight {
     running: Mutex<Running>,
     total: watch::Sender<usize>,
 }
@@ -31,7 +31,7 @@ struct Running {
 
 impl InFlight {
     /// An empty tracker.
-    pub fn new() -> Arc<InFlight> {
+    pub(crate) fn new() -> Arc<InFlight> {
         Arc::new(InFlight {
             running: Mutex::new(Running::default()),
             total: watch::Sender::new(0),
@@ -39,12 +39,12 @@ impl InFlight {
     }
 
     /// How many deliveries are running.
-    pub fn total(&self) -> usize {
+    pub(crate) fn total(&self) -> usize {
         *self.total.borrow()
     }
 
     /// Running deliveries per hook (hooks with none are absent).
-    pub fn by_hook(&self) -> BTreeMap<String, usize> {
+    pub(crate) fn by_hook(&self) -> BTreeMap<String, usize> {
         let mut counts = BTreeMap::new();
         for e in self.lock().entries.values() {
             *counts.entry(e.hook.clone()).or_insert(0) += 1;
@@ -53,26 +53,21 @@ impl InFlight {
     }
 
     /// Every running delivery, oldest first.
-    pub fn entries(&self) -> Vec<InFlightEntry> {
+    pub(crate) fn entries(&self) -> Vec<InFlightEntry> {
         let mut list: Vec<InFlightEntry> = self.lock().entries.values().cloned().collect();
         list.sort_by_key(|e| (e.started, e.id));
         list
     }
 
-    /// Follows the total; for a drain that also wants to report progress.
-    pub fn subscribe(&self) -> watch::Receiver<usize> {
-        self.total.subscribe()
-    }
-
     /// Resolves once nothing is running (at once if nothing is).
-    pub async fn wait_idle(&self) {
+    pub(crate) async fn wait_idle(&self) {
         let mut rx = self.total.subscribe();
         // The sender lives in `self`, so this cannot fail while we are borrowed.
         let _ = rx.wait_for(|n| *n == 0).await;
     }
 
     /// Counts a delivery as running until the guard is dropped.
-    pub fn track(self: &Arc<Self>, id: i64, hook: &str) -> InFlightGuard {
+    pub(crate) fn track(self: &Arc<Self>, id: i64, hook: &str) -> InFlightGuard {
         let key = {
             let mut running = self.lock();
             let key = running.next_key;
@@ -102,7 +97,7 @@ impl InFlight {
 
 /// Keeps one delivery counted in its [`InFlight`]; dropping it (also on panic) uncounts it.
 #[derive(Debug)]
-pub struct InFlightGuard {
+pub(crate) struct InFlightGuard {
     owner: Arc<InFlight>,
     key: u64,
 }

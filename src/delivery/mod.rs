@@ -9,7 +9,7 @@ mod dispatch;
 mod exec;
 mod forward;
 mod inflight;
-pub mod retry;
+pub(crate) mod retry;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,13 +17,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub(crate) use action::Action;
-pub use dispatch::{run_hook, LEASE_MARGIN};
-pub use forward::ForwardClient;
-pub use inflight::{InFlight, InFlightEntry, InFlightGuard};
+pub(crate) use dispatch::run_hook;
+pub(crate) use forward::ForwardClient;
+pub(crate) use inflight::InFlight;
 
 /// How one attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The action succeeded: the item is done.
     Delivered,
     /// The action failed, with a one-line reason; the attempt counts.
@@ -34,7 +34,7 @@ pub enum Outcome {
 
 /// What delivery reports to metrics, without depending on the metrics module.
 #[derive(Debug, Clone, PartialEq)]
-pub enum DeliveryEvent {
+pub(crate) enum DeliveryEvent {
     /// An attempt succeeded after `secs` seconds.
     Delivered { hook: String, secs: f64 },
     /// An attempt failed; followed by `Retried` or `Dead` for the same item.
@@ -50,11 +50,11 @@ pub enum DeliveryEvent {
 }
 
 /// Receives every [`DeliveryEvent`]; called inline, so keep it cheap.
-pub type DeliveryObserver = Arc<dyn Fn(DeliveryEvent) + Send + Sync>;
+pub(crate) type DeliveryObserver = Arc<dyn Fn(DeliveryEvent) + Send + Sync>;
 
 /// What every hook's dispatcher shares with the rest of the process.
 #[derive(Clone)]
-pub struct DeliveryContext {
+pub(crate) struct DeliveryContext {
     /// `true`: claim nothing more; running deliveries go on.
     pub stop: watch::Receiver<bool>,
     /// `true`: give up running deliveries now and release their items to

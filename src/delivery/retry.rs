@@ -8,11 +8,11 @@ use crate::config::RetryConfig;
 
 /// The shortest wait ever returned, so a retry never fires at once even when
 /// `backoff` is configured as zero.
-pub const MIN_BACKOFF: Duration = Duration::from_millis(1);
+pub(crate) const MIN_BACKOFF: Duration = Duration::from_millis(1);
 
 /// What to do with an item whose attempt just failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Try again after this long.
     Retry(Duration),
     /// Attempts are used up: mark the item dead.
@@ -26,7 +26,7 @@ pub enum Verdict {
 /// jitter can draw a wait near zero at any step, which hammers an upstream that
 /// has just failed; equal jitter keeps the exponential floor and still spreads
 /// retries of a burst that failed together.
-pub fn backoff(cfg: &RetryConfig, attempts_done: u32, rng: &mut impl Rng) -> Duration {
+pub(crate) fn backoff(cfg: &RetryConfig, attempts_done: u32, rng: &mut impl Rng) -> Duration {
     let step = capped_step(cfg, attempts_done);
     let nanos = u64::try_from(step.as_nanos()).unwrap_or(u64::MAX);
     let half = nanos / 2;
@@ -35,7 +35,7 @@ pub fn backoff(cfg: &RetryConfig, attempts_done: u32, rng: &mut impl Rng) -> Dur
 }
 
 /// Retry with [`backoff`] while `attempts_done < max_attempts`, else dead.
-pub fn verdict(cfg: &RetryConfig, attempts_done: u32, rng: &mut impl Rng) -> Verdict {
+pub(crate) fn verdict(cfg: &RetryConfig, attempts_done: u32, rng: &mut impl Rng) -> Verdict {
     if attempts_done >= cfg.max_attempts {
         Verdict::Dead
     } else {

@@ -20,7 +20,7 @@ pub(crate) const CLIENT_ADDR_HEADER: &str = "hookd-client-addr";
 /// An address block: `192.30.252.0/22`, `2a0a:a440::/29`, or a bare address
 /// (one host: /32 or /128).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
+pub(crate) struct Cidr {
     net: IpAddr,
     prefix: u8,
 }
@@ -29,7 +29,7 @@ impl Cidr {
     /// Whether `ip` is inside the block. IPv4-mapped IPv6 addresses
     /// (`::ffff:a.b.c.d`, what a dual-stack socket reports for IPv4 peers)
     /// compare as the IPv4 address they carry.
-    pub fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         match (self.net, canonical(ip)) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
                 prefix_eq(&net.octets(), &ip.octets(), self.prefix)
@@ -43,7 +43,7 @@ impl Cidr {
 
     /// Whether the block holds only loopback addresses' neighbours, i.e. its
     /// network is a loopback address.
-    pub fn is_loopback(&self) -> bool {
+    pub(crate) fn is_loopback(&self) -> bool {
         self.net.is_loopback()
     }
 }

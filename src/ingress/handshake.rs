@@ -18,7 +18,7 @@ use crate::config::Preset;
 
 /// One hook's handshake.
 #[derive(Clone)]
-pub struct Handshaker {
+pub(crate) struct Handshaker {
     kind: Handshake,
     /// SHA-256 of Meta's verify token.
     verify_token: Option<[u8; 32]>,
@@ -34,7 +34,7 @@ impl std::fmt::Debug for Handshaker {
 
 impl Handshaker {
     /// The handshake of `preset`, if it has one. Meta's needs its verify token.
-    pub fn new(
+    pub(crate) fn new(
         preset: Option<Preset>,
         verify_token: Option<&[u8]>,
     ) -> Result<Option<Handshaker>, String> {
@@ -54,7 +54,11 @@ impl Handshaker {
 
     /// A handshake that comes as a GET (Meta's subscription check). `None`: not
     /// one, carry on with the usual checks (a GET then answers 405).
-    pub fn answer_get<B>(&self, hook: &str, req: &Request<B>) -> Option<http::Response<Body>> {
+    pub(crate) fn answer_get<B>(
+        &self,
+        hook: &str,
+        req: &Request<B>,
+    ) -> Option<http::Response<Body>> {
         if self.kind != Handshake::MetaSubscribe || req.method() != Method::GET {
             return None;
         }
@@ -106,7 +110,7 @@ impl Handshaker {
 
     /// A handshake that comes as a signed POST, checked after the signature
     /// passed with key `key_index`. `None`: an ordinary event, to be spooled.
-    pub fn answer_post(
+    pub(crate) fn answer_post(
         &self,
         hook: &str,
         headers: &HeaderMap,

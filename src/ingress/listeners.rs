@@ -9,13 +9,13 @@ use crate::config::ListenAddr;
 
 /// A listening socket, before it joins the runtime.
 #[derive(Debug)]
-pub enum StdListener {
+pub(crate) enum StdListener {
     Tcp(std::net::TcpListener),
     Unix(UnixListener),
 }
 
 impl StdListener {
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             StdListener::Tcp(l) => l
                 .local_addr()
@@ -28,23 +28,16 @@ impl StdListener {
         }
     }
 
-    pub fn fd(&self) -> BorrowedFd<'_> {
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         match self {
             StdListener::Tcp(l) => l.as_fd(),
             StdListener::Unix(l) => l.as_fd(),
         }
     }
-
-    pub fn try_clone(&self) -> io::Result<StdListener> {
-        Ok(match self {
-            StdListener::Tcp(l) => StdListener::Tcp(l.try_clone()?),
-            StdListener::Unix(l) => StdListener::Unix(l.try_clone()?),
-        })
-    }
 }
 
 /// Binds one address from the config.
-pub fn bind(addr: &ListenAddr) -> io::Result<StdListener> {
+pub(crate) fn bind(addr: &ListenAddr) -> io::Result<StdListener> {
     match addr {
         ListenAddr::Tcp(a) => Ok(StdListener::Tcp(std::net::TcpListener::bind(a)?)),
         ListenAddr::Unix(p) => bind_unix(p, false).map(StdListener::Unix),
@@ -56,7 +49,7 @@ pub fn bind(addr: &ListenAddr) -> io::Result<StdListener> {
 /// With `take_over` a live socket is replaced too: a hand-off successor taking
 /// the control socket's path from its predecessor (whose open connections
 /// still get their answers).
-pub fn bind_unix(path: &Path, take_over: bool) -> io::Result<UnixListener> {
+pub(crate) fn bind_unix(path: &Path, take_over: bool) -> io::Result<UnixListener> {
     if take_over {
         match std::fs::remove_file(path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),

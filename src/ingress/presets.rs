@@ -148,7 +148,7 @@ pub(crate) fn preset_name(p: Preset) -> &'static str {
 
 /// What `check-config --explain` prints for one hook: the checks it runs, after
 /// its preset (if any) is applied. Names no secret, only where it comes from.
-pub fn explain(h: &HookConfig) -> String {
+pub(crate) fn explain(h: &HookConfig) -> String {
     use crate::config::scheme_name;
     let v = &h.verify;
     let mut out = format!("hook {:?}", h.name);

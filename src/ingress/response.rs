@@ -6,17 +6,17 @@ use http_body_util::Full;
 
 use crate::metrics::Reject;
 
-pub type Body = Full<Bytes>;
+pub(crate) type Body = Full<Bytes>;
 
 /// `{"error": code, "message": message}` with `status`.
-pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     json(
         status,
         &serde_json::json!({ "error": code, "message": message }),
     )
 }
 
-pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut body = serde_json::to_vec(value).unwrap_or_default();
     body.push(b'\n');
     let mut resp = Response::new(Full::new(Bytes::from(body)));
@@ -28,7 +28,7 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     resp
 }
 
-pub fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+pub(crate) fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
     resp.headers_mut()

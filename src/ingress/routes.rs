@@ -32,7 +32,7 @@ use crate::spool::{Enqueued, NewItem, Spool};
 
 /// One configured hook, ready to serve.
 #[derive(Clone)]
-pub struct Route {
+pub(crate) struct Route {
     pub hook: HookConfig,
     pub verifier: Verifier,
     pub max_body: u64,
@@ -43,10 +43,10 @@ pub struct Route {
 }
 
 /// Fills the gauges that ingress does not own (deliveries, drain state).
-pub type GaugeSource = Arc<dyn Fn(&mut Gauges) + Send + Sync>;
+pub(crate) type GaugeSource = Arc<dyn Fn(&mut Gauges) + Send + Sync>;
 
 /// Everything a request handler needs; shared by all connections.
-pub struct Ingress {
+pub(crate) struct Ingress {
     pub routes: HashMap<String, Route>,
     pub spool: Spool,
     pub metrics: Arc<Metrics>,
@@ -112,7 +112,7 @@ impl Ingress {
 impl Ingress {
     /// Builds the routes of `cfg`, reading every hook's secret: the check
     /// `serve`, `check-config` and a reload all run before they accept a config.
-    pub fn routes(cfg: &Config) -> Result<HashMap<String, Route>, String> {
+    pub(crate) fn routes(cfg: &Config) -> Result<HashMap<String, Route>, String> {
         let secrets = cfg.load_secrets().map_err(|e| e.to_string())?;
         let mut routes = HashMap::new();
         for (h, secret) in cfg.hooks.iter().map(|h| h.get_ref()).zip(secrets) {
@@ -139,7 +139,7 @@ impl Ingress {
 }
 
 /// Answers one request. Never fails: every error is an HTTP answer.
-pub async fn handle(ing: Arc<Ingress>, req: Request<Incoming>) -> Response<Body> {
+pub(crate) async fn handle(ing: Arc<Ingress>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
     if let Some(name) = path.strip_prefix("/hooks/").filter(|_| ing.role.hooks()) {
         let name = name.to_string();

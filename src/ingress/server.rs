@@ -32,23 +32,23 @@ use super::tls::Tls;
 
 /// Counts of open connections and requests being handled.
 #[derive(Default)]
-pub struct Traffic {
+pub(crate) struct Traffic {
     connections: AtomicU64,
     requests: AtomicU64,
     idle: tokio::sync::Notify,
 }
 
 impl Traffic {
-    pub fn connections(&self) -> u64 {
+    pub(crate) fn connections(&self) -> u64 {
         self.connections.load(Ordering::Acquire)
     }
 
-    pub fn requests(&self) -> u64 {
+    pub(crate) fn requests(&self) -> u64 {
         self.requests.load(Ordering::Acquire)
     }
 
     /// Returns once no connection is open (checked on every close).
-    pub async fn wait_no_connections(&self) {
+    pub(crate) async fn wait_no_connections(&self) {
         loop {
             let notified = self.idle.notified();
             if self.connections() == 0 {
@@ -89,7 +89,7 @@ impl Drop for AbortOnDrop {
 
 /// The switches lifecycle turns; each only ever goes from false to true.
 #[derive(Clone)]
-pub struct Switches {
+pub(crate) struct Switches {
     pub drain: watch::Receiver<bool>,
     pub deliveries_done: watch::Receiver<bool>,
     pub stop_accepting: watch::Receiver<bool>,

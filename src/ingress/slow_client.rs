@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A socket usable through `&self`, as tokio's TCP and unix streams are.
-pub trait SharedSocket: AsRawFd + Send + Sync + 'static {
+pub(crate) trait SharedSocket: AsRawFd + Send + Sync + 'static {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
     fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
@@ -52,7 +52,7 @@ shared_socket!(tokio::net::TcpStream);
 shared_socket!(tokio::net::UnixStream);
 
 /// The hyper side of a shared socket.
-pub struct Shared<S>(pub Arc<S>);
+pub(crate) struct Shared<S>(pub Arc<S>);
 
 impl<S: SharedSocket> AsyncRead for Shared<S> {
     fn poll_read(
@@ -124,11 +124,11 @@ const TIMED_OUT: u8 = 2;
 
 /// Whether the first request beat the timer; exactly one of them wins.
 #[derive(Default)]
-pub struct FirstRequest(AtomicU8);
+pub(crate) struct FirstRequest(AtomicU8);
 
 impl FirstRequest {
     /// Called for every request; true unless the timer already answered 408.
-    pub fn started(&self) -> bool {
+    pub(crate) fn started(&self) -> bool {
         match self
             .0
             .compare_exchange(WAITING, STARTED, Ordering::AcqRel, Ordering::Acquire)
@@ -158,7 +158,11 @@ pub(crate) fn answer() -> String {
 
 /// After `limit`, answers 408 and shuts the socket down unless a request
 /// started first. Runs as its own task; ends early when the request wins.
-pub async fn watch<S: SharedSocket>(socket: Arc<S>, first: Arc<FirstRequest>, limit: Duration) {
+pub(crate) async fn watch<S: SharedSocket>(
+    socket: Arc<S>,
+    first: Arc<FirstRequest>,
+    limit: Duration,
+) {
     tokio::time::sleep(limit).await;
     if first.time_out() {
         // A fresh connection's send buffer is empty: the answer fits at once.

@@ -46,7 +46,7 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 /// credential, so the caller is unauthenticated rather than forbidden, and keeping
 /// every signature failure in 401/403 leaves 400 to mean "bad body".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum VerifyError {
+pub(crate) enum VerifyError {
     /// A header the scheme needs is absent or empty.
     #[error("missing {header} header")]
     Missing { header: String },
@@ -84,7 +84,7 @@ pub enum VerifyError {
 
 impl VerifyError {
     /// The HTTP status to answer with.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             VerifyError::Missing { .. }
             | VerifyError::Malformed { .. }
@@ -101,7 +101,7 @@ impl VerifyError {
     }
 
     /// A short machine-readable reason, for the JSON error body and metrics labels.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             VerifyError::Missing { .. } => "signature_missing",
             VerifyError::Malformed { .. } => "signature_malformed",
@@ -252,7 +252,7 @@ enum Check {
 
 /// Checks requests for one hook. Built once per hook; cheap to share.
 #[derive(Clone)]
-pub struct Verifier {
+pub(crate) struct Verifier {
     scheme: Scheme,
     check: Check,
     /// The HMAC keys (decoded for Standard Webhooks), in configured order.
@@ -290,7 +290,7 @@ impl Verifier {
     /// Builds the checker for `cfg` with the keys `Config::load_secrets` read for
     /// this hook. Fails if the scheme needs a key and has none (or an empty one),
     /// takes none and got some, or lacks a valid header.
-    pub fn new(cfg: &VerifyConfig, keys: Vec<Vec<u8>>) -> Result<Verifier, String> {
+    pub(crate) fn new(cfg: &VerifyConfig, keys: Vec<Vec<u8>>) -> Result<Verifier, String> {
         let name = scheme_name(cfg.scheme);
         match (cfg.scheme, keys.is_empty()) {
             (Scheme::None, true) => {}
@@ -420,18 +420,6 @@ impl Verifier {
         })
     }
 
-    /// The scheme this verifier checks.
-    pub fn scheme(&self) -> Scheme {
-        self.scheme
-    }
-
-    /// The request headers this scheme reads, so ingress can store them with the
-    /// body for re-verification. Bearer and basic list `Authorization`: storing it
-    /// puts the credential in the spool, so the caller may choose to drop it.
-    pub fn signature_headers(&self) -> &[HeaderName] {
-        &self.headers
-    }
-
     /// The header that carries the shared secret itself (scheme token): like
     /// `Authorization`, it must be neither stored in the spool nor forwarded.
     pub(crate) fn credential_header(&self) -> Option<&HeaderName> {
@@ -496,7 +484,7 @@ impl Verifier {
     /// Timestamped schemes check the signature before the timestamp, so `Stale`
     /// means "authentic but outside the window" (a replay or a skewed clock),
     /// never a forgery.
-    pub fn verify(
+    pub(crate) fn verify(
         &self,
         headers: &HeaderMap,
         body: &[u8],
@@ -1296,7 +1284,7 @@ mod tests {
     fn none_accepts_anything() {
         let v = Verifier::new(&cfg(Scheme::None, None), vec![]).unwrap();
         assert_eq!(v.verify(&HeaderMap::new(), b"anything", at(0)), Ok(0));
-        assert!(v.signature_headers().is_empty());
+        assert!(v.check_headers(&HeaderMap::new(), at(0)).is_ok());
     }
 
     #[test]
@@ -1319,24 +1307,29 @@ mod tests {
     }
 
     #[test]
-    fn signature_headers_per_scheme() {
-        let names = |v: &Verifier| -> Vec<String> {
-            v.signature_headers()
-                .iter()
-                .map(|h| h.to_string())
-                .collect()
-        };
+    fn what_the_headers_alone_refuse() {
+        let none = headers(&[]);
+        let gh = verifier(Scheme::Github, "k");
+        let e = gh.check_headers(&none, at(0)).unwrap_err();
+        assert_eq!(e.code(), "signature_missing");
+        // A well-formed signature is judged with the body, not before it.
+        let sig = format!("sha256={}", "0".repeat(64));
+        assert!(gh
+            .check_headers(&headers(&[("X-Hub-Signature-256", &sig)]), at(0))
+            .is_ok());
+        let bearer = verifier(Scheme::Bearer, "s3cret-token");
         assert_eq!(
-            names(&verifier(Scheme::Github, "k")),
-            ["x-hub-signature-256"]
+            bearer.check_headers(&none, at(0)).unwrap_err().code(),
+            "token_missing"
         );
+        // A token does not depend on the body: a wrong one is refused at once.
+        let wrong = headers(&[("Authorization", "Bearer nope")]);
         assert_eq!(
-            names(&verifier(Scheme::Slack, "k")),
-            ["x-slack-signature", "x-slack-request-timestamp"]
+            bearer.check_headers(&wrong, at(0)).unwrap_err().code(),
+            "token_mismatch"
         );
-        assert_eq!(names(&verifier(Scheme::Stripe, "k")), ["stripe-signature"]);
-        assert_eq!(names(&verifier(Scheme::HmacSha256, "k")), ["x-signature"]);
-        assert_eq!(names(&verifier(Scheme::Bearer, "k")), ["authorization"]);
+        let right = headers(&[("Authorization", "Bearer s3cret-token")]);
+        assert!(bearer.check_headers(&right, at(0)).is_ok());
     }
 
     #[test]
@@ -1477,14 +1470,6 @@ mod tests {
         ]);
         let e = v.verify(&no_id, br#"{"a":1}"#, at(t0)).unwrap_err();
         assert_eq!(e.to_string(), "missing Twitch-Eventsub-Message-Id header");
-        assert_eq!(
-            names(&v),
-            [
-                "twitch-eventsub-message-signature",
-                "twitch-eventsub-message-timestamp",
-                "twitch-eventsub-message-id"
-            ]
-        );
 
         let mut z = hmac_cfg("x-zm-signature");
         z.prefix = Some("v0=".into());
@@ -1531,13 +1516,6 @@ mod tests {
             let e = parse_template(t, ts).unwrap_err();
             assert!(e.contains(why), "{t}: {e}");
         }
-    }
-
-    fn names(v: &Verifier) -> Vec<String> {
-        v.signature_headers()
-            .iter()
-            .map(|h| h.to_string())
-            .collect()
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::systemd::notify;
 
 /// Time beyond the window we ask systemd for: closing the spool, the last
 /// connections and the shutdown hooks of a forced exit fit in it.
-pub const MARGIN: Duration = Duration::from_secs(10);
+pub(crate) const MARGIN: Duration = Duration::from_secs(10);
 
 /// How long connections accepted at the last moment get to close, past `close_within`.
 const CLOSE_SLACK: Duration = Duration::from_secs(1);
@@ -28,7 +28,7 @@ const CLOSE_SLACK: Duration = Duration::from_secs(1);
 const RELEASE_WAIT: Duration = Duration::from_secs(5);
 
 /// The switches that lifecycle turns on ingress and delivery.
-pub struct Switches {
+pub(crate) struct Switches {
     pub stop_claiming: watch::Sender<bool>,
     pub drain_ingress: watch::Sender<bool>,
     /// No delivery runs any more: open connections get `close_within` more.
@@ -38,7 +38,7 @@ pub struct Switches {
 }
 
 impl Switches {
-    pub fn new() -> Switches {
+    pub(crate) fn new() -> Switches {
         Switches {
             stop_claiming: watch::channel(false).0,
             drain_ingress: watch::channel(false).0,
@@ -57,7 +57,7 @@ impl Default for Switches {
 
 /// Why the drain runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cause {
+pub(crate) enum Cause {
     /// SIGTERM/SIGINT: the unit is stopping; systemd hears every step.
     Stop(&'static str),
     /// A successor took over: it is the unit's main process now, so we stay
@@ -66,7 +66,7 @@ pub enum Cause {
 }
 
 /// What the drain watches.
-pub struct Drain<'a> {
+pub(crate) struct Drain<'a> {
     pub cause: Cause,
     pub grace: Duration,
     /// How long connections may stay once deliveries are done (the write
@@ -80,7 +80,7 @@ pub struct Drain<'a> {
 
 /// How the drain ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
+pub(crate) enum Ending {
     /// Every delivery finished; the shutdown hooks may use the rest of the window.
     Clean { hooks_deadline: Instant },
     /// Deliveries were abandoned at the end of the extension.
@@ -102,7 +102,7 @@ fn status_line(phase: Phase, in_flight: &InFlight, traffic: &Traffic, left: Dura
 
 /// Runs the drain to its end. `signals` keeps being read so a second
 /// SIGTERM is logged and otherwise ignored.
-pub async fn run(d: Drain<'_>, signals: &mut mpsc::UnboundedReceiver<Request>) -> Ending {
+pub(crate) async fn run(d: Drain<'_>, signals: &mut mpsc::UnboundedReceiver<Request>) -> Ending {
     let started = Instant::now();
     let to_systemd = matches!(d.cause, Cause::Stop(_));
     let cause = match d.cause {

@@ -22,17 +22,17 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
 /// Names the successor's end of the report pipe.
-pub const ENV_HANDOFF_FD: &str = "HOOKD_HANDOFF_FD";
+pub(crate) const ENV_HANDOFF_FD: &str = "HOOKD_HANDOFF_FD";
 
 /// A listening socket to pass on, under its `LISTEN_FDNAMES` name.
-pub struct PassedSocket {
+pub(crate) struct PassedSocket {
     pub name: String,
     pub fd: OwnedFd,
 }
 
 /// How to start the successor: the binary path and arguments we were started with.
 #[derive(Debug, Clone)]
-pub struct Relaunch {
+pub(crate) struct Relaunch {
     pub exe: PathBuf,
     pub args: Vec<OsString>,
 }
@@ -40,7 +40,7 @@ pub struct Relaunch {
 impl Relaunch {
     /// Captured at start-up: after a package upgrade `/proc/self/exe` names the
     /// old, deleted file, while this path holds the new binary.
-    pub fn from_current_process() -> Relaunch {
+    pub(crate) fn from_current_process() -> Relaunch {
         let mut args = std::env::args_os();
         let argv0 = args.next().map(PathBuf::from).unwrap_or_default();
         let exe = if argv0.components().count() > 1 {
@@ -56,7 +56,7 @@ impl Relaunch {
 }
 
 /// A successor that reported ready.
-pub struct Successor {
+pub(crate) struct Successor {
     pub pid: u32,
     /// Kept so the child is reaped if it exits while we still run.
     pub child: tokio::process::Child,
@@ -64,7 +64,7 @@ pub struct Successor {
 
 /// Starts the successor and waits up to `timeout` for its report. On any
 /// failure the successor is killed and reaped, and the reason returned.
-pub async fn start_successor(
+pub(crate) async fn start_successor(
     how: &Relaunch,
     sockets: &[PassedSocket],
     timeout: Duration,
@@ -170,7 +170,7 @@ fn place_fds(sources: &[RawFd]) -> std::io::Result<()> {
 ///
 /// # Safety
 /// Changes the environment: call before any other thread runs.
-pub unsafe fn adopt() -> Option<OwnedFd> {
+pub(crate) unsafe fn adopt() -> Option<OwnedFd> {
     let fd: RawFd = std::env::var(ENV_HANDOFF_FD).ok()?.parse().ok()?;
     unsafe {
         std::env::remove_var(ENV_HANDOFF_FD);
@@ -190,7 +190,7 @@ pub unsafe fn adopt() -> Option<OwnedFd> {
 }
 
 /// Tells the predecessor how start-up went; it stops accepting on `ready`.
-pub fn report(pipe: OwnedFd, outcome: Result<(), &str>) {
+pub(crate) fn report(pipe: OwnedFd, outcome: Result<(), &str>) {
     let mut f = std::fs::File::from(pipe);
     let msg = match outcome {
         Ok(()) => "ready\n".to_string(),

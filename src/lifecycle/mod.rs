@@ -9,21 +9,21 @@
 //!                                           Stopped (exit 0)          Stopped (exit 0 / 1)
 //! ```
 
-pub mod control;
-pub mod drain;
-pub mod handoff;
-pub mod serve;
-pub mod shutdown_hooks;
-pub mod signals;
-pub mod sockets;
-pub mod status;
+pub(crate) mod control;
+pub(crate) mod drain;
+pub(crate) mod handoff;
+pub(crate) mod serve;
+pub(crate) mod shutdown_hooks;
+pub(crate) mod signals;
+pub(crate) mod sockets;
+pub(crate) mod status;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Where the daemon is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum Phase {
+pub(crate) enum Phase {
     Starting = 0,
     Ready = 1,
     Draining = 2,
@@ -34,7 +34,7 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Phase::Starting => "starting",
             Phase::Ready => "ready",
@@ -46,7 +46,7 @@ impl Phase {
     }
 
     /// The `hookd_drain_state` gauge value.
-    pub fn drain_gauge(self) -> u64 {
+    pub(crate) fn drain_gauge(self) -> u64 {
         match self {
             Phase::Starting | Phase::Ready | Phase::Stopped => 0,
             Phase::Draining => 1,
@@ -58,10 +58,10 @@ impl Phase {
 
 /// The current phase, readable from any thread.
 #[derive(Debug, Default)]
-pub struct PhaseCell(AtomicU8);
+pub(crate) struct PhaseCell(AtomicU8);
 
 impl PhaseCell {
-    pub fn get(&self) -> Phase {
+    pub(crate) fn get(&self) -> Phase {
         match self.0.load(Ordering::Acquire) {
             0 => Phase::Starting,
             1 => Phase::Ready,
@@ -72,18 +72,18 @@ impl PhaseCell {
         }
     }
 
-    pub fn set(&self, p: Phase) {
+    pub(crate) fn set(&self, p: Phase) {
         self.0.store(p as u8, Ordering::Release);
     }
 }
 
 /// Exit codes; start-up failures each have their own.
-pub mod exit {
-    pub const CLEAN: u8 = 0;
+pub(crate) mod exit {
+    pub(crate) const CLEAN: u8 = 0;
     /// Work remained after the extended grace window; its leases were released.
-    pub const FORCED: u8 = 1;
-    pub const BAD_CONFIG: u8 = 2;
-    pub const SPOOL: u8 = 3;
-    pub const NO_LISTENER: u8 = 4;
-    pub const RUNTIME: u8 = 5;
+    pub(crate) const FORCED: u8 = 1;
+    pub(crate) const BAD_CONFIG: u8 = 2;
+    pub(crate) const SPOOL: u8 = 3;
+    pub(crate) const NO_LISTENER: u8 = 4;
+    pub(crate) const RUNTIME: u8 = 5;
 }

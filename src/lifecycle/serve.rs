@@ -47,13 +47,13 @@ const SPOOL_PRIORITY: i32 = 1000;
 
 /// A start-up failure: its exit code and what to tell the operator.
 #[derive(Debug)]
-pub struct StartError {
+pub(crate) struct StartError {
     pub code: u8,
     pub message: String,
 }
 
 impl StartError {
-    pub fn new(code: u8, message: impl Into<String>) -> StartError {
+    pub(crate) fn new(code: u8, message: impl Into<String>) -> StartError {
         StartError {
             code,
             message: message.into(),
@@ -62,7 +62,7 @@ impl StartError {
 }
 
 /// How this process came to be.
-pub struct Origin {
+pub(crate) struct Origin {
     /// Sockets from systemd or from a predecessor.
     pub inherited: Vec<Named>,
     /// Set when a predecessor started us: where to report ready.
@@ -82,7 +82,7 @@ enum Succession {
 }
 
 /// Everything the running daemon shares between its tasks.
-pub struct Daemon {
+pub(crate) struct Daemon {
     pub cfg: Config,
     pub spool: Spool,
     pub metrics: Arc<Metrics>,
@@ -97,7 +97,7 @@ type ReloadAsk = oneshot::Sender<Result<Answer, String>>;
 
 /// Runs the daemon to its end and returns the exit code. A start-up failure
 /// is also reported to a waiting predecessor.
-pub async fn serve(cfg: Config, mut origin: Origin) -> Result<u8, StartError> {
+pub(crate) async fn serve(cfg: Config, mut origin: Origin) -> Result<u8, StartError> {
     let handoff_pipe = origin.handoff.take();
     let succession = match handoff_pipe {
         Some(_) => Succession::Successor,

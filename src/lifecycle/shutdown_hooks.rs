@@ -29,13 +29,13 @@ struct Hook {
 
 /// The registered hooks, run once by [`ShutdownHooks::run`].
 #[derive(Default)]
-pub struct ShutdownHooks {
+pub(crate) struct ShutdownHooks {
     hooks: Vec<Hook>,
 }
 
 impl ShutdownHooks {
     /// Registers code to run at shutdown.
-    pub fn add<F, Fut>(&mut self, name: &str, priority: i32, timeout: Duration, f: F)
+    pub(crate) fn add<F, Fut>(&mut self, name: &str, priority: i32, timeout: Duration, f: F)
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), String>> + Send + 'static,
@@ -51,7 +51,7 @@ impl ShutdownHooks {
     /// Registers the `[[shutdown.hook]]` commands of the config. `hidden_env`
     /// names the variables secrets came from: a cleanup script has no business
     /// with a hook's token, and would leak it to anything it logs or runs.
-    pub fn add_configured(&mut self, hooks: &[ShutdownHookConfig], hidden_env: &[String]) {
+    pub(crate) fn add_configured(&mut self, hooks: &[ShutdownHookConfig], hidden_env: &[String]) {
         for h in hooks {
             self.hooks.push(Hook {
                 name: h.name.clone(),
@@ -64,7 +64,7 @@ impl ShutdownHooks {
 
     /// Runs every hook in priority order (ties in registration order), each
     /// cut at its own timeout or at `deadline`, whichever comes first.
-    pub async fn run(mut self, deadline: Instant) {
+    pub(crate) async fn run(mut self, deadline: Instant) {
         self.hooks.sort_by_key(|h| h.priority);
         for hook in self.hooks {
             let now = Instant::now();

@@ -5,7 +5,7 @@ use tokio::sync::mpsc;
 
 /// What a signal asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Request {
+pub(crate) enum Request {
     /// SIGTERM or SIGINT: drain and exit.
     Stop(&'static str),
     /// SIGHUP: the same as `hookd reload`.
@@ -14,7 +14,7 @@ pub enum Request {
 
 /// Installs the handlers now (so a signal arriving during start-up is not
 /// lost to the default action) and forwards each signal as a [`Request`].
-pub fn listen() -> std::io::Result<mpsc::UnboundedReceiver<Request>> {
+pub(crate) fn listen() -> std::io::Result<mpsc::UnboundedReceiver<Request>> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;

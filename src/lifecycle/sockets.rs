@@ -22,7 +22,7 @@ const STORED_PREFIX: &str = "hookd-listen-";
 /// hand-off passes sockets by name only, so the name is what tells a
 /// successor that a socket is TLS or metrics-only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// Webhooks and the probes, plain HTTP (`server.listen`).
     Webhook,
     /// Webhooks and the probes over TLS (`server.listen_tls`, or a socket
@@ -87,7 +87,7 @@ fn to_std(s: Inherited) -> StdListener {
 }
 
 /// A listener, the name it is passed on under, and what it serves.
-pub struct Chosen {
+pub(crate) struct Chosen {
     pub name: String,
     pub listener: StdListener,
     pub role: Role,
@@ -95,7 +95,7 @@ pub struct Chosen {
 
 impl Chosen {
     /// A dup of the socket for a successor (the same socket, not a new bind).
-    pub fn to_pass(&self) -> std::io::Result<PassedSocket> {
+    pub(crate) fn to_pass(&self) -> std::io::Result<PassedSocket> {
         let fd: OwnedFd = self.listener.fd().try_clone_to_owned()?;
         Ok(PassedSocket {
             name: self.name.clone(),
@@ -105,7 +105,7 @@ impl Chosen {
 }
 
 /// Chooses the listeners from what systemd (or a predecessor) passed and the config.
-pub fn choose(cfg: &Config, inherited: Vec<Named>) -> Result<Vec<Chosen>, StartError> {
+pub(crate) fn choose(cfg: &Config, inherited: Vec<Named>) -> Result<Vec<Chosen>, StartError> {
     let (stored, from_unit): (Vec<Named>, Vec<Named>) = inherited
         .into_iter()
         .partition(|n| n.name.starts_with(STORED_PREFIX));

@@ -11,7 +11,7 @@ use crate::metrics::Metrics;
 use crate::spool::ItemState;
 
 /// How many recent delivery errors `hookd status` shows.
-pub const LAST_ERRORS: usize = 20;
+pub(crate) const LAST_ERRORS: usize = 20;
 
 /// The last [`LAST_ERRORS`] failed attempts, oldest first.
 #[derive(Debug, Default)]

@@ -19,7 +19,7 @@ use super::{schema, DepthRow, Item, ItemState, SpoolError};
 
 /// Which items [`Admin::ls`] lists. All `None` = every item.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct ListFilter<'a> {
+pub(crate) struct ListFilter<'a> {
     pub state: Option<ItemState>,
     pub hook: Option<&'a str>,
     /// Only items whose hook is not in this list (the configured hooks):
@@ -31,7 +31,7 @@ pub struct ListFilter<'a> {
 
 /// An item without headers and body, for listings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ItemSummary {
+pub(crate) struct ItemSummary {
     pub id: i64,
     pub hook: String,
     pub dedup_id: Option<String>,
@@ -50,7 +50,7 @@ pub struct ItemSummary {
 
 /// A hookd process registered in the spool.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct InstanceInfo {
+pub(crate) struct InstanceInfo {
     pub id: String,
     pub pid: i64,
     #[serde(serialize_with = "rfc3339::one")]
@@ -61,7 +61,7 @@ pub struct InstanceInfo {
 
 /// Overview for `hookd spool stats`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Stats {
+pub(crate) struct Stats {
     pub schema_version: u32,
     /// Size of the main file and of its write-ahead log, in bytes.
     pub file_bytes: u64,
@@ -74,7 +74,7 @@ pub struct Stats {
 }
 
 /// A connection to an existing spool file for operator commands.
-pub struct Admin {
+pub(crate) struct Admin {
     conn: Connection,
     path: PathBuf,
 }
@@ -82,7 +82,7 @@ pub struct Admin {
 impl Admin {
     /// Opens an existing spool; never creates one and never migrates (an
     /// older or newer schema is an error saying so).
-    pub fn open(path: impl AsRef<Path>) -> Result<Admin, SpoolError> {
+    pub(crate) fn open(path: impl AsRef<Path>) -> Result<Admin, SpoolError> {
         let path = path.as_ref().to_path_buf();
         if !path.is_file() {
             return Err(SpoolError::Missing);
@@ -96,7 +96,7 @@ impl Admin {
     }
 
     /// Items matching `filter`, oldest first.
-    pub fn ls(&self, filter: &ListFilter<'_>) -> Result<Vec<ItemSummary>, SpoolError> {
+    pub(crate) fn ls(&self, filter: &ListFilter<'_>) -> Result<Vec<ItemSummary>, SpoolError> {
         let mut sql = String::from(
             "SELECT id, hook, dedup_id, state, attempts, received_at, next_attempt, \
              last_error, lease_owner, lease_expiry, length(body) FROM items WHERE 1",
@@ -140,7 +140,7 @@ impl Admin {
     }
 
     /// One item with headers and body.
-    pub fn show(&self, id: i64) -> Result<Item, SpoolError> {
+    pub(crate) fn show(&self, id: i64) -> Result<Item, SpoolError> {
         let sql = format!("SELECT {ITEM_COLUMNS} FROM items WHERE id = ?1");
         self.conn
             .query_row(&sql, [id], item_from_row)
@@ -151,7 +151,7 @@ impl Admin {
     /// Makes a dead or pending item pending and due now, attempts reset to
     /// 0. Leased and done items are refused (a worker has it, or it is
     /// delivered). A running daemon sees it on its next claim.
-    pub fn retry(&self, id: i64) -> Result<(), SpoolError> {
+    pub(crate) fn retry(&self, id: i64) -> Result<(), SpoolError> {
         tx::immediate(&self.conn, |counts| {
             let found: Option<(String, ItemState)> = self
                 .conn
@@ -178,7 +178,7 @@ impl Admin {
 
     /// [`Admin::retry`] for every dead item (of `hook`, if given); returns
     /// how many.
-    pub fn retry_dead(&self, hook: Option<&str>) -> Result<u64, SpoolError> {
+    pub(crate) fn retry_dead(&self, hook: Option<&str>) -> Result<u64, SpoolError> {
         tx::immediate(&self.conn, |counts| {
             let n = counts::run_counted(
                 &self.conn,
@@ -196,7 +196,11 @@ impl Admin {
     /// Deletes done or dead items (last changed more than `older_than` ago,
     /// if given); returns how many. Other states are refused: pending and
     /// leased items are undelivered webhooks.
-    pub fn purge(&self, state: ItemState, older_than: Option<Duration>) -> Result<u64, SpoolError> {
+    pub(crate) fn purge(
+        &self,
+        state: ItemState,
+        older_than: Option<Duration>,
+    ) -> Result<u64, SpoolError> {
         if !matches!(state, ItemState::Done | ItemState::Dead) {
             return Err(SpoolError::NotPurgeable(state));
         }
@@ -214,7 +218,7 @@ impl Admin {
     }
 
     /// Depth, oldest unfinished item, file sizes, registered instances.
-    pub fn stats(&self) -> Result<Stats, SpoolError> {
+    pub(crate) fn stats(&self) -> Result<Stats, SpoolError> {
         let depth = depth(&self.conn)?;
         let now = now_ms();
         let mut oldest: Option<i64> = None;
@@ -263,7 +267,7 @@ impl Admin {
     }
 
     /// The spool file.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 }
@@ -274,11 +278,11 @@ mod rfc3339 {
 
     use serde::Serializer;
 
-    pub fn one<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn one<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&humantime::format_rfc3339_millis(*t))
     }
 
-    pub fn maybe<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn maybe<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
         match t {
             Some(t) => one(t, s),
             None => s.serialize_none(),

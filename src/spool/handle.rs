@@ -21,7 +21,7 @@ use super::{ClaimRequest, DepthRow, Enqueued, Item, NewItem, SpoolError, SpoolOp
 /// Every async method resolves after its group commit is durable (or failed).
 /// Methods on a closed spool return [`SpoolError::Closed`].
 #[derive(Clone)]
-pub struct Spool {
+pub(crate) struct Spool {
     inner: Arc<Inner>,
 }
 
@@ -60,7 +60,7 @@ impl Spool {
     /// migrations, registration of `opts.instance_id`, and release of leases
     /// held by instances whose process no longer runs. Then starts the
     /// writer thread. Blocking: call before serving or via `spawn_blocking`.
-    pub fn open(opts: SpoolOptions) -> Result<Spool, SpoolError> {
+    pub(crate) fn open(opts: SpoolOptions) -> Result<Spool, SpoolError> {
         let path = opts.path.clone();
         let conn = schema::open_rw(&path)?;
         let found = schema::migrate(&conn)?;
@@ -116,7 +116,7 @@ impl Spool {
     /// Stores a new item; `Ok` only once it is durable. A repeat of a
     /// (hook, dedup_id) pair answers `Duplicate(first id)` and writes nothing.
     /// An `Err` means nothing of this item was kept.
-    pub async fn enqueue(&self, item: NewItem) -> Result<Enqueued, SpoolError> {
+    pub(crate) async fn enqueue(&self, item: NewItem) -> Result<Enqueued, SpoolError> {
         self.call(|r| Cmd::Enqueue(item, r)).await
     }
 
@@ -125,7 +125,7 @@ impl Spool {
     /// (next_attempt, then id). With `ordered`, at most the hook's oldest
     /// unfinished item, and only when no item of the hook is under a live
     /// lease and that item is due.
-    pub async fn claim(&self, req: ClaimRequest) -> Result<Vec<Item>, SpoolError> {
+    pub(crate) async fn claim(&self, req: ClaimRequest) -> Result<Vec<Item>, SpoolError> {
         self.call(|r| Cmd::Claim(req, r)).await
     }
 
@@ -134,7 +134,8 @@ impl Spool {
     /// This and the other lease-ending methods act only on an item leased by
     /// this instance; otherwise (lease expired and taken by someone else, or
     /// no such item) they return `Ok(())` and change nothing.
-    pub async fn complete(&self, id: i64) -> Result<(), SpoolError> {
+    #[cfg(test)]
+    pub(crate) async fn complete(&self, id: i64) -> Result<(), SpoolError> {
         self.call(|r| Cmd::Finish(id, Finish::Complete, r)).await
     }
 
@@ -145,7 +146,7 @@ impl Spool {
     /// and logs a failure itself; the item then stays leased until this
     /// instance releases it or the lease expires, and is delivered again
     /// (at-least-once).
-    pub fn complete_detached(&self, id: i64) -> Result<(), SpoolError> {
+    pub(crate) fn complete_detached(&self, id: i64) -> Result<(), SpoolError> {
         self.inner
             .tx
             .send(Cmd::CompleteDetached(id))
@@ -154,7 +155,7 @@ impl Spool {
 
     /// Failed, try again: leased → pending at `next_attempt`, attempts + 1,
     /// `last_error` set, lease cleared.
-    pub async fn retry_later(
+    pub(crate) async fn retry_later(
         &self,
         id: i64,
         next_attempt: SystemTime,
@@ -168,7 +169,7 @@ impl Spool {
     }
 
     /// Given up: leased → dead, attempts + 1, `last_error` set.
-    pub async fn mark_dead(&self, id: i64, error: &str) -> Result<(), SpoolError> {
+    pub(crate) async fn mark_dead(&self, id: i64, error: &str) -> Result<(), SpoolError> {
         let how = Finish::Dead {
             error: error.to_owned(),
         };
@@ -177,18 +178,13 @@ impl Spool {
 
     /// Not attempted to the end (drain gave up): leased → pending, due at
     /// once, attempts unchanged.
-    pub async fn release(&self, id: i64) -> Result<(), SpoolError> {
+    pub(crate) async fn release(&self, id: i64) -> Result<(), SpoolError> {
         self.call(|r| Cmd::Finish(id, Finish::Release, r)).await
-    }
-
-    /// Releases every lease this instance holds; returns how many.
-    pub async fn release_all_mine(&self) -> Result<u64, SpoolError> {
-        self.call(Cmd::ReleaseAllMine).await
     }
 
     /// Deletes done items last updated more than `older_than` ago; returns
     /// how many. Works in chunks, so enqueues are not held up meanwhile.
-    pub async fn purge_done(&self, older_than: Duration) -> Result<u64, SpoolError> {
+    pub(crate) async fn purge_done(&self, older_than: Duration) -> Result<u64, SpoolError> {
         let mut total = 0;
         loop {
             let n = self
@@ -203,7 +199,7 @@ impl Spool {
 
     /// Item counts by hook and state (states with no items are left out).
     /// Reads a counter table kept with every change: cheap at any spool size.
-    pub async fn depth(&self) -> Result<Vec<DepthRow>, SpoolError> {
+    pub(crate) async fn depth(&self) -> Result<Vec<DepthRow>, SpoolError> {
         self.call(Cmd::Depth).await
     }
 
@@ -213,7 +209,7 @@ impl Spool {
     /// lease is claimable now). `None`: nothing waits. Items already due are
     /// not counted (claim them). Other processes' completions are not seen
     /// here, so cap a sleep on this (hand-off with `ordered` hooks).
-    pub async fn next_due(&self, hook: &str) -> Result<Option<SystemTime>, SpoolError> {
+    pub(crate) async fn next_due(&self, hook: &str) -> Result<Option<SystemTime>, SpoolError> {
         let hook = hook.to_owned();
         self.call(|r| Cmd::NextDue(hook, r)).await
     }
@@ -226,7 +222,7 @@ impl Spool {
     /// now) and then `notify_one()` (stores one permit, so a task between its
     /// claim and its `notified().await` does not miss it). Expect spurious
     /// wake-ups; claim again after every one.
-    pub fn arrivals(&self) -> Arc<Notify> {
+    pub(crate) fn arrivals(&self) -> Arc<Notify> {
         self.inner.arrivals.clone()
     }
 
@@ -234,7 +230,7 @@ impl Spool {
     /// instance's remaining leases, unregisters it, checkpoints the WAL
     /// (`TRUNCATE`) and stops the writer. Other clones get
     /// [`SpoolError::Closed`] afterwards.
-    pub async fn close(self) {
+    pub(crate) async fn close(self) {
         let (done, closed) = oneshot::channel();
         if self.inner.tx.send(Cmd::Close(done)).is_ok() {
             let _ = closed.await;
@@ -247,12 +243,12 @@ impl Spool {
     }
 
     /// The spool file.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.inner.path
     }
 
     /// This process's lease owner id.
-    pub fn instance_id(&self) -> &str {
+    pub(crate) fn instance_id(&self) -> &str {
         &self.inner.instance_id
     }
 }

@@ -131,7 +131,7 @@ pub(crate) fn unregister(conn: &Connection, instance_id: &str) -> Result<u64, Sp
     })
 }
 
-/// Releases leases held by `owner`; shared with the writer's release_all_mine.
+/// Releases leases held by `owner` (this instance at close, or a process that is gone).
 pub(crate) fn release_owner(
     conn: &Connection,
     owner: &str,

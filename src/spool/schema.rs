@@ -93,7 +93,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
 ];
 
 /// Schema version this build writes and understands.
-pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+pub(crate) const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// Settings every connection gets: durable WAL commits, waiting on locks.
 pub(crate) fn configure(conn: &Connection) -> Result<(), SpoolError> {

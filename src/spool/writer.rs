@@ -54,7 +54,6 @@ pub(crate) enum Cmd {
     Finish(i64, Finish, Reply<()>),
     /// `Finish(id, Complete)` with nobody waiting: failures are logged here.
     CompleteDetached(i64),
-    ReleaseAllMine(Reply<u64>),
     /// Deletes at most [`PURGE_CHUNK`] done items last updated before the cutoff.
     PurgeDone {
         older_than: Duration,
@@ -223,7 +222,7 @@ impl Batch {
 impl Writer {
     /// Runs until every handle is gone or `Close` arrives, then hands back
     /// this instance's leases, unregisters it and checkpoints the WAL.
-    pub fn run(mut self, rx: Receiver<Cmd>) {
+    pub(super) fn run(mut self, rx: Receiver<Cmd>) {
         let max_batch = self.max_batch.max(1);
         let mut closing = None;
         while closing.is_none() {
@@ -424,7 +423,6 @@ impl Writer {
                 tracing::error!(delivery_id = id, error = %cause,
                     "spool: cannot record the delivery as done; it is delivered again once its lease ends");
             }
-            Cmd::ReleaseAllMine(r) => batch.unrun(r, cause),
             Cmd::PurgeDone { reply, .. } => batch.unrun(reply, cause),
             Cmd::Depth(r) => batch.unrun(r, cause),
             Cmd::NextDue(_, r) => batch.unrun(r, cause),
@@ -459,16 +457,6 @@ impl Writer {
             Cmd::CompleteDetached(id) => {
                 let res = self.finish_counted(batch, id, Finish::Complete);
                 batch.settle_detached(&self.conn, id, res);
-            }
-            Cmd::ReleaseAllMine(reply) => {
-                let mut counts = Deltas::default();
-                let res = instances::release_owner(&self.conn, &self.instance_id, &mut counts)
-                    .map_err(SpoolError::from);
-                if let Ok(n) = res {
-                    batch.wake |= n > 0;
-                    batch.counts.absorb(counts);
-                }
-                batch.settle(&self.conn, reply, res);
             }
             Cmd::PurgeDone { older_than, reply } => {
                 let mut counts = Deltas::default();
@@ -750,57 +738,62 @@ pub(crate) fn depth(conn: &Connection) -> Result<Vec<DepthRow>, SpoolError> {
 
 /// Hot-path SQL, kept together so a test can check every plan uses an index.
 pub(crate) mod sql {
-    pub const FIND_DEDUP: &str = "SELECT id FROM items WHERE hook = ?1 AND dedup_id = ?2";
-    pub const INSERT: &str = "INSERT INTO items (hook, dedup_id, received_at, headers, body, \
+    pub(crate) const FIND_DEDUP: &str = "SELECT id FROM items WHERE hook = ?1 AND dedup_id = ?2";
+    pub(crate) const INSERT: &str =
+        "INSERT INTO items (hook, dedup_id, received_at, headers, body, \
          state, attempts, next_attempt, updated_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6)";
-    pub const EXPIRED_LEASES: &str = "SELECT id FROM items WHERE hook = ?1 AND state = 'leased' \
+    pub(crate) const EXPIRED_LEASES: &str =
+        "SELECT id FROM items WHERE hook = ?1 AND state = 'leased' \
          AND lease_expiry < ?2 ORDER BY id LIMIT ?3";
-    pub const DUE_PENDING: &str = "SELECT id FROM items WHERE hook = ?1 AND state = 'pending' \
+    pub(crate) const DUE_PENDING: &str =
+        "SELECT id FROM items WHERE hook = ?1 AND state = 'pending' \
          AND next_attempt <= ?2 ORDER BY next_attempt, id LIMIT ?3";
-    pub const LIVE_LEASE: &str = "SELECT id FROM items WHERE hook = ?1 AND state = 'leased' \
+    pub(crate) const LIVE_LEASE: &str =
+        "SELECT id FROM items WHERE hook = ?1 AND state = 'leased' \
          AND lease_expiry >= ?2 LIMIT 1";
-    pub const ORDERED_HEAD: &str = "SELECT id, state, next_attempt FROM items \
+    pub(crate) const ORDERED_HEAD: &str = "SELECT id, state, next_attempt FROM items \
          WHERE hook = ?1 AND state IN ('pending', 'leased') ORDER BY id LIMIT 1";
     // Column list must match codec::ITEM_COLUMNS (checked by a test).
-    pub const LEASE: &str = "UPDATE items SET state = 'leased', lease_owner = ?2, \
+    pub(crate) const LEASE: &str = "UPDATE items SET state = 'leased', lease_owner = ?2, \
          lease_expiry = ?3, updated_at = ?4 WHERE id = ?1 \
          RETURNING id, hook, dedup_id, received_at, headers, body, state, \
          attempts, next_attempt, last_error, lease_owner, lease_expiry";
-    pub const COMPLETE: &str = "UPDATE items SET state = 'done', attempts = attempts + 1, \
+    pub(crate) const COMPLETE: &str = "UPDATE items SET state = 'done', attempts = attempts + 1, \
          lease_owner = NULL, lease_expiry = NULL, updated_at = ?3 \
          WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2 \
          RETURNING hook";
-    pub const RETRY_LATER: &str = "UPDATE items SET state = 'pending', attempts = attempts + 1, \
+    pub(crate) const RETRY_LATER: &str =
+        "UPDATE items SET state = 'pending', attempts = attempts + 1, \
          next_attempt = ?4, last_error = ?5, lease_owner = NULL, lease_expiry = NULL, \
          updated_at = ?3 WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2 \
          RETURNING hook";
-    pub const MARK_DEAD: &str = "UPDATE items SET state = 'dead', attempts = attempts + 1, \
+    pub(crate) const MARK_DEAD: &str = "UPDATE items SET state = 'dead', attempts = attempts + 1, \
          last_error = ?4, lease_owner = NULL, lease_expiry = NULL, updated_at = ?3 \
          WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2 \
          RETURNING hook";
-    pub const RELEASE: &str = "UPDATE items SET state = 'pending', lease_owner = NULL, \
+    pub(crate) const RELEASE: &str = "UPDATE items SET state = 'pending', lease_owner = NULL, \
          lease_expiry = NULL, updated_at = ?3 \
          WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2 \
          RETURNING hook";
-    pub const PURGE_DONE: &str = "DELETE FROM items WHERE id IN (SELECT id FROM items \
+    pub(crate) const PURGE_DONE: &str = "DELETE FROM items WHERE id IN (SELECT id FROM items \
          WHERE state = 'done' AND updated_at < ?1 LIMIT ?2) RETURNING hook";
-    pub const PURGE_DEAD: &str = "DELETE FROM items WHERE id IN (SELECT id FROM items \
+    pub(crate) const PURGE_DEAD: &str = "DELETE FROM items WHERE id IN (SELECT id FROM items \
          WHERE state = 'dead' AND updated_at < ?1 LIMIT ?2) RETURNING hook";
     /// Not hot: only for a row `claim` could not decode. Its hook is not
     /// returned, since that may be what fails to decode.
-    pub const MARK_UNDECODABLE: &str = "UPDATE items SET state = 'dead', last_error = ?3, \
+    pub(crate) const MARK_UNDECODABLE: &str = "UPDATE items SET state = 'dead', last_error = ?3, \
          lease_owner = NULL, lease_expiry = NULL, updated_at = ?2 WHERE id = ?1";
-    pub const DEPTH: &str =
+    pub(crate) const DEPTH: &str =
         "SELECT hook, state, n FROM item_counts WHERE n > 0 ORDER BY hook, state";
-    pub const NEXT_PENDING: &str = "SELECT MIN(next_attempt) FROM items \
+    pub(crate) const NEXT_PENDING: &str = "SELECT MIN(next_attempt) FROM items \
          WHERE hook = ?1 AND state = 'pending' AND next_attempt > ?2";
-    pub const NEXT_LEASE_EXPIRY: &str =
+    pub(crate) const NEXT_LEASE_EXPIRY: &str =
         "SELECT MIN(lease_expiry) FROM items WHERE hook = ?1 AND state = 'leased'";
 
     /// Every statement above with its parameter count, for plan checks.
     #[cfg(test)]
-    pub const HOT: &[(&str, usize)] = &[
+    pub(crate) const HOT: &[(&str, usize)] = &[
         (FIND_DEDUP, 2),
         (EXPIRED_LEASES, 3),
         (DUE_PENDING, 3),

@@ -5,7 +5,7 @@ use std::os::fd::AsRawFd;
 /// True when `$JOURNAL_STREAM` names the device and inode of our stderr,
 /// which is how systemd says "your stderr is a journal stream". A child that
 /// inherited the variable but has its stderr redirected gets false.
-pub fn stderr_is_journal() -> bool {
+pub(crate) fn stderr_is_journal() -> bool {
     let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
         return false;
     };

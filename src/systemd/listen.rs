@@ -12,14 +12,14 @@ use nix::sys::socket::{
 
 /// A listening socket received from systemd.
 #[derive(Debug)]
-pub enum Inherited {
+pub(crate) enum Inherited {
     Tcp(std::net::TcpListener),
     Unix(UnixListener),
 }
 
 /// One inherited fd with its `LISTEN_FDNAMES` entry ("unknown" when unnamed).
 #[derive(Debug)]
-pub struct Named {
+pub(crate) struct Named {
     pub name: String,
     pub socket: Inherited,
 }
@@ -29,7 +29,7 @@ pub struct Named {
 ///
 /// # Safety
 /// Changes the environment: call before any other thread runs.
-pub unsafe fn take() -> std::io::Result<(Vec<Named>, Vec<String>)> {
+pub(crate) unsafe fn take() -> std::io::Result<(Vec<Named>, Vec<String>)> {
     let fds: Vec<(RawFd, String)> =
         unsafe { sd_notify::listen_fds_with_names_and_unset_env()? }.collect();
     let mut out = Vec::new();

@@ -16,12 +16,12 @@ fn send(states: &[NotifyState]) {
 }
 
 /// Listeners and spool are up.
-pub fn ready(status: &str) {
+pub(crate) fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
 /// A hand-off successor takes over as the unit's main process.
-pub fn ready_as_main_pid(status: &str) {
+pub(crate) fn ready_as_main_pid(status: &str) {
     send(&[
         NotifyState::MainPid(std::process::id()),
         NotifyState::Ready,
@@ -30,13 +30,13 @@ pub fn ready_as_main_pid(status: &str) {
 }
 
 /// One line for `systemctl status`.
-pub fn status(line: &str) {
+pub(crate) fn status(line: &str) {
     send(&[NotifyState::Status(line)]);
 }
 
 /// `STOPPING=1` with the first stop-timer extension in the same datagram,
 /// so systemd never sees one without the other.
-pub fn stopping(extend: Duration, status: &str) {
+pub(crate) fn stopping(extend: Duration, status: &str) {
     let usec = u32::try_from(extend.as_micros()).unwrap_or(u32::MAX);
     send(&[
         NotifyState::Stopping,
@@ -46,7 +46,7 @@ pub fn stopping(extend: Duration, status: &str) {
 }
 
 /// `RELOADING=1` needs `MONOTONIC_USEC` on newer systemd (notify-reload); 252 ignores it.
-pub fn reloading(status: &str) {
+pub(crate) fn reloading(status: &str) {
     match NotifyState::monotonic_usec_now() {
         Ok(now) => send(&[NotifyState::Reloading, now, NotifyState::Status(status)]),
         Err(_) => send(&[NotifyState::Reloading, NotifyState::Status(status)]),
@@ -54,7 +54,7 @@ pub fn reloading(status: &str) {
 }
 
 /// Tells systemd the next message comes within `within`; it is not additive.
-pub fn extend_timeout(within: Duration, status: &str) {
+pub(crate) fn extend_timeout(within: Duration, status: &str) {
     let usec = u32::try_from(within.as_micros()).unwrap_or(u32::MAX);
     send(&[
         NotifyState::ExtendTimeoutUsec(usec),
@@ -62,29 +62,29 @@ pub fn extend_timeout(within: Duration, status: &str) {
     ]);
 }
 
-pub fn watchdog() {
+pub(crate) fn watchdog() {
     send(&[NotifyState::Watchdog]);
 }
 
 /// The watchdog interval when systemd asked for one (`WATCHDOG_USEC`).
-pub fn watchdog_interval() -> Option<Duration> {
+pub(crate) fn watchdog_interval() -> Option<Duration> {
     sd_notify::watchdog_enabled()
 }
 
 /// Hands `fd` to systemd's fd store under `name`, replacing nothing: the
 /// caller removes an old entry of the same name first if it wants one copy.
-pub fn store_fd(name: &str, fd: BorrowedFd<'_>) -> std::io::Result<()> {
+pub(crate) fn store_fd(name: &str, fd: BorrowedFd<'_>) -> std::io::Result<()> {
     sd_notify::notify_with_fds(&[NotifyState::FdStore, NotifyState::FdName(name)], &[fd])
 }
 
 /// Removes every fd stored under `name`.
-pub fn remove_stored_fd(name: &str) -> std::io::Result<()> {
+pub(crate) fn remove_stored_fd(name: &str) -> std::io::Result<()> {
     sd_notify::notify(&[NotifyState::FdStoreRemove, NotifyState::FdName(name)])
 }
 
 /// `BARRIER=1`: returns once systemd has processed every message sent before,
 /// which it signals by closing its copy of our pipe.
-pub fn barrier(timeout: Duration) -> std::io::Result<()> {
+pub(crate) fn barrier(timeout: Duration) -> std::io::Result<()> {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
         return Ok(());
     }

@@ -162,9 +162,9 @@ async fn lease_ending_transitions() {
     assert_eq!(admin.show(ids[2]).unwrap().state, ItemState::Dead);
     assert_eq!(admin.show(ids[0]).unwrap().state, ItemState::Done);
 
-    assert_eq!(spool.release_all_mine().await.unwrap(), 1);
-    assert_eq!(admin.show(ids[3]).unwrap().state, ItemState::Pending);
+    // Closing hands the leases this instance still holds back.
     spool.close().await;
+    assert_eq!(admin.show(ids[3]).unwrap().state, ItemState::Pending);
     assert_counts_match_rows(dir.path());
 }
 
