@@ -9,9 +9,7 @@ mod common;
 
 use std::io::{BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -375,53 +373,6 @@ fn allow_ips_file_is_read_with_comments() {
     h.start();
     assert_eq!(post_from(OTHER, h.addr(), "/hooks/a", &[]).status, 202);
     assert_eq!(post_from(LOCAL, h.addr(), "/hooks/a", &[]).status, 403);
-}
-
-/// Makes the child see `fds` as 3, 4, … with LISTEN_* set for its own pid, as
-/// systemd does (the same helper as in systemd_protocol.rs; `LISTEN_PID` must
-/// be the pid after exec, so a shell sets it).
-fn activate(h: &Hookd, fds: &[RawFd], names: &str) -> Command {
-    let inner = h.command();
-    let mut c = Command::new("/bin/sh");
-    let mut line = String::from("LISTEN_PID=$$ exec \"$0\"");
-    for (i, _) in inner.get_args().enumerate() {
-        line.push_str(&format!(" \"${}\"", i + 1));
-    }
-    c.arg("-c")
-        .arg(line)
-        .arg(inner.get_program())
-        .args(inner.get_args());
-    for (k, v) in inner.get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
-    c.env("LISTEN_FDS", fds.len().to_string())
-        .env("LISTEN_FDNAMES", names)
-        .stdin(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&h.log).unwrap());
-    let fds = fds.to_vec();
-    // Safety: only async-signal-safe calls (dup2/fcntl) between fork and exec.
-    unsafe {
-        c.pre_exec(move || {
-            let mut tmp = Vec::new();
-            for &fd in &fds {
-                let t = libc::fcntl(fd, libc::F_DUPFD, 100);
-                if t < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                tmp.push(t);
-            }
-            for (i, t) in tmp.into_iter().enumerate() {
-                if libc::dup2(t, 3 + i as i32) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    c
 }
 
 #[test]

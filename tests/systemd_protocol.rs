@@ -5,60 +5,11 @@
 mod common;
 
 use std::net::TcpListener;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
-use std::os::unix::process::CommandExt;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-
-/// Makes the child see `fds` as 3, 4, … with LISTEN_* set for its own pid.
-/// `LISTEN_PID` must be the pid after exec, so a shell sets it: `exec` keeps the pid.
-fn activate(h: &Hookd, fds: &[RawFd], names: &str) -> Command {
-    let inner = h.command();
-    let mut c = Command::new("/bin/sh");
-    let mut line = String::from("LISTEN_PID=$$ exec \"$0\"");
-    for (i, _) in inner.get_args().enumerate() {
-        line.push_str(&format!(" \"${}\"", i + 1));
-    }
-    c.arg("-c")
-        .arg(line)
-        .arg(inner.get_program())
-        .args(inner.get_args());
-    for (k, v) in inner.get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
-    c.env("LISTEN_FDS", fds.len().to_string())
-        .env("LISTEN_FDNAMES", names);
-    c.stdin(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&h.log).unwrap());
-    let fds = fds.to_vec();
-    // Safety: only async-signal-safe calls (dup2/fcntl) between fork and exec.
-    unsafe {
-        c.pre_exec(move || {
-            // First move every fd above the target range, then into place.
-            let mut tmp = Vec::new();
-            for &fd in &fds {
-                let t = libc::fcntl(fd, libc::F_DUPFD, 100);
-                if t < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                tmp.push(t);
-            }
-            for (i, t) in tmp.into_iter().enumerate() {
-                if libc::dup2(t, 3 + i as i32) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    c
-}
 
 #[test]
 fn socket_activation_serves_on_inherited_tcp_and_unix_sockets_and_notifies_ready() {

@@ -460,51 +460,8 @@ fn a_renewed_certificate_is_served_after_reload_with_no_failed_request() {
 }
 
 /// Starts `h` as systemd would with `fds` as 3, 4, … named `names`.
-/// `LISTEN_PID` must be the pid after exec, so a shell sets it (`exec` keeps it).
 fn spawn_activated(h: &Hookd, fds: &[std::os::fd::RawFd], names: &str) -> std::process::Child {
-    use std::os::unix::process::CommandExt;
-    let inner = h.command();
-    let mut c = std::process::Command::new("/bin/sh");
-    let mut line = String::from("LISTEN_PID=$$ exec \"$0\"");
-    for i in 0..inner.get_args().count() {
-        line.push_str(&format!(" \"${}\"", i + 1));
-    }
-    c.arg("-c")
-        .arg(line)
-        .arg(inner.get_program())
-        .args(inner.get_args());
-    for (k, v) in inner.get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
-    c.env("LISTEN_FDS", fds.len().to_string())
-        .env("LISTEN_FDNAMES", names)
-        .stdin(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&h.log).unwrap());
-    let fds = fds.to_vec();
-    // Safety: only fcntl/dup2, async-signal-safe, between fork and exec.
-    unsafe {
-        c.pre_exec(move || {
-            // Above the target range first, so no source is overwritten early.
-            let mut tmp = Vec::new();
-            for &fd in &fds {
-                let t = libc::fcntl(fd, libc::F_DUPFD, 100);
-                if t < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                tmp.push(t);
-            }
-            for (i, t) in tmp.into_iter().enumerate() {
-                if libc::dup2(t, 3 + i as i32) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    c.spawn().unwrap()
+    activate(h, fds, names).spawn().unwrap()
 }
 
 #[test]
