@@ -200,6 +200,11 @@ impl Metrics {
 
     /// The certificate is loaded once per process (a renewal is a reload, a
     /// new process), so this is set at most once.
+    /// The served certificate's notAfter (unix seconds), when TLS is on.
+    pub(crate) fn tls_cert_expiry(&self) -> Option<i64> {
+        self.tls_cert_expiry.get().copied()
+    }
+
     pub(crate) fn set_tls_cert_expiry(&self, not_after: i64) {
         let _ = self.tls_cert_expiry.set(not_after);
     }

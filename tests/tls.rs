@@ -45,10 +45,14 @@ impl Ca {
     }
 
     fn leaf(&self, year: i32) -> Leaf {
+        self.leaf_until(year, 6, 30)
+    }
+
+    fn leaf_until(&self, year: i32, month: u8, day: u8) -> Leaf {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
         p.distinguished_name.push(DnType::CommonName, "localhost");
-        p.not_after = rcgen::date_time_ymd(year, 6, 30);
+        p.not_after = rcgen::date_time_ymd(year, month, day);
         let not_after = p.not_after.unix_timestamp();
         let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
         Leaf {
@@ -552,4 +556,60 @@ fn a_socket_named_https_without_server_tls_is_a_config_error() {
         "{}",
         h.log_text()
     );
+}
+
+/// The civil date (UTC) `days` days from now, for a certificate's notAfter.
+fn date_in(days: i64) -> (i32, u8, u8) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
+    // civil_from_days, written out).
+    let z = now.div_euclid(86_400) + days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let y = (yoe + era * 400 + i64::from(m <= 2)) as i32;
+    (y, m, d)
+}
+
+#[test]
+fn status_warns_when_the_certificate_expires_within_14_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    let (y, m, d) = date_in(3);
+    let leaf = ca.leaf_until(y, m, d);
+    let (tls_toml, cert, key) = file_tls(dir.path());
+    install(&leaf, &cert, &key);
+    let (mut h, _) = configure(dir.path(), &tls_toml);
+    h.start();
+    let (code, out, err) = h.cli(&["status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("tls cert expires in"), "{out}");
+    assert!(
+        err.contains("warning: the TLS certificate expires in"),
+        "no warning for a certificate 3 days from expiry: {err}"
+    );
+    let (_, json, _) = h.cli(&["status", "--json"]);
+    assert!(
+        json.contains(&format!("\"tls_cert_expiry\": {}", leaf.not_after)),
+        "{json}"
+    );
+
+    // Far from expiry: the date, and no warning.
+    let dir = tempfile::tempdir().unwrap();
+    let leaf = ca.leaf(2032);
+    let (tls_toml, cert, key) = file_tls(dir.path());
+    install(&leaf, &cert, &key);
+    let (mut h, _) = configure(dir.path(), &tls_toml);
+    h.start();
+    let (code, out, err) = h.cli(&["status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("tls cert expires in"), "{out}");
+    assert!(!err.contains("warning"), "{err}");
 }

@@ -193,6 +193,10 @@ fn status(path: &std::path::Path, json: bool) -> ExitCode {
     }
 }
 
+/// `hookd status` warns when the served certificate has less than this left:
+/// Let's Encrypt renews at 30 days, so 14 means renewal has been failing.
+const TLS_WARN_SECS: i64 = 14 * 86_400;
+
 fn print_status(r: &StatusReport) {
     println!(
         "state:    {}\npid:      {}\nspool:    {}",
@@ -209,6 +213,18 @@ fn print_status(r: &StatusReport) {
         }
     }
     println!("orphaned pending: {}", r.orphaned_pending);
+    if let Some(not_after) = r.tls_cert_expiry {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let days = (not_after - now).div_euclid(86_400);
+        println!("tls cert expires in {days} days (notAfter {not_after})");
+        if not_after - now < TLS_WARN_SECS {
+            eprintln!(
+                "hookd: warning: the TLS certificate expires in {days} days; renew it, then `systemctl reload hookd`"
+            );
+        }
+    }
     for e in &r.last_errors {
         // Each error as its JSON object, as this line has always shown it.
         let line = serde_json::to_string(e).unwrap_or_default();

@@ -56,6 +56,9 @@ pub(crate) struct StatusReport {
     pub orphaned_pending: u64,
     /// The most recent failed attempts, oldest first.
     pub last_errors: Vec<DeliveryError>,
+    /// notAfter of the TLS certificate served (unix seconds); absent without TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert_expiry: Option<i64>,
 }
 
 /// Deliveries running for one hook.
@@ -292,6 +295,7 @@ mod tests {
                 error: "HTTP 500".into(),
                 hook: "deploy".into(),
             }],
+            tls_cert_expiry: None,
         }
     }
 

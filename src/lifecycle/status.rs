@@ -123,6 +123,7 @@ pub(crate) async fn report(d: &Daemon) -> StatusReport {
         depth,
         orphaned_pending,
         last_errors: d.last_errors.snapshot(),
+        tls_cert_expiry: d.metrics.tls_cert_expiry(),
     }
 }
 
