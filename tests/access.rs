@@ -460,14 +460,5 @@ fn a_reload_rereads_allow_ips_file_and_keeps_the_metrics_listener() {
         404
     );
 
-    let pid = nix::unistd::Pid::from_raw(new);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    wait_for(
-        Duration::from_secs(20),
-        "the successor to exit",
-        || match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-            Ok(nix::sys::wait::WaitStatus::StillAlive) => None,
-            _ => Some(()),
-        },
-    );
+    stop_successor(new, Duration::from_secs(20));
 }

@@ -217,12 +217,7 @@ fn clients_that_stop_reading_cannot_hold_a_hand_off() {
     let (code, out, err) = h.cli(&["reload"]);
     assert_eq!(code, 0, "{out}{err}");
     let handed = Instant::now();
-    let new: i32 = h
-        .notify
-        .lines_with("MAINPID=")
-        .last()
-        .map(|(_, l)| l["MAINPID=".len()..].parse().unwrap())
-        .unwrap();
+    let new = h.successor_pid();
     // The successor serves while the old instance finishes.
     let r = h.post_signed("gh", b"{\"during\":\"handoff\"}", &[]);
     assert_eq!(r.status, 202, "{:?}", r.body);
@@ -234,19 +229,7 @@ fn clients_that_stop_reading_cannot_hold_a_hand_off() {
         "the old instance stayed {took:?} with write_timeout 3s"
     );
     drop(stalled);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(new), Signal::SIGTERM).unwrap();
-    wait_for(
-        Duration::from_secs(15),
-        "the successor to exit",
-        || match nix::sys::wait::waitpid(
-            nix::unistd::Pid::from_raw(new),
-            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-        ) {
-            Ok(nix::sys::wait::WaitStatus::StillAlive) => None,
-            Ok(st) => Some(st),
-            Err(e) => panic!("waitpid {new}: {e}"),
-        },
-    );
+    stop_successor(new, Duration::from_secs(15));
 }
 
 /// Starts `h` with its open-file limit lowered to `nofile`.

@@ -437,30 +437,9 @@ fn a_renewed_certificate_is_served_after_reload_with_no_failed_request() {
     let (status, _, seen) = post_tls(&client, tls_addr, b"{\"still\":1}").unwrap();
     assert_eq!(status, 202);
     assert_eq!(seen, b.der);
-    let new: i32 = h
-        .notify
-        .lines_with("MAINPID=")
-        .last()
-        .map(|(_, l)| l["MAINPID=".len()..].parse().unwrap())
-        .unwrap();
+    let new = h.successor_pid();
     assert_ne!(new, old);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(new),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    wait_for(
-        Duration::from_secs(20),
-        "the successor to exit",
-        || match nix::sys::wait::waitpid(
-            nix::unistd::Pid::from_raw(new),
-            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-        ) {
-            Ok(nix::sys::wait::WaitStatus::StillAlive) => None,
-            Ok(st) => Some(st),
-            Err(e) => panic!("waitpid {new}: {e}"),
-        },
-    );
+    stop_successor(new, Duration::from_secs(20));
 }
 
 /// Starts `h` as systemd would with `fds` as 3, 4, … named `names`.
@@ -515,30 +494,9 @@ fn a_socket_named_https_is_tls_and_stays_tls_across_a_reload() {
     // Only the successor answers now, on the sockets it was passed.
     check("after the reload");
 
-    let new: i32 = h
-        .notify
-        .lines_with("MAINPID=")
-        .last()
-        .map(|(_, l)| l["MAINPID=".len()..].parse().unwrap())
-        .unwrap();
+    let new = h.successor_pid();
     assert_ne!(new, old);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(new),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    wait_for(
-        Duration::from_secs(20),
-        "the successor to exit",
-        || match nix::sys::wait::waitpid(
-            nix::unistd::Pid::from_raw(new),
-            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-        ) {
-            Ok(nix::sys::wait::WaitStatus::StillAlive) => None,
-            Ok(st) => Some(st),
-            Err(e) => panic!("waitpid {new}: {e}"),
-        },
-    );
+    stop_successor(new, Duration::from_secs(20));
 }
 
 #[test]

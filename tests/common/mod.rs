@@ -319,6 +319,34 @@ path = "{dir}/spool.db"
     }
 }
 
+impl Hookd {
+    /// The pid of the newest successor a hand-off announced (`MAINPID=`).
+    pub fn successor_pid(&self) -> i32 {
+        self.notify
+            .lines_with("MAINPID=")
+            .last()
+            .map(|(_, l)| l["MAINPID=".len()..].parse().expect("MAINPID= is a pid"))
+            .expect("no MAINPID= sent: no successor announced itself")
+    }
+}
+
+/// SIGTERMs a hand-off's successor and waits, up to `limit`, until it has
+/// exited and been reaped. It is our child because the test process is a
+/// subreaper (`PR_SET_CHILD_SUBREAPER`), so `waitpid` sees it.
+pub fn stop_successor(pid: i32, limit: Duration) -> nix::sys::wait::WaitStatus {
+    let pid = nix::unistd::Pid::from_raw(pid);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    wait_for(
+        limit,
+        "the successor to exit",
+        || match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(nix::sys::wait::WaitStatus::StillAlive) => None,
+            Ok(st) => Some(st),
+            Err(e) => panic!("waitpid {pid}: {e}"),
+        },
+    )
+}
+
 impl Drop for Hookd {
     /// Kills what this test started, successors of a hand-off included (they
     /// are known by their `MAINPID=` and still name our config file), so a
