@@ -9,7 +9,7 @@ use super::*;
 
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fuzz/corpus")
+        .join("tests/fuzz/seeds")
         .join(target);
     let mut out = Vec::new();
     let entries = std::fs::read_dir(&dir)
