@@ -18,4 +18,13 @@ mod metrics;
 mod spool;
 mod systemd;
 
+// Entry points for the fuzz targets in tests/fuzz/ (built with `--cfg fuzzing`,
+// which cargo-fuzz sets) and for the unit tests that replay their corpora and
+// run the spool model with fixed seeds. Not part of hookd's interface.
+#[cfg(fuzzing)]
+pub mod fuzz_api;
+#[cfg(all(test, not(fuzzing)))]
+#[allow(unreachable_pub)]
+mod fuzz_api;
+
 pub use cli::main;

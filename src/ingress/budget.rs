@@ -25,7 +25,7 @@ impl Budget {
     }
 
     /// Bytes reserved now, by every request together.
-    #[cfg(test)]
+    #[cfg(any(test, fuzzing))]
     pub(crate) fn used(&self) -> u64 {
         self.used.load(Ordering::Acquire)
     }

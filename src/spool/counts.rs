@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use rusqlite::{params, Connection};
 
-use super::ItemState;
+use super::{DepthRow, ItemState};
 
 /// Count changes one transaction owes `item_counts`, by hook.
 #[derive(Debug, Default)]
@@ -67,6 +67,37 @@ impl Deltas {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.0.values().all(|row| row.iter().all(|n| *n == 0))
+    }
+
+    /// `rows` (the table as read inside the batch's transaction) with these
+    /// changes, which reach the table only before COMMIT, added: a depth read
+    /// queued after a command that is not waited on (a detached complete)
+    /// then counts it, as it sees its row. Same order and no-zero rule as
+    /// the table's read.
+    pub(crate) fn overlay(&self, rows: Vec<DepthRow>) -> Vec<DepthRow> {
+        let mut all: Vec<(String, ItemState, i64)> = rows
+            .into_iter()
+            .map(|r| (r.hook, r.state, i64::try_from(r.count).unwrap_or(i64::MAX)))
+            .collect();
+        for (hook, row) in &self.0 {
+            for (state, n) in STATES.iter().zip(row) {
+                match all.iter_mut().find(|(h, s, _)| h == hook && s == state) {
+                    Some(r) => r.2 += n,
+                    None => all.push((hook.clone(), *state, *n)),
+                }
+            }
+        }
+        let mut out: Vec<DepthRow> = all
+            .into_iter()
+            .filter(|r| r.2 > 0)
+            .map(|(hook, state, n)| DepthRow {
+                hook,
+                state,
+                count: n.unsigned_abs(),
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.hook, a.state.as_str()).cmp(&(&b.hook, b.state.as_str())));
+        out
     }
 
     /// Writes the changes (inside the caller's transaction) and forgets them.
@@ -137,5 +168,25 @@ mod tests {
         assert_eq!(d.0["a"], [0, 1, 0, 0]);
         d.add("a", ItemState::Leased, -1);
         assert!(d.is_empty());
+    }
+
+    #[test]
+    fn overlay_adds_unwritten_changes_to_the_table_read() {
+        let row = |hook: &str, state, count| DepthRow {
+            hook: hook.into(),
+            state,
+            count,
+        };
+        let mut d = Deltas::default();
+        d.moved("a", ItemState::Leased, ItemState::Done, 1);
+        d.add("b", ItemState::Pending, 2);
+        let table = vec![row("a", ItemState::Leased, 1)];
+        assert_eq!(
+            d.overlay(table),
+            vec![
+                row("a", ItemState::Done, 1),
+                row("b", ItemState::Pending, 2)
+            ]
+        );
     }
 }

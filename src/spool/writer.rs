@@ -467,7 +467,7 @@ impl Writer {
                 batch.settle(&self.conn, reply, res);
             }
             Cmd::Depth(reply) => {
-                let res = self.depth();
+                let res = self.depth().map(|rows| batch.counts.overlay(rows));
                 batch.settle(&self.conn, reply, res);
             }
             Cmd::NextDue(hook, reply) => {
