@@ -287,6 +287,11 @@ pub(crate) struct HookConfig {
     /// `dedup_header` and the preset's default folded in.
     #[serde(skip)]
     pub dedup: Option<DedupConfig>,
+    /// For a scheme without a signed timestamp: the same signed content
+    /// (body, and what else the signature covers) again within this long is
+    /// a replay, answered as a duplicate even under a new delivery id.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub replay_window: Option<Duration>,
     /// What a newly spooled webhook is answered with; default 202 and the JSON id.
     #[serde(default)]
     pub respond: Option<RespondConfig>,
@@ -405,6 +410,17 @@ pub(crate) struct VerifyConfig {
     pub tolerance: Duration,
     /// Meta's subscription handshake token.
     pub verify_token: Option<SecretSource>,
+}
+
+impl VerifyConfig {
+    /// Whether the signature covers a timestamp judged against `tolerance`.
+    pub(crate) fn timestamped(&self) -> bool {
+        match self.scheme {
+            Scheme::Slack | Scheme::Stripe | Scheme::StandardWebhooks => true,
+            Scheme::Hmac | Scheme::HmacSha256 => self.timestamp_header.is_some(),
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -803,6 +819,26 @@ impl HookConfig {
             .is_some_and(|w| w.is_zero())
         {
             return Err((vspan, "dedup.window must be more than zero".into()));
+        }
+        if let Some(w) = self.replay_window {
+            if w.is_zero() {
+                return Err((vspan, "replay_window must be more than zero".into()));
+            }
+            if self.verify.timestamped() {
+                return Err((
+                    vspan,
+                    format!(
+                        "replay_window: scheme \"{}\" signs a timestamp and already refuses a replay within its tolerance (verify.tolerance); remove replay_window",
+                        scheme_name(self.verify.scheme)
+                    ),
+                ));
+            }
+            if self.verify.scheme == Scheme::None {
+                return Err((
+                    vspan,
+                    "replay_window needs a verify scheme: with scheme \"none\" anyone can send a new body".into(),
+                ));
+            }
         }
         Ok(())
     }

@@ -74,8 +74,10 @@ fn decode(data: &[u8]) -> Vec<Op> {
 enum Due {
     /// Retried to a time long past.
     Past(u8),
-    /// Enqueued: due at its insert time, which grows with the id.
-    Enqueued,
+    /// Enqueued or revived by op `n`: due at that time, which grows with `n`
+    /// (a revive waits for the next millisecond before and after, so no
+    /// insert shares its time).
+    At(usize),
     /// Retried to an hour from now.
     Later,
 }
@@ -141,6 +143,15 @@ impl Run<'_> {
             Op::Enqueue { hook, dedup } => {
                 let dedup = dedup.map(|d| format!("d{d}"));
                 let body = format!("body {n}").into_bytes();
+                let revive = self.items.iter().any(|m| {
+                    m.hook == hook
+                        && dedup.is_some()
+                        && m.dedup == dedup
+                        && m.state == ItemState::Dead
+                });
+                if revive {
+                    next_millisecond();
+                }
                 let got = self
                     .rt
                     .block_on(self.spool().enqueue(NewItem {
@@ -149,14 +160,27 @@ impl Run<'_> {
                         received_at: SystemTime::now(),
                         headers: vec![("x-n".into(), n.to_string().into_bytes())],
                         body: Bytes::from(body.clone()),
+                        repeats: Default::default(),
                     }))
                     .unwrap_or_else(|e| panic!("spool model: enqueue: {e}"));
+                if revive {
+                    next_millisecond();
+                }
                 let first = self
                     .items
-                    .iter()
+                    .iter_mut()
                     .find(|m| m.hook == hook && dedup.is_some() && m.dedup == dedup);
                 match (first, got) {
-                    (Some(m), Enqueued::Duplicate(id)) => assert_eq!(id, m.id, "duplicate of"),
+                    (Some(m), Enqueued::Revived(id)) if m.state == ItemState::Dead => {
+                        assert_eq!(id, m.id, "revived");
+                        m.state = ItemState::Pending;
+                        m.attempts = 0;
+                        m.due = Due::At(n);
+                        m.last_error = None;
+                    }
+                    (Some(m), Enqueued::Duplicate(id)) if m.state != ItemState::Dead => {
+                        assert_eq!(id, m.id, "duplicate of")
+                    }
                     (None, Enqueued::New(id)) => {
                         let last = self.items.last().map_or(0, |m| m.id);
                         assert!(id > last, "new id {id} not above {last}");
@@ -167,7 +191,7 @@ impl Run<'_> {
                             body,
                             state: ItemState::Pending,
                             attempts: 0,
-                            due: Due::Enqueued,
+                            due: Due::At(n),
                             expired: false,
                             last_error: None,
                         });
@@ -393,6 +417,18 @@ impl Run<'_> {
             .map(|m| (m.id, m.state.as_str().to_string(), m.attempts, None))
             .collect();
         assert_eq!(rows, want, "rows after close (no lease survives a close)");
+    }
+}
+
+/// Waits (at most about 50 ms) until the wall clock's millisecond changes.
+fn next_millisecond() {
+    let ms = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let start = ms(SystemTime::now());
+    for _ in 0..500 {
+        if ms(SystemTime::now()) != start {
+            return;
+        }
+        std::thread::sleep(Duration::from_micros(100));
     }
 }
 

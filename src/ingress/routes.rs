@@ -28,7 +28,7 @@ use super::response::{self, Body, Refusal};
 use super::verify::Verifier;
 use crate::config::{Config, HookConfig};
 use crate::metrics::{Gauges, Metrics, Reject};
-use crate::spool::{Enqueued, NewItem, Spool};
+use crate::spool::{Enqueued, NewItem, Repeats, ReplayKey, Spool};
 
 /// One configured hook, ready to serve.
 #[derive(Clone)]
@@ -273,13 +273,42 @@ async fn hook(
     }
     check_json_body(route, &body)?;
     let dedup_id = delivery_id(route, &parts.headers, &body)?;
+    let repeats = repeats(route, &parts.headers, &body);
     let mut headers = parts.headers;
     // A shared token in its own header (scheme token) is a credential: not kept.
     if let Some(h) = route.verifier.credential_header() {
         headers.remove(h);
     }
     let headers = kept_headers(&headers, client);
-    spool(ing, route, name, dedup_id, headers, body, now).await
+    let item = NewItem {
+        hook: name.to_string(),
+        dedup_id,
+        received_at: now,
+        headers,
+        body,
+        repeats,
+    };
+    spool(ing, route, item).await
+}
+
+/// How the spool tells this request's repeats: the hook's dedup window,
+/// and a replay key when the hook has replay protection (always for a
+/// signed timestamp, within twice its tolerance: the longest two copies
+/// can both pass the timestamp check; else with `replay_window`).
+fn repeats(route: &Route, headers: &HeaderMap, body: &[u8]) -> Repeats {
+    let v = &route.verifier;
+    let window = if v.timestamped() {
+        Some(v.tolerance().saturating_mul(2))
+    } else {
+        route.hook.replay_window
+    };
+    Repeats {
+        dedup_window: route.hook.dedup.as_ref().and_then(|d| d.window),
+        replay: window.and_then(|window| {
+            v.signed_digest(headers, body)
+                .map(|digest| ReplayKey { digest, window })
+        }),
+    }
 }
 
 /// Refuses a client outside the hook's `allow_ips`, or one whose address
@@ -466,22 +495,9 @@ fn delivery_id(route: &Route, headers: &HeaderMap, body: &[u8]) -> Result<Option
 
 /// Answers 202 only once the item is committed; a duplicate of a committed
 /// item is 200 with the first one's id.
-async fn spool(
-    ing: &Ingress,
-    route: &Route,
-    name: &str,
-    dedup_id: Option<String>,
-    headers: Vec<(String, Vec<u8>)>,
-    body: Bytes,
-    now: SystemTime,
-) -> Result<Response<Body>, Refusal> {
-    let item = NewItem {
-        hook: name.to_string(),
-        dedup_id,
-        received_at: now,
-        headers,
-        body,
-    };
+async fn spool(ing: &Ingress, route: &Route, item: NewItem) -> Result<Response<Body>, Refusal> {
+    let name = item.hook.clone();
+    let name = name.as_str();
     // The item may still commit after the deadline; the sender, told 503,
     // retries, and the dedup header or the action's idempotence absorbs the
     // copy. Never the other way round: no 2xx before the commit.
@@ -503,6 +519,35 @@ async fn spool(
             Ok(response::json(
                 StatusCode::ACCEPTED,
                 &serde_json::json!({"id": id, "status": "queued"}),
+            ))
+        }
+        Ok(Enqueued::Revived(id)) => {
+            tracing::info!(
+                hook = name,
+                delivery_id = id,
+                hookd_event = "revived",
+                "a redelivery of dead item {id}: pending again with a fresh attempt count"
+            );
+            ing.metrics.spooled(name);
+            if let Some(r) = &route.hook.respond {
+                return Ok(super::respond::configured(r));
+            }
+            Ok(response::json(
+                StatusCode::ACCEPTED,
+                &serde_json::json!({"id": id, "status": "revived"}),
+            ))
+        }
+        Ok(Enqueued::Replay(id)) => {
+            tracing::warn!(
+                hook = name,
+                delivery_id = id,
+                hookd_event = "replay",
+                "the same signed request as item {id} within its replay window; not spooled"
+            );
+            ing.metrics.duplicate(name);
+            Ok(response::json(
+                StatusCode::OK,
+                &serde_json::json!({"id": id, "status": "duplicate"}),
             ))
         }
         Ok(Enqueued::Duplicate(id)) => {

@@ -451,6 +451,70 @@ impl Verifier {
         }
     }
 
+    /// Whether the signature covers a timestamp judged against the tolerance
+    /// (slack, stripe, standard-webhooks, hmac with `timestamp_header`).
+    pub(crate) fn timestamped(&self) -> bool {
+        match &self.check {
+            Check::Hmac(s) => s.timestamp.is_some(),
+            Check::Stripe | Check::StandardWebhooks => true,
+            _ => false,
+        }
+    }
+
+    /// How far a signed timestamp may be from the clock, either way.
+    pub(crate) fn tolerance(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.tolerance_secs)
+    }
+
+    /// SHA-256 of what a request's signature covers (the signed string of
+    /// the HMAC schemes, `t.body` for Stripe, `id.timestamp.body` for
+    /// Standard Webhooks, the body for the token schemes): the same digest
+    /// again is the same signed request, however its headers were spelled.
+    /// Call after [`Verifier::verify`] passed; `None` if the headers it read
+    /// are no longer there.
+    pub(crate) fn signed_digest(&self, headers: &HeaderMap, body: &[u8]) -> Option<[u8; 32]> {
+        let mut h = Sha256::new();
+        match &self.check {
+            Check::Hmac(s) => {
+                let ts = match &s.timestamp {
+                    None => "",
+                    Some((name, display)) => single(headers, name, display).ok()?,
+                };
+                for p in &s.template {
+                    match p {
+                        Part::Literal(l) => h.update(l.as_bytes()),
+                        Part::Body => h.update(body),
+                        Part::Timestamp => h.update(ts.as_bytes()),
+                        Part::Header(n, display) => h.update(single(headers, n, display).ok()?),
+                    }
+                }
+            }
+            Check::Stripe => {
+                let value = single(headers, &self.headers[0], STRIPE_SIGNATURE).ok()?;
+                let parsed = parse_stripe(value).ok()?;
+                h.update(parsed.t_text.as_bytes());
+                h.update(b".");
+                h.update(body);
+            }
+            Check::StandardWebhooks => {
+                let names = STANDARD_WEBHOOKS
+                    .iter()
+                    .find(|n| headers.contains_key(n.signature))
+                    .unwrap_or(&STANDARD_WEBHOOKS[0]);
+                let hn = HeaderName::from_static;
+                h.update(single(headers, &hn(names.id), names.id).ok()?);
+                h.update(b".");
+                h.update(single(headers, &hn(names.timestamp), names.timestamp).ok()?);
+                h.update(b".");
+                h.update(body);
+            }
+            Check::Bearer(_) | Check::Token { .. } | Check::Basic(_) | Check::None => {
+                h.update(body)
+            }
+        }
+        Some(h.finalize().into())
+    }
+
     /// What can be refused from the headers alone, before the body is read:
     /// a credential that is missing or malformed, or a token that is wrong
     /// (tokens do not depend on the body). A signature over the body is not

@@ -170,12 +170,36 @@ impl std::str::FromStr for ItemState {
 #[derive(Debug, Clone)]
 pub(crate) struct NewItem {
     pub hook: String,
-    /// The dedup header's value, if the hook has one and the request carried it.
+    /// The dedup key's value, if the hook has one and the request carried it.
     pub dedup_id: Option<String>,
     pub received_at: SystemTime,
     /// Request headers as received (name lower-case), hop-by-hop ones removed.
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Bytes,
+    /// How long a repeat of this item is recognised as one.
+    pub repeats: Repeats,
+}
+
+/// How [`Spool::enqueue`] recognises a repeat, in the same transaction as
+/// the insert. Both keys live in the item's own row (`dedup_id`,
+/// `replay_key`) and leave with it at the retention purge: a window costs
+/// one index entry per item and no table of its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Repeats {
+    /// A repeat of `dedup_id` arriving this long after the hook's latest
+    /// item with that id is spooled anew; `None`: as long as that item is kept.
+    pub dedup_window: Option<Duration>,
+    /// What the request's signature covers, hashed: the same digest again
+    /// within its window is a replay.
+    pub replay: Option<ReplayKey>,
+}
+
+/// A replay-protection key: the SHA-256 of the signed content, and how long
+/// after an accepted copy's arrival another copy counts as a replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ReplayKey {
+    pub digest: [u8; 32],
+    pub window: Duration,
 }
 
 /// Outcome of [`Spool::enqueue`].
@@ -183,8 +207,15 @@ pub(crate) struct NewItem {
 pub(crate) enum Enqueued {
     /// Durable now, with this id.
     New(i64),
-    /// Same hook and dedup id seen before: the first item's id; nothing written.
+    /// Same hook and dedup id seen within the window: the first item's id;
+    /// nothing written.
     Duplicate(i64),
+    /// Same hook and dedup id as a dead item (a provider's redelivery): that
+    /// item is pending again with a fresh attempt count, durable now.
+    Revived(i64),
+    /// The same signed content as an item accepted within the replay
+    /// window, under another (or no) dedup id: that item's id; nothing written.
+    Replay(i64),
 }
 
 /// A stored item as read back from the spool.

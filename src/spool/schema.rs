@@ -90,6 +90,16 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     INSERT INTO item_counts (hook, state, n)
         SELECT hook, state, count(*) FROM items GROUP BY hook, state;
     "#,
+    // v3: dedup windows and replay protection. A dedup id may recur once its
+    // window is over, so its index is no longer unique (the writer looks up
+    // the latest item per id). replay_key: SHA-256 of the signed content of
+    // hooks with replay protection; both leave with their item at the purge.
+    r#"
+    DROP INDEX items_dedup;
+    CREATE INDEX items_dedup ON items (hook, dedup_id) WHERE dedup_id IS NOT NULL;
+    ALTER TABLE items ADD COLUMN replay_key BLOB;
+    CREATE INDEX items_replay ON items (hook, replay_key) WHERE replay_key IS NOT NULL;
+    "#,
 ];
 
 /// Schema version this build writes and understands.

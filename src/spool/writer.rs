@@ -434,9 +434,18 @@ impl Writer {
         match cmd {
             Cmd::Enqueue(item, reply) => {
                 let res = self.enqueue(&item);
-                if matches!(res, Ok(Enqueued::New(_))) {
-                    batch.wake = true;
-                    batch.counts.add(&item.hook, ItemState::Pending, 1);
+                match res {
+                    Ok(Enqueued::New(_)) => {
+                        batch.wake = true;
+                        batch.counts.add(&item.hook, ItemState::Pending, 1);
+                    }
+                    Ok(Enqueued::Revived(_)) => {
+                        batch.wake = true;
+                        batch
+                            .counts
+                            .moved(&item.hook, ItemState::Dead, ItemState::Pending, 1);
+                    }
+                    _ => {}
                 }
                 batch.settle(&self.conn, reply, res);
             }
@@ -488,25 +497,59 @@ impl Writer {
         })
     }
 
+    /// Inserts `item` unless it repeats one: the hook's latest item with its
+    /// dedup id, within the dedup window, is a duplicate (or, if dead, is
+    /// revived); failing that, an item with its replay key within the
+    /// replay window makes it a replay. Runs inside the batch's transaction,
+    /// so the check and the insert commit (or fail) together.
     fn enqueue(&self, item: &NewItem) -> Result<Enqueued, SpoolError> {
+        let arrived = to_ms(item.received_at);
         if let Some(dedup) = &item.dedup_id {
-            let first: Option<i64> = self
+            let latest: Option<(i64, ItemState, i64)> = self
                 .conn
                 .prepare_cached(sql::FIND_DEDUP)?
-                .query_row(params![item.hook, dedup], |r| r.get(0))
+                .query_row(params![item.hook, dedup], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()?;
+            if let Some((id, state, first_arrived)) = latest {
+                let window = item.repeats.dedup_window.map(duration_ms);
+                let within = window.is_none_or(|w| arrived < first_arrived.saturating_add(w));
+                if within && state == ItemState::Dead {
+                    let now = now_ms();
+                    let n = self
+                        .conn
+                        .prepare_cached(sql::REVIVE)?
+                        .execute(params![id, now])?;
+                    if n > 0 {
+                        return Ok(Enqueued::Revived(id));
+                    }
+                }
+                if within {
+                    return Ok(Enqueued::Duplicate(id));
+                }
+            }
+        }
+        if let Some(key) = &item.repeats.replay {
+            let since = arrived.saturating_sub(duration_ms(key.window));
+            let first: Option<i64> = self
+                .conn
+                .prepare_cached(sql::FIND_REPLAY)?
+                .query_row(params![item.hook, &key.digest[..], since], |r| r.get(0))
                 .optional()?;
             if let Some(id) = first {
-                return Ok(Enqueued::Duplicate(id));
+                return Ok(Enqueued::Replay(id));
             }
         }
         let now = now_ms();
         self.conn.prepare_cached(sql::INSERT)?.execute(params![
             item.hook,
             item.dedup_id,
-            to_ms(item.received_at),
+            arrived,
             encode_headers(&item.headers),
             &item.body[..],
             now,
+            item.repeats.replay.as_ref().map(|k| &k.digest[..]),
         ])?;
         Ok(Enqueued::New(self.conn.last_insert_rowid()))
     }
@@ -711,6 +754,11 @@ impl Writer {
     }
 }
 
+/// A duration in milliseconds, saturating.
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// Whether a claim failed reading the row into an [`Item`] (a column
 /// SQLite returned fine but that does not decode), not in SQLite itself.
 fn undecodable(e: &rusqlite::Error) -> bool {
@@ -738,11 +786,19 @@ pub(crate) fn depth(conn: &Connection) -> Result<Vec<DepthRow>, SpoolError> {
 
 /// Hot-path SQL, kept together so a test can check every plan uses an index.
 pub(crate) mod sql {
-    pub(crate) const FIND_DEDUP: &str = "SELECT id FROM items WHERE hook = ?1 AND dedup_id = ?2";
+    /// The latest item with this dedup id (older ones are past their window).
+    pub(crate) const FIND_DEDUP: &str = "SELECT id, state, received_at FROM items \
+         WHERE hook = ?1 AND dedup_id = ?2 ORDER BY id DESC LIMIT 1";
+    pub(crate) const FIND_REPLAY: &str = "SELECT id FROM items \
+         WHERE hook = ?1 AND replay_key = ?2 AND received_at >= ?3 ORDER BY id LIMIT 1";
+    /// A redelivered dead item: pending again, due now, attempts from zero.
+    pub(crate) const REVIVE: &str = "UPDATE items SET state = 'pending', attempts = 0, \
+         next_attempt = ?2, last_error = NULL, updated_at = ?2 \
+         WHERE id = ?1 AND state = 'dead'";
     pub(crate) const INSERT: &str =
         "INSERT INTO items (hook, dedup_id, received_at, headers, body, \
-         state, attempts, next_attempt, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6)";
+         state, attempts, next_attempt, updated_at, replay_key) \
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6, ?7)";
     pub(crate) const EXPIRED_LEASES: &str =
         "SELECT id FROM items WHERE hook = ?1 AND state = 'leased' \
          AND lease_expiry < ?2 ORDER BY id LIMIT ?3";
@@ -795,6 +851,8 @@ pub(crate) mod sql {
     #[cfg(test)]
     pub(crate) const HOT: &[(&str, usize)] = &[
         (FIND_DEDUP, 2),
+        (FIND_REPLAY, 3),
+        (REVIVE, 2),
         (EXPIRED_LEASES, 3),
         (DUE_PENDING, 3),
         (LIVE_LEASE, 2),

@@ -528,3 +528,142 @@ async fn a_row_that_cannot_be_decoded_is_marked_dead_and_claims_go_on() {
     assert_counts_match_rows(dir.path());
     spool.close().await;
 }
+
+fn with_window(mut new: NewItem, window: Duration, ago: Duration) -> NewItem {
+    new.repeats.dedup_window = Some(window);
+    new.received_at = SystemTime::now() - ago;
+    new
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_within_the_dedup_window_is_a_duplicate_and_after_it_a_new_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path(), "a");
+    let hour = Duration::from_secs(3600);
+    // First copy arrived 90 minutes ago, window one hour: it is over.
+    let old = with_window(item("gh", Some("d"), b"1"), hour, Duration::from_secs(5400));
+    let Enqueued::New(first) = spool.enqueue(old).await.unwrap() else {
+        panic!("first copy must be new")
+    };
+    let now = with_window(item("gh", Some("d"), b"2"), hour, Duration::ZERO);
+    let Enqueued::New(second) = spool.enqueue(now.clone()).await.unwrap() else {
+        panic!("a repeat after the window must be spooled anew")
+    };
+    assert!(second > first);
+    // Within the window of the latest copy: a duplicate of that one.
+    assert_eq!(
+        spool.enqueue(now.clone()).await.unwrap(),
+        Enqueued::Duplicate(second)
+    );
+    // No window: a duplicate as long as the item is kept, however old.
+    let mut forever = now;
+    forever.repeats.dedup_window = None;
+    forever.received_at = SystemTime::now() + Duration::from_secs(365 * 86400);
+    assert_eq!(
+        spool.enqueue(forever).await.unwrap(),
+        Enqueued::Duplicate(second)
+    );
+    let depth = spool.depth().await.unwrap();
+    assert_eq!(depth_of(&depth, "gh", ItemState::Pending), 2);
+    spool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_of_a_dead_item_revives_it_and_a_repeat_of_a_done_one_stays_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path(), "a");
+    let Enqueued::New(dead) = spool.enqueue(item("gh", Some("x"), b"1")).await.unwrap() else {
+        panic!()
+    };
+    let Enqueued::New(done) = spool.enqueue(item("gh", Some("y"), b"2")).await.unwrap() else {
+        panic!()
+    };
+    let claimed = spool.claim(claim_req("gh", 10, false, LONG)).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    spool.mark_dead(dead, "gave up").await.unwrap();
+    spool.complete(done).await.unwrap();
+
+    assert_eq!(
+        spool
+            .enqueue(item("gh", Some("x"), b"again"))
+            .await
+            .unwrap(),
+        Enqueued::Revived(dead)
+    );
+    assert_eq!(
+        spool
+            .enqueue(item("gh", Some("y"), b"again"))
+            .await
+            .unwrap(),
+        Enqueued::Duplicate(done)
+    );
+    // Revived once: a second repeat while it is pending is a duplicate.
+    assert_eq!(
+        spool
+            .enqueue(item("gh", Some("x"), b"again"))
+            .await
+            .unwrap(),
+        Enqueued::Duplicate(dead)
+    );
+    let depth = spool.depth().await.unwrap();
+    assert_eq!(depth_of(&depth, "gh", ItemState::Pending), 1);
+    assert_eq!(depth_of(&depth, "gh", ItemState::Dead), 0);
+    assert_eq!(depth_of(&depth, "gh", ItemState::Done), 1);
+    let again = spool.claim(claim_req("gh", 10, false, LONG)).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, dead);
+    assert_eq!(again[0].attempts, 0, "a fresh attempt count");
+    assert_eq!(again[0].last_error, None);
+    assert_eq!(&again[0].body[..], b"1", "the stored copy is kept");
+    spool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_replay_key_within_its_window_is_a_replay_under_any_dedup_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path(), "a");
+    let key = |digest: u8, window: Duration| crate::spool::ReplayKey {
+        digest: [digest; 32],
+        window,
+    };
+    let hour = Duration::from_secs(3600);
+    let mut a = item("gh", Some("d-1"), b"body");
+    a.repeats.replay = Some(key(1, hour));
+    a.received_at = SystemTime::now() - Duration::from_secs(600);
+    let Enqueued::New(first) = spool.enqueue(a.clone()).await.unwrap() else {
+        panic!()
+    };
+    // A new delivery id, same signed content, ten minutes later.
+    let mut b = a.clone();
+    b.dedup_id = Some("d-2".into());
+    b.received_at = SystemTime::now();
+    assert_eq!(
+        spool.enqueue(b.clone()).await.unwrap(),
+        Enqueued::Replay(first)
+    );
+    let mut no_id = b.clone();
+    no_id.dedup_id = None;
+    assert_eq!(spool.enqueue(no_id).await.unwrap(), Enqueued::Replay(first));
+    // A window shorter than the gap: accepted.
+    let mut late = b.clone();
+    late.repeats.replay = Some(key(1, Duration::from_secs(60)));
+    assert!(matches!(
+        spool.enqueue(late).await.unwrap(),
+        Enqueued::New(_)
+    ));
+    // Another digest, or another hook: accepted.
+    let mut other = b.clone();
+    other.dedup_id = Some("d-3".into());
+    other.repeats.replay = Some(key(2, hour));
+    assert!(matches!(
+        spool.enqueue(other).await.unwrap(),
+        Enqueued::New(_)
+    ));
+    let mut elsewhere = a.clone();
+    elsewhere.hook = "other".into();
+    assert!(matches!(
+        spool.enqueue(elsewhere).await.unwrap(),
+        Enqueued::New(_)
+    ));
+    spool.close().await;
+}
