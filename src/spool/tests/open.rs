@@ -268,3 +268,25 @@ async fn v1_spool_migrates_and_recounts_once_its_v1_partner_is_gone() {
     assert_counts_match_rows(dir.path());
     spool.close().await;
 }
+
+/// A schema-2 spool (unique dedup index, no replay_key) with an item that
+/// has a dedup id: after the v3 migration its repeat is still a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_spool_migrates_to_v3_and_keeps_its_dedup_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = rusqlite::Connection::open(spool_path(dir.path())).unwrap();
+    conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
+    conn.execute_batch(schema::MIGRATIONS[1]).unwrap();
+    conn.pragma_update(None, "user_version", 2).unwrap();
+    conn.execute(
+        "INSERT INTO items (hook, dedup_id, received_at, headers, body, state, next_attempt, updated_at) \
+         VALUES ('gh', 'd-1', ?1, x'', x'', 'done', 0, 0)",
+        [crate::spool::codec::now_ms()],
+    )
+    .unwrap();
+    let spool = open(dir.path(), "v3");
+    assert_eq!(schema::user_version(&conn).unwrap(), SCHEMA_VERSION);
+    let got = spool.enqueue(item("gh", Some("d-1"), b"x")).await.unwrap();
+    assert_eq!(got, crate::spool::Enqueued::Duplicate(1));
+    spool.close().await;
+}
