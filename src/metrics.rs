@@ -134,6 +134,9 @@ pub(crate) struct Metrics {
     received: Family,
     spooled: Family,
     duplicates: Family,
+    revived: Family,
+    replays: Family,
+    handshakes: Family,
     rejected: Family,
     delivered: Family,
     failed: Family,
@@ -152,6 +155,9 @@ impl Default for Metrics {
             received: Family::default(),
             spooled: Family::default(),
             duplicates: Family::default(),
+            revived: Family::default(),
+            replays: Family::default(),
+            handshakes: Family::default(),
             rejected: Family::default(),
             delivered: Family::default(),
             failed: Family::default(),
@@ -174,6 +180,18 @@ impl Metrics {
     }
     pub(crate) fn duplicate(&self, hook: &str) {
         self.duplicates.inc(&[hook]);
+    }
+    /// A redelivery put a dead item back to pending.
+    pub(crate) fn revived(&self, hook: &str) {
+        self.revived.inc(&[hook]);
+    }
+    /// A replay (counted among the duplicates too): the same signed request again.
+    pub(crate) fn replay(&self, hook: &str) {
+        self.replays.inc(&[hook]);
+    }
+    /// A provider handshake answered with its challenge; `kind` is a fixed label.
+    pub(crate) fn handshake(&self, hook: &str, kind: &'static str) {
+        self.handshakes.inc(&[hook, kind]);
     }
     /// `hook` is empty when the request named none we know.
     pub(crate) fn rejected(&self, hook: &str, why: Reject) {
@@ -212,7 +230,7 @@ impl Metrics {
     /// The whole exposition, counters first, then `gauges`, then histograms.
     pub(crate) fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &[&str], &Family); 8] = [
+        let counters: [(&str, &str, &[&str], &Family); 11] = [
             (
                 "hookd_received_total",
                 "Webhook requests received for a known hook.",
@@ -230,6 +248,24 @@ impl Metrics {
                 "Requests answered with an earlier id (same delivery id).",
                 &["hook"],
                 &self.duplicates,
+            ),
+            (
+                "hookd_revived_total",
+                "Dead items put back to pending by a redelivery of the same delivery id.",
+                &["hook"],
+                &self.revived,
+            ),
+            (
+                "hookd_replays_total",
+                "Requests with the same signed content as one accepted within its replay window.",
+                &["hook"],
+                &self.replays,
+            ),
+            (
+                "hookd_handshakes_total",
+                "Provider handshakes answered (not spooled), by kind.",
+                &["hook", "kind"],
+                &self.handshakes,
             ),
             (
                 "hookd_rejected_total",

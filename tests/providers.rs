@@ -572,3 +572,55 @@ fn check_config_explain_and_bad_secret_files() {
     );
     assert!(err.contains(&tw), "{err}");
 }
+
+fn metrics_text(h: &Hookd) -> String {
+    let r = request(h.metrics_addr(), "GET", "/metrics", &[], b"").unwrap();
+    assert_eq!(r.status, 200);
+    text(&r)
+}
+
+#[test]
+fn basic_401_names_its_realm_and_answered_handshakes_are_counted_by_kind() {
+    let (_dir, h) = setup();
+    let before = total(&h);
+    // No credentials: 401 with the challenge a client (curl, a browser) answers.
+    let r = post(&h, "basic", &[], b"{}");
+    refused(&h, &r, 401, "token_missing", before);
+    assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"hookd\""));
+    // Wrong credentials: 403, no challenge (they were sent and refused).
+    let wrong = format!("Basic {}", B64.encode("hookd:nope"));
+    let r = post(&h, "basic", &[("Authorization", &wrong)], b"{}");
+    refused(&h, &r, 403, "token_mismatch", before);
+    assert_eq!(r.header("www-authenticate"), None);
+    // A signature scheme's 401 has no HTTP authentication challenge.
+    let r = post(&h, "slack", &[], b"{}");
+    refused(&h, &r, 401, "signature_missing", before);
+    assert_eq!(r.header("www-authenticate"), None);
+
+    // Slack's url_verification answered: counted; an unsigned one: not.
+    let body = br#"{"type":"url_verification","challenge":"c1"}"#;
+    let (sig, ts) = slack_headers(body, now(), SLACK_SECRET);
+    let hs = [
+        ("X-Slack-Signature", sig.as_str()),
+        ("X-Slack-Request-Timestamp", ts.as_str()),
+    ];
+    assert_eq!(post(&h, "slack", &hs, body).status, 200);
+    assert_eq!(post(&h, "slack", &hs, body).status, 200);
+    // Meta's GET check, right token and wrong token.
+    let q = format!("hub.mode=subscribe&hub.verify_token={META_TOKEN}&hub.challenge=42");
+    let r = request(h.addr(), "GET", &format!("/hooks/meta?{q}"), &[], b"").unwrap();
+    assert_eq!(r.status, 200);
+    let q = "hub.mode=subscribe&hub.verify_token=wrong&hub.challenge=42";
+    let r = request(h.addr(), "GET", &format!("/hooks/meta?{q}"), &[], b"").unwrap();
+    assert_eq!(r.status, 403);
+    let m = metrics_text(&h);
+    assert!(
+        m.contains("hookd_handshakes_total{hook=\"slack\",kind=\"slack_url_verification\"} 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("hookd_handshakes_total{hook=\"meta\",kind=\"meta_subscribe\"} 1"),
+        "{m}"
+    );
+    assert_eq!(total(&h), before, "a handshake was spooled");
+}

@@ -52,6 +52,11 @@ impl Handshaker {
         Ok(Some(Handshaker { kind, verify_token }))
     }
 
+    /// Which provider's handshake this is.
+    pub(crate) fn kind(&self) -> Handshake {
+        self.kind
+    }
+
     /// A handshake that comes as a GET (Meta's subscription check). `None`: not
     /// one, carry on with the usual checks (a GET then answers 405).
     pub(crate) fn answer_get<B>(

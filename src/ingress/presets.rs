@@ -39,6 +39,18 @@ pub(crate) enum Handshake {
     ZoomUrlValidation,
 }
 
+impl Handshake {
+    /// The `kind` label of `hookd_handshakes_total`.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Handshake::SlackUrlVerification => "slack_url_verification",
+            Handshake::MetaSubscribe => "meta_subscribe",
+            Handshake::TwitchCallbackVerification => "twitch_callback_verification",
+            Handshake::ZoomUrlValidation => "zoom_url_validation",
+        }
+    }
+}
+
 fn header(name: &str) -> Option<DedupKey> {
     Some(DedupKey::Header(vec![name.to_string()]))
 }

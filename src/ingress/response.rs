@@ -72,6 +72,9 @@ pub(crate) struct Refusal {
     allow: Option<&'static str>,
     /// `Retry-After` on a 503: the refusal is temporary and says when to come back.
     retry_after: Option<u32>,
+    /// `WWW-Authenticate` on a 401 of an HTTP authentication scheme (basic,
+    /// bearer): a client learns which credentials to send.
+    challenge: Option<&'static str>,
 }
 
 impl Refusal {
@@ -85,6 +88,7 @@ impl Refusal {
             message: message.into(),
             allow: None,
             retry_after: None,
+            challenge: None,
         }
     }
 
@@ -104,6 +108,12 @@ impl Refusal {
         }
     }
 
+    /// Adds `WWW-Authenticate: <challenge>` (sent only on a 401).
+    pub(crate) fn challenge(mut self, challenge: Option<&'static str>) -> Self {
+        self.challenge = challenge;
+        self
+    }
+
     pub(crate) fn retry_after(mut self, secs: u32) -> Self {
         self.retry_after = Some(secs);
         self
@@ -115,6 +125,13 @@ impl Refusal {
         if let Some(allow) = self.allow {
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if let Some(c) = self
+            .challenge
+            .filter(|_| self.status == StatusCode::UNAUTHORIZED)
+        {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
         }
         if let Some(secs) = self.retry_after {
             resp.headers_mut()
@@ -141,5 +158,19 @@ mod tests {
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(r.headers()[header::RETRY_AFTER], "60");
         assert!(r.headers().get(header::ALLOW).is_none());
+
+        let basic = Some("Basic realm=\"hookd\"");
+        let r = Refusal::new(Reject::Unauthorized, "who?")
+            .challenge(basic)
+            .into_response();
+        assert_eq!(
+            r.headers()[header::WWW_AUTHENTICATE],
+            "Basic realm=\"hookd\""
+        );
+        // Not on a 403: the credentials were sent, and were wrong.
+        let r = Refusal::new(Reject::Forbidden, "no")
+            .challenge(basic)
+            .into_response();
+        assert!(r.headers().get(header::WWW_AUTHENTICATE).is_none());
     }
 }

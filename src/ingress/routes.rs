@@ -244,12 +244,10 @@ async fn hook(
     check_client(route, client)?;
     check_enabled(route)?;
     // Provider handshake by GET (Meta): answered here, never spooled.
-    if let Some(r) = route
-        .handshake
-        .as_ref()
-        .and_then(|h| h.answer_get(name, &req))
-    {
-        return Ok(r);
+    if let Some(h) = &route.handshake {
+        if let Some(r) = h.answer_get(name, &req) {
+            return Ok(handshake_answered(ing, name, h, r));
+        }
     }
     check_method(req.method())?;
     ing.metrics.received(name);
@@ -264,12 +262,10 @@ async fn hook(
     let key_index = check_signature(route, &parts.headers, &body, now)?;
     route.verifier.log_match(name, key_index);
     // Provider handshake by signed POST (Slack, Twitch, Zoom): answered, never spooled.
-    if let Some(r) = route
-        .handshake
-        .as_ref()
-        .and_then(|h| h.answer_post(name, &parts.headers, &body, &route.verifier, key_index))
-    {
-        return Ok(r);
+    if let Some(h) = &route.handshake {
+        if let Some(r) = h.answer_post(name, &parts.headers, &body, &route.verifier, key_index) {
+            return Ok(handshake_answered(ing, name, h, r));
+        }
     }
     check_json_body(route, &body)?;
     let dedup_id = delivery_id(route, &parts.headers, &body)?;
@@ -311,6 +307,20 @@ fn repeats(route: &Route, headers: &HeaderMap, body: &[u8]) -> Repeats {
     }
 }
 
+/// Counts a handshake that was answered with its challenge (a refused one,
+/// a 4xx, is not a handshake done).
+fn handshake_answered(
+    ing: &Ingress,
+    name: &str,
+    h: &Handshaker,
+    r: Response<Body>,
+) -> Response<Body> {
+    if r.status() == StatusCode::OK {
+        ing.metrics.handshake(name, h.kind().label());
+    }
+    r
+}
+
 /// Refuses a client outside the hook's `allow_ips`, or one whose address
 /// could not be established while the hook has a list.
 fn check_client(route: &Route, client: Option<std::net::IpAddr>) -> Result<(), Refusal> {
@@ -336,7 +346,7 @@ fn check_signature_headers(route: &Route, headers: &HeaderMap) -> Result<(), Ref
     route
         .verifier
         .check_headers(headers, SystemTime::now())
-        .map_err(signature_refusal)
+        .map_err(|e| signature_refusal(route, e))
 }
 
 /// This request's share of the body budget: its declared length now, or
@@ -463,17 +473,19 @@ fn check_signature(
     route
         .verifier
         .verify(headers, body, now)
-        .map_err(signature_refusal)
+        .map_err(|e| signature_refusal(route, e))
 }
 
-fn signature_refusal(e: super::verify::VerifyError) -> Refusal {
+fn signature_refusal(route: &Route, e: super::verify::VerifyError) -> Refusal {
     let why = match e.status() {
         StatusCode::UNAUTHORIZED => Reject::Unauthorized,
         StatusCode::FORBIDDEN => Reject::Forbidden,
         _ => Reject::Malformed,
     };
     // The scheme's own status and code say more than the generic ones.
-    Refusal::new(why, e.to_string()).answered_as(e.status(), e.code())
+    Refusal::new(why, e.to_string())
+        .answered_as(e.status(), e.code())
+        .challenge(route.verifier.challenge())
 }
 
 fn check_json_body(route: &Route, body: &[u8]) -> Result<(), Refusal> {
@@ -528,7 +540,7 @@ async fn spool(ing: &Ingress, route: &Route, item: NewItem) -> Result<Response<B
                 hookd_event = "revived",
                 "a redelivery of dead item {id}: pending again with a fresh attempt count"
             );
-            ing.metrics.spooled(name);
+            ing.metrics.revived(name);
             if let Some(r) = &route.hook.respond {
                 return Ok(super::respond::configured(r));
             }
@@ -545,6 +557,7 @@ async fn spool(ing: &Ingress, route: &Route, item: NewItem) -> Result<Response<B
                 "the same signed request as item {id} within its replay window; not spooled"
             );
             ing.metrics.duplicate(name);
+            ing.metrics.replay(name);
             Ok(response::json(
                 StatusCode::OK,
                 &serde_json::json!({"id": id, "status": "duplicate"}),

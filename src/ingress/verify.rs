@@ -451,6 +451,16 @@ impl Verifier {
         }
     }
 
+    /// The `WWW-Authenticate` challenge of an HTTP authentication scheme,
+    /// sent with its 401s; `None` for the signature schemes.
+    pub(crate) fn challenge(&self) -> Option<&'static str> {
+        match self.check {
+            Check::Basic(_) => Some("Basic realm=\"hookd\""),
+            Check::Bearer(_) => Some("Bearer realm=\"hookd\""),
+            _ => None,
+        }
+    }
+
     /// Whether the signature covers a timestamp judged against the tolerance
     /// (slack, stripe, standard-webhooks, hmac with `timestamp_header`).
     pub(crate) fn timestamped(&self) -> bool {
