@@ -624,3 +624,77 @@ fn basic_401_names_its_realm_and_answered_handshakes_are_counted_by_kind() {
     );
     assert_eq!(total(&h), before, "a handshake was spooled");
 }
+
+/// Slack's Events API set up against hookd as Slack does it: the URL check
+/// first, then an event, then Slack's retry of it (new timestamp and
+/// signature, `X-Slack-Retry-Num`) because the first answer was slow.
+#[test]
+fn slack_events_setup_answers_the_challenge_then_delivers_an_event_once_despite_a_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = write_secret(dir.path(), "slack", SLACK_SECRET);
+    let up = Upstream::ok();
+    let hooks = format!(
+        r#"[[hook]]
+name = "slack"
+preset = "slack-events"
+verify = {{ secret_file = "{secret}" }}
+action = {{ forward = "{}", timeout = "10s" }}
+"#,
+        up.url()
+    );
+    let mut h = Hookd::configure(dir.path(), &hooks);
+    h.start();
+    // A retry is signed anew: another timestamp (here 10 s per retry
+    // earlier, so never the first one's), so it is not a replay to hookd.
+    let signed = |body: &[u8], retry: Option<&str>| {
+        let back: u64 = retry.map_or(0, |n| 10 * n.parse::<u64>().unwrap());
+        let (sig, ts) = slack_headers(body, now() - back, SLACK_SECRET);
+        let mut hs = vec![
+            ("X-Slack-Signature".to_string(), sig),
+            ("X-Slack-Request-Timestamp".to_string(), ts),
+            ("Content-Type".to_string(), "application/json".to_string()),
+        ];
+        if let Some(n) = retry {
+            hs.push(("X-Slack-Retry-Num".into(), n.into()));
+            hs.push(("X-Slack-Retry-Reason".into(), "http_timeout".into()));
+        }
+        let hs: Vec<(&str, &str)> = hs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        post(&h, "slack", &hs, body)
+    };
+
+    let check = br#"{"token":"t","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
+    let r = signed(check, None);
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(
+        r.json()["challenge"],
+        "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
+    );
+
+    let ev = br#"{"type":"event_callback","event_id":"Ev08MFMKH6","event_time":1700000000,"event":{"type":"app_mention","text":"hi"}}"#;
+    let r = signed(ev, None);
+    assert_eq!(r.status, 202, "{}", text(&r));
+    let id = r.json()["id"].as_i64().unwrap();
+    let r = signed(ev, Some("1"));
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.json()["status"], "duplicate");
+    assert_eq!(r.json()["id"].as_i64(), Some(id));
+
+    wait_for(Duration::from_secs(20), "the event done", || {
+        (h.items("done").len() == 1).then_some(())
+    });
+    // Once done, a late second retry is still that event.
+    let r = signed(ev, Some("2"));
+    assert_eq!(r.json()["status"], "duplicate", "{}", text(&r));
+    assert_eq!(
+        total(&h),
+        1,
+        "one item: the challenge and the retries were not spooled"
+    );
+    let got = up.received();
+    assert_eq!(got.len(), 1, "delivered once");
+    assert_eq!(got[0].body, ev.to_vec());
+    assert_eq!(
+        got[0].header("hookd-delivery-id"),
+        Some(id.to_string().as_str())
+    );
+}
