@@ -1656,6 +1656,9 @@ mod tests {
             ("verify = { scheme = \"github\", secret_file = \"/k\", verify_token_file = \"/t\" }", "for preset \"meta\""),
             ("verify = { scheme = \"none\" }\ndedup_header = \"X\"\ndedup = { key = \"header.Y\" }", "not both"),
             ("verify = { scheme = \"none\" }\ndedup = { key = \"id\" }", "header.<Name> or payload"),
+            ("verify = { scheme = \"slack\", secret_file = \"/k\" }\nreplay_window = \"1h\"", "already refuses a replay within its tolerance"),
+            ("verify = { scheme = \"github\", secret_file = \"/k\" }\nreplay_window = \"0s\"", "replay_window must be more than zero"),
+            ("verify = { scheme = \"none\" }\nreplay_window = \"1h\"", "replay_window needs a verify scheme"),
             ("verify = { scheme = \"none\" }\nrespond = { status = 500 }", "must be 2xx"),
         ] {
             let e = parse(&hook_with(fields)).unwrap_err();

@@ -195,11 +195,7 @@ pub(crate) fn explain(h: &HookConfig) -> String {
     if let Some(x) = &v.timestamp_header {
         out.push_str(&format!("  timestamp_header = {x:?}\n"));
     }
-    let timed = matches!(
-        v.scheme,
-        Scheme::Slack | Scheme::Stripe | Scheme::StandardWebhooks
-    ) || v.timestamp_header.is_some();
-    if timed {
+    if v.timestamped() {
         out.push_str(&format!(
             "  tolerance = \"{}\"\n",
             humantime::format_duration(v.tolerance)
@@ -220,6 +216,19 @@ pub(crate) fn explain(h: &HookConfig) -> String {
             out.push('\n');
         }
         None => out.push_str("  dedup: none\n"),
+    }
+    if v.timestamped() {
+        out.push_str(&format!(
+            "  replay: the same signed request within \"{}\" (twice the tolerance) answers duplicate\n",
+            humantime::format_duration(v.tolerance.saturating_mul(2))
+        ));
+    } else if let Some(w) = h.replay_window {
+        out.push_str(&format!(
+            "  replay_window = \"{}\": the same signed content answers duplicate under any delivery id\n",
+            humantime::format_duration(w)
+        ));
+    } else if v.scheme != Scheme::None {
+        out.push_str("  replay: not checked (no signed timestamp; set replay_window)\n");
     }
     if let Some(hs) = handshake(h.preset) {
         let what = match hs {
