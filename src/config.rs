@@ -1464,6 +1464,25 @@ mod tests {
         }
     }
 
+    /// Every `toml` block of README's "Providers" section, as one config.
+    #[test]
+    fn readme_provider_configs_parse() {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("\n## Providers\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("README has a Providers section");
+        let blocks: Vec<&str> = section
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|b| b.split("```").next())
+            .collect();
+        assert!(blocks.len() >= 11, "{} toml blocks", blocks.len());
+        let c = parse(&blocks.concat()).unwrap_or_else(|e| panic!("README Providers: {e}"));
+        assert!(c.hooks.len() >= 15, "{} hooks", c.hooks.len());
+    }
+
     #[test]
     fn sizes() {
         assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
