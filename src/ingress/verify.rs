@@ -1765,4 +1765,51 @@ mod tests {
             "token_missing"
         );
     }
+
+    #[test]
+    fn signed_digest_is_what_the_signature_covers_however_it_is_spelled() {
+        let v = verifier(Scheme::Slack, SLACK_SECRET);
+        let upper = format!("v0={}", SLACK_SIG[3..].to_uppercase());
+        let a = v.signed_digest(&slack_headers(SLACK_SIG, "1531420618"), SLACK_BODY);
+        let b = v.signed_digest(&slack_headers(&upper, "1531420618"), SLACK_BODY);
+        assert!(a.is_some());
+        assert_eq!(a, b, "the signature's spelling is not part of the key");
+        let later = v.signed_digest(&slack_headers(SLACK_SIG, "1531420619"), SLACK_BODY);
+        assert_ne!(a, later, "another timestamp is another signed request");
+        assert_ne!(
+            a,
+            v.signed_digest(&slack_headers(SLACK_SIG, "1531420618"), b"other")
+        );
+        assert!(v.timestamped());
+
+        let v = verifier(Scheme::Stripe, STRIPE_SECRET);
+        let t = STRIPE_T.to_string();
+        let plain = v.signed_digest(&stripe(&format!("t={t},v1={STRIPE_V1}")), STRIPE_BODY);
+        let padded = v.signed_digest(
+            &stripe(&format!("t={t},v1={OTHER_V1},v1={STRIPE_V1},v0=x")),
+            STRIPE_BODY,
+        );
+        assert!(plain.is_some());
+        assert_eq!(plain, padded);
+
+        let v = Verifier::new(&cfg(Scheme::StandardWebhooks, None), keys(&[SW_SECRET])).unwrap();
+        let web = v.signed_digest(&sw_headers("webhook", SW_ID, "1614265330", SW_SIG), SW_BODY);
+        let svix = v.signed_digest(&sw_headers("svix", SW_ID, "1614265330", SW_SIG), SW_BODY);
+        assert!(web.is_some());
+        assert_eq!(web, svix, "the two spellings sign the same thing");
+        let other_id = v.signed_digest(
+            &sw_headers("webhook", "msg_2", "1614265330", SW_SIG),
+            SW_BODY,
+        );
+        assert_ne!(web, other_id);
+
+        // Untimestamped: the body, which is all the signature covers.
+        let v = verifier(Scheme::Github, "It's a Secret to Everybody");
+        assert!(!v.timestamped());
+        let h = headers(&[("X-Hub-Signature-256", "sha256=00")]);
+        assert_eq!(
+            v.signed_digest(&h, b"body"),
+            v.signed_digest(&HeaderMap::new(), b"body")
+        );
+    }
 }

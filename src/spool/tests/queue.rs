@@ -667,3 +667,35 @@ async fn the_same_replay_key_within_its_window_is_a_replay_under_any_dedup_id() 
     ));
     spool.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_enqueued_at_once_make_one_item_whatever_batches_they_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path(), "a");
+    let mut tasks = Vec::new();
+    for n in 0..64u8 {
+        let spool = spool.clone();
+        let mut copy = item("gh", Some("same"), &[n]);
+        copy.repeats.replay = Some(crate::spool::ReplayKey {
+            digest: [7; 32],
+            window: LONG,
+        });
+        // Half share the dedup id, half only the replay key.
+        if n % 2 == 1 {
+            copy.dedup_id = Some(format!("other-{n}"));
+        }
+        tasks.push(tokio::spawn(async move { spool.enqueue(copy).await }));
+    }
+    let mut new = Vec::new();
+    for t in tasks {
+        match t.await.unwrap().unwrap() {
+            Enqueued::New(id) => new.push(id),
+            Enqueued::Duplicate(_) | Enqueued::Replay(_) => {}
+            Enqueued::Revived(id) => panic!("nothing was dead, yet {id} was revived"),
+        }
+    }
+    assert_eq!(new.len(), 1, "new items: {new:?}");
+    let depth = spool.depth().await.unwrap();
+    assert_eq!(depth_of(&depth, "gh", ItemState::Pending), 1);
+    spool.close().await;
+}
