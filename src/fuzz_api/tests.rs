@@ -92,6 +92,21 @@ fn spool_model_depth_after_a_detached_complete() {
     spool_model(dir.path(), &[0, 0, 2, 2, 3, 0]);
 }
 
+/// A redelivery of a dead item revives it: pending again, attempts 0, due
+/// after the items enqueued before the revival; once leased, a repeat is a
+/// duplicate.
+#[test]
+fn spool_model_a_repeat_of_a_dead_item_revives_it() {
+    // enqueue a/d0; enqueue a; claim 1 of a; mark the first dead; enqueue
+    // a/d0 (revived); claim 2 of a (the other, then the revived one);
+    // complete the first; enqueue a/d0 (duplicate of a leased item).
+    let dir = tempfile::tempdir().unwrap();
+    spool_model(
+        dir.path(),
+        &[0, 0x80, 0, 0, 2, 2, 5, 0, 0, 0x80, 2, 4, 3, 0, 0, 0x80],
+    );
+}
+
 /// The spool model on random operation lists from fixed seeds: the same
 /// lists on every run, so a failure names its seed and replays.
 #[test]
