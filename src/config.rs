@@ -892,12 +892,17 @@ pub(crate) struct RetryConfig {
     pub max_backoff: Duration,
 }
 
+/// The default schedule rides out a day of the app being down: waits double
+/// from 1 s to a 1 h cap (12 steps, 68 min in all), then 47 waits of 1 h.
+/// Jitter draws each wait between half its step and the step, so the 60th
+/// attempt comes between 24 h 4 min and 48 h 8 min after the first (about
+/// 36 h on average); only then is the item dead. `delivery::retry` tests it.
 impl Default for RetryConfig {
     fn default() -> Self {
         RetryConfig {
-            max_attempts: 10,
+            max_attempts: 60,
             backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(600),
+            max_backoff: Duration::from_secs(3600),
         }
     }
 }
