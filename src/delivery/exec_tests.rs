@@ -52,9 +52,7 @@ fn script(dir: &Path, text: &str) -> Vec<String> {
 /// A hook's exec action as its delivery loop builds it, hiding nothing.
 fn exec(argv: &[String], timeout: Duration) -> Action {
     let cfg = config::Action {
-        kind: ActionKind::Exec {
-            argv: argv.to_vec(),
-        },
+        kind: ActionKind::Exec(config::ExecSettings::new(argv).unwrap()),
         timeout,
     };
     Action::new(
@@ -160,9 +158,7 @@ async fn hidden_variables_do_not_reach_the_command() {
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = config::Action {
-        kind: ActionKind::Exec {
-            argv: script(dir.path(), text),
-        },
+        kind: ActionKind::Exec(config::ExecSettings::new(&script(dir.path(), text)).unwrap()),
         timeout: LONG,
     };
     let hide = Arc::new(vec!["PATH".to_string()]);
@@ -261,7 +257,7 @@ async fn sigterm_ignored_gets_sigkill_after_grace() {
     let started = std::time::Instant::now();
     let grace = Duration::from_millis(300);
     let action = Exec {
-        argv,
+        settings: config::ExecSettings::new(&argv).unwrap(),
         timeout: Duration::from_secs(2),
         hide_env: Arc::default(),
         kill_grace: grace,
