@@ -182,7 +182,7 @@ mod tests {
             .map(|n| capped_step(&c, n).as_secs())
             .collect();
         let mut want = vec![1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048];
-        want.extend(std::iter::repeat(3600).take(47));
+        want.extend(std::iter::repeat_n(3600, 47));
         assert_eq!(steps, want);
         assert_eq!(c.max_attempts, 60);
     }
