@@ -8,6 +8,7 @@
 //! a while ([`KEEP_UNCLAIMED`]) for it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -52,14 +53,20 @@ enum Slot {
 #[derive(Default)]
 pub(crate) struct Replies {
     slots: Mutex<HashMap<i64, Slot>>,
+    /// Set by [`Replies::close`]: no result will come any more.
+    closed: AtomicBool,
 }
 
 impl Replies {
     /// A receiver for item `id`'s first-attempt result, already resolved if
     /// it came before. Call [`Replies::forget`] when giving up on it.
+    /// After [`Replies::close`] the receiver fails at once.
     pub(crate) fn wait(&self, id: i64) -> oneshot::Receiver<FirstAttempt> {
         let (tx, rx) = oneshot::channel();
         let mut slots = self.lock();
+        if self.closed.load(Ordering::Acquire) {
+            return rx;
+        }
         match slots.remove(&id) {
             Some(Slot::Done(result, _)) => {
                 // The receiver is right here; it cannot be gone.
@@ -70,6 +77,14 @@ impl Replies {
             }
         }
         rx
+    }
+
+    /// Delivery claims nothing more (a stop or a hand-off): every waiter and
+    /// every later one gets its answer now, without a result.
+    pub(crate) fn close(&self) {
+        let mut slots = self.lock();
+        self.closed.store(true, Ordering::Release);
+        slots.clear();
     }
 
     /// Gives up waiting for `id` (the wait is over): a late result is dropped.
@@ -166,6 +181,15 @@ mod tests {
         r.publish(3, ok("late"));
         // Kept as unclaimed (pruned later), never sent anywhere.
         assert_eq!(r.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn close_ends_every_wait_and_every_later_one_at_once() {
+        let r = Replies::default();
+        let before = r.wait(1);
+        r.close();
+        assert!(before.await.is_err());
+        assert!(r.wait(2).await.is_err());
     }
 
     #[test]

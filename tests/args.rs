@@ -397,3 +397,56 @@ fn respond_wait_on_a_forward_relays_the_apps_status_and_body() {
     assert_eq!(r.body, b"ok");
     assert_eq!(up.received().len(), 2, "one attempt each, no second run");
 }
+
+#[test]
+fn respond_wait_answers_202_at_once_while_draining_since_no_first_attempt_will_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let runs = dir.path().join("runs");
+    let slow = script(
+        dir.path(),
+        "slow.sh",
+        &format!(
+            "echo run >> {runs}\nread line < {gate}\n",
+            runs = runs.display(),
+            gate = gate.display()
+        ),
+    );
+    let mut h = Hookd::configure(
+        dir.path(),
+        &exec_hook(
+            dir.path(),
+            "slow",
+            &format!(r#"exec = ["{}"]"#, slow.display()),
+            r#"respond = { wait = "25s" }"#,
+        ),
+    );
+    h.start();
+    let addr = h.addr();
+    // One delivery holds the drain open.
+    let first = std::thread::spawn(move || post_gh_to(addr, "/hooks/slow", b"{\"n\":1}"));
+    wait_for(Duration::from_secs(20), "the command to start", || {
+        std::fs::read_to_string(&runs)
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    let stopped = Instant::now();
+    h.signal(nix::sys::signal::Signal::SIGTERM);
+    h.notify.wait_line("STOPPING=1", Duration::from_secs(20));
+    // The waiting sender and a new one are answered 202 without their 25 s
+    // (a wait that ran out would take 25 s each; 15 s is loaded-machine slack).
+    let r = first.join().unwrap();
+    assert_eq!(r.status, 202, "{:?}", String::from_utf8_lossy(&r.body));
+    let r = post_gh_to(addr, "/hooks/slow", b"{\"n\":2}");
+    assert_eq!(r.status, 202, "{:?}", String::from_utf8_lossy(&r.body));
+    let took = stopped.elapsed();
+    assert!(
+        took < Duration::from_secs(15),
+        "answers took {took:?}: the wait was not cut"
+    );
+    assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run\n");
+    std::fs::write(&gate, "go\n").unwrap();
+    let st = h.wait_exit(Duration::from_secs(30));
+    assert!(st.success(), "{st}");
+}

@@ -547,6 +547,16 @@ fn conn_limits(cfg: &Config) -> Arc<crate::ingress::limits::Limits> {
 }
 
 fn spawn_delivery(d: &Arc<Daemon>, switches: &Switches) -> Vec<JoinHandle<()>> {
+    // Once nothing more is claimed no first attempt starts: `respond.wait`
+    // answers (202) at once instead of holding the sender, and the drain, to
+    // the end of its wait.
+    let mut stop = switches.stop_claiming.subscribe();
+    let replies = d.replies.clone();
+    tokio::spawn(async move {
+        // An error means the switch is gone with the process: stop waiting too.
+        let _ = stop.wait_for(|stopped| *stopped).await;
+        replies.close();
+    });
     let client = ForwardClient::new();
     let metrics = d.metrics.clone();
     let last_errors = d.last_errors.clone();
