@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
-pub(crate) use crate::delivery::args::{Missing, Template};
+pub(crate) use crate::delivery::args::{Check, Missing, Template};
 pub(crate) use crate::ingress::access::Cidr;
 
 /// Where `serve` and every other subcommand look when `--config` is not given.
@@ -862,6 +862,8 @@ pub(crate) struct ExecSettings {
     pub body_file: bool,
     /// What a placeholder whose field the request lacks does.
     pub missing: Missing,
+    /// `validate = { field = "regex" }`: checked before the command runs.
+    pub validate: Vec<Check>,
 }
 
 impl ExecSettings {
@@ -886,6 +888,7 @@ impl ExecSettings {
             cwd: None,
             body_file: false,
             missing: Missing::default(),
+            validate: Vec::new(),
         })
     }
 }
@@ -905,6 +908,8 @@ struct RawAction {
     #[serde(default)]
     body_file: bool,
     missing: Option<Missing>,
+    #[serde(default)]
+    validate: std::collections::BTreeMap<String, String>,
 }
 
 impl RawAction {
@@ -918,6 +923,8 @@ impl RawAction {
             Some("body_file")
         } else if self.missing.is_some() {
             Some("missing")
+        } else if !self.validate.is_empty() {
+            Some("validate")
         } else {
             None
         }
@@ -951,6 +958,9 @@ impl RawAction {
         }
         s.body_file = self.body_file;
         s.missing = self.missing.unwrap_or_default();
+        for (field, pattern) in &self.validate {
+            s.validate.push(Check::new(field, pattern)?);
+        }
         Ok(s)
     }
 }
@@ -1836,6 +1846,14 @@ mod tests {
             (
                 r#"{ forward = "http://127.0.0.1:1/", env = { A = "1" } }"#,
                 "action.env is only for exec",
+            ),
+            (
+                r#"{ exec = ["/deploy"], validate = { "payload.ref" = "(" } }"#,
+                "validate.payload.ref: regex parse error",
+            ),
+            (
+                r#"{ exec = ["/deploy"], validate = { "paylod.ref" = "x" } }"#,
+                "unknown placeholder {paylod.ref}",
             ),
         ] {
             let e = parse(&exec_hook(action)).unwrap_err();

@@ -210,10 +210,20 @@ mv $o.tmp $o.argv
             r#"retry = { max_attempts = 5, backoff = "100ms", max_backoff = "100ms" }"#,
         )
     };
+    let checked = exec_hook(
+        dir.path(),
+        "checked",
+        &format!(
+            r#"exec = ["{}", "{{payload.ref}}"], validate = {{ "payload.ref" = "refs/heads/[A-Za-z0-9._/-]+" }}"#,
+            rec.display()
+        ),
+        "",
+    );
     let hooks = [
         hook("fail", "fail"),
         hook("empty", "empty"),
         hook("skip", "skip"),
+        checked,
     ]
     .join("\n");
     let mut h = Hookd::configure(dir.path(), &hooks);
@@ -242,6 +252,30 @@ mv $o.tmp $o.argv
         !out.join("fail.argv").exists(),
         "the command ran without its value"
     );
+
+    // validate: a value that does not match is dead at once too, unrun.
+    let r = h.post_signed("checked", b"{\"ref\":\"refs/heads/x;reboot\"}", &[]);
+    assert_eq!(r.status, 202);
+    let id = r.json()["id"].as_i64().unwrap();
+    let dead = wait_for(
+        Duration::from_secs(20),
+        "the unvalidated item to be dead",
+        || {
+            h.items("dead")
+                .into_iter()
+                .find(|i| i["id"].as_i64() == Some(id))
+        },
+    );
+    assert_eq!(dead["attempts"].as_u64(), Some(1), "{dead}");
+    let err = dead["last_error"].as_str().unwrap_or("");
+    assert!(err.contains("does not match validate"), "{dead}");
+    assert!(
+        !out.join("checked.argv").exists(),
+        "ran with an invalid value"
+    );
+    let r = h.post_signed("checked", b"{\"ref\":\"refs/heads/main\"}", &[]);
+    assert_eq!(r.status, 202);
+    assert_eq!(argv_words(&out.join("checked.argv")), ["refs/heads/main"]);
 }
 
 #[test]

@@ -74,6 +74,62 @@ pub(crate) enum RenderError {
     TooLong { name: String, len: usize },
     #[error("{{{0}}} holds a NUL byte, which no argument or variable can carry")]
     Nul(String),
+    /// A `validate` pattern refused the field's value (shown cut and quoted).
+    #[error("{field} = {value} does not match validate {pattern:?}")]
+    Invalid {
+        field: String,
+        value: String,
+        pattern: String,
+    },
+}
+
+/// A `validate = { "payload.ref" = "^refs/heads/.+$" }` entry: the field's
+/// value, when the request has it, must match the whole pattern.
+#[derive(Debug, Clone)]
+pub(crate) struct Check {
+    pub field: String,
+    /// As written, for messages.
+    pub pattern: String,
+    /// `^(?:pattern)$`: anchored, as rules' `matches` is.
+    regex: regex::Regex,
+}
+
+/// How much of a refused value an error message shows.
+const SHOWN: usize = 80;
+
+impl Check {
+    pub(crate) fn new(field_name: &str, pattern: &str) -> Result<Check, String> {
+        match field(field_name)? {
+            Field::Request(_) => {}
+            _ => {
+                return Err(format!(
+                    "validate: {field_name} is not a request field (payload.<path>, header.<Name>, query.<name>, request.method, request.remote_ip)"
+                ))
+            }
+        }
+        let regex = regex::Regex::new(&format!("^(?:{pattern})$"))
+            .map_err(|e| format!("validate.{field_name}: {e}"))?;
+        Ok(Check {
+            field: field_name.to_string(),
+            pattern: pattern.to_string(),
+            regex,
+        })
+    }
+
+    /// `Err` when the request has the field and its value does not match.
+    pub(crate) fn check(&self, v: &Values<'_>) -> Result<(), RenderError> {
+        match (v.lookup)(&self.field) {
+            Some(value) if !self.regex.is_match(&value) => {
+                let cut: String = value.chars().take(SHOWN).collect();
+                Err(RenderError::Invalid {
+                    field: self.field.clone(),
+                    value: format!("{cut:?}"),
+                    pattern: self.pattern.clone(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// What a template is rendered from: the request's values and hookd's own.
@@ -360,6 +416,35 @@ mod tests {
             render("{payload.nul}", Missing::Fail),
             Err(RenderError::Nul("payload.nul".into()))
         );
+    }
+
+    #[test]
+    fn validate_matches_the_whole_value_and_ignores_an_absent_field() {
+        let branch = Check::new("payload.after", "[0-9a-f]+").unwrap();
+        assert_eq!(branch.check(&values(&known)), Ok(()));
+        let strict = Check::new("payload.evil", "[a-z ]+").unwrap();
+        let e = strict.check(&values(&known)).unwrap_err();
+        assert!(
+            e.to_string().starts_with("payload.evil = \"$(rm -rf /);")
+                && e.to_string()
+                    .ends_with("does not match validate \"[a-z ]+\""),
+            "{e}"
+        );
+        // Anchored: a match inside the value is not enough.
+        let anchored = Check::new("header.X-GitHub-Event", "us").unwrap();
+        assert!(anchored.check(&values(&known)).is_err());
+        assert_eq!(
+            Check::new("payload.ref", "x")
+                .unwrap()
+                .check(&values(&known)),
+            Ok(())
+        );
+        assert!(Check::new("hookd.hook", "x")
+            .unwrap_err()
+            .contains("not a request field"));
+        assert!(Check::new("payload.a", "(")
+            .unwrap_err()
+            .starts_with("validate.payload.a: "));
     }
 
     #[test]

@@ -233,7 +233,8 @@ impl Exec {
             .args
             .iter()
             .chain(s.env.iter().map(|(_, t)| t))
-            .any(|t| t.needs_request());
+            .any(|t| t.needs_request())
+            || !s.validate.is_empty();
         // The body is parsed only when a placeholder looks into the request.
         let headers = if needs_request {
             header_map(&item.headers)
@@ -266,6 +267,9 @@ impl Exec {
             hook: &item.hook,
             attempt,
         };
+        for check in &s.validate {
+            check.check(&values)?;
+        }
         let mut args = Vec::with_capacity(s.args.len());
         for t in &s.args {
             if let Some(bytes) = t.render(&values, s.missing)? {
