@@ -184,7 +184,7 @@ mv $o.path.tmp $o.path
 }
 
 #[test]
-fn a_missing_value_fails_to_dead_at_once_or_becomes_empty_or_drops_its_argument() {
+fn a_missing_invalid_or_too_long_value_is_dead_at_once_unrun_unless_missing_allows_it() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
@@ -219,11 +219,18 @@ mv $o.tmp $o.argv
         ),
         "",
     );
+    let big = exec_hook(
+        dir.path(),
+        "big",
+        &format!(r#"exec = ["{}", "{{payload.big}}"]"#, rec.display()),
+        "",
+    );
     let hooks = [
         hook("fail", "fail"),
         hook("empty", "empty"),
         hook("skip", "skip"),
         checked,
+        big,
     ]
     .join("\n");
     let mut h = Hookd::configure(dir.path(), &hooks);
@@ -276,6 +283,28 @@ mv $o.tmp $o.argv
     let r = h.post_signed("checked", b"{\"ref\":\"refs/heads/main\"}", &[]);
     assert_eq!(r.status, 202);
     assert_eq!(argv_words(&out.join("checked.argv")), ["refs/heads/main"]);
+
+    // A value the kernel would refuse as one argument (128 KiB) is dead at once.
+    let body = serde_json::json!({ "big": "x".repeat(128 * 1024) }).to_string();
+    let r = h.post_signed("big", body.as_bytes(), &[]);
+    assert_eq!(r.status, 202);
+    let id = r.json()["id"].as_i64().unwrap();
+    let dead = wait_for(
+        Duration::from_secs(20),
+        "the oversize item to be dead",
+        || {
+            h.items("dead")
+                .into_iter()
+                .find(|i| i["id"].as_i64() == Some(id))
+        },
+    );
+    assert_eq!(dead["attempts"].as_u64(), Some(1), "{dead}");
+    let err = dead["last_error"].as_str().unwrap_or("");
+    assert!(
+        err.contains("{payload.big} makes a value of 131072 bytes"),
+        "{dead}"
+    );
+    assert!(!out.join("big.argv").exists(), "ran with an oversize value");
 }
 
 #[test]
