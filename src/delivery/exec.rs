@@ -127,10 +127,11 @@ impl Exec {
                 )
             }
             Err(e) => {
-                return (
-                    Outcome::Failed(format!("cannot start {program}: {e}")),
-                    None,
-                )
+                let why = match &self.settings.cwd {
+                    Some(dir) => format!("cannot start {program} in {}: {e}", dir.display()),
+                    None => format!("cannot start {program}: {e}"),
+                };
+                return (Outcome::Failed(why), None);
             }
             Ok(c) => c,
         };
