@@ -383,3 +383,38 @@ fn header_env_names() {
     assert_eq!(env_name("x-github-event"), "X_GITHUB_EVENT");
     assert_eq!(env_name("x.weird!name"), "X_WEIRD_NAME");
 }
+
+#[tokio::test]
+async fn the_body_file_is_removed_when_the_command_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let argv = script(
+        dir.path(),
+        "printf '%s' \"$HOOKD_BODY_FILE\" > \"$1/path.tmp\"; mv \"$1/path.tmp\" \"$1/path\"\nexec sleep 1000\n",
+    );
+    let mut settings = config::ExecSettings::new(&argv).unwrap();
+    settings.body_file = true;
+    let action = Exec {
+        settings,
+        timeout: Duration::from_secs(1),
+        hide_env: Arc::default(),
+        kill_grace: Duration::from_millis(200),
+    };
+    let out = action.attempt(&item("secret body"), 1, never()).await;
+    assert_eq!(out, Outcome::Failed("timed out after 1s".into()));
+    let path = std::fs::read_to_string(dir.path().join("path")).unwrap();
+    assert!(path.contains("hookd-body-7-1-"), "{path}");
+    assert!(!Path::new(&path).exists(), "{path} left behind");
+}
+
+#[tokio::test]
+async fn a_missing_value_is_rejected_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut argv = script(dir.path(), "touch \"$1/ran\"\n");
+    argv.push("{payload.nope}".into());
+    let out = exec(&argv, LONG).attempt(&item("{}"), 1, never()).await;
+    assert_eq!(
+        out,
+        Outcome::Rejected("{payload.nope} is not in the request (missing = \"fail\")".into())
+    );
+    assert!(!dir.path().join("ran").exists());
+}
