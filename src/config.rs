@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
+pub(crate) use crate::delivery::args::{Check, Missing, Template};
 pub(crate) use crate::ingress::access::Cidr;
 
 /// Where `serve` and every other subcommand look when `--config` is not given.
@@ -734,17 +735,25 @@ pub(crate) struct RespondConfig {
     pub status: u16,
     pub body: String,
     pub content_type: String,
+    /// `status`, `body` or `content_type` was given: answer with them instead
+    /// of the default 202 and JSON id.
+    pub fixed: bool,
+    /// `wait`: how long the answer waits for the first attempt's result.
+    pub wait: Option<Duration>,
 }
+
+/// The longest `respond.wait`: providers give up on an answer after about
+/// 10 s (GitHub) to 30 s, and the connection is held meanwhile.
+pub(crate) const MAX_RESPOND_WAIT: Duration = Duration::from_secs(25);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRespond {
-    #[serde(default = "default_respond_status")]
-    status: u16,
-    #[serde(default)]
-    body: String,
-    #[serde(default = "default_respond_type")]
-    content_type: String,
+    status: Option<u16>,
+    body: Option<String>,
+    content_type: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    wait: Option<Duration>,
 }
 
 fn default_respond_status() -> u16 {
@@ -759,21 +768,34 @@ impl TryFrom<RawRespond> for RespondConfig {
     type Error = String;
 
     fn try_from(raw: RawRespond) -> Result<Self, String> {
+        let fixed = raw.status.is_some() || raw.body.is_some() || raw.content_type.is_some();
+        let status = raw.status.unwrap_or_else(default_respond_status);
+        let content_type = raw.content_type.unwrap_or_else(default_respond_type);
         // Only a 2xx says "received": anything else would make the provider retry
         // a webhook that is already durable.
-        if !(200..300).contains(&raw.status) {
-            return Err(format!("respond.status {} must be 2xx", raw.status));
+        if !(200..300).contains(&status) {
+            return Err(format!("respond.status {status} must be 2xx"));
         }
-        if http::HeaderValue::from_str(&raw.content_type).is_err() {
+        if http::HeaderValue::from_str(&content_type).is_err() {
             return Err(format!(
-                "respond.content_type {:?} is not a header value",
-                raw.content_type
+                "respond.content_type {content_type:?} is not a header value"
             ));
         }
+        if let Some(w) = raw.wait {
+            if w.is_zero() || w > MAX_RESPOND_WAIT {
+                return Err(format!(
+                    "respond.wait {} must be more than zero and at most {}",
+                    humantime::format_duration(w),
+                    humantime::format_duration(MAX_RESPOND_WAIT)
+                ));
+            }
+        }
         Ok(RespondConfig {
-            status: raw.status,
-            body: raw.body,
-            content_type: raw.content_type,
+            status,
+            body: raw.body.unwrap_or_default(),
+            content_type,
+            fixed,
+            wait: raw.wait,
         })
     }
 }
@@ -858,7 +880,53 @@ pub(crate) enum ActionKind {
     /// (case-insensitive); empty means all of them but `Authorization`.
     Forward { url: String, headers: Vec<String> },
     /// Run a command (no shell), body on stdin.
-    Exec { argv: Vec<String> },
+    Exec(ExecSettings),
+}
+
+/// An `exec` action's command and what it gets from the request.
+#[derive(Debug, Clone)]
+pub(crate) struct ExecSettings {
+    /// The program, as written (never a placeholder).
+    pub program: String,
+    /// The arguments after the program, each one argv element.
+    pub args: Vec<Template>,
+    /// `env = { NAME = "…" }`, set after hookd's own `HOOKD_*` variables.
+    pub env: Vec<(String, Template)>,
+    /// The command's working directory; default hookd's.
+    pub cwd: Option<PathBuf>,
+    /// Also write the body to a private file named in `HOOKD_BODY_FILE`.
+    pub body_file: bool,
+    /// What a placeholder whose field the request lacks does.
+    pub missing: Missing,
+    /// `validate = { field = "regex" }`: checked before the command runs.
+    pub validate: Vec<Check>,
+}
+
+impl ExecSettings {
+    /// `argv` with no environment, working directory or body file.
+    pub(crate) fn new(argv: &[String]) -> Result<ExecSettings, String> {
+        let Some((program, rest)) = argv.split_first().filter(|(p, _)| !p.is_empty()) else {
+            return Err("action.exec: needs a program, e.g. [\"/usr/local/bin/deploy\"]".into());
+        };
+        if program.contains('{') {
+            return Err(format!(
+                "action.exec: the program {program:?} must be a fixed path; placeholders go in the arguments"
+            ));
+        }
+        let args = rest
+            .iter()
+            .map(|a| Template::parse(a).map_err(|e| format!("action.exec: {e}")))
+            .collect::<Result<_, _>>()?;
+        Ok(ExecSettings {
+            program: program.clone(),
+            args,
+            env: Vec::new(),
+            cwd: None,
+            body_file: false,
+            missing: Missing::default(),
+            validate: Vec::new(),
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -870,14 +938,79 @@ struct RawAction {
     headers: Vec<String>,
     #[serde(default, deserialize_with = "de_opt_duration")]
     timeout: Option<Duration>,
+    cwd: Option<PathBuf>,
+    #[serde(default)]
+    env: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    body_file: bool,
+    missing: Option<Missing>,
+    #[serde(default)]
+    validate: std::collections::BTreeMap<String, String>,
+}
+
+impl RawAction {
+    /// The fields that only an `exec` action has, given to a forward.
+    fn exec_only_given(&self) -> Option<&'static str> {
+        if self.cwd.is_some() {
+            Some("cwd")
+        } else if !self.env.is_empty() {
+            Some("env")
+        } else if self.body_file {
+            Some("body_file")
+        } else if self.missing.is_some() {
+            Some("missing")
+        } else if !self.validate.is_empty() {
+            Some("validate")
+        } else {
+            None
+        }
+    }
+
+    fn exec_settings(self, argv: &[String]) -> Result<ExecSettings, String> {
+        let mut s = ExecSettings::new(argv)?;
+        if let Some(cwd) = self.cwd {
+            if !cwd.is_absolute() {
+                return Err(format!(
+                    "action.cwd: {} must be an absolute path",
+                    cwd.display()
+                ));
+            }
+            s.cwd = Some(cwd);
+        }
+        for (name, value) in self.env {
+            let bad = name.is_empty()
+                || name.contains(['=', '\0'])
+                || name.starts_with(|c: char| c.is_ascii_digit());
+            if bad {
+                return Err(format!("action.env: {name:?} is not a variable name"));
+            }
+            if name.starts_with("HOOKD_") {
+                return Err(format!(
+                    "action.env: {name}: HOOKD_* variables are hookd's own; choose another name"
+                ));
+            }
+            let t = Template::parse(&value).map_err(|e| format!("action.env.{name}: {e}"))?;
+            s.env.push((name, t));
+        }
+        s.body_file = self.body_file;
+        s.missing = self.missing.unwrap_or_default();
+        for (field, pattern) in &self.validate {
+            s.validate.push(Check::new(field, pattern)?);
+        }
+        Ok(s)
+    }
 }
 
 impl TryFrom<RawAction> for Action {
     type Error = String;
 
     fn try_from(raw: RawAction) -> Result<Self, String> {
-        let kind = match (raw.forward, raw.exec) {
+        let timeout = raw.timeout;
+        let kind = match (raw.forward.clone(), raw.exec.clone()) {
             (Some(url), None) => {
+                if let Some(field) = raw.exec_only_given() {
+                    return Err(format!("action.{field} is only for exec"));
+                }
                 let uri: http::Uri = url
                     .parse()
                     .map_err(|e| format!("action.forward: {url:?} is not a URL: {e}"))?;
@@ -888,26 +1021,21 @@ impl TryFrom<RawAction> for Action {
                 }
                 ActionKind::Forward {
                     url,
-                    headers: raw.headers,
+                    headers: raw.headers.clone(),
                 }
             }
             (None, Some(argv)) => {
-                if argv.is_empty() || argv[0].is_empty() {
-                    return Err(
-                        "action.exec: needs a program, e.g. [\"/usr/local/bin/deploy\"]".into(),
-                    );
-                }
                 if !raw.headers.is_empty() {
                     return Err("action.headers is only for forward".into());
                 }
-                ActionKind::Exec { argv }
+                ActionKind::Exec(raw.exec_settings(&argv)?)
             }
             (Some(_), Some(_)) => return Err("action: give forward or exec, not both".into()),
             (None, None) => {
                 return Err("action: needs forward = \"http://…\" or exec = [\"…\"]".into())
             }
         };
-        let timeout = raw.timeout.unwrap_or(match kind {
+        let timeout = timeout.unwrap_or(match kind {
             ActionKind::Forward { .. } => Duration::from_secs(30),
             ActionKind::Exec { .. } => Duration::from_secs(600),
         });
@@ -928,12 +1056,17 @@ pub(crate) struct RetryConfig {
     pub max_backoff: Duration,
 }
 
+/// The default schedule rides out a day of the app being down: waits double
+/// from 1 s to a 1 h cap (12 steps, 68 min in all), then 47 waits of 1 h.
+/// Jitter draws each wait between half its step and the step, so the 60th
+/// attempt comes between 24 h 4 min and 48 h 8 min after the first (about
+/// 36 h on average); only then is the item dead. `delivery::retry` tests it.
 impl Default for RetryConfig {
     fn default() -> Self {
         RetryConfig {
-            max_attempts: 10,
+            max_attempts: 60,
             backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(600),
+            max_backoff: Duration::from_secs(3600),
         }
     }
 }
@@ -1697,5 +1830,114 @@ mod tests {
             (r.status, r.body.as_str(), r.content_type.as_str()),
             (200, "ok", "text/plain")
         );
+    }
+
+    fn exec_hook(action: &str) -> String {
+        format!("[server]\nlisten = [\"127.0.0.1:1\"]\n[[hook]]\nname = \"a\"\nverify = {{ scheme = \"none\" }}\naction = {action}\n")
+    }
+
+    #[test]
+    fn exec_takes_placeholders_env_cwd_body_file_and_a_missing_policy() {
+        let c = parse(&exec_hook(
+            r#"{ exec = ["/deploy", "{payload.after}", "--by={header.X-GitHub-Event}"], cwd = "/srv", env = { SHA = "{payload.after:-none}" }, body_file = true, missing = "skip" }"#,
+        ))
+        .unwrap();
+        let ActionKind::Exec(e) = &c.hooks[0].get_ref().action.kind else {
+            panic!("not exec")
+        };
+        assert_eq!(e.program, "/deploy");
+        let args: Vec<String> = e.args.iter().map(|t| t.to_string()).collect();
+        assert_eq!(args, ["{payload.after}", "--by={header.X-GitHub-Event}"]);
+        assert_eq!(e.env.len(), 1);
+        assert_eq!(e.env[0].0, "SHA");
+        assert_eq!(e.env[0].1.to_string(), "{payload.after:-none}");
+        assert_eq!(e.cwd.as_deref(), Some(Path::new("/srv")));
+        assert!(e.body_file);
+        assert_eq!(e.missing, Missing::Skip);
+        // Defaults: fail on a missing value, no body file.
+        let c = parse(&exec_hook(r#"{ exec = ["/deploy"] }"#)).unwrap();
+        let ActionKind::Exec(e) = &c.hooks[0].get_ref().action.kind else {
+            panic!("not exec")
+        };
+        assert_eq!(
+            (e.missing, e.body_file, e.cwd.is_none()),
+            (Missing::Fail, false, true)
+        );
+    }
+
+    #[test]
+    fn bad_exec_arguments_are_errors_naming_the_line() {
+        for (action, says) in [
+            (
+                r#"{ exec = ["/deploy", "{paylod.after}"] }"#,
+                "unknown placeholder {paylod.after}",
+            ),
+            (
+                r#"{ exec = ["/deploy", "--x={payload.a"] }"#,
+                "without its '}'",
+            ),
+            (r#"{ exec = ["{payload.prog}"] }"#, "must be a fixed path"),
+            (
+                r#"{ exec = ["/deploy"], env = { X = "{nope}" } }"#,
+                "action.env.X: \"{nope}\": unknown placeholder",
+            ),
+            (
+                r#"{ exec = ["/deploy"], env = { HOOKD_X = "1" } }"#,
+                "HOOKD_* variables are hookd's own",
+            ),
+            (
+                r#"{ exec = ["/deploy"], env = { "A=B" = "1" } }"#,
+                "is not a variable name",
+            ),
+            (
+                r#"{ exec = ["/deploy"], cwd = "srv" }"#,
+                "must be an absolute path",
+            ),
+            (
+                r#"{ exec = ["/deploy"], missing = "ignore" }"#,
+                "unknown variant `ignore`",
+            ),
+            (
+                r#"{ forward = "http://127.0.0.1:1/", body_file = true }"#,
+                "action.body_file is only for exec",
+            ),
+            (
+                r#"{ forward = "http://127.0.0.1:1/", env = { A = "1" } }"#,
+                "action.env is only for exec",
+            ),
+            (
+                r#"{ exec = ["/deploy"], validate = { "payload.ref" = "(" } }"#,
+                "validate.payload.ref: regex parse error",
+            ),
+            (
+                r#"{ exec = ["/deploy"], validate = { "paylod.ref" = "x" } }"#,
+                "unknown placeholder {paylod.ref}",
+            ),
+        ] {
+            let e = parse(&exec_hook(action)).unwrap_err();
+            assert!(e.starts_with("t.toml:6:"), "{action}: {e}");
+            assert!(e.contains(says), "{action}: {e}");
+        }
+    }
+
+    #[test]
+    fn respond_wait_is_capped_and_keeps_the_default_answer() {
+        let c = parse(&hook_with(
+            "verify = { scheme = \"none\" }\nrespond = { wait = \"25s\" }",
+        ))
+        .unwrap();
+        let r = c.hooks[0].get_ref().respond.clone().unwrap();
+        assert_eq!(r.wait, Some(Duration::from_secs(25)));
+        assert!(!r.fixed, "wait alone keeps the 202 with the id");
+        for bad in ["26s", "0s"] {
+            let e = parse(&hook_with(&format!(
+                "verify = {{ scheme = \"none\" }}\nrespond = {{ wait = \"{bad}\" }}"
+            )))
+            .unwrap_err();
+            assert!(
+                e.contains("respond.wait") && e.contains("at most 25s"),
+                "{e}"
+            );
+        }
     }
 }

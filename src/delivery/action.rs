@@ -9,6 +9,7 @@ use super::exec::{Exec, KILL_GRACE};
 use super::forward::{Forward, ForwardClient};
 use super::Outcome;
 use crate::config::{self, ActionKind};
+use crate::replies::Reply;
 use crate::spool::Item;
 
 /// What one delivery does with an item.
@@ -33,8 +34,8 @@ impl Action {
                 headers_allow: headers.clone(),
                 timeout: cfg.timeout,
             }),
-            ActionKind::Exec { argv } => Action::Exec(Exec {
-                argv: argv.clone(),
+            ActionKind::Exec(settings) => Action::Exec(Exec {
+                settings: settings.clone(),
                 timeout: cfg.timeout,
                 hide_env: hide_env.clone(),
                 kill_grace: KILL_GRACE,
@@ -53,15 +54,28 @@ impl Action {
     /// Runs the action once for `item`'s `attempt` (1-based). When `cancel`
     /// completes first the attempt is given up and the result is
     /// [`Outcome::Cancelled`].
+    #[cfg(test)]
     pub(crate) async fn attempt(
         &self,
         item: &Item,
         attempt: u32,
         cancel: impl Future<Output = ()>,
     ) -> Outcome {
+        self.attempt_with_reply(item, attempt, cancel).await.0
+    }
+
+    /// As [`Action::attempt`], with what the action answered, to relay for
+    /// `respond.wait`: the upstream's answer (any status), or a command's
+    /// stdout after exit 0; `None` when there is nothing to relay.
+    pub(crate) async fn attempt_with_reply(
+        &self,
+        item: &Item,
+        attempt: u32,
+        cancel: impl Future<Output = ()>,
+    ) -> (Outcome, Option<Reply>) {
         match self {
-            Action::Forward(f) => f.attempt(item, attempt, cancel).await,
-            Action::Exec(e) => e.attempt(item, attempt, cancel).await,
+            Action::Forward(f) => f.attempt_with_reply(item, attempt, cancel).await,
+            Action::Exec(e) => e.attempt_with_reply(item, attempt, cancel).await,
         }
     }
 }

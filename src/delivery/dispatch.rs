@@ -12,6 +12,7 @@ use tokio::time::{sleep, sleep_until, Instant};
 use super::retry::{verdict, Verdict};
 use super::{human, Action, DeliveryContext, DeliveryEvent, Outcome};
 use crate::config::{HookConfig, RetryConfig};
+use crate::replies::FirstAttempt;
 use crate::spool::{ClaimRequest, Item, Spool, SpoolError};
 
 /// A lease outlives the action's timeout by this much, so a running
@@ -37,7 +38,9 @@ pub(crate) async fn run_hook(spool: Spool, hook: HookConfig, ctx: DeliveryContex
     let lease = action.timeout().saturating_add(LEASE_MARGIN);
     let name = hook.name.clone();
     let ordered = hook.ordered;
+    let replies_wanted = hook.respond.as_ref().is_some_and(|r| r.wait.is_some());
     let worker = Arc::new(Worker {
+        replies_wanted,
         spool: spool.clone(),
         hook: hook.name,
         retry: hook.retry,
@@ -139,6 +142,8 @@ fn report_panic(hook: &str, joined: Result<(), tokio::task::JoinError>) {
 
 /// What each delivery task of one hook needs.
 struct Worker {
+    /// The hook has `respond.wait`: first attempts publish their result.
+    replies_wanted: bool,
     spool: Spool,
     /// The hook's name.
     hook: String,
@@ -152,12 +157,25 @@ impl Worker {
         let _tracked = self.ctx.in_flight.track(item.id, &self.hook);
         let attempt = item.attempts.saturating_add(1);
         let started = Instant::now();
-        let outcome = if *self.ctx.hard_stop.borrow() {
-            Outcome::Cancelled
+        let (outcome, reply) = if *self.ctx.hard_stop.borrow() {
+            (Outcome::Cancelled, None)
         } else {
             let cancel = until_set(self.ctx.hard_stop.clone());
-            self.action.attempt(&item, attempt, cancel).await
+            self.action.attempt_with_reply(&item, attempt, cancel).await
         };
+        if self.replies_wanted && attempt == 1 {
+            let first = match (&outcome, reply) {
+                (_, Some(reply)) => Some(FirstAttempt::Reply(reply)),
+                (Outcome::Failed(e) | Outcome::Rejected(e), None) => {
+                    Some(FirstAttempt::Failed(e.clone()))
+                }
+                // Given up, not attempted: the sender's wait runs out into the 202.
+                (Outcome::Cancelled | Outcome::Delivered, None) => None,
+            };
+            if let Some(first) = first {
+                self.ctx.replies.publish(item.id, first);
+            }
+        }
         self.record(&item, attempt, outcome, started.elapsed())
             .await;
     }
@@ -180,13 +198,18 @@ impl Worker {
                     secs: elapsed.as_secs_f64(),
                 });
             }
-            Outcome::Failed(error) => {
+            Outcome::Failed(ref error) | Outcome::Rejected(ref error) => {
+                let error = error.clone();
                 self.observe(DeliveryEvent::Failed {
                     hook: hook.clone(),
                     id,
                     error: error.clone(),
                 });
-                let verdict = verdict(&self.retry, attempt, &mut rand::thread_rng());
+                let verdict = if matches!(outcome, Outcome::Rejected(_)) {
+                    Verdict::Dead
+                } else {
+                    verdict(&self.retry, attempt, &mut rand::thread_rng())
+                };
                 match verdict {
                     Verdict::Retry(wait) => {
                         let next = SystemTime::now()
@@ -204,8 +227,13 @@ impl Worker {
                     Verdict::Dead => {
                         self.persist("mark_dead", id, || self.spool.mark_dead(id, &error))
                             .await;
-                        tracing::error!(hookd_event = "delivery_dead", delivery_id = id, hook = %hook, attempt,
-                            error = %error, "delivery failed for good after {attempt} attempts: {error}");
+                        if matches!(outcome, Outcome::Rejected(_)) {
+                            tracing::error!(hookd_event = "delivery_dead", delivery_id = id, hook = %hook, attempt,
+                                error = %error, "delivery cannot succeed for this item (no retry would change it): {error}");
+                        } else {
+                            tracing::error!(hookd_event = "delivery_dead", delivery_id = id, hook = %hook, attempt,
+                                error = %error, "delivery failed for good after {attempt} attempts: {error}");
+                        }
                         self.observe(DeliveryEvent::Dead { hook: hook.clone() });
                     }
                 }

@@ -1,7 +1,9 @@
 //! The `exec` action: run a command (no shell) with the body on stdin.
 
+use std::ffi::OsString;
 use std::future::Future;
 use std::io;
+use std::os::unix::ffi::OsStringExt;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +15,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio::time::{sleep_until, Instant};
 
+use super::args::{RenderError, Values};
 use super::{human, Outcome};
+use crate::config::ExecSettings;
+use crate::ingress::access::{CLIENT_ADDR_HEADER, QUERY_HEADER};
+use crate::replies::{Reply, REPLY_LIMIT};
+use crate::request::{as_text, RequestView};
 use crate::spool::Item;
 
 /// Between SIGTERM and SIGKILL when a command overruns or is cancelled.
@@ -37,8 +44,8 @@ const PRIVATE_ENV: &[&str] = &[
 
 /// The `exec` action of one hook: what to run and how to stop it.
 pub(crate) struct Exec {
-    /// Program and arguments; no shell.
-    pub(crate) argv: Vec<String>,
+    /// Program, argument templates, environment, working directory; no shell.
+    pub(crate) settings: ExecSettings,
     pub(crate) timeout: Duration,
     /// Variables removed from the child's environment: the ones hookd reads
     /// its hooks' secrets from.
@@ -65,30 +72,81 @@ impl Exec {
     /// whole group gets SIGTERM, then SIGKILL after `kill_grace`, and the
     /// command is reaped before this returns. Dropping the future SIGKILLs
     /// the group at once (the runtime reaps the child).
+    #[cfg(test)]
     pub(crate) async fn attempt(
         &self,
         item: &Item,
         attempt: u32,
         cancel: impl Future<Output = ()>,
     ) -> Outcome {
-        let Some(program) = self.argv.first() else {
-            return Outcome::Failed("exec: no command given".into());
+        self.attempt_with_reply(item, attempt, cancel).await.0
+    }
+
+    /// As [`Exec::attempt`], with the command's answer for `respond.wait`:
+    /// 200 and its stdout (the first [`REPLY_LIMIT`] bytes) on exit 0, else
+    /// `None` (the caller answers the failure).
+    pub(crate) async fn attempt_with_reply(
+        &self,
+        item: &Item,
+        attempt: u32,
+        cancel: impl Future<Output = ()>,
+    ) -> (Outcome, Option<Reply>) {
+        let program = &self.settings.program;
+        let (args, env) = match self.render(item, attempt) {
+            Ok(r) => r,
+            Err(e) => return (Outcome::Rejected(e.to_string()), None),
         };
-        let mut child = match self.command(program, item, attempt).spawn() {
+        // Removed when this attempt ends, however it ends.
+        let body_file = if self.settings.body_file {
+            match BodyFile::write(item, attempt) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    return (
+                        Outcome::Failed(format!("cannot write the body file: {e}")),
+                        None,
+                    )
+                }
+            }
+        } else {
+            None
+        };
+        let mut cmd = self.command(program, item, attempt);
+        cmd.args(args).envs(env);
+        if let Some(f) = &body_file {
+            cmd.env("HOOKD_BODY_FILE", &f.path);
+        }
+        if let Some(dir) = &self.settings.cwd {
+            cmd.current_dir(dir);
+        }
+        let mut child = match cmd.spawn() {
+            // Arguments too long for the kernel stay too long at every retry.
+            Err(e) if e.raw_os_error() == Some(libc::E2BIG) => {
+                return (
+                    Outcome::Rejected(format!("cannot start {program}: {e}")),
+                    None,
+                )
+            }
+            Err(e) => {
+                let why = match &self.settings.cwd {
+                    Some(dir) => format!("cannot start {program} in {}: {e}", dir.display()),
+                    None => format!("cannot start {program}: {e}"),
+                };
+                return (Outcome::Failed(why), None);
+            }
             Ok(c) => c,
-            Err(e) => return Outcome::Failed(format!("cannot start {program}: {e}")),
         };
         let mut group = GroupGuard(child.id().map(|id| Pid::from_raw(id as i32)));
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
             // Unreachable with piped stdio; the guard kills the group.
-            return Outcome::Failed("exec: child pipes missing".into());
+            return (Outcome::Failed("exec: child pipes missing".into()), None);
         };
         let mut output = Output {
             out: LineReader::new(stdout),
             err: LineReader::new(stderr),
             last_stderr: None,
+            stdout: Vec::new(),
             id: item.id,
             hook: &item.hook,
         };
@@ -134,13 +192,22 @@ impl Exec {
             }
         }
 
-        match (stopping, status) {
+        drop(body_file);
+
+        let outcome = match (stopping, status) {
             (Some(Stop::Cancelled), _) => Outcome::Cancelled,
             (Some(Stop::TimedOut), _) => {
                 Outcome::Failed(format!("timed out after {}", human(self.timeout)))
             }
             (None, Err(e)) => Outcome::Failed(format!("cannot wait for {program}: {e}")),
-            (None, Ok(status)) if status.success() => Outcome::Delivered,
+            (None, Ok(status)) if status.success() => {
+                let reply = Reply {
+                    status: 200,
+                    content_type: "text/plain; charset=utf-8".into(),
+                    body: Bytes::from(output.stdout),
+                };
+                return (Outcome::Delivered, Some(reply));
+            }
             (None, Ok(status)) => {
                 let mut msg = describe(status);
                 if let Some(line) = output.last_stderr.filter(|l| !l.trim().is_empty()) {
@@ -150,15 +217,80 @@ impl Exec {
                 }
                 Outcome::Failed(msg)
             }
+        };
+        (outcome, None)
+    }
+
+    /// The arguments after the program and the `env = {…}` variables, with
+    /// their placeholders filled from the spooled request.
+    #[allow(clippy::type_complexity)]
+    fn render(
+        &self,
+        item: &Item,
+        attempt: u32,
+    ) -> Result<(Vec<OsString>, Vec<(String, OsString)>), RenderError> {
+        let s = &self.settings;
+        let needs_request = s
+            .args
+            .iter()
+            .chain(s.env.iter().map(|(_, t)| t))
+            .any(|t| t.needs_request())
+            || !s.validate.is_empty();
+        // The body is parsed only when a placeholder looks into the request.
+        let headers = if needs_request {
+            header_map(&item.headers)
+        } else {
+            http::HeaderMap::new()
+        };
+        let query = stored(&item.headers, QUERY_HEADER);
+        let remote_ip = stored(&item.headers, CLIENT_ADDR_HEADER).and_then(|s| s.parse().ok());
+        let fields = needs_request.then(|| {
+            RequestView {
+                // Only POST is spooled.
+                method: "POST",
+                headers: &headers,
+                query: query.as_deref(),
+                remote_ip,
+                body: &item.body,
+            }
+            .fields()
+        });
+        let lookup = |f: &str| {
+            fields
+                .as_ref()
+                .and_then(|fields| fields.lookup(f))
+                .map(|v| as_text(&v))
+        };
+        let values = Values {
+            body: &item.body,
+            lookup: &lookup,
+            delivery_id: item.id,
+            hook: &item.hook,
+            attempt,
+        };
+        for check in &s.validate {
+            check.check(&values)?;
         }
+        let mut args = Vec::with_capacity(s.args.len());
+        for t in &s.args {
+            if let Some(bytes) = t.render(&values, s.missing)? {
+                args.push(OsString::from_vec(bytes));
+            }
+        }
+        let mut env = Vec::with_capacity(s.env.len());
+        for (name, t) in &s.env {
+            if let Some(bytes) = t.render(&values, s.missing)? {
+                env.push((name.clone(), OsString::from_vec(bytes)));
+            }
+        }
+        Ok((args, env))
     }
 
     /// The command for one attempt: no shell, piped stdio, its own process
     /// group, and an environment without hookd's private and secret variables.
     fn command(&self, program: &str, item: &Item, attempt: u32) -> Command {
         let mut cmd = Command::new(program);
-        cmd.args(&self.argv[1..])
-            .stdin(Stdio::piped())
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
@@ -172,6 +304,70 @@ impl Exec {
         }
         cmd.envs(env_for(item, attempt));
         cmd
+    }
+}
+
+/// The first stored value of hookd's own header `name`, as text.
+fn stored(headers: &[(String, Vec<u8>)], name: &str) -> Option<String> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| String::from_utf8(v.clone()).ok())
+}
+
+/// The stored headers as a map for lookups; one that is not valid on the
+/// wire any more is left out.
+fn header_map(headers: &[(String, Vec<u8>)]) -> http::HeaderMap {
+    let mut map = http::HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if let (Ok(n), Ok(v)) = (
+            http::header::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_bytes(value),
+        ) {
+            map.append(n, v);
+        }
+    }
+    map
+}
+
+/// The body in a private file (0600, a fresh name) for `body_file = true`,
+/// removed when dropped.
+struct BodyFile {
+    path: std::path::PathBuf,
+}
+
+impl BodyFile {
+    /// In `$RUNTIME_DIRECTORY` under systemd, else the temporary directory.
+    fn write(item: &Item, attempt: u32) -> io::Result<BodyFile> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = std::env::var_os("RUNTIME_DIRECTORY")
+            .and_then(|d| {
+                d.to_string_lossy()
+                    .split(':')
+                    .next()
+                    .map(std::path::PathBuf::from)
+            })
+            .filter(|d| d.is_absolute())
+            .unwrap_or_else(std::env::temp_dir);
+        let salt: u64 = rand::random();
+        let path = dir.join(format!("hookd-body-{}-{attempt}-{salt:016x}", item.id));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        let file = BodyFile { path };
+        f.write_all(&item.body)?;
+        Ok(file)
+    }
+}
+
+impl Drop for BodyFile {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::warn!(path = %self.path.display(), error = %e, "exec: cannot remove the body file");
+        }
     }
 }
 
@@ -275,6 +471,8 @@ struct Output<'a> {
     out: LineReader<ChildStdout>,
     err: LineReader<ChildStderr>,
     last_stderr: Option<String>,
+    /// The first [`REPLY_LIMIT`] bytes of stdout, for `respond.wait`.
+    stdout: Vec<u8>,
     id: i64,
     hook: &'a str,
 }
@@ -297,6 +495,13 @@ impl Output<'_> {
         tracing::info!(delivery_id = self.id, hook = %self.hook, stream, "{line}");
         if stream == "stderr" {
             self.last_stderr = Some(line);
+        } else if self.stdout.len() < REPLY_LIMIT {
+            let room = REPLY_LIMIT - self.stdout.len();
+            let take = line.len().min(room);
+            self.stdout.extend_from_slice(&line.as_bytes()[..take]);
+            if self.stdout.len() < REPLY_LIMIT {
+                self.stdout.push(b'\n');
+            }
         }
     }
 }

@@ -52,9 +52,7 @@ fn script(dir: &Path, text: &str) -> Vec<String> {
 /// A hook's exec action as its delivery loop builds it, hiding nothing.
 fn exec(argv: &[String], timeout: Duration) -> Action {
     let cfg = config::Action {
-        kind: ActionKind::Exec {
-            argv: argv.to_vec(),
-        },
+        kind: ActionKind::Exec(config::ExecSettings::new(argv).unwrap()),
         timeout,
     };
     Action::new(
@@ -160,9 +158,7 @@ async fn hidden_variables_do_not_reach_the_command() {
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = config::Action {
-        kind: ActionKind::Exec {
-            argv: script(dir.path(), text),
-        },
+        kind: ActionKind::Exec(config::ExecSettings::new(&script(dir.path(), text)).unwrap()),
         timeout: LONG,
     };
     let hide = Arc::new(vec!["PATH".to_string()]);
@@ -261,7 +257,7 @@ async fn sigterm_ignored_gets_sigkill_after_grace() {
     let started = std::time::Instant::now();
     let grace = Duration::from_millis(300);
     let action = Exec {
-        argv,
+        settings: config::ExecSettings::new(&argv).unwrap(),
         timeout: Duration::from_secs(2),
         hide_env: Arc::default(),
         kill_grace: grace,
@@ -386,4 +382,39 @@ async fn line_reader_splits_lines() {
 fn header_env_names() {
     assert_eq!(env_name("x-github-event"), "X_GITHUB_EVENT");
     assert_eq!(env_name("x.weird!name"), "X_WEIRD_NAME");
+}
+
+#[tokio::test]
+async fn the_body_file_is_removed_when_the_command_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let argv = script(
+        dir.path(),
+        "printf '%s' \"$HOOKD_BODY_FILE\" > \"$1/path.tmp\"; mv \"$1/path.tmp\" \"$1/path\"\nexec sleep 1000\n",
+    );
+    let mut settings = config::ExecSettings::new(&argv).unwrap();
+    settings.body_file = true;
+    let action = Exec {
+        settings,
+        timeout: Duration::from_secs(1),
+        hide_env: Arc::default(),
+        kill_grace: Duration::from_millis(200),
+    };
+    let out = action.attempt(&item("secret body"), 1, never()).await;
+    assert_eq!(out, Outcome::Failed("timed out after 1s".into()));
+    let path = std::fs::read_to_string(dir.path().join("path")).unwrap();
+    assert!(path.contains("hookd-body-7-1-"), "{path}");
+    assert!(!Path::new(&path).exists(), "{path} left behind");
+}
+
+#[tokio::test]
+async fn a_missing_value_is_rejected_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut argv = script(dir.path(), "touch \"$1/ran\"\n");
+    argv.push("{payload.nope}".into());
+    let out = exec(&argv, LONG).attempt(&item("{}"), 1, never()).await;
+    assert_eq!(
+        out,
+        Outcome::Rejected("{payload.nope} is not in the request (missing = \"fail\")".into())
+    );
+    assert!(!dir.path().join("ran").exists());
 }

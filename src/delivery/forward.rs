@@ -14,12 +14,11 @@ use tokio::time::{timeout_at, Instant};
 
 use super::{human, Outcome};
 use crate::ingress::access::CLIENT_ADDR_HEADER;
+use crate::replies::{Reply, REPLY_LIMIT};
 use crate::spool::Item;
 
 /// How much of a non-2xx answer's body goes into the error message.
 const ERROR_SNIPPET: usize = 200;
-/// How much of a 2xx body is read (and thrown away) so the connection can be reused.
-const DRAIN_LIMIT: usize = 64 * 1024;
 
 /// Headers that belong to one connection, or that the client sets itself, or
 /// that say who the client is (a sender could write any of those; hookd sets
@@ -87,35 +86,45 @@ impl Forward {
     /// error, or no answer within the timeout is [`Outcome::Failed`]. When
     /// `cancel` completes first the request is dropped and the result is
     /// [`Outcome::Cancelled`].
-    pub(crate) async fn attempt(
+    ///
+    /// Also returns the upstream's answer (status, content type, the first
+    /// [`REPLY_LIMIT`] bytes of its body) when it gave one, for `respond.wait`.
+    pub(crate) async fn attempt_with_reply(
         &self,
         item: &Item,
         attempt: u32,
         cancel: impl Future<Output = ()>,
-    ) -> Outcome {
+    ) -> (Outcome, Option<Reply>) {
         tokio::select! {
             biased;
-            outcome = self.post(item, attempt) => outcome,
-            _ = cancel => Outcome::Cancelled,
+            answered = self.post(item, attempt) => answered,
+            _ = cancel => (Outcome::Cancelled, None),
         }
     }
 
-    async fn post(&self, item: &Item, attempt: u32) -> Outcome {
+    async fn post(&self, item: &Item, attempt: u32) -> (Outcome, Option<Reply>) {
         let url = &self.url;
         let req = match self.request(item, attempt) {
             Ok(r) => r,
-            Err(e) => return Outcome::Failed(format!("cannot build request to {url}: {e}")),
+            Err(e) => {
+                return (
+                    Outcome::Failed(format!("cannot build request to {url}: {e}")),
+                    None,
+                )
+            }
         };
         let deadline = Instant::now() + self.timeout;
         let resp = match timeout_at(deadline, self.client.inner.request(req)).await {
             Err(_) => {
-                return Outcome::Failed(format!(
+                let why = format!(
                     "upstream {url} did not answer within {}",
                     human(self.timeout)
-                ))
+                );
+                return (Outcome::Failed(why), None);
             }
             Ok(Err(e)) => {
-                return Outcome::Failed(format!("cannot reach upstream {url}: {}", chain(&e)))
+                let why = format!("cannot reach upstream {url}: {}", chain(&e));
+                return (Outcome::Failed(why), None);
             }
             Ok(Ok(resp)) => resp,
         };
@@ -153,27 +162,39 @@ impl Forward {
     }
 }
 
-/// Reads what is needed of `resp` (until `deadline` at most) and judges it.
-async fn answer(resp: http::Response<hyper::body::Incoming>, deadline: Instant) -> Outcome {
+/// Reads what is needed of `resp` (until `deadline` at most) and judges it;
+/// the answer is kept for `respond.wait`.
+async fn answer(
+    resp: http::Response<hyper::body::Incoming>,
+    deadline: Instant,
+) -> (Outcome, Option<Reply>) {
     let status = resp.status();
-    let limit = if status.is_success() {
-        DRAIN_LIMIT
-    } else {
-        ERROR_SNIPPET
-    };
+    let content_type = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_string();
     // Best effort within what is left of the timeout: the status already decided.
-    let body = timeout_at(deadline, read_prefix(resp.into_body(), limit))
+    let body = timeout_at(deadline, read_prefix(resp.into_body(), REPLY_LIMIT))
         .await
         .unwrap_or_default();
-    if status.is_success() {
-        return Outcome::Delivered;
-    }
-    let snippet = snippet(&body);
-    if snippet.is_empty() {
-        Outcome::Failed(format!("upstream answered {status}"))
+    let outcome = if status.is_success() {
+        Outcome::Delivered
     } else {
-        Outcome::Failed(format!("upstream answered {status}: {snippet}"))
-    }
+        let snippet = snippet(&body);
+        if snippet.is_empty() {
+            Outcome::Failed(format!("upstream answered {status}"))
+        } else {
+            Outcome::Failed(format!("upstream answered {status}: {snippet}"))
+        }
+    };
+    let reply = Reply {
+        status: status.as_u16(),
+        content_type,
+        body: Bytes::from(body),
+    };
+    (outcome, Some(reply))
 }
 
 /// Whether a stored header goes upstream: never the connection's own headers,

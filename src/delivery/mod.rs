@@ -5,6 +5,7 @@
 //! once and runs it for each attempt; [`retry`] decides what a failure leads to.
 
 mod action;
+pub(crate) mod args;
 mod dispatch;
 mod exec;
 mod forward;
@@ -15,6 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+
+use crate::replies::Replies;
 
 pub(crate) use action::Action;
 pub(crate) use dispatch::run_hook;
@@ -28,6 +31,9 @@ pub(crate) enum Outcome {
     Delivered,
     /// The action failed, with a one-line reason; the attempt counts.
     Failed(String),
+    /// The action cannot succeed for this item at any attempt (a placeholder's
+    /// value is missing or too long): the item is dead at once, with the reason.
+    Rejected(String),
     /// The caller gave up on the attempt (hard stop); it does not count.
     Cancelled,
 }
@@ -67,6 +73,8 @@ pub(crate) struct DeliveryContext {
     pub client: ForwardClient,
     /// Environment variables `exec` children must not see (secret sources).
     pub hidden_env: Arc<Vec<String>>,
+    /// Where first-attempt results go for hooks with `respond.wait`.
+    pub replies: Arc<Replies>,
 }
 
 /// A duration for people: milliseconds under 10 s, whole seconds above.

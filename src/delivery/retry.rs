@@ -118,6 +118,75 @@ mod tests {
         }
     }
 
+    /// When each attempt starts, in seconds after the first, if every wait
+    /// is drawn by `wait(attempts_done)`; one entry per attempt.
+    fn schedule(cfg: &RetryConfig, mut wait: impl FnMut(u32) -> Duration) -> Vec<f64> {
+        let mut at = vec![0.0];
+        let mut now = 0.0;
+        for done in 1..cfg.max_attempts {
+            now += wait(done).as_secs_f64();
+            at.push(now);
+        }
+        at
+    }
+
+    #[test]
+    fn the_default_policy_retries_for_at_least_a_day_even_when_jitter_draws_every_wait_short() {
+        let c = RetryConfig::default();
+        // Equal jitter never waits less than half the step.
+        let shortest = schedule(&c, |n| capped_step(&c, n) / 2);
+        let longest = schedule(&c, |n| capped_step(&c, n));
+        let day = 24.0 * 3600.0;
+        let last_short = *shortest.last().unwrap();
+        let last_long = *longest.last().unwrap();
+        assert!(last_short >= day, "last attempt after {last_short} s");
+        assert!(last_long <= 2.5 * day, "last attempt after {last_long} s");
+        // And with real draws: the item is still alive a day after the first attempt.
+        let mut rng = StdRng::seed_from_u64(11);
+        for _ in 0..50 {
+            let drawn = schedule(&c, |n| backoff(&c, n, &mut rng));
+            assert!(*drawn.last().unwrap() >= day);
+        }
+    }
+
+    #[test]
+    fn a_ten_minute_outage_does_not_kill_an_item_under_the_default_policy() {
+        let c = RetryConfig::default();
+        let outage = 600.0;
+        let mut rng = StdRng::seed_from_u64(3);
+        for _ in 0..50 {
+            let at = schedule(&c, |n| backoff(&c, n, &mut rng));
+            // Every attempt inside the outage fails; the next one is not the last
+            // and it comes no later than one capped step after the app is back.
+            let failed = at.iter().filter(|&&t| t < outage).count();
+            assert!(failed < at.len(), "dead inside a 10-minute outage");
+            let next = at[failed];
+            assert!(
+                next - outage <= c.max_backoff.as_secs_f64(),
+                "next attempt {next} s"
+            );
+            let mut rng2 = StdRng::seed_from_u64(5);
+            let attempts_done = u32::try_from(failed).unwrap();
+            assert!(matches!(
+                verdict(&c, attempts_done, &mut rng2),
+                Verdict::Retry(_)
+            ));
+        }
+    }
+
+    /// The waits the annotated example and the README print.
+    #[test]
+    fn the_default_waits_are_the_documented_table() {
+        let c = RetryConfig::default();
+        let steps: Vec<u64> = (1..c.max_attempts)
+            .map(|n| capped_step(&c, n).as_secs())
+            .collect();
+        let mut want = vec![1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048];
+        want.extend(std::iter::repeat_n(3600, 47));
+        assert_eq!(steps, want);
+        assert_eq!(c.max_attempts, 60);
+    }
+
     #[test]
     fn dead_after_max_attempts() {
         let c = cfg(3, 1, 600);

@@ -130,6 +130,7 @@ impl IngressHarness {
             Arc::new(AtomicBool::new(true)),
             gauges,
             &budget,
+            &Arc::default(),
         ));
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

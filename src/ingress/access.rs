@@ -16,6 +16,9 @@ use http::HeaderMap;
 /// The stored header under which ingress keeps the client address it
 /// established; a sender's own header of that name is dropped at ingress.
 pub(crate) const CLIENT_ADDR_HEADER: &str = "hookd-client-addr";
+/// The stored header under which ingress keeps the request's query string
+/// (without `?`), for `{query.…}` placeholders; only hookd writes it.
+pub(crate) const QUERY_HEADER: &str = "hookd-query";
 
 /// An address block: `192.30.252.0/22`, `2a0a:a440::/29`, or a bare address
 /// (one host: /32 or /128).

@@ -248,11 +248,17 @@ pub(crate) fn explain(h: &HookConfig) -> String {
         out.push_str(&format!("  handshake: {what}\n"));
     }
     match &h.respond {
-        Some(r) => out.push_str(&format!(
+        Some(r) if r.fixed => out.push_str(&format!(
             "  respond: {} {:?} ({})\n",
             r.status, r.body, r.content_type
         )),
-        None => out.push_str("  respond: 202 {\"id\":…,\"status\":\"queued\"}\n"),
+        _ => out.push_str("  respond: 202 {\"id\":…,\"status\":\"queued\"}\n"),
+    }
+    if let Some(w) = h.respond.as_ref().and_then(|r| r.wait) {
+        out.push_str(&format!(
+            "  respond.wait: {}, then the answer above\n",
+            humantime::format_duration(w)
+        ));
     }
     out
 }

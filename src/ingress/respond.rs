@@ -1,6 +1,7 @@
 //! The configured answer to a newly spooled webhook (`respond = {…}`), for
-//! providers that insist on a 200 or on a body. It is sent only where the 202
-//! would have been: after the spool's commit.
+//! providers that insist on a 200 or on a body, and the first attempt's
+//! result for `respond.wait`. Both are sent only where the 202 would have
+//! been: after the spool's commit.
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
@@ -8,6 +9,40 @@ use http_body_util::Full;
 
 use super::response::Body;
 use crate::config::RespondConfig;
+use crate::replies::FirstAttempt;
+
+/// The answer for item `id` from its first attempt: the action's own answer
+/// as it is (a forward's upstream status and body, an exec's stdout with
+/// 200), or 502 and the reason when the attempt failed with nothing to
+/// relay. The item is durable either way and goes on to its retries.
+pub(crate) fn first_attempt(id: i64, result: FirstAttempt) -> Response<Body> {
+    match result {
+        FirstAttempt::Reply(r) => {
+            let mut resp = Response::new(Full::new(r.body));
+            // Any status an upstream can send is a valid one; the fallback cannot happen.
+            *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let ct = HeaderValue::from_str(&r.content_type)
+                .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
+            resp.headers_mut().insert(header::CONTENT_TYPE, ct);
+            resp.headers_mut()
+                .insert("hookd-delivery-id", HeaderValue::from(id));
+            resp
+        }
+        FirstAttempt::Failed(why) => {
+            let mut resp = super::response::json(
+                StatusCode::BAD_GATEWAY,
+                &serde_json::json!({
+                    "id": id,
+                    "error": "first_attempt_failed",
+                    "message": why,
+                }),
+            );
+            resp.headers_mut()
+                .insert("hookd-delivery-id", HeaderValue::from(id));
+            resp
+        }
+    }
+}
 
 pub(crate) fn configured(r: &RespondConfig) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from(r.body.clone())));

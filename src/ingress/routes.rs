@@ -21,13 +21,14 @@ use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::access::{self, Cidr, Peer, CLIENT_ADDR_HEADER};
+use super::access::{self, Cidr, Peer, CLIENT_ADDR_HEADER, QUERY_HEADER};
 use super::budget::{Budget, Reservation};
 use super::handshake::Handshaker;
 use super::response::{self, Body, Refusal};
 use super::verify::Verifier;
 use crate::config::{Config, HookConfig};
 use crate::metrics::{Gauges, Metrics, Reject};
+use crate::replies::Replies;
 use crate::spool::{Enqueued, NewItem, Repeats, ReplayKey, Spool};
 
 /// One configured hook, ready to serve.
@@ -60,6 +61,8 @@ pub(crate) struct Ingress {
     pub(crate) commit_timeout: Duration,
     /// What these listeners serve besides the probes.
     pub(crate) role: Role,
+    /// First-attempt results, for hooks with `respond.wait`.
+    pub(crate) replies: Arc<Replies>,
 }
 
 /// What a set of listeners serves; `/healthz` and `/readyz` are on all of them.
@@ -93,6 +96,7 @@ impl Ingress {
         ready: Arc<AtomicBool>,
         gauges: GaugeSource,
         budget: &Arc<Budget>,
+        replies: &Arc<Replies>,
     ) -> Ingress {
         Ingress {
             routes: if role.hooks() { routes } else { HashMap::new() },
@@ -105,6 +109,7 @@ impl Ingress {
             trusted_proxies: cfg.server.trusted_proxies.clone(),
             commit_timeout: cfg.spool.commit_timeout,
             role,
+            replies: replies.clone(),
         }
     }
 }
@@ -275,7 +280,7 @@ async fn hook(
     if let Some(h) = route.verifier.credential_header() {
         headers.remove(h);
     }
-    let headers = kept_headers(&headers, client);
+    let headers = kept_headers(&headers, client, parts.uri.query());
     let item = NewItem {
         hook: name.to_string(),
         dedup_id,
@@ -525,7 +530,16 @@ async fn spool(ing: &Ingress, route: &Route, item: NewItem) -> Result<Response<B
     match enqueued {
         Ok(Enqueued::New(id)) => {
             ing.metrics.spooled(name);
-            if let Some(r) = &route.hook.respond {
+            let respond = route.hook.respond.as_ref();
+            if let Some(wait) = respond.and_then(|r| r.wait) {
+                // Durable already: waiting only chooses the answer.
+                let result = ing.replies.wait(id);
+                match tokio::time::timeout(wait, result).await {
+                    Ok(Ok(first)) => return Ok(super::respond::first_attempt(id, first)),
+                    _ => ing.replies.forget(id),
+                }
+            }
+            if let Some(r) = respond.filter(|r| r.fixed) {
                 return Ok(super::respond::configured(r));
             }
             Ok(response::json(
@@ -541,7 +555,7 @@ async fn spool(ing: &Ingress, route: &Route, item: NewItem) -> Result<Response<B
                 "a redelivery of dead item {id}: pending again with a fresh attempt count"
             );
             ing.metrics.revived(name);
-            if let Some(r) = &route.hook.respond {
+            if let Some(r) = route.hook.respond.as_ref().filter(|r| r.fixed) {
                 return Ok(super::respond::configured(r));
             }
             Ok(response::json(
@@ -623,8 +637,13 @@ fn is_json(h: &HeaderMap) -> bool {
 /// Headers worth keeping with the item: everything but the connection's own
 /// and credentials (a bearer token is checked, never stored), plus the client
 /// address hookd established under [`CLIENT_ADDR_HEADER`] (a sender's own
-/// header of that name is dropped: only hookd writes it).
-fn kept_headers(h: &HeaderMap, client: Option<std::net::IpAddr>) -> Vec<(String, Vec<u8>)> {
+/// header of that name is dropped: only hookd writes it), and the query
+/// string under [`QUERY_HEADER`] (likewise).
+fn kept_headers(
+    h: &HeaderMap,
+    client: Option<std::net::IpAddr>,
+    query: Option<&str>,
+) -> Vec<(String, Vec<u8>)> {
     const DROP: &[&str] = &[
         "connection",
         "keep-alive",
@@ -639,6 +658,7 @@ fn kept_headers(h: &HeaderMap, client: Option<std::net::IpAddr>) -> Vec<(String,
         "authorization",
         "proxy-authorization",
         CLIENT_ADDR_HEADER,
+        QUERY_HEADER,
     ];
     let mut kept: Vec<(String, Vec<u8>)> = h
         .iter()
@@ -647,6 +667,9 @@ fn kept_headers(h: &HeaderMap, client: Option<std::net::IpAddr>) -> Vec<(String,
         .collect();
     if let Some(ip) = client {
         kept.push((CLIENT_ADDR_HEADER.to_string(), ip.to_string().into_bytes()));
+    }
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        kept.push((QUERY_HEADER.to_string(), q.as_bytes().to_vec()));
     }
     kept
 }
@@ -683,12 +706,14 @@ mod tests {
         h.insert("host", "x".parse().unwrap());
         h.insert("x-github-event", "push".parse().unwrap());
         h.insert(CLIENT_ADDR_HEADER, "6.6.6.6".parse().unwrap());
-        let kept = kept_headers(&h, Some("192.0.2.1".parse().unwrap()));
+        h.insert(QUERY_HEADER, "env=forged".parse().unwrap());
+        let kept = kept_headers(&h, Some("192.0.2.1".parse().unwrap()), Some("env=prod"));
         assert_eq!(
             kept,
             vec![
                 ("x-github-event".to_string(), b"push".to_vec()),
-                (CLIENT_ADDR_HEADER.to_string(), b"192.0.2.1".to_vec())
+                (CLIENT_ADDR_HEADER.to_string(), b"192.0.2.1".to_vec()),
+                (QUERY_HEADER.to_string(), b"env=prod".to_vec())
             ]
         );
     }

@@ -25,6 +25,7 @@ use crate::ingress::routes::{GaugeSource, Role};
 use crate::ingress::routes::{Ingress, Route};
 use crate::ingress::server::{self, Traffic};
 use crate::metrics::Metrics;
+use crate::replies::Replies;
 use crate::spool::{Spool, SpoolOptions};
 use crate::systemd::{listen::Named, notify};
 
@@ -90,6 +91,8 @@ pub(crate) struct Daemon {
     pub traffic: Arc<Traffic>,
     pub phase: Arc<PhaseCell>,
     pub(crate) last_errors: Arc<RecentErrors>,
+    /// First-attempt results, from delivery to ingress (`respond.wait`).
+    pub(crate) replies: Arc<Replies>,
 }
 
 /// A reload asked over the control socket, with where to send the outcome.
@@ -198,6 +201,7 @@ async fn start(cfg: Config, origin: Origin, succession: Succession) -> Result<Ru
         traffic: Arc::new(Traffic::default()),
         phase: Arc::new(PhaseCell::default()),
         last_errors: Arc::new(RecentErrors::default()),
+        replies: Arc::default(),
     });
     let switches = Switches::new();
     let ready = Arc::new(AtomicBool::new(false));
@@ -306,6 +310,7 @@ fn start_ingress(
             ready.clone(),
             gauges.clone(),
             &budget,
+            &d.replies,
         ));
         server::spawn(
             set.into_iter()
@@ -542,6 +547,16 @@ fn conn_limits(cfg: &Config) -> Arc<crate::ingress::limits::Limits> {
 }
 
 fn spawn_delivery(d: &Arc<Daemon>, switches: &Switches) -> Vec<JoinHandle<()>> {
+    // Once nothing more is claimed no first attempt starts: `respond.wait`
+    // answers (202) at once instead of holding the sender, and the drain, to
+    // the end of its wait.
+    let mut stop = switches.stop_claiming.subscribe();
+    let replies = d.replies.clone();
+    tokio::spawn(async move {
+        // An error means the switch is gone with the process: stop waiting too.
+        let _ = stop.wait_for(|stopped| *stopped).await;
+        replies.close();
+    });
     let client = ForwardClient::new();
     let metrics = d.metrics.clone();
     let last_errors = d.last_errors.clone();
@@ -559,6 +574,7 @@ fn spawn_delivery(d: &Arc<Daemon>, switches: &Switches) -> Vec<JoinHandle<()>> {
                 observer: Some(observer.clone()),
                 client: client.clone(),
                 hidden_env: hidden_env.clone(),
+                replies: d.replies.clone(),
             };
             tokio::spawn(delivery::run_hook(
                 d.spool.clone(),
