@@ -40,8 +40,10 @@ pub(crate) enum FirstAttempt {
     Reply(Reply),
     /// The attempt failed with no answer to relay (exit status, timeout,
     /// unreachable upstream, a missing argument value); the item goes on
-    /// to its retries or to dead as usual.
-    Failed(String),
+    /// to its retries or to dead as usual. `gateway`: the action is a
+    /// forward (answered 502, the app could not be reached), else an exec
+    /// (answered 500, the command failed).
+    Failed { why: String, gateway: bool },
 }
 
 enum Slot {
@@ -163,11 +165,20 @@ mod tests {
         r.publish(1, ok("one"));
         assert_eq!(rx.await.unwrap(), ok("one"));
 
-        r.publish(2, FirstAttempt::Failed("exit status 3".into()));
+        r.publish(
+            2,
+            FirstAttempt::Failed {
+                why: "exit status 3".into(),
+                gateway: false,
+            },
+        );
         let rx = r.wait(2);
         assert_eq!(
             rx.await.unwrap(),
-            FirstAttempt::Failed("exit status 3".into())
+            FirstAttempt::Failed {
+                why: "exit status 3".into(),
+                gateway: false,
+            }
         );
         assert_eq!(r.len(), 0);
     }

@@ -308,7 +308,7 @@ mv $o.tmp $o.argv
 }
 
 #[test]
-fn respond_wait_answers_with_the_commands_stdout_or_502_with_the_reason() {
+fn respond_wait_answers_with_the_commands_stdout_or_500_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let ok = script(
         dir.path(),
@@ -345,7 +345,7 @@ fn respond_wait_answers_with_the_commands_stdout_or_502_with_the_reason() {
     });
 
     let r = h.post_signed("bad", b"{}", &[]);
-    assert_eq!(r.status, 502, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.status, 500, "{:?}", String::from_utf8_lossy(&r.body));
     let j = r.json();
     assert_eq!(j["error"], "first_attempt_failed");
     let msg = j["message"].as_str().unwrap();

@@ -166,9 +166,10 @@ impl Worker {
         if self.replies_wanted && attempt == 1 {
             let first = match (&outcome, reply) {
                 (_, Some(reply)) => Some(FirstAttempt::Reply(reply)),
-                (Outcome::Failed(e) | Outcome::Rejected(e), None) => {
-                    Some(FirstAttempt::Failed(e.clone()))
-                }
+                (Outcome::Failed(e) | Outcome::Rejected(e), None) => Some(FirstAttempt::Failed {
+                    why: e.clone(),
+                    gateway: matches!(self.action, Action::Forward(_)),
+                }),
                 // Given up, not attempted: the sender's wait runs out into the 202.
                 (Outcome::Cancelled | Outcome::Delivered, None) => None,
             };

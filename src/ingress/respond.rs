@@ -13,8 +13,8 @@ use crate::replies::FirstAttempt;
 
 /// The answer for item `id` from its first attempt: the action's own answer
 /// as it is (a forward's upstream status and body, an exec's stdout with
-/// 200), or 502 and the reason when the attempt failed with nothing to
-/// relay. The item is durable either way and goes on to its retries.
+/// 200), or the reason when the attempt failed with nothing to relay: 500
+/// for a command that failed, 502 for an app that could not be reached. The item is durable either way and goes on to its retries.
 pub(crate) fn first_attempt(id: i64, result: FirstAttempt) -> Response<Body> {
     match result {
         FirstAttempt::Reply(r) => {
@@ -28,9 +28,14 @@ pub(crate) fn first_attempt(id: i64, result: FirstAttempt) -> Response<Body> {
                 .insert("hookd-delivery-id", HeaderValue::from(id));
             resp
         }
-        FirstAttempt::Failed(why) => {
+        FirstAttempt::Failed { why, gateway } => {
+            let status = if gateway {
+                StatusCode::BAD_GATEWAY
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
             let mut resp = super::response::json(
-                StatusCode::BAD_GATEWAY,
+                status,
                 &serde_json::json!({
                     "id": id,
                     "error": "first_attempt_failed",
