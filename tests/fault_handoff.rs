@@ -378,6 +378,8 @@ fn the_old_instance_killed_after_the_hand_over_loses_nothing_and_fails_only_its_
         seed(),
         Duration::from_millis(100),
     );
+    // ~30 requests/s against 40 deliveries/s: no backlog outgrows the drain.
+    run.pace = Duration::from_millis(100);
     run.h.start();
     let load = run.load(3);
     run.wait_acks(20, Duration::from_secs(20));
@@ -407,6 +409,7 @@ fn the_old_instance_killed_after_the_hand_over_loses_nothing_and_fails_only_its_
         current = next;
         run.wait_acks(10, Duration::from_secs(20));
     }
+    load.stop();
     // The dead instances' leases: nobody frees them, they expire (action
     // timeout + 60 s) and the running successor claims them again.
     let t0 = Instant::now();
@@ -425,7 +428,6 @@ fn the_old_instance_killed_after_the_hand_over_loses_nothing_and_fails_only_its_
         recovery.as_millis(),
         t0.elapsed().as_millis()
     );
-    load.stop();
     stop_instance(current);
     let sent = run.sent();
     let in_flight_at_a_kill = |s: &Sent| kills.iter().any(|&k| s.sent <= k && s.answered >= k);
@@ -461,6 +463,8 @@ fn a_paused_instance_never_completes_or_releases_a_lease_it_lost() {
     let mut run = Run::new("pause past the lease", seed());
     run.h.start();
     let old = run.h.pid();
+    // Paced: the load runs through the whole pause.
+    run.pace = Duration::from_millis(20);
     let load = run.load(2);
     run.wait_acks(20, Duration::from_secs(20));
     // Every slot of the old instance (concurrency 4) holds an attempt.
@@ -494,7 +498,7 @@ fn a_paused_instance_never_completes_or_releases_a_lease_it_lost() {
         Duration::from_secs(150),
         "the successor to attempt every expired lease",
         || {
-            let held: HashSet<String> = run.up.gate.held().into_iter().collect();
+            let held: HashSet<String> = run.up.gate.held_repeats().into_iter().collect();
             cids.is_subset(&held).then_some(())
         },
     );

@@ -96,13 +96,29 @@ pub struct Gate {
     /// Hold repeated deliveries (the cid arrived before) of these cids.
     pub hold_repeats_of: Mutex<HashSet<String>>,
     seen: Mutex<HashSet<String>>,
-    held: Mutex<Vec<String>>,
+    held: Mutex<Vec<(String, bool)>>,
 }
 
 impl Gate {
     /// The cids being held right now (one entry per held delivery).
     pub fn held(&self) -> Vec<String> {
-        self.held.lock().unwrap().clone()
+        self.held
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(c, _)| c.clone())
+            .collect()
+    }
+
+    /// The cids of held repeated deliveries (the cid arrived before).
+    pub fn held_repeats(&self) -> Vec<String> {
+        self.held
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, repeat)| *repeat)
+            .map(|(c, _)| c.clone())
+            .collect()
     }
 
     /// Waits, bounded by [`GATE_LIMIT`], while the gate holds this delivery.
@@ -116,13 +132,13 @@ impl Gate {
         if !holds() {
             return;
         }
-        self.held.lock().unwrap().push(cid.to_string());
+        self.held.lock().unwrap().push((cid.to_string(), repeat));
         let start = Instant::now();
         while holds() && start.elapsed() < GATE_LIMIT {
             std::thread::sleep(Duration::from_millis(5));
         }
         let mut held = self.held.lock().unwrap();
-        if let Some(i) = held.iter().position(|c| c == cid) {
+        if let Some(i) = held.iter().position(|(c, r)| c == cid && *r == repeat) {
             held.remove(i);
         }
     }
