@@ -546,6 +546,101 @@ fn a_paused_instance_never_completes_or_releases_a_lease_it_lost() {
     r.assert_clean_allowing_overlaps();
 }
 
+/// 3b. The same pause without a successor: a lone instance is SIGSTOPped
+/// past the leases of two held attempts while its other slots are free.
+/// On SIGCONT the old attempts time out at once, and its own dispatcher may
+/// claim those expired leases again first: the old attempt's "retry later"
+/// must then not end the newer lease of the same item.
+#[test]
+fn a_paused_lone_instance_never_ends_its_own_newer_lease_with_a_stale_write() {
+    let mut run = Run::new("lone pause past the lease", seed());
+    run.pace = Duration::from_millis(20);
+    run.h.start();
+    let pid = run.h.pid();
+    let load = run.load(2);
+    run.wait_acks(20, Duration::from_secs(20));
+    let base = run.started() + 20;
+    let cids: HashSet<String> = (base..base + 2).map(|n| run.cid(n)).collect();
+    *run.up.gate.hold_first_of.lock().unwrap() = cids.clone();
+    *run.up.gate.hold_repeats_of.lock().unwrap() = cids.clone();
+    wait_for(Duration::from_secs(30), "2 held first attempts", || {
+        let held = run.up.gate.held();
+        (held.iter().filter(|c| cids.contains(*c)).count() == 2).then_some(())
+    });
+    let items: Vec<(i64, String)> = leases_of(&run.spool, pid)
+        .into_iter()
+        .filter(|(_, c)| cids.contains(c))
+        .collect();
+    assert_eq!(items.len(), 2, "the held attempts' leases: {items:?}");
+    let expiry: i64 = items
+        .iter()
+        .map(|(id, _)| {
+            look(&run.spool)
+                .query_row("SELECT lease_expiry FROM items WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .expect("lease expiry")
+        })
+        .max()
+        .expect("two leases");
+    signal(pid, Signal::SIGSTOP);
+    wait_for(Duration::from_secs(10), "the instance stopped", || {
+        (proc_state(pid) == Some('T')).then_some(())
+    });
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    };
+    wait_for(Duration::from_secs(150), "the leases to expire", || {
+        (now_ms() > expiry + 1000).then_some(())
+    });
+    signal(pid, Signal::SIGCONT);
+    let mut raced = 0;
+    for (id, cid) in &items {
+        let failed = format!("delivery_id={id} hook=gh attempt=1");
+        wait_for(
+            Duration::from_secs(30),
+            &format!("item {id}: the old attempt's end recorded and a new attempt held"),
+            || {
+                let log = run.h.log_text();
+                let recorded = log
+                    .lines()
+                    .any(|l| l.contains("delivery_failed") && l.contains(&failed));
+                let again = run.up.gate.held_repeats().contains(cid);
+                (recorded && again).then_some(())
+            },
+        );
+        // The claim won the race if the old attempt's write was refused.
+        let refused = format!("nothing changed id={id}");
+        if run.h.log_text().lines().any(|l| l.ends_with(&refused)) {
+            raced += 1;
+        }
+        let (state, _) = item_state(&run.spool, *id);
+        let running = run
+            .up
+            .gate
+            .held_repeats()
+            .iter()
+            .filter(|c| *c == cid)
+            .count();
+        assert!(
+            state == "leased" && running == 1,
+            "item {id} ({cid}) is {state} with {running} attempts running after the paused instance's stale write"
+        );
+    }
+    run.up.gate.hold_first_of.lock().unwrap().clear();
+    run.up.gate.hold_repeats_of.lock().unwrap().clear();
+    run.wait_acks(10, Duration::from_secs(20));
+    load.stop();
+    run.h.signal(Signal::SIGTERM);
+    let st = run.h.wait_exit(Duration::from_secs(60));
+    assert!(st.success(), "clean stop: {st}");
+    println!("[lone pause past the lease] {raced} of 2 expired leases claimed again before the old attempt ended (its write refused)");
+    let r = run.finish("SIGSTOP past the lease (70 s), no successor", "2 clients");
+    r.assert_clean_allowing_overlaps();
+}
+
 /// Linux x86_64 syscall numbers that write or sync a file.
 const WRITE_SYSCALLS: &[i64] = &[1, 18, 74, 75];
 

@@ -93,6 +93,8 @@ const GATE_LIMIT: Duration = Duration::from_secs(180);
 pub struct Gate {
     /// Hold every delivery while set.
     pub hold_all: AtomicBool,
+    /// Hold first deliveries of these cids.
+    pub hold_first_of: Mutex<HashSet<String>>,
     /// Hold repeated deliveries (the cid arrived before) of these cids.
     pub hold_repeats_of: Mutex<HashSet<String>>,
     seen: Mutex<HashSet<String>>,
@@ -126,8 +128,12 @@ impl Gate {
         let cid = cid.unwrap_or("");
         let repeat = !self.seen.lock().unwrap().insert(cid.to_string());
         let holds = || {
-            self.hold_all.load(Ordering::SeqCst)
-                || (repeat && self.hold_repeats_of.lock().unwrap().contains(cid))
+            let of = if repeat {
+                &self.hold_repeats_of
+            } else {
+                &self.hold_first_of
+            };
+            self.hold_all.load(Ordering::SeqCst) || of.lock().unwrap().contains(cid)
         };
         if !holds() {
             return;
@@ -397,6 +403,16 @@ impl Run {
 
     pub fn sent(&self) -> Vec<Sent> {
         self.sent.lock().unwrap().clone()
+    }
+
+    /// The cid the load gives its `n`-th request (counting from 0).
+    pub fn cid(&self, n: u64) -> String {
+        format!("{}-{n}", self.name.replace(' ', "-"))
+    }
+
+    /// How many requests the load has started so far.
+    pub fn started(&self) -> u64 {
+        self.next_cid.load(Ordering::SeqCst)
     }
 
     pub fn acked(&self) -> usize {
