@@ -181,7 +181,7 @@ fn stop_instance(pid: i32) {
     }
 }
 
-/// 1. `hookd reload` every 250 ms, 100 times, under load: every connection
+/// Scenario 1: `hookd reload` every 250 ms, 100 times, under load: every connection
 /// is answered, no item is delivered by two instances at once, nothing is lost.
 #[test]
 fn reload_storm_refuses_no_connection_and_never_delivers_one_item_twice_at_once() {
@@ -267,7 +267,7 @@ fn stopping_successor_wrapper(dir: &Path) -> PathBuf {
     script
 }
 
-/// 2a. The successor is SIGKILLed during its start-up, before READY: the
+/// Scenario 2a: The successor is SIGKILLed during its start-up, before READY: the
 /// reload fails with a reason, the old instance never stops serving.
 #[test]
 fn a_successor_killed_before_ready_fails_the_reload_and_the_old_instance_serves_on() {
@@ -365,7 +365,7 @@ fn a_successor_killed_before_ready_fails_the_reload_and_the_old_instance_serves_
     r.assert_clean();
 }
 
-/// 2b. The old instance is SIGKILLed after the hand-over (the successor sent
+/// Scenario 2b: The old instance is SIGKILLed after the hand-over (the successor sent
 /// MAINPID + READY past its BARRIER), while it drains: only connections it
 /// had accepted may fail; its leases expire and the successor delivers them.
 #[test]
@@ -453,7 +453,7 @@ fn the_old_instance_killed_after_the_hand_over_loses_nothing_and_fails_only_its_
     r.assert_clean();
 }
 
-/// 3. An old instance is SIGSTOPped while it holds leases, past their expiry,
+/// Scenario 3: An old instance is SIGSTOPped while it holds leases, past their expiry,
 /// while its successor runs and claims them again; then SIGCONT. Its
 /// attempts end (200 from the upstream) and it tries to complete them, but
 /// the items are the successor's now: they must stay leased to it.
@@ -546,7 +546,7 @@ fn a_paused_instance_never_completes_or_releases_a_lease_it_lost() {
     r.assert_clean_allowing_overlaps();
 }
 
-/// 3b. The same pause without a successor: a lone instance is SIGSTOPped
+/// Scenario 3b: The same pause without a successor: a lone instance is SIGSTOPped
 /// past the leases of two held attempts while its other slots are free.
 /// On SIGCONT the old attempts time out at once, and its own dispatcher may
 /// claim those expired leases again first: the old attempt's "retry later"
@@ -686,7 +686,7 @@ fn kill_all(run: &mut Run) {
     }
 }
 
-/// 4. The kill storm on main kills at random moments; these kills are aimed:
+/// Scenario 4: The kill storm on main kills at random moments; these kills are aimed:
 /// while a thread writes or syncs the database file (a checkpoint), while a
 /// SIGTERM drain runs, and while a reload hands off.
 #[test]

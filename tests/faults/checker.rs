@@ -79,7 +79,9 @@ pub struct Delivery {
 pub struct Upstream {
     pub addr: SocketAddr,
     pub log: Arc<Mutex<Vec<Delivery>>>,
-    /// Holds deliveries at the upstream until the scenario lets them go.
+    /// Holds deliveries at the upstream until the scenario lets them go
+    /// (only `fault_handoff.rs` uses it; each test binary builds this file).
+    #[allow(dead_code)]
     pub gate: Arc<Gate>,
 }
 
@@ -101,6 +103,8 @@ pub struct Gate {
     held: Mutex<Vec<(String, bool)>>,
 }
 
+// Used by fault_handoff.rs only.
+#[allow(dead_code)]
 impl Gate {
     /// The cids being held right now (one entry per held delivery).
     pub fn held(&self) -> Vec<String> {
@@ -406,11 +410,13 @@ impl Run {
     }
 
     /// The cid the load gives its `n`-th request (counting from 0).
+    #[allow(dead_code)]
     pub fn cid(&self, n: u64) -> String {
         format!("{}-{n}", self.name.replace(' ', "-"))
     }
 
     /// How many requests the load has started so far.
+    #[allow(dead_code)]
     pub fn started(&self) -> u64 {
         self.next_cid.load(Ordering::SeqCst)
     }
@@ -791,6 +797,7 @@ impl Report {
 
     /// Everything but overlaps, which a scenario that pauses an instance past
     /// its lease allows (and reports).
+    #[allow(dead_code)]
     pub fn assert_clean_allowing_overlaps(&self) {
         let few = |v: &[String]| v.iter().take(10).cloned().collect::<Vec<_>>();
         assert!(
