@@ -702,6 +702,8 @@ fn kill_storm_aimed_at_checkpoints_drains_and_hand_offs() {
     let load = run.load(3);
     let (mut in_ckpt, mut ckpt_missed, mut mid_drain, mut drain_done, mut mid_handoff) =
         (0, 0, 0, 0, 0);
+    // Of the hand-off kills: the successor had reported ready / was starting.
+    let (mut handoff_after_ready, mut handoff_starting) = (0, 0);
     for i in 0..per * 3 {
         run.wait_acks(5, Duration::from_secs(30));
         match i % 3 {
@@ -742,9 +744,17 @@ fn kill_storm_aimed_at_checkpoints_drains_and_hand_offs() {
             }
             _ => {
                 let config = run.h.config.clone();
+                let ready_before = main_pids(&run.h).len();
                 let asked = std::thread::spawn(move || reload(&config));
                 std::thread::sleep(Duration::from_millis(run.rng.gen_range(0..400)));
-                signal(run.h.pid(), Signal::SIGKILL);
+                let pid = run.h.pid();
+                let starting = !children(pid).is_empty();
+                signal(pid, Signal::SIGKILL);
+                if main_pids(&run.h).len() > ready_before {
+                    handoff_after_ready += 1;
+                } else if starting {
+                    handoff_starting += 1;
+                }
                 run.h.wait_exit(Duration::from_secs(20));
                 // The successor, if one was started, dies at its own moment.
                 std::thread::sleep(Duration::from_millis(run.rng.gen_range(0..100)));
@@ -760,7 +770,8 @@ fn kill_storm_aimed_at_checkpoints_drains_and_hand_offs() {
     kill_all(&mut run);
     println!(
         "[aimed kill storm] {in_ckpt} kills inside a checkpoint write/sync ({ckpt_missed} missed it within 5 s), \
-         {mid_drain} mid-drain ({drain_done} drains ended first), {mid_handoff} mid-hand-off"
+         {mid_drain} mid-drain ({drain_done} drains ended first), {mid_handoff} mid-hand-off \
+         ({handoff_starting} while the successor started, {handoff_after_ready} after it was ready)"
     );
     let r = run.finish(
         &format!("{} SIGKILLs: checkpoint, drain, hand-off", per * 3),
