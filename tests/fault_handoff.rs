@@ -277,7 +277,7 @@ fn a_successor_killed_before_ready_fails_the_reload_and_the_old_instance_serves_
     run.h.bin = stopping_successor_wrapper(run.dir.path());
     run.h.start();
     let old = run.h.pid();
-    let bin = Path::new(BIN).canonicalize().expect("hookd binary");
+    let spool = run.spool.canonicalize().expect("spool path");
     let load = run.load(3);
     run.wait_acks(20, Duration::from_secs(20));
     let mut moments = Vec::new();
@@ -297,27 +297,35 @@ fn a_successor_killed_before_ready_fails_the_reload_and_the_old_instance_serves_
         );
         killed.push(succ);
         // Even rounds: while it is stopped, before hookd runs at all. Odd
-        // rounds: let it go and kill it the moment it runs our binary (its
-        // start-up: config, sockets, the spool).
+        // rounds: while it registers on the spool. The test holds the
+        // spool's write lock (the old instance's commits wait meanwhile, up
+        // to the busy timeout), lets the successor go, and kills it once it
+        // has the spool open: its first write is blocked, so it cannot be
+        // ready yet.
         let started = Instant::now();
+        let mut lock = None;
         let moment = if i % 2 == 0 {
             "before exec"
         } else {
+            let c = look(&run.spool);
+            c.execute_batch("BEGIN IMMEDIATE")
+                .expect("take the spool's write lock");
+            lock = Some(c);
             signal(succ, Signal::SIGCONT);
             wait_for(
                 Duration::from_secs(20),
-                "the successor to exec hookd",
-                || {
-                    std::fs::read_link(format!("/proc/{succ}/exe"))
-                        .is_ok_and(|e| e == bin)
-                        .then_some(())
-                },
+                "the successor to open the spool",
+                || has_open(succ, &spool).then_some(()),
             );
-            "just after exec"
+            "spool open, write lock held"
         };
         let at = started.elapsed();
         let fault_at = Instant::now();
         signal(succ, Signal::SIGKILL);
+        if let Some(c) = lock.take() {
+            c.execute_batch("ROLLBACK")
+                .expect("let go of the write lock");
+        }
         let (code, out, err) = asked.join().expect("reload thread");
         assert!(
             !main_pids(&run.h).contains(&succ),
@@ -663,6 +671,14 @@ fn in_syscall(pid: i32, syscalls: &[i64], file: impl Fn(&Path) -> bool) -> bool 
             }
             _ => false,
         }
+    })
+}
+
+/// Whether `pid` has `file` open.
+fn has_open(pid: i32, file: &Path) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+        fds.filter_map(|e| e.ok())
+            .any(|e| std::fs::read_link(e.path()).is_ok_and(|p| p == file))
     })
 }
 
