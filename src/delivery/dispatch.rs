@@ -188,7 +188,7 @@ impl Worker {
         match outcome {
             Outcome::Delivered => {
                 // Not awaited: the slot moves on while the writer commits it.
-                if let Err(e) = self.spool.complete_detached(id) {
+                if let Err(e) = self.spool.complete_detached(item.lease()) {
                     tracing::error!(delivery_id = id, hook = %hook, error = %e,
                         "spool: complete failed; the item will be tried again when its lease expires");
                 }
@@ -217,7 +217,7 @@ impl Worker {
                             .checked_add(wait)
                             .unwrap_or_else(SystemTime::now);
                         self.persist("retry_later", id, || {
-                            self.spool.retry_later(id, next, &error)
+                            self.spool.retry_later(item.lease(), next, &error)
                         })
                         .await;
                         tracing::warn!(hookd_event = "delivery_failed", delivery_id = id, hook = %hook, attempt,
@@ -226,8 +226,10 @@ impl Worker {
                         self.observe(DeliveryEvent::Retried { hook: hook.clone() });
                     }
                     Verdict::Dead => {
-                        self.persist("mark_dead", id, || self.spool.mark_dead(id, &error))
-                            .await;
+                        self.persist("mark_dead", id, || {
+                            self.spool.mark_dead(item.lease(), &error)
+                        })
+                        .await;
                         if matches!(outcome, Outcome::Rejected(_)) {
                             tracing::error!(hookd_event = "delivery_dead", delivery_id = id, hook = %hook, attempt,
                                 error = %error, "delivery cannot succeed for this item (no retry would change it): {error}");
@@ -240,7 +242,8 @@ impl Worker {
                 }
             }
             Outcome::Cancelled => {
-                self.persist("release", id, || self.spool.release(id)).await;
+                self.persist("release", id, || self.spool.release(item.lease()))
+                    .await;
                 tracing::warn!(hookd_event = "delivery_abandoned", delivery_id = id, hook = %hook, attempt,
                     elapsed = %human(elapsed), "delivery abandoned after {}; item back to pending", human(elapsed));
             }

@@ -12,7 +12,7 @@ use super::checkpoint::Checkpointer;
 use super::codec::to_ms;
 use super::writer::{checkpoint_pages, Cmd, Finish, Reply, Writer, PURGE_CHUNK};
 use super::{instances, schema};
-use super::{ClaimRequest, DepthRow, Enqueued, Item, NewItem, SpoolError, SpoolOptions};
+use super::{ClaimRequest, DepthRow, Enqueued, Item, Lease, NewItem, SpoolError, SpoolOptions};
 
 /// Handle to an open spool. Clones share one writer thread; the thread stops
 /// after [`Spool::close`] or when the last clone is dropped (then it also
@@ -131,12 +131,14 @@ impl Spool {
 
     /// Delivered: leased → done, attempts + 1, lease cleared.
     ///
-    /// This and the other lease-ending methods act only on an item leased by
-    /// this instance; otherwise (lease expired and taken by someone else, or
+    /// This and the other lease-ending methods act only on an item under
+    /// `lease`, held by this instance; otherwise (lease expired and taken by
+    /// someone else, or claimed again by this instance after it ran out, or
     /// no such item) they return `Ok(())` and change nothing.
     #[cfg(test)]
-    pub(crate) async fn complete(&self, id: i64) -> Result<(), SpoolError> {
-        self.call(|r| Cmd::Finish(id, Finish::Complete, r)).await
+    pub(crate) async fn complete(&self, lease: impl Into<Lease>) -> Result<(), SpoolError> {
+        let lease = lease.into();
+        self.call(|r| Cmd::Finish(lease, Finish::Complete, r)).await
     }
 
     /// [`complete`](Self::complete) without waiting for its commit, so the
@@ -146,10 +148,10 @@ impl Spool {
     /// and logs a failure itself; the item then stays leased until this
     /// instance releases it or the lease expires, and is delivered again
     /// (at-least-once).
-    pub(crate) fn complete_detached(&self, id: i64) -> Result<(), SpoolError> {
+    pub(crate) fn complete_detached(&self, lease: impl Into<Lease>) -> Result<(), SpoolError> {
         self.inner
             .tx
-            .send(Cmd::CompleteDetached(id))
+            .send(Cmd::CompleteDetached(lease.into()))
             .map_err(|_| SpoolError::Closed)
     }
 
@@ -157,7 +159,7 @@ impl Spool {
     /// `last_error` set, lease cleared.
     pub(crate) async fn retry_later(
         &self,
-        id: i64,
+        lease: impl Into<Lease>,
         next_attempt: SystemTime,
         error: &str,
     ) -> Result<(), SpoolError> {
@@ -165,21 +167,28 @@ impl Spool {
             next_attempt: to_ms(next_attempt),
             error: error.to_owned(),
         };
-        self.call(|r| Cmd::Finish(id, how, r)).await
+        let lease = lease.into();
+        self.call(|r| Cmd::Finish(lease, how, r)).await
     }
 
     /// Given up: leased → dead, attempts + 1, `last_error` set.
-    pub(crate) async fn mark_dead(&self, id: i64, error: &str) -> Result<(), SpoolError> {
+    pub(crate) async fn mark_dead(
+        &self,
+        lease: impl Into<Lease>,
+        error: &str,
+    ) -> Result<(), SpoolError> {
         let how = Finish::Dead {
             error: error.to_owned(),
         };
-        self.call(|r| Cmd::Finish(id, how, r)).await
+        let lease = lease.into();
+        self.call(|r| Cmd::Finish(lease, how, r)).await
     }
 
     /// Not attempted to the end (drain gave up): leased → pending, due at
     /// once, attempts unchanged.
-    pub(crate) async fn release(&self, id: i64) -> Result<(), SpoolError> {
-        self.call(|r| Cmd::Finish(id, Finish::Release, r)).await
+    pub(crate) async fn release(&self, lease: impl Into<Lease>) -> Result<(), SpoolError> {
+        let lease = lease.into();
+        self.call(|r| Cmd::Finish(lease, Finish::Release, r)).await
     }
 
     /// Deletes done items last updated more than `older_than` ago; returns

@@ -233,10 +233,48 @@ pub(crate) struct Item {
     pub next_attempt: SystemTime,
     pub last_error: Option<String>,
     pub lease_owner: Option<String>,
-    // Part of what a stored item is, and what the spool tests check a claim
-    // set; delivery itself only needs to know that it holds the lease.
-    #[allow(dead_code)]
+    /// Set by the claim; names the lease (see [`Lease`]).
     pub lease_expiry: Option<SystemTime>,
+}
+
+/// One lease of one item: the item and the expiry its claim set. Every
+/// claim of an item sets a later expiry than the lease before it had (it
+/// may only take a lease that ran out), so this tells two leases of one item
+/// held by one instance apart: an attempt that outlived its lease (a paused
+/// process) and whose item was claimed again cannot end the newer lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Lease {
+    pub id: i64,
+    /// `None`: whichever lease of the item this instance holds.
+    expiry_ms: Option<i64>,
+}
+
+impl Lease {
+    pub(crate) fn expiry_ms(&self) -> Option<i64> {
+        self.expiry_ms
+    }
+}
+
+impl Item {
+    /// The lease this claimed item is under.
+    pub(crate) fn lease(&self) -> Lease {
+        Lease {
+            id: self.id,
+            expiry_ms: self.lease_expiry.map(codec::to_ms),
+        }
+    }
+}
+
+/// By id alone, for tests and the spool model: whichever lease this
+/// instance holds on the item. Deliveries always name their own lease.
+#[cfg(any(test, fuzzing))]
+impl From<i64> for Lease {
+    fn from(id: i64) -> Lease {
+        Lease {
+            id,
+            expiry_ms: None,
+        }
+    }
 }
 
 /// What [`Spool::claim`] should lease.

@@ -24,7 +24,7 @@ use super::counts::{self, Deltas};
 use super::instances;
 use super::tx;
 use super::{
-    ClaimRequest, CommitObserver, DepthRow, Enqueued, Item, ItemState, NewItem, SpoolError,
+    ClaimRequest, CommitObserver, DepthRow, Enqueued, Item, ItemState, Lease, NewItem, SpoolError,
 };
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, SpoolError>>;
@@ -51,9 +51,9 @@ impl Finish {
 pub(crate) enum Cmd {
     Enqueue(NewItem, Reply<Enqueued>),
     Claim(ClaimRequest, Reply<Vec<Item>>),
-    Finish(i64, Finish, Reply<()>),
-    /// `Finish(id, Complete)` with nobody waiting: failures are logged here.
-    CompleteDetached(i64),
+    Finish(Lease, Finish, Reply<()>),
+    /// `Finish(lease, Complete)` with nobody waiting: failures are logged here.
+    CompleteDetached(Lease),
     /// Deletes at most [`PURGE_CHUNK`] done items last updated before the cutoff.
     PurgeDone {
         older_than: Duration,
@@ -419,8 +419,8 @@ impl Writer {
             Cmd::Enqueue(_, r) => batch.unrun(r, cause),
             Cmd::Claim(_, r) => batch.unrun(r, cause),
             Cmd::Finish(_, _, r) => batch.unrun(r, cause),
-            Cmd::CompleteDetached(id) => {
-                tracing::error!(delivery_id = id, error = %cause,
+            Cmd::CompleteDetached(lease) => {
+                tracing::error!(delivery_id = lease.id, error = %cause,
                     "spool: cannot record the delivery as done; it is delivered again once its lease ends");
             }
             Cmd::PurgeDone { reply, .. } => batch.unrun(reply, cause),
@@ -459,13 +459,13 @@ impl Writer {
                     });
                 batch.settle(&self.conn, reply, res);
             }
-            Cmd::Finish(id, how, reply) => {
-                let res = self.finish_counted(batch, id, how);
+            Cmd::Finish(lease, how, reply) => {
+                let res = self.finish_counted(batch, lease, how);
                 batch.settle(&self.conn, reply, res);
             }
-            Cmd::CompleteDetached(id) => {
-                let res = self.finish_counted(batch, id, Finish::Complete);
-                batch.settle_detached(&self.conn, id, res);
+            Cmd::CompleteDetached(lease) => {
+                let res = self.finish_counted(batch, lease, Finish::Complete);
+                batch.settle_detached(&self.conn, lease.id, res);
             }
             Cmd::PurgeDone { older_than, reply } => {
                 let mut counts = Deltas::default();
@@ -487,9 +487,14 @@ impl Writer {
         }
     }
 
-    fn finish_counted(&self, batch: &mut Batch, id: i64, how: Finish) -> Result<(), SpoolError> {
+    fn finish_counted(
+        &self,
+        batch: &mut Batch,
+        lease: Lease,
+        how: Finish,
+    ) -> Result<(), SpoolError> {
         let to = how.state();
-        self.finish(id, how).map(|hook| {
+        self.finish(lease, how).map(|hook| {
             if let Some(hook) = hook {
                 batch.wake = true;
                 batch.counts.moved(&hook, ItemState::Leased, to, 1);
@@ -697,37 +702,42 @@ impl Writer {
         })
     }
 
-    /// Ends this instance's lease on `id` and returns the item's hook;
-    /// `Ok(None)` when it held none (lease lost to expiry and another
-    /// claim, or item gone).
-    fn finish(&self, id: i64, how: Finish) -> Result<Option<String>, SpoolError> {
+    /// Ends `lease`, if this instance still holds it, and returns the
+    /// item's hook; `Ok(None)` when it does not (lease lost to expiry and
+    /// another claim, its own included, or item gone).
+    fn finish(&self, lease: Lease, how: Finish) -> Result<Option<String>, SpoolError> {
         let now = now_ms();
         let me = &self.instance_id;
+        let id = lease.id;
+        let expiry = lease.expiry_ms();
         let hook = |r: &rusqlite::Row<'_>| r.get::<_, String>(0);
         let hook = match how {
             Finish::Complete => self
                 .conn
                 .prepare_cached(sql::COMPLETE)?
-                .query_row(params![id, me, now], hook),
+                .query_row(params![id, me, now, expiry], hook),
             Finish::RetryLater {
                 next_attempt,
                 error,
             } => self
                 .conn
                 .prepare_cached(sql::RETRY_LATER)?
-                .query_row(params![id, me, now, next_attempt, error], hook),
+                .query_row(params![id, me, now, next_attempt, error, expiry], hook),
             Finish::Dead { error } => self
                 .conn
                 .prepare_cached(sql::MARK_DEAD)?
-                .query_row(params![id, me, now, error], hook),
+                .query_row(params![id, me, now, error, expiry], hook),
             Finish::Release => self
                 .conn
                 .prepare_cached(sql::RELEASE)?
-                .query_row(params![id, me, now], hook),
+                .query_row(params![id, me, now, expiry], hook),
         }
         .optional()?;
         if hook.is_none() {
-            tracing::debug!(id, "spool: no lease of ours on item; nothing changed");
+            tracing::debug!(
+                id,
+                "spool: no lease of ours on item (or a newer one); nothing changed"
+            );
         }
         Ok(hook)
     }
@@ -815,23 +825,25 @@ pub(crate) mod sql {
          lease_expiry = ?3, updated_at = ?4 WHERE id = ?1 \
          RETURNING id, hook, dedup_id, received_at, headers, body, state, \
          attempts, next_attempt, last_error, lease_owner, lease_expiry";
+    // The lease-ending statements act on our own lease only and, when the
+    // caller names it by its expiry (the last parameter), on that one only.
     pub(crate) const COMPLETE: &str = "UPDATE items SET state = 'done', attempts = attempts + 1, \
          lease_owner = NULL, lease_expiry = NULL, updated_at = ?3 \
          WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2 \
-         RETURNING hook";
+         AND (?4 IS NULL OR lease_expiry = ?4) RETURNING hook";
     pub(crate) const RETRY_LATER: &str =
         "UPDATE items SET state = 'pending', attempts = attempts + 1, \
          next_attempt = ?4, last_error = ?5, lease_owner = NULL, lease_expiry = NULL, \
          updated_at = ?3 WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2 \
-         RETURNING hook";
+         AND (?6 IS NULL OR lease_expiry = ?6) RETURNING hook";
     pub(crate) const MARK_DEAD: &str = "UPDATE items SET state = 'dead', attempts = attempts + 1, \
          last_error = ?4, lease_owner = NULL, lease_expiry = NULL, updated_at = ?3 \
          WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2 \
-         RETURNING hook";
+         AND (?5 IS NULL OR lease_expiry = ?5) RETURNING hook";
     pub(crate) const RELEASE: &str = "UPDATE items SET state = 'pending', lease_owner = NULL, \
          lease_expiry = NULL, updated_at = ?3 \
          WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2 \
-         RETURNING hook";
+         AND (?4 IS NULL OR lease_expiry = ?4) RETURNING hook";
     pub(crate) const PURGE_DONE: &str = "DELETE FROM items WHERE id IN (SELECT id FROM items \
          WHERE state = 'done' AND updated_at < ?1 LIMIT ?2) RETURNING hook";
     pub(crate) const PURGE_DEAD: &str = "DELETE FROM items WHERE id IN (SELECT id FROM items \
@@ -858,10 +870,10 @@ pub(crate) mod sql {
         (LIVE_LEASE, 2),
         (ORDERED_HEAD, 1),
         (LEASE, 4),
-        (COMPLETE, 3),
-        (RETRY_LATER, 5),
-        (MARK_DEAD, 4),
-        (RELEASE, 3),
+        (COMPLETE, 4),
+        (RETRY_LATER, 6),
+        (MARK_DEAD, 5),
+        (RELEASE, 4),
         (PURGE_DONE, 2),
         (PURGE_DEAD, 2),
         (MARK_UNDECODABLE, 3),

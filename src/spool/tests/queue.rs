@@ -206,6 +206,50 @@ async fn expired_lease_is_claimable_by_anyone() {
     b.close().await;
 }
 
+/// A paused process: its attempt outlived the lease, and the same instance
+/// claimed the item again. The old attempt's writes, naming its own lease,
+/// must not end the newer one; the newer attempt's must.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_attempt_cannot_end_a_newer_lease_of_the_same_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(dir.path(), "a");
+    let Enqueued::New(id) = a.enqueue(item("h", None, b"x")).await.unwrap() else {
+        panic!()
+    };
+    let first = a
+        .claim(claim_req("h", 1, false, Duration::from_millis(50)))
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    let expiry = first[0].lease_expiry.unwrap();
+    let wait = expiry.duration_since(SystemTime::now()).unwrap_or_default();
+    tokio::time::sleep(wait + Duration::from_millis(2)).await;
+    let second = a.claim(claim_req("h", 1, false, LONG)).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].id, id);
+    assert_ne!(first[0].lease(), second[0].lease());
+
+    let admin = Admin::open(a.path()).unwrap();
+    let later = SystemTime::now() + Duration::from_secs(60);
+    a.retry_later(first[0].lease(), later, "timed out")
+        .await
+        .unwrap();
+    a.release(first[0].lease()).await.unwrap();
+    a.mark_dead(first[0].lease(), "x").await.unwrap();
+    a.complete_detached(first[0].lease()).unwrap();
+    a.complete(first[0].lease()).await.unwrap();
+    let shown = admin.show(id).unwrap();
+    assert_eq!(
+        shown.state,
+        ItemState::Leased,
+        "a stale write ended the newer lease"
+    );
+    assert_eq!(shown.attempts, 0);
+    a.complete(second[0].lease()).await.unwrap();
+    assert_eq!(admin.show(id).unwrap().state, ItemState::Done);
+    a.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordered_claim_takes_only_the_head() {
     let dir = tempfile::tempdir().unwrap();
