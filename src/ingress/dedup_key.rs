@@ -1,4 +1,4 @@
-//! The dedup id of a request: a header's value or a field of its JSON body.
+//! The dedup id of a request: a header's value or a field of its body (see `request.rs`).
 //!
 //! The id goes to the spool, which answers a repeat of (hook, id) with the first
 //! item's id. A body field that is absent (or a body that is not JSON) gives no
@@ -49,26 +49,13 @@ pub(crate) fn extract(
     Ok(Some(id))
 }
 
-/// Follows `path` into the JSON body; a number indexes an array (and is an
-/// ordinary key in an object). Strings are taken as they are, numbers as
-/// written; other values (objects, arrays, booleans, null) are not ids.
+/// Follows `path` into the body as `request.rs` reads it (JSON, or a form).
+/// Strings are taken as they are, numbers as written; other values (objects,
+/// arrays, booleans, null) are not ids.
 fn from_payload(path: &[String], body: &[u8]) -> Option<String> {
-    let mut v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    for step in path {
-        v = match v {
-            serde_json::Value::Object(mut m) => m.remove(step)?,
-            serde_json::Value::Array(mut a) => {
-                let i: usize = step.parse().ok()?;
-                if i >= a.len() {
-                    return None;
-                }
-                a.swap_remove(i)
-            }
-            _ => return None,
-        };
-    }
-    match v {
-        serde_json::Value::String(s) if !s.is_empty() => Some(s),
+    let payload = crate::request::parse_payload(body)?;
+    match crate::request::walk(&payload, path)? {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
         serde_json::Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
