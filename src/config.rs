@@ -306,6 +306,233 @@ pub(crate) struct HookConfig {
     pub allow_ips: Option<Vec<Cidr>>,
     /// Like `allow_ips`, one block per line (`#` comments), read at start.
     pub allow_ips_file: Option<PathBuf>,
+    /// Conditions that must all hold for the request to be delivered; `None`
+    /// delivers every request. Checked after verification and dedup.
+    #[serde(default, deserialize_with = "de_when")]
+    pub when: Option<Vec<Rule>>,
+    /// The answer's status when `when` does not match (2xx: the sender must
+    /// not retry a request that was received).
+    #[serde(default = "default_filtered_status", deserialize_with = "de_2xx")]
+    pub filtered_status: u16,
+    /// How long a request `when` did not match is kept (state `filtered`,
+    /// for `spool retry --filtered`); zero keeps none.
+    #[serde(default = "default_keep_filtered", deserialize_with = "de_duration")]
+    pub keep_filtered: Duration,
+}
+
+fn default_filtered_status() -> u16 {
+    200
+}
+
+fn default_keep_filtered() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+fn de_2xx<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    let v = u16::deserialize(d)?;
+    if !(200..300).contains(&v) {
+        return Err(serde::de::Error::custom(format!(
+            "filtered_status {v} must be 2xx: the request was received, and anything else makes the sender retry it"
+        )));
+    }
+    Ok(v)
+}
+
+fn de_when<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Rule>>, D::Error> {
+    let v = Vec::<Rule>::deserialize(d)?;
+    if v.is_empty() {
+        return Err(serde::de::Error::custom(
+            "when = [] matches nothing and holds every request back; give at least one condition, or leave `when` out to deliver every request",
+        ));
+    }
+    Ok(Some(v))
+}
+
+/// One node of a `when` list: a condition on a field, or `any`/`not` over
+/// other nodes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawRule")]
+pub(crate) enum Rule {
+    Test {
+        field: Field,
+        test: Test,
+    },
+    /// At least one holds.
+    Any(Vec<Rule>),
+    /// The inner node does not hold (a missing field's `eq` is false, so its
+    /// `not` is true).
+    Not(Box<Rule>),
+}
+
+/// A request value a rule reads, as `request.rs` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Field(pub String);
+
+impl Field {
+    /// `payload.<dot.path>`, `header.<Name>`, `query.<name>`, `request.method`
+    /// or `request.remote_ip`.
+    pub(crate) fn parse(text: &str) -> Result<Field, String> {
+        let bad = |why: &str| Err(format!("field {text:?}: {why}"));
+        let Some((scope, rest)) = text.split_once('.') else {
+            return bad("write payload.<path>, header.<Name>, query.<name>, request.method or request.remote_ip");
+        };
+        match scope {
+            "payload" if rest.split('.').any(str::is_empty) => {
+                bad("empty step in the path (write payload.a.b.0.c)")
+            }
+            "header" if http::HeaderName::from_bytes(rest.as_bytes()).is_err() => {
+                bad("not a header name")
+            }
+            "query" if rest.is_empty() => bad("needs a parameter name"),
+            "payload" | "header" | "query" => Ok(Field(text.to_string())),
+            "request" if rest == "method" || rest == "remote_ip" => Ok(Field(text.to_string())),
+            "request" => bad("request.method and request.remote_ip are the request fields"),
+            _ => bad("write payload.<path>, header.<Name>, query.<name>, request.method or request.remote_ip"),
+        }
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a condition checks of its field's value, compared as text (see
+/// `request::as_text`): `eq = 42` holds for `42` and for `"42"`.
+#[derive(Debug, Clone)]
+pub(crate) enum Test {
+    Eq(String),
+    Ne(String),
+    In(Vec<String>),
+    /// Anchored: the whole value must match.
+    Matches(regex::Regex),
+    /// A substring of a string, or an element of an array.
+    Contains(String),
+    /// `true`: the field is present; `false`: it is absent.
+    Exists(bool),
+    /// The value is an IP address inside one of the blocks.
+    Cidr(Vec<Cidr>),
+}
+
+impl Test {
+    /// The operator's name as written in the config.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Test::Eq(_) => "eq",
+            Test::Ne(_) => "ne",
+            Test::In(_) => "in",
+            Test::Matches(_) => "matches",
+            Test::Contains(_) => "contains",
+            Test::Exists(_) => "exists",
+            Test::Cidr(_) => "cidr",
+        }
+    }
+}
+
+const OPERATORS: &str = "eq, ne, in, matches, contains, exists, cidr (or any = [..], not = {..})";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    field: Option<String>,
+    eq: Option<Scalar>,
+    ne: Option<Scalar>,
+    #[serde(rename = "in")]
+    in_: Option<Vec<Scalar>>,
+    matches: Option<String>,
+    contains: Option<Scalar>,
+    exists: Option<bool>,
+    cidr: Option<Vec<Cidr>>,
+    any: Option<Vec<Rule>>,
+    not: Option<Box<Rule>>,
+}
+
+/// A value to compare with: a string, number or boolean, kept as text.
+struct Scalar(String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(s) => Ok(Scalar(s)),
+            toml::Value::Integer(i) => Ok(Scalar(i.to_string())),
+            toml::Value::Float(f) => Ok(Scalar(f.to_string())),
+            toml::Value::Boolean(b) => Ok(Scalar(b.to_string())),
+            other => Err(serde::de::Error::custom(format!(
+                "compare with a string, number or boolean, not a {}",
+                other.type_str()
+            ))),
+        }
+    }
+}
+
+impl TryFrom<RawRule> for Rule {
+    type Error = String;
+
+    fn try_from(raw: RawRule) -> Result<Self, String> {
+        let mut tests = Vec::new();
+        if let Some(v) = raw.eq {
+            tests.push(Test::Eq(v.0));
+        }
+        if let Some(v) = raw.ne {
+            tests.push(Test::Ne(v.0));
+        }
+        if let Some(v) = raw.in_ {
+            if v.is_empty() {
+                return Err("in = [] can never hold; list the values".into());
+            }
+            tests.push(Test::In(v.into_iter().map(|s| s.0).collect()));
+        }
+        if let Some(re) = raw.matches {
+            let anchored = regex::Regex::new(&format!("^(?:{re})$"))
+                .map_err(|e| format!("matches = {re:?} is not a regular expression: {e}"))?;
+            tests.push(Test::Matches(anchored));
+        }
+        if let Some(v) = raw.contains {
+            tests.push(Test::Contains(v.0));
+        }
+        if let Some(v) = raw.exists {
+            tests.push(Test::Exists(v));
+        }
+        if let Some(v) = raw.cidr {
+            if v.is_empty() {
+                return Err("cidr = [] can never hold; list the address blocks".into());
+            }
+            tests.push(Test::Cidr(v));
+        }
+        let nested = usize::from(raw.any.is_some()) + usize::from(raw.not.is_some());
+        match (tests.len(), nested) {
+            (0, 0) => Err(format!("a condition needs one operator: {OPERATORS}")),
+            (1, 0) => {
+                let test = tests.remove(0);
+                let field = match (raw.field, &test) {
+                    (Some(f), _) => Field::parse(&f)?,
+                    (None, Test::Cidr(_)) => Field("request.remote_ip".into()),
+                    (None, t) => {
+                        return Err(format!(
+                            "{} needs field = \"…\" (payload.<path>, header.<Name>, query.<name>, request.method, request.remote_ip)",
+                            t.name()
+                        ))
+                    }
+                };
+                Ok(Rule::Test { field, test })
+            }
+            (0, 1) if raw.field.is_some() => {
+                Err("any and not take no field: put it in the conditions inside".into())
+            }
+            (0, 1) => match (raw.any, raw.not) {
+                (Some(any), None) if any.is_empty() => {
+                    Err("any = [] can never hold; give at least one condition".into())
+                }
+                (Some(any), None) => Ok(Rule::Any(any)),
+                (None, Some(not)) => Ok(Rule::Not(not)),
+                _ => Err("give any or not, not both in one table".into()),
+            },
+            _ => Err(format!(
+                "one operator per condition ({OPERATORS}); put several in the when list, which must all hold"
+            )),
+        }
+    }
 }
 
 impl HookConfig {

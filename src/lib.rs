@@ -15,8 +15,6 @@ mod delivery;
 mod ingress;
 mod lifecycle;
 mod metrics;
-// Until ingress/rules.rs (next commit) reads through it.
-#[allow(dead_code)]
 mod request;
 mod spool;
 mod systemd;

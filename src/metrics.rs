@@ -134,6 +134,7 @@ pub(crate) struct Metrics {
     received: Family,
     spooled: Family,
     duplicates: Family,
+    filtered: Family,
     rejected: Family,
     delivered: Family,
     failed: Family,
@@ -152,6 +153,7 @@ impl Default for Metrics {
             received: Family::default(),
             spooled: Family::default(),
             duplicates: Family::default(),
+            filtered: Family::default(),
             rejected: Family::default(),
             delivered: Family::default(),
             failed: Family::default(),
@@ -174,6 +176,10 @@ impl Metrics {
     }
     pub(crate) fn duplicate(&self, hook: &str) {
         self.duplicates.inc(&[hook]);
+    }
+    /// A request the hook's `when` did not match (kept or not).
+    pub(crate) fn filtered(&self, hook: &str) {
+        self.filtered.inc(&[hook]);
     }
     /// `hook` is empty when the request named none we know.
     pub(crate) fn rejected(&self, hook: &str, why: Reject) {
@@ -212,7 +218,7 @@ impl Metrics {
     /// The whole exposition, counters first, then `gauges`, then histograms.
     pub(crate) fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &[&str], &Family); 8] = [
+        let counters: [(&str, &str, &[&str], &Family); 9] = [
             (
                 "hookd_received_total",
                 "Webhook requests received for a known hook.",
@@ -230,6 +236,12 @@ impl Metrics {
                 "Requests answered with an earlier id (same delivery id).",
                 &["hook"],
                 &self.duplicates,
+            ),
+            (
+                "hookd_filtered_total",
+                "Requests the hook's `when` rules did not match: answered, never delivered.",
+                &["hook"],
+                &self.filtered,
             ),
             (
                 "hookd_rejected_total",

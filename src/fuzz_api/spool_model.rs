@@ -149,6 +149,7 @@ impl Run<'_> {
                         received_at: SystemTime::now(),
                         headers: vec![("x-n".into(), n.to_string().into_bytes())],
                         body: Bytes::from(body.clone()),
+                        filtered_until: None,
                     }))
                     .unwrap_or_else(|e| panic!("spool model: enqueue: {e}"));
                 let first = self

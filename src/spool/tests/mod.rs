@@ -38,6 +38,7 @@ fn item(hook: &str, dedup: Option<&str>, body: &[u8]) -> NewItem {
         received_at: SystemTime::now(),
         headers: vec![("content-type".into(), b"application/json".to_vec())],
         body: Bytes::copy_from_slice(body),
+        filtered_until: None,
     }
 }
 
