@@ -306,9 +306,13 @@ pub(crate) struct HookConfig {
     pub allow_ips: Option<Vec<Cidr>>,
     /// Like `allow_ips`, one block per line (`#` comments), read at start.
     pub allow_ips_file: Option<PathBuf>,
+    /// As written; `Config::parse` checks it into [`HookConfig::when`], each
+    /// error at its own condition's line.
+    #[serde(rename = "when", default)]
+    when_given: Option<Spanned<Vec<Spanned<RawRule>>>>,
     /// Conditions that must all hold for the request to be delivered; `None`
     /// delivers every request. Checked after verification and dedup.
-    #[serde(default, deserialize_with = "de_when")]
+    #[serde(skip)]
     pub when: Option<Vec<Rule>>,
     /// The answer's status when `when` does not match (2xx: the sender must
     /// not retry a request that was received).
@@ -338,20 +342,25 @@ fn de_2xx<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
     Ok(v)
 }
 
-fn de_when<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Rule>>, D::Error> {
-    let v = Vec::<Rule>::deserialize(d)?;
-    if v.is_empty() {
-        return Err(serde::de::Error::custom(
-            "when = [] matches nothing and holds every request back; give at least one condition, or leave `when` out to deliver every request",
+/// Checks a `when` list as written; `Err` carries the offset of the
+/// condition (or list) at fault.
+fn resolve_when(given: &Spanned<Vec<Spanned<RawRule>>>) -> Result<Vec<Rule>, (usize, String)> {
+    if given.get_ref().is_empty() {
+        return Err((
+            given.span().start,
+            "when = [] matches nothing and holds every request back; give at least one condition, or leave `when` out to deliver every request".into(),
         ));
     }
-    Ok(Some(v))
+    given.get_ref().iter().map(resolve_rule).collect()
+}
+
+fn resolve_rule(raw: &Spanned<RawRule>) -> Result<Rule, (usize, String)> {
+    raw.get_ref().resolve().map_err(|e| (raw.span().start, e))?
 }
 
 /// One node of a `when` list: a condition on a field, or `any`/`not` over
 /// other nodes.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(try_from = "RawRule")]
+#[derive(Debug, Clone)]
 pub(crate) enum Rule {
     Test {
         field: Field,
@@ -432,7 +441,7 @@ impl Test {
 
 const OPERATORS: &str = "eq, ne, in, matches, contains, exists, cidr (or any = [..], not = {..})";
 
-#[derive(Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRule {
     field: Option<String>,
@@ -444,11 +453,12 @@ struct RawRule {
     contains: Option<Scalar>,
     exists: Option<bool>,
     cidr: Option<Vec<Cidr>>,
-    any: Option<Vec<Rule>>,
-    not: Option<Box<Rule>>,
+    any: Option<Vec<Spanned<RawRule>>>,
+    not: Option<Box<Spanned<RawRule>>>,
 }
 
 /// A value to compare with: a string, number or boolean, kept as text.
+#[derive(Debug, Clone)]
 struct Scalar(String);
 
 impl<'de> Deserialize<'de> for Scalar {
@@ -466,10 +476,12 @@ impl<'de> Deserialize<'de> for Scalar {
     }
 }
 
-impl TryFrom<RawRule> for Rule {
-    type Error = String;
-
-    fn try_from(raw: RawRule) -> Result<Self, String> {
+impl RawRule {
+    /// The outer `Err` is this node's own fault; the inner one a nested
+    /// node's, with its offset.
+    #[allow(clippy::type_complexity)]
+    fn resolve(&self) -> Result<Result<Rule, (usize, String)>, String> {
+        let raw = self.clone();
         let mut tests = Vec::new();
         if let Some(v) = raw.eq {
             tests.push(Test::Eq(v.0));
@@ -515,7 +527,7 @@ impl TryFrom<RawRule> for Rule {
                         ))
                     }
                 };
-                Ok(Rule::Test { field, test })
+                Ok(Ok(Rule::Test { field, test }))
             }
             (0, 1) if raw.field.is_some() => {
                 Err("any and not take no field: put it in the conditions inside".into())
@@ -524,8 +536,12 @@ impl TryFrom<RawRule> for Rule {
                 (Some(any), None) if any.is_empty() => {
                     Err("any = [] can never hold; give at least one condition".into())
                 }
-                (Some(any), None) => Ok(Rule::Any(any)),
-                (None, Some(not)) => Ok(Rule::Not(not)),
+                (Some(any), None) => Ok(any
+                    .iter()
+                    .map(resolve_rule)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Rule::Any)),
+                (None, Some(not)) => Ok(resolve_rule(&not).map(|r| Rule::Not(Box::new(r)))),
                 _ => Err("give any or not, not both in one table".into()),
             },
             _ => Err(format!(
@@ -1031,6 +1047,7 @@ impl HookConfig {
         {
             return Err((vspan, "dedup.window must be more than zero".into()));
         }
+        self.when = self.when_given.as_ref().map(resolve_when).transpose()?;
         Ok(())
     }
 }
@@ -1645,6 +1662,119 @@ mod tests {
         let e = parse(&format!("{hook}{hook}")).unwrap_err();
         assert!(e.starts_with("t.toml:5:"), "{e}");
         assert!(e.contains("defined twice"), "{e}");
+    }
+
+    /// A hook whose `when` (and other rule keys) is `extra`, written from line 5 on.
+    fn hook_when(extra: &str) -> Result<Config, String> {
+        parse(&format!(
+            "[[hook]]\nname = \"a\"\nverify = {{ scheme = \"none\" }}\naction = {{ exec = [\"/bin/true\"] }}\n{extra}\n"
+        ))
+    }
+
+    #[test]
+    fn when_rules_parse_with_defaults() {
+        let c = hook_when(
+            "when = [\n  { field = \"payload.ref\", eq = \"refs/heads/main\" },\n  { any = [{ cidr = [\"10.0.0.0/8\"] }, { not = { field = \"header.X-A\", exists = true } }] },\n]",
+        )
+        .unwrap();
+        let h = c.hooks[0].get_ref();
+        let when = h.when.as_ref().unwrap();
+        assert_eq!(when.len(), 2);
+        assert!(matches!(&when[0], Rule::Test { field, test: Test::Eq(v) }
+            if field.0 == "payload.ref" && v == "refs/heads/main"));
+        assert!(matches!(&when[1], Rule::Any(a) if matches!(&a[0],
+            Rule::Test { field, test: Test::Cidr(_) } if field.0 == "request.remote_ip")));
+        assert_eq!(h.filtered_status, 200);
+        assert_eq!(h.keep_filtered, Duration::from_secs(86_400));
+        let c = hook_when("filtered_status = 202\nkeep_filtered = \"0\"").unwrap();
+        let h = c.hooks[0].get_ref();
+        assert!(h.when.is_none());
+        assert_eq!((h.filtered_status, h.keep_filtered), (202, Duration::ZERO));
+    }
+
+    #[test]
+    fn bad_when_rules_are_errors_naming_their_line() {
+        let table: &[(&str, &str, &str)] = &[
+            ("when = []", "t.toml:5:", "when = [] matches nothing"),
+            (
+                "when = [\n  { field = \"payload.ref\", equals = \"x\" },\n]",
+                "t.toml:6:",
+                "unknown field `equals`",
+            ),
+            (
+                "when = [\n  { field = \"payload.ref\" },\n]",
+                "t.toml:6:",
+                "needs one operator",
+            ),
+            (
+                "when = [\n  { field = \"payload.ref\", eq = \"a\", ne = \"b\" },\n]",
+                "t.toml:6:",
+                "one operator per condition",
+            ),
+            ("when = [{ eq = \"a\" }]", "t.toml:5:", "eq needs field"),
+            (
+                "when = [{ field = \"body.ref\", eq = \"a\" }]",
+                "t.toml:5:",
+                "field \"body.ref\"",
+            ),
+            (
+                "when = [{ field = \"payload.a..b\", eq = \"a\" }]",
+                "t.toml:5:",
+                "empty step",
+            ),
+            (
+                "when = [{ field = \"header.X Y\", eq = \"a\" }]",
+                "t.toml:5:",
+                "not a header name",
+            ),
+            (
+                "when = [{ field = \"request.path\", eq = \"a\" }]",
+                "t.toml:5:",
+                "request.method and request.remote_ip",
+            ),
+            (
+                "when = [{ field = \"payload.a\", matches = \"(\" }]",
+                "t.toml:5:",
+                "not a regular expression",
+            ),
+            ("when = [{ any = [] }]", "t.toml:5:", "any = [] can never hold"),
+            (
+                "when = [{ field = \"payload.a\", in = [] }]",
+                "t.toml:5:",
+                "in = [] can never hold",
+            ),
+            ("when = [{ cidr = [\"nope\"] }]", "t.toml:5:", "nope"),
+            (
+                "when = [\n\n  { any = [{ not = { field = \"payload.a\", gt = 1 } }] },\n]",
+                "t.toml:7:",
+                "unknown field `gt`",
+            ),
+            (
+                "when = [{ field = \"payload.a\", any = [{ cidr = [\"::1\"] }] }]",
+                "t.toml:5:",
+                "take no field",
+            ),
+            (
+                "when = [{ field = \"payload.a\", eq = [1] }]",
+                "t.toml:5:",
+                "string, number or boolean",
+            ),
+            (
+                "when = [\n  { field = \"payload.a\", eq = 1 },\n  { any = [\n    { field = \"payload.a\", matches = \"(\" },\n  ] },\n]",
+                "t.toml:8:",
+                "not a regular expression",
+            ),
+            ("filtered_status = 404", "t.toml:5:", "must be 2xx"),
+            ("keep_filtered = \"a while\"", "t.toml:5:", "not a duration"),
+        ];
+        let mut wrong = Vec::new();
+        for (extra, at, says) in table {
+            let e = hook_when(extra).unwrap_err();
+            if !e.starts_with(at) || !e.contains(says) {
+                wrong.push(format!("{extra}\n  gave {e}\n  want {at} … {says}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
 
     #[test]

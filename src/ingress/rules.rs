@@ -195,13 +195,13 @@ mod tests {
 
     /// Rules as a hook's config writes them.
     fn when(toml_rules: &str) -> Vec<Rule> {
-        #[derive(serde::Deserialize)]
-        struct W {
-            #[allow(dead_code)]
-            when: Vec<Rule>,
-        }
-        let w: W = toml::from_str(&format!("when = {toml_rules}")).unwrap();
-        w.when
+        let text = format!(
+            "[[hook]]\nname = \"h\"\nverify = {{ scheme = \"none\" }}\n\
+             action = {{ exec = [\"/bin/true\"] }}\nwhen = {toml_rules}\n"
+        );
+        let cfg = crate::config::Config::parse(&text, std::path::Path::new("t.toml"))
+            .unwrap_or_else(|e| panic!("{toml_rules}: {e}"));
+        cfg.hooks[0].get_ref().when.clone().unwrap()
     }
 
     fn check(rules: &str, body: &str) -> bool {
