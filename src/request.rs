@@ -139,10 +139,10 @@ fn parse_form(body: &[u8]) -> Option<Value> {
 
 /// Follows `path` into `v`: a step is a key of an object, or a number that
 /// indexes an array. `None` when a step finds nothing.
-pub(crate) fn walk<'v, S: AsRef<str>>(
-    mut v: &'v Value,
+pub(crate) fn walk<S: AsRef<str>>(
+    mut v: &Value,
     path: impl IntoIterator<Item = S>,
-) -> Option<&'v Value> {
+) -> Option<&Value> {
     for step in path {
         let step = step.as_ref();
         v = match v {

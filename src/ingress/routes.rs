@@ -280,11 +280,9 @@ async fn hook(
         headers.remove(h);
     }
     let headers = kept_headers(&headers, client);
-    if !wanted {
+    if !wanted && route.hook.keep_filtered.is_zero() {
         ing.metrics.filtered(name);
-        if route.hook.keep_filtered.is_zero() {
-            return Ok(filtered(route, None));
-        }
+        return Ok(filtered(route, None));
     }
     let filtered_until = (!wanted).then(|| now + route.hook.keep_filtered);
     let item = NewItem {
@@ -533,7 +531,10 @@ async fn spool(
         .retry_after(5));
     };
     match enqueued {
-        Ok(Enqueued::New(id)) if filtered_item => Ok(filtered(route, Some(id))),
+        Ok(Enqueued::New(id)) if filtered_item => {
+            ing.metrics.filtered(name);
+            Ok(filtered(route, Some(id)))
+        }
         Ok(Enqueued::New(id)) => {
             ing.metrics.spooled(name);
             if let Some(r) = &route.hook.respond {

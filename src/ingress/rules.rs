@@ -35,10 +35,7 @@ fn test_holds(test: &Test, seen: Option<&Value>) -> bool {
         Test::Exists(want) => *want,
         Test::Eq(want) => as_text(v) == *want,
         Test::Ne(want) => as_text(v) != *want,
-        Test::In(list) => {
-            let v = as_text(v);
-            list.iter().any(|w| *w == v)
-        }
+        Test::In(list) => list.contains(&as_text(v)),
         Test::Matches(re) => re.is_match(&as_text(v)),
         Test::Contains(needle) => match v {
             Value::Array(items) => items.iter().any(|i| as_text(i) == *needle),
