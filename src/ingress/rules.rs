@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::{Rule, Test};
-use crate::request::{as_text, Fields};
+use crate::request::{text_of, Fields};
 
 /// Whether every rule of `when` holds for the request; stops at the first
 /// that does not.
@@ -21,7 +21,7 @@ pub(crate) fn matches(when: &[Rule], req: &Fields<'_>) -> bool {
 
 fn holds(rule: &Rule, req: &Fields<'_>) -> bool {
     match rule {
-        Rule::Test { field, test } => test_holds(test, req.lookup(&field.0).as_ref()),
+        Rule::Test { field, test } => test_holds(test, req.get(&field.0).as_deref()),
         Rule::Any(rules) => rules.iter().any(|r| holds(r, req)),
         Rule::Not(inner) => !holds(inner, req),
     }
@@ -33,15 +33,18 @@ fn test_holds(test: &Test, seen: Option<&Value>) -> bool {
     };
     match test {
         Test::Exists(want) => *want,
-        Test::Eq(want) => as_text(v) == *want,
-        Test::Ne(want) => as_text(v) != *want,
-        Test::In(list) => list.contains(&as_text(v)),
-        Test::Matches(re) => re.is_match(&as_text(v)),
+        Test::Eq(want) => text_of(v) == want.as_str(),
+        Test::Ne(want) => text_of(v) != want.as_str(),
+        Test::In(list) => {
+            let v = text_of(v);
+            list.iter().any(|w| *w == v)
+        }
+        Test::Matches(re) => re.is_match(&text_of(v)),
         Test::Contains(needle) => match v {
-            Value::Array(items) => items.iter().any(|i| as_text(i) == *needle),
-            other => as_text(other).contains(needle.as_str()),
+            Value::Array(items) => items.iter().any(|i| text_of(i) == needle.as_str()),
+            other => text_of(other).contains(needle.as_str()),
         },
-        Test::Cidr(blocks) => as_text(v)
+        Test::Cidr(blocks) => text_of(v)
             .parse::<IpAddr>()
             .is_ok_and(|ip| blocks.iter().any(|b| b.contains(ip))),
     }
@@ -402,6 +405,81 @@ mod tests {
             json["children"][1]["children"][1]["children"][0]["present"],
             false
         );
+    }
+
+    /// `n` conditions over bench/body.json that all hold (so none is cut
+    /// short), cycling through every operator.
+    fn conditions(n: usize) -> String {
+        let each = [
+            r#"{ field = "payload.ref", eq = "refs/heads/main" }"#,
+            r#"{ field = "payload.repository.full_name", in = ["a/b", "octocat/Hello-World"] }"#,
+            r#"{ field = "payload.ref", matches = "refs/heads/[a-z]+" }"#,
+            r#"{ field = "payload.head_commit.modified", contains = "README.md" }"#,
+            r#"{ field = "payload.pusher.email", exists = true }"#,
+            r#"{ cidr = ["10.0.0.0/8", "192.0.2.0/24"] }"#,
+            r#"{ field = "header.X-GitHub-Event", ne = "ping" }"#,
+            r#"{ any = [{ field = "payload.deleted", exists = true }, { field = "payload.after", matches = "[0-9a-f]{40}" }] }"#,
+            r#"{ not = { field = "payload.head_commit.message", contains = "[skip]" } }"#,
+            r#"{ field = "payload.repository.id", eq = 1296269 }"#,
+        ];
+        let list: Vec<&str> = (0..n).map(|i| each[i % each.len()]).collect();
+        format!("[{}]", list.join(", "))
+    }
+
+    /// The cost of the rules at the door, per request: parsing the body once
+    /// (`fields`) and evaluating every condition. Prints medians; asserts
+    /// only that the rules hold. `bench/rules_cost.sh` runs it in release
+    /// with many iterations; the suite runs a few.
+    #[test]
+    fn cost_per_request_at_10_and_100_conditions() {
+        let iters: u32 = std::env::var("HOOKD_BENCH_RULES_ITERS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(20);
+        let body = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/bench/body.json")).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-github-event", "push".parse().unwrap());
+        let view = RequestView {
+            method: "POST",
+            headers: &h,
+            query: None,
+            remote_ip: Some("192.0.2.7".parse().unwrap()),
+            body: &body,
+        };
+        let median = |f: &dyn Fn()| {
+            let mut rounds: Vec<f64> = (0..5)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    for _ in 0..iters {
+                        f();
+                    }
+                    t.elapsed().as_secs_f64() * 1e6 / f64::from(iters)
+                })
+                .collect();
+            rounds.sort_by(f64::total_cmp);
+            rounds[2]
+        };
+        let parse = median(&|| {
+            std::hint::black_box(view.fields());
+        });
+        println!(
+            "rules cost: body parse alone ({} bytes): {parse:.2} µs/request",
+            body.len()
+        );
+        for n in [10, 100] {
+            let w = when(&conditions(n));
+            assert_eq!(w.len(), n);
+            assert!(matches(&w, &view.fields()));
+            let us = median(&|| {
+                let fields = view.fields();
+                assert!(std::hint::black_box(matches(&w, &fields)));
+            });
+            println!(
+                "rules cost: {n} conditions: {us:.2} µs/request with the parse, {:.2} without \
+                 (median of 5 rounds of {iters})",
+                us - parse
+            );
+        }
     }
 
     #[test]
