@@ -312,6 +312,249 @@ pub(crate) struct HookConfig {
     pub allow_ips: Option<Vec<Cidr>>,
     /// Like `allow_ips`, one block per line (`#` comments), read at start.
     pub allow_ips_file: Option<PathBuf>,
+    /// As written; `Config::parse` checks it into [`HookConfig::when`], each
+    /// error at its own condition's line.
+    #[serde(rename = "when", default)]
+    when_given: Option<Spanned<Vec<Spanned<RawRule>>>>,
+    /// Conditions that must all hold for the request to be delivered; `None`
+    /// delivers every request. Checked after verification and dedup.
+    #[serde(skip)]
+    pub when: Option<Vec<Rule>>,
+    /// The answer's status when `when` does not match (2xx: the sender must
+    /// not retry a request that was received).
+    #[serde(default = "default_filtered_status", deserialize_with = "de_2xx")]
+    pub filtered_status: u16,
+    /// How long a request `when` did not match is kept (state `filtered`,
+    /// for `spool retry --filtered`); zero keeps none.
+    #[serde(default = "default_keep_filtered", deserialize_with = "de_duration")]
+    pub keep_filtered: Duration,
+}
+
+fn default_filtered_status() -> u16 {
+    200
+}
+
+fn default_keep_filtered() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+fn de_2xx<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    let v = u16::deserialize(d)?;
+    if !(200..300).contains(&v) {
+        return Err(serde::de::Error::custom(format!(
+            "filtered_status {v} must be 2xx: the request was received, and anything else makes the sender retry it"
+        )));
+    }
+    Ok(v)
+}
+
+/// Checks a `when` list as written; `Err` carries the offset of the
+/// condition (or list) at fault.
+fn resolve_when(given: &Spanned<Vec<Spanned<RawRule>>>) -> Result<Vec<Rule>, (usize, String)> {
+    if given.get_ref().is_empty() {
+        return Err((
+            given.span().start,
+            "when = [] matches nothing and holds every request back; give at least one condition, or leave `when` out to deliver every request".into(),
+        ));
+    }
+    given.get_ref().iter().map(resolve_rule).collect()
+}
+
+fn resolve_rule(raw: &Spanned<RawRule>) -> Result<Rule, (usize, String)> {
+    raw.get_ref().resolve().map_err(|e| (raw.span().start, e))?
+}
+
+/// One node of a `when` list: a condition on a field, or `any`/`not` over
+/// other nodes.
+#[derive(Debug, Clone)]
+pub(crate) enum Rule {
+    Test {
+        field: Field,
+        test: Test,
+    },
+    /// At least one holds.
+    Any(Vec<Rule>),
+    /// The inner node does not hold (a missing field's `eq` is false, so its
+    /// `not` is true).
+    Not(Box<Rule>),
+}
+
+/// A request value a rule reads, as `request.rs` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Field(pub String);
+
+impl Field {
+    /// `payload.<dot.path>`, `header.<Name>`, `query.<name>`, `request.method`
+    /// or `request.remote_ip`.
+    pub(crate) fn parse(text: &str) -> Result<Field, String> {
+        let bad = |why: &str| Err(format!("field {text:?}: {why}"));
+        let Some((scope, rest)) = text.split_once('.') else {
+            return bad("write payload.<path>, header.<Name>, query.<name>, request.method or request.remote_ip");
+        };
+        match scope {
+            "payload" if rest.split('.').any(str::is_empty) => {
+                bad("empty step in the path (write payload.a.b.0.c)")
+            }
+            "header" if http::HeaderName::from_bytes(rest.as_bytes()).is_err() => {
+                bad("not a header name")
+            }
+            "query" if rest.is_empty() => bad("needs a parameter name"),
+            "payload" | "header" | "query" => Ok(Field(text.to_string())),
+            "request" if rest == "method" || rest == "remote_ip" => Ok(Field(text.to_string())),
+            "request" => bad("request.method and request.remote_ip are the request fields"),
+            _ => bad("write payload.<path>, header.<Name>, query.<name>, request.method or request.remote_ip"),
+        }
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a condition checks of its field's value, compared as text (see
+/// `request::as_text`): `eq = 42` holds for `42` and for `"42"`.
+#[derive(Debug, Clone)]
+pub(crate) enum Test {
+    Eq(String),
+    Ne(String),
+    In(Vec<String>),
+    /// Anchored: the whole value must match.
+    Matches(regex::Regex),
+    /// A substring of a string, or an element of an array.
+    Contains(String),
+    /// `true`: the field is present; `false`: it is absent.
+    Exists(bool),
+    /// The value is an IP address inside one of the blocks.
+    Cidr(Vec<Cidr>),
+}
+
+impl Test {
+    /// The operator's name as written in the config.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Test::Eq(_) => "eq",
+            Test::Ne(_) => "ne",
+            Test::In(_) => "in",
+            Test::Matches(_) => "matches",
+            Test::Contains(_) => "contains",
+            Test::Exists(_) => "exists",
+            Test::Cidr(_) => "cidr",
+        }
+    }
+}
+
+const OPERATORS: &str = "eq, ne, in, matches, contains, exists, cidr (or any = [..], not = {..})";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    field: Option<String>,
+    eq: Option<Scalar>,
+    ne: Option<Scalar>,
+    #[serde(rename = "in")]
+    in_: Option<Vec<Scalar>>,
+    matches: Option<String>,
+    contains: Option<Scalar>,
+    exists: Option<bool>,
+    cidr: Option<Vec<Cidr>>,
+    any: Option<Vec<Spanned<RawRule>>>,
+    not: Option<Box<Spanned<RawRule>>>,
+}
+
+/// A value to compare with: a string, number or boolean, kept as text.
+#[derive(Debug, Clone)]
+struct Scalar(String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(s) => Ok(Scalar(s)),
+            toml::Value::Integer(i) => Ok(Scalar(i.to_string())),
+            toml::Value::Float(f) => Ok(Scalar(f.to_string())),
+            toml::Value::Boolean(b) => Ok(Scalar(b.to_string())),
+            other => Err(serde::de::Error::custom(format!(
+                "compare with a string, number or boolean, not a {}",
+                other.type_str()
+            ))),
+        }
+    }
+}
+
+impl RawRule {
+    /// The outer `Err` is this node's own fault; the inner one a nested
+    /// node's, with its offset.
+    #[allow(clippy::type_complexity)]
+    fn resolve(&self) -> Result<Result<Rule, (usize, String)>, String> {
+        let raw = self.clone();
+        let mut tests = Vec::new();
+        if let Some(v) = raw.eq {
+            tests.push(Test::Eq(v.0));
+        }
+        if let Some(v) = raw.ne {
+            tests.push(Test::Ne(v.0));
+        }
+        if let Some(v) = raw.in_ {
+            if v.is_empty() {
+                return Err("in = [] can never hold; list the values".into());
+            }
+            tests.push(Test::In(v.into_iter().map(|s| s.0).collect()));
+        }
+        if let Some(re) = raw.matches {
+            let anchored = regex::Regex::new(&format!("^(?:{re})$"))
+                .map_err(|e| format!("matches = {re:?} is not a regular expression: {e}"))?;
+            tests.push(Test::Matches(anchored));
+        }
+        if let Some(v) = raw.contains {
+            tests.push(Test::Contains(v.0));
+        }
+        if let Some(v) = raw.exists {
+            tests.push(Test::Exists(v));
+        }
+        if let Some(v) = raw.cidr {
+            if v.is_empty() {
+                return Err("cidr = [] can never hold; list the address blocks".into());
+            }
+            tests.push(Test::Cidr(v));
+        }
+        let nested = usize::from(raw.any.is_some()) + usize::from(raw.not.is_some());
+        match (tests.len(), nested) {
+            (0, 0) => Err(format!("a condition needs one operator: {OPERATORS}")),
+            (1, 0) => {
+                let test = tests.remove(0);
+                let field = match (raw.field, &test) {
+                    (Some(f), _) => Field::parse(&f)?,
+                    (None, Test::Cidr(_)) => Field("request.remote_ip".into()),
+                    (None, t) => {
+                        return Err(format!(
+                            "{} needs field = \"…\" (payload.<path>, header.<Name>, query.<name>, request.method, request.remote_ip)",
+                            t.name()
+                        ))
+                    }
+                };
+                Ok(Ok(Rule::Test { field, test }))
+            }
+            (0, 1) if raw.field.is_some() => {
+                Err("any and not take no field: put it in the conditions inside".into())
+            }
+            (0, 1) => match (raw.any, raw.not) {
+                (Some(any), None) if any.is_empty() => {
+                    Err("any = [] can never hold; give at least one condition".into())
+                }
+                (Some(any), None) => Ok(any
+                    .iter()
+                    .map(resolve_rule)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Rule::Any)),
+                (None, Some(not)) => Ok(resolve_rule(&not).map(|r| Rule::Not(Box::new(r)))),
+                _ => Err("give any or not, not both in one table".into()),
+            },
+            _ => Err(format!(
+                "one operator per condition ({OPERATORS}); put several in the when list, which must all hold"
+            )),
+        }
+    }
 }
 
 impl HookConfig {
@@ -862,6 +1105,7 @@ impl HookConfig {
                 ));
             }
         }
+        self.when = self.when_given.as_ref().map(resolve_when).transpose()?;
         Ok(())
     }
 }
@@ -1587,6 +1831,119 @@ mod tests {
         let e = parse(&format!("{hook}{hook}")).unwrap_err();
         assert!(e.starts_with("t.toml:5:"), "{e}");
         assert!(e.contains("defined twice"), "{e}");
+    }
+
+    /// A hook whose `when` (and other rule keys) is `extra`, written from line 5 on.
+    fn hook_when(extra: &str) -> Result<Config, String> {
+        parse(&format!(
+            "[[hook]]\nname = \"a\"\nverify = {{ scheme = \"none\" }}\naction = {{ exec = [\"/bin/true\"] }}\n{extra}\n"
+        ))
+    }
+
+    #[test]
+    fn when_rules_parse_with_defaults() {
+        let c = hook_when(
+            "when = [\n  { field = \"payload.ref\", eq = \"refs/heads/main\" },\n  { any = [{ cidr = [\"10.0.0.0/8\"] }, { not = { field = \"header.X-A\", exists = true } }] },\n]",
+        )
+        .unwrap();
+        let h = c.hooks[0].get_ref();
+        let when = h.when.as_ref().unwrap();
+        assert_eq!(when.len(), 2);
+        assert!(matches!(&when[0], Rule::Test { field, test: Test::Eq(v) }
+            if field.0 == "payload.ref" && v == "refs/heads/main"));
+        assert!(matches!(&when[1], Rule::Any(a) if matches!(&a[0],
+            Rule::Test { field, test: Test::Cidr(_) } if field.0 == "request.remote_ip")));
+        assert_eq!(h.filtered_status, 200);
+        assert_eq!(h.keep_filtered, Duration::from_secs(86_400));
+        let c = hook_when("filtered_status = 202\nkeep_filtered = \"0\"").unwrap();
+        let h = c.hooks[0].get_ref();
+        assert!(h.when.is_none());
+        assert_eq!((h.filtered_status, h.keep_filtered), (202, Duration::ZERO));
+    }
+
+    #[test]
+    fn bad_when_rules_are_errors_naming_their_line() {
+        let table: &[(&str, &str, &str)] = &[
+            ("when = []", "t.toml:5:", "when = [] matches nothing"),
+            (
+                "when = [\n  { field = \"payload.ref\", equals = \"x\" },\n]",
+                "t.toml:6:",
+                "unknown field `equals`",
+            ),
+            (
+                "when = [\n  { field = \"payload.ref\" },\n]",
+                "t.toml:6:",
+                "needs one operator",
+            ),
+            (
+                "when = [\n  { field = \"payload.ref\", eq = \"a\", ne = \"b\" },\n]",
+                "t.toml:6:",
+                "one operator per condition",
+            ),
+            ("when = [{ eq = \"a\" }]", "t.toml:5:", "eq needs field"),
+            (
+                "when = [{ field = \"body.ref\", eq = \"a\" }]",
+                "t.toml:5:",
+                "field \"body.ref\"",
+            ),
+            (
+                "when = [{ field = \"payload.a..b\", eq = \"a\" }]",
+                "t.toml:5:",
+                "empty step",
+            ),
+            (
+                "when = [{ field = \"header.X Y\", eq = \"a\" }]",
+                "t.toml:5:",
+                "not a header name",
+            ),
+            (
+                "when = [{ field = \"request.path\", eq = \"a\" }]",
+                "t.toml:5:",
+                "request.method and request.remote_ip",
+            ),
+            (
+                "when = [{ field = \"payload.a\", matches = \"(\" }]",
+                "t.toml:5:",
+                "not a regular expression",
+            ),
+            ("when = [{ any = [] }]", "t.toml:5:", "any = [] can never hold"),
+            (
+                "when = [{ field = \"payload.a\", in = [] }]",
+                "t.toml:5:",
+                "in = [] can never hold",
+            ),
+            ("when = [{ cidr = [\"nope\"] }]", "t.toml:5:", "nope"),
+            (
+                "when = [\n\n  { any = [{ not = { field = \"payload.a\", gt = 1 } }] },\n]",
+                "t.toml:7:",
+                "unknown field `gt`",
+            ),
+            (
+                "when = [{ field = \"payload.a\", any = [{ cidr = [\"::1\"] }] }]",
+                "t.toml:5:",
+                "take no field",
+            ),
+            (
+                "when = [{ field = \"payload.a\", eq = [1] }]",
+                "t.toml:5:",
+                "string, number or boolean",
+            ),
+            (
+                "when = [\n  { field = \"payload.a\", eq = 1 },\n  { any = [\n    { field = \"payload.a\", matches = \"(\" },\n  ] },\n]",
+                "t.toml:8:",
+                "not a regular expression",
+            ),
+            ("filtered_status = 404", "t.toml:5:", "must be 2xx"),
+            ("keep_filtered = \"a while\"", "t.toml:5:", "not a duration"),
+        ];
+        let mut wrong = Vec::new();
+        for (extra, at, says) in table {
+            let e = hook_when(extra).unwrap_err();
+            if !e.starts_with(at) || !e.contains(says) {
+                wrong.push(format!("{extra}\n  gave {e}\n  want {at} … {says}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
 
     #[test]

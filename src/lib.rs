@@ -16,8 +16,6 @@ mod ingress;
 mod lifecycle;
 mod metrics;
 mod replies;
-// Until ingress/rules.rs (next commit) reads through it.
-#[allow(dead_code)]
 mod request;
 mod spool;
 mod systemd;

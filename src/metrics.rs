@@ -137,6 +137,7 @@ pub(crate) struct Metrics {
     revived: Family,
     replays: Family,
     handshakes: Family,
+    filtered: Family,
     rejected: Family,
     delivered: Family,
     failed: Family,
@@ -158,6 +159,7 @@ impl Default for Metrics {
             revived: Family::default(),
             replays: Family::default(),
             handshakes: Family::default(),
+            filtered: Family::default(),
             rejected: Family::default(),
             delivered: Family::default(),
             failed: Family::default(),
@@ -192,6 +194,10 @@ impl Metrics {
     /// A provider handshake answered with its challenge; `kind` is a fixed label.
     pub(crate) fn handshake(&self, hook: &str, kind: &'static str) {
         self.handshakes.inc(&[hook, kind]);
+    }
+    /// A request the hook's `when` did not match (kept or not).
+    pub(crate) fn filtered(&self, hook: &str) {
+        self.filtered.inc(&[hook]);
     }
     /// `hook` is empty when the request named none we know.
     pub(crate) fn rejected(&self, hook: &str, why: Reject) {
@@ -230,7 +236,7 @@ impl Metrics {
     /// The whole exposition, counters first, then `gauges`, then histograms.
     pub(crate) fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &[&str], &Family); 11] = [
+        let counters: [(&str, &str, &[&str], &Family); 12] = [
             (
                 "hookd_received_total",
                 "Webhook requests received for a known hook.",
@@ -266,6 +272,12 @@ impl Metrics {
                 "Provider handshakes answered (not spooled), by kind.",
                 &["hook", "kind"],
                 &self.handshakes,
+            ),
+            (
+                "hookd_filtered_total",
+                "Requests the hook's `when` rules did not match: answered, never delivered.",
+                &["hook"],
+                &self.filtered,
             ),
             (
                 "hookd_rejected_total",

@@ -16,6 +16,7 @@
 //! A value that is absent is `None`, never an error: what a sender did not send
 //! is for the caller to judge. Pure: no IO.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use http::HeaderMap;
@@ -42,6 +43,7 @@ impl<'a> RequestView<'a> {
     ///
     /// Parses the body on each call; to look up many fields, use
     /// [`RequestView::fields`], which parses it once.
+    #[cfg(test)]
     pub(crate) fn lookup(&self, field: &str) -> Option<Value> {
         self.fields().lookup(field)
     }
@@ -65,30 +67,35 @@ pub(crate) struct Fields<'a> {
 impl Fields<'_> {
     /// As [`RequestView::lookup`].
     pub(crate) fn lookup(&self, field: &str) -> Option<Value> {
+        self.get(field).map(Cow::into_owned)
+    }
+
+    /// As [`Fields::lookup`], borrowing a payload value instead of copying
+    /// it (a rule compares, it need not own).
+    pub(crate) fn get(&self, field: &str) -> Option<Cow<'_, Value>> {
         let (scope, rest) = field.split_once('.')?;
         if rest.is_empty() {
             return None;
         }
+        let owned = |s: String| Some(Cow::Owned(Value::String(s)));
         match scope {
-            "payload" => walk(self.payload.as_ref()?, rest.split('.')).cloned(),
+            "payload" => walk(self.payload.as_ref()?, rest.split('.')).map(Cow::Borrowed),
             "header" => {
                 let v = self.view.headers.get(rest)?;
-                Some(Value::String(
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                ))
+                owned(String::from_utf8_lossy(v.as_bytes()).into_owned())
             }
             "query" => {
                 let q = self.view.query?;
                 form_urlencoded::parse(q.as_bytes())
                     .find(|(k, _)| k == rest)
-                    .map(|(_, v)| Value::String(v.into_owned()))
+                    .and_then(|(_, v)| owned(v.into_owned()))
             }
             "request" => match rest {
-                "method" => Some(Value::String(self.view.method.to_string())),
+                "method" => owned(self.view.method.to_string()),
                 "remote_ip" => self
                     .view
                     .remote_ip
-                    .map(|ip| Value::String(ip.to_canonical().to_string())),
+                    .and_then(|ip| owned(ip.to_canonical().to_string())),
                 _ => None,
             },
             _ => None,
@@ -155,6 +162,18 @@ pub(crate) fn walk<S: AsRef<str>>(
 /// A value as text for arguments/conditions: strings as-is, numbers/bools as
 /// written, objects/arrays (and null) as compact JSON.
 pub(crate) fn as_text(v: &Value) -> String {
+    text_of(v).into_owned()
+}
+
+/// [`as_text`] without a copy for a string.
+pub(crate) fn text_of(v: &Value) -> Cow<'_, str> {
+    match v {
+        Value::String(s) => Cow::Borrowed(s),
+        other => Cow::Owned(as_text_owned(other)),
+    }
+}
+
+fn as_text_owned(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),

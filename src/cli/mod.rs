@@ -1,5 +1,7 @@
-//! The command line: `serve`, `check-config`, `status`, `reload`, `spool …`.
+//! The command line: `serve`, `check-config`, `status`, `reload`, `spool …`,
+//! `explain`.
 
+pub(crate) mod explain;
 pub(crate) mod logging;
 pub(crate) mod spool;
 
@@ -47,6 +49,9 @@ pub(crate) enum Command {
     /// Inspect and repair the spool file, whether or not the daemon runs.
     #[command(subcommand)]
     Spool(spool::SpoolCommand),
+    /// Show why a request was (or would be) delivered or filtered: the hook's
+    /// `when` tree with the value each condition saw, and the verification.
+    Explain(explain::ExplainArgs),
 }
 
 /// Parses the command line and runs it.
@@ -58,6 +63,7 @@ pub fn main() -> ExitCode {
         Command::Status { json } => status(&cli.config, json),
         Command::Reload => reload(&cli.config),
         Command::Spool(cmd) => spool::run(&cli.config, cmd),
+        Command::Explain(args) => explain::run(&cli.config, args),
     }
 }
 

@@ -16,6 +16,7 @@ pub(crate) enum StateArg {
     Leased,
     Done,
     Dead,
+    Filtered,
 }
 
 impl From<StateArg> for ItemState {
@@ -25,6 +26,7 @@ impl From<StateArg> for ItemState {
             StateArg::Leased => ItemState::Leased,
             StateArg::Done => ItemState::Done,
             StateArg::Dead => ItemState::Dead,
+            StateArg::Filtered => ItemState::Filtered,
         }
     }
 }
@@ -51,12 +53,16 @@ pub(crate) enum SpoolCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Make items due now with a fresh attempt count: by id, or every dead one.
+    /// Make items due now with a fresh attempt count: by id, every dead
+    /// one, or every filtered one of a hook (after fixing its rules).
     Retry {
         ids: Vec<i64>,
         /// Every dead item (of --hook, if given).
-        #[arg(long, conflicts_with = "ids")]
+        #[arg(long, conflicts_with_all = ["ids", "filtered"])]
         dead: bool,
+        /// Every filtered item of --hook (no rule matched when it arrived).
+        #[arg(long, conflicts_with = "ids", requires = "hook")]
+        filtered: bool,
         #[arg(long)]
         hook: Option<String>,
     },
@@ -190,12 +196,20 @@ fn execute(cfg: &Config, admin: &Admin, cmd: SpoolCommand) -> Result<(), String>
             }
             println!("\n{}", text(&body));
         }
-        SpoolCommand::Retry { ids, dead, hook } => {
-            if dead {
+        SpoolCommand::Retry {
+            ids,
+            dead,
+            filtered,
+            hook,
+        } => {
+            if let (true, Some(hook)) = (filtered, hook.as_deref()) {
+                let n = admin.retry_filtered(hook).map_err(s)?;
+                println!("{n} filtered items of {} are pending again", line(hook));
+            } else if dead {
                 let n = admin.retry_dead(hook.as_deref()).map_err(s)?;
                 println!("{n} dead items are pending again");
             } else if ids.is_empty() {
-                return Err("give item ids, or --dead".into());
+                return Err("give item ids, --dead, or --filtered --hook NAME".into());
             } else {
                 for id in ids {
                     admin.retry(id).map_err(s)?;

@@ -161,6 +161,7 @@ impl Run<'_> {
                         headers: vec![("x-n".into(), n.to_string().into_bytes())],
                         body: Bytes::from(body.clone()),
                         repeats: Default::default(),
+                        filtered_until: None,
                     }))
                     .unwrap_or_else(|e| panic!("spool model: enqueue: {e}"));
                 if revive {

@@ -11,6 +11,7 @@ pub(crate) mod presets;
 pub(crate) mod respond;
 pub(crate) mod response;
 pub(crate) mod routes;
+pub(crate) mod rules;
 pub(crate) mod server;
 pub(crate) mod slow_client;
 pub(crate) mod tls;

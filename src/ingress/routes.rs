@@ -275,12 +275,18 @@ async fn hook(
     check_json_body(route, &body)?;
     let dedup_id = delivery_id(route, &parts.headers, &body)?;
     let repeats = repeats(route, &parts.headers, &body);
+    let wanted = rules_match(route, &parts, client, &body);
     let mut headers = parts.headers;
     // A shared token in its own header (scheme token) is a credential: not kept.
     if let Some(h) = route.verifier.credential_header() {
         headers.remove(h);
     }
     let headers = kept_headers(&headers, client, parts.uri.query());
+    if !wanted && route.hook.keep_filtered.is_zero() {
+        ing.metrics.filtered(name);
+        return Ok(filtered(route, None));
+    }
+    let filtered_until = (!wanted).then(|| now + route.hook.keep_filtered);
     let item = NewItem {
         hook: name.to_string(),
         dedup_id,
@@ -288,8 +294,40 @@ async fn hook(
         headers,
         body,
         repeats,
+        filtered_until,
     };
-    spool(ing, route, item).await
+    spool(ing, route, name, item).await
+}
+
+/// Whether the hook's `when` holds (a hook without one takes every request).
+fn rules_match(
+    route: &Route,
+    parts: &http::request::Parts,
+    client: Option<std::net::IpAddr>,
+    body: &[u8],
+) -> bool {
+    let Some(when) = &route.hook.when else {
+        return true;
+    };
+    let view = crate::request::RequestView {
+        method: parts.method.as_str(),
+        headers: &parts.headers,
+        query: parts.uri.query(),
+        remote_ip: client,
+        body,
+    };
+    super::rules::matches(when, &view.fields())
+}
+
+/// The answer to a request `when` did not match: `filtered_status` and
+/// `{"status":"filtered"}`, with the id it is kept under, if it is.
+fn filtered(route: &Route, id: Option<i64>) -> Response<Body> {
+    let status = StatusCode::from_u16(route.hook.filtered_status).unwrap_or(StatusCode::OK);
+    let body = match id {
+        Some(id) => serde_json::json!({"id": id, "status": "filtered"}),
+        None => serde_json::json!({"status": "filtered"}),
+    };
+    response::json(status, &body)
 }
 
 /// How the spool tells this request's repeats: the hook's dedup window,
@@ -512,9 +550,13 @@ fn delivery_id(route: &Route, headers: &HeaderMap, body: &[u8]) -> Result<Option
 
 /// Answers 202 only once the item is committed; a duplicate of a committed
 /// item is 200 with the first one's id.
-async fn spool(ing: &Ingress, route: &Route, item: NewItem) -> Result<Response<Body>, Refusal> {
-    let name = item.hook.clone();
-    let name = name.as_str();
+async fn spool(
+    ing: &Ingress,
+    route: &Route,
+    name: &str,
+    item: NewItem,
+) -> Result<Response<Body>, Refusal> {
+    let filtered_item = item.filtered_until.is_some();
     // The item may still commit after the deadline; the sender, told 503,
     // retries, and the dedup header or the action's idempotence absorbs the
     // copy. Never the other way round: no 2xx before the commit.
@@ -528,6 +570,10 @@ async fn spool(ing: &Ingress, route: &Route, item: NewItem) -> Result<Response<B
         .retry_after(5));
     };
     match enqueued {
+        Ok(Enqueued::New(id)) if filtered_item => {
+            ing.metrics.filtered(name);
+            Ok(filtered(route, Some(id)))
+        }
         Ok(Enqueued::New(id)) => {
             ing.metrics.spooled(name);
             let respond = route.hook.respond.as_ref();

@@ -148,8 +148,8 @@ impl Admin {
             .ok_or(SpoolError::NotFound(id))
     }
 
-    /// Makes a dead or pending item pending and due now, attempts reset to
-    /// 0. Leased and done items are refused (a worker has it, or it is
+    /// Makes a dead, pending or filtered item pending and due now, attempts
+    /// reset to 0. Leased and done items are refused (a worker has it, or it is
     /// delivered). A running daemon sees it on its next claim.
     pub(crate) fn retry(&self, id: i64) -> Result<(), SpoolError> {
         tx::immediate(&self.conn, |counts| {
@@ -162,7 +162,10 @@ impl Admin {
             let Some((hook, state)) = found else {
                 return Err(SpoolError::NotFound(id));
             };
-            if !matches!(state, ItemState::Dead | ItemState::Pending) {
+            if !matches!(
+                state,
+                ItemState::Dead | ItemState::Pending | ItemState::Filtered
+            ) {
                 return Err(SpoolError::WrongState { id, state });
             }
             let now = now_ms();
@@ -187,6 +190,22 @@ impl Admin {
                  RETURNING hook",
                 params![now_ms(), hook],
                 (ItemState::Dead, Some(ItemState::Pending)),
+                counts,
+            )?;
+            Ok(n)
+        })
+    }
+
+    /// Makes every filtered item of `hook` pending and due now (a rule that
+    /// was wrong has been fixed); returns how many.
+    pub(crate) fn retry_filtered(&self, hook: &str) -> Result<u64, SpoolError> {
+        tx::immediate(&self.conn, |counts| {
+            let n = counts::run_counted(
+                &self.conn,
+                "UPDATE items SET state = 'pending', attempts = 0, next_attempt = ?1, \
+                 updated_at = ?1 WHERE state = 'filtered' AND hook = ?2 RETURNING hook",
+                params![now_ms(), hook],
+                (ItemState::Filtered, Some(ItemState::Pending)),
                 counts,
             )?;
             Ok(n)

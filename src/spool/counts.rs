@@ -13,7 +13,7 @@ use super::{DepthRow, ItemState};
 
 /// Count changes one transaction owes `item_counts`, by hook.
 #[derive(Debug, Default)]
-pub(crate) struct Deltas(HashMap<String, [i64; 4]>);
+pub(crate) struct Deltas(HashMap<String, [i64; 5]>);
 
 fn slot(state: ItemState) -> usize {
     match state {
@@ -21,14 +21,16 @@ fn slot(state: ItemState) -> usize {
         ItemState::Leased => 1,
         ItemState::Done => 2,
         ItemState::Dead => 3,
+        ItemState::Filtered => 4,
     }
 }
 
-const STATES: [ItemState; 4] = [
+const STATES: [ItemState; 5] = [
     ItemState::Pending,
     ItemState::Leased,
     ItemState::Done,
     ItemState::Dead,
+    ItemState::Filtered,
 ];
 
 impl Deltas {
@@ -41,7 +43,7 @@ impl Deltas {
         match self.0.get_mut(hook) {
             Some(row) => row[slot(state)] += n,
             None => {
-                let mut row = [0; 4];
+                let mut row = [0; 5];
                 row[slot(state)] = n;
                 self.0.insert(hook.to_owned(), row);
             }
@@ -165,7 +167,7 @@ mod tests {
         d.moved("a", ItemState::Pending, ItemState::Leased, 1);
         assert!(!d.is_empty());
         d.moved("a", ItemState::Leased, ItemState::Leased, 5);
-        assert_eq!(d.0["a"], [0, 1, 0, 0]);
+        assert_eq!(d.0["a"], [0, 1, 0, 0, 0]);
         d.add("a", ItemState::Leased, -1);
         assert!(d.is_empty());
     }

@@ -191,8 +191,9 @@ impl Spool {
         self.call(|r| Cmd::Finish(lease, Finish::Release, r)).await
     }
 
-    /// Deletes done items last updated more than `older_than` ago; returns
-    /// how many. Works in chunks, so enqueues are not held up meanwhile.
+    /// Deletes done items last updated more than `older_than` ago, and
+    /// filtered items past their `keep_filtered`; returns how many. Works in
+    /// chunks, so enqueues are not held up meanwhile.
     pub(crate) async fn purge_done(&self, older_than: Duration) -> Result<u64, SpoolError> {
         let mut total = 0;
         loop {

@@ -77,8 +77,8 @@ pub(crate) enum SpoolError {
     NoWal { mode: String },
     #[error("no item {0}")]
     NotFound(i64),
-    /// Only dead or pending items can be retried by hand.
-    #[error("item {id} is {}: only dead or pending items can be retried", .state.as_str())]
+    /// Only dead, pending or filtered items can be retried by hand.
+    #[error("item {id} is {}: only dead, pending or filtered items can be retried", .state.as_str())]
     WrongState { id: i64, state: ItemState },
     /// Pending and leased items are undelivered webhooks.
     #[error("refusing to purge {} items: only done or dead", .0.as_str())]
@@ -127,7 +127,8 @@ impl SpoolError {
 }
 
 /// Where an item is in its life: pending → leased → done | dead (or back to
-/// pending on retry or release).
+/// pending on retry or release). `filtered`: no rule matched at the door; it
+/// is never delivered, and only `spool retry --filtered` makes it pending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum ItemState {
@@ -135,6 +136,7 @@ pub(crate) enum ItemState {
     Leased,
     Done,
     Dead,
+    Filtered,
 }
 
 impl ItemState {
@@ -145,6 +147,7 @@ impl ItemState {
             ItemState::Leased => "leased",
             ItemState::Done => "done",
             ItemState::Dead => "dead",
+            ItemState::Filtered => "filtered",
         }
     }
 }
@@ -159,8 +162,9 @@ impl std::str::FromStr for ItemState {
             "leased" => Ok(ItemState::Leased),
             "done" => Ok(ItemState::Done),
             "dead" => Ok(ItemState::Dead),
+            "filtered" => Ok(ItemState::Filtered),
             _ => Err(format!(
-                "unknown item state {s:?} (pending, leased, done, dead)"
+                "unknown item state {s:?} (pending, leased, done, dead, filtered)"
             )),
         }
     }
@@ -178,6 +182,9 @@ pub(crate) struct NewItem {
     pub body: Bytes,
     /// How long a repeat of this item is recognised as one.
     pub repeats: Repeats,
+    /// `Some(until)`: no rule matched; stored as `filtered`, never delivered,
+    /// purged by retention after `until`. `None`: pending, due now.
+    pub filtered_until: Option<SystemTime>,
 }
 
 /// How [`Spool::enqueue`] recognises a repeat, in the same transaction as

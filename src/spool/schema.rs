@@ -100,6 +100,42 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE items ADD COLUMN replay_key BLOB;
     CREATE INDEX items_replay ON items (hook, replay_key) WHERE replay_key IS NOT NULL;
     "#,
+    // v4: state 'filtered' (no rule of the hook matched; kept for `spool
+    // retry --filtered`, never delivered). A CHECK cannot be altered in
+    // SQLite, so the table is rebuilt with the same columns and indexes; a
+    // filtered item's next_attempt is when retention may purge it.
+    r#"
+    CREATE TABLE items_v4 (
+        id           INTEGER PRIMARY KEY,
+        hook         TEXT    NOT NULL,
+        dedup_id     TEXT,
+        received_at  INTEGER NOT NULL,
+        headers      BLOB    NOT NULL,
+        body         BLOB    NOT NULL,
+        state        TEXT    NOT NULL
+                     CHECK (state IN ('pending', 'leased', 'done', 'dead', 'filtered')),
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        next_attempt INTEGER NOT NULL,
+        last_error   TEXT,
+        lease_owner  TEXT,
+        lease_expiry INTEGER,
+        updated_at   INTEGER NOT NULL,
+        replay_key   BLOB
+    );
+    INSERT INTO items_v4 SELECT id, hook, dedup_id, received_at, headers, body, state,
+        attempts, next_attempt, last_error, lease_owner, lease_expiry, updated_at, replay_key
+        FROM items;
+    DROP TABLE items;
+    ALTER TABLE items_v4 RENAME TO items;
+    CREATE INDEX items_dedup ON items (hook, dedup_id) WHERE dedup_id IS NOT NULL;
+    CREATE INDEX items_replay ON items (hook, replay_key) WHERE replay_key IS NOT NULL;
+    CREATE INDEX items_due ON items (hook, next_attempt) WHERE state = 'pending';
+    CREATE INDEX items_open ON items (hook, id) WHERE state IN ('pending', 'leased');
+    CREATE INDEX items_leased ON items (hook, lease_expiry, lease_owner) WHERE state = 'leased';
+    CREATE INDEX items_done ON items (updated_at) WHERE state = 'done';
+    CREATE INDEX items_dead ON items (updated_at) WHERE state = 'dead';
+    CREATE INDEX items_filtered ON items (next_attempt) WHERE state = 'filtered';
+    "#,
 ];
 
 /// Schema version this build writes and understands.

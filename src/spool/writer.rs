@@ -127,8 +127,8 @@ fn error_for_each_waiter(cause: &Arc<SpoolError>) -> SpoolError {
 pub(crate) const PURGE_CHUNK: u32 = 2_000;
 
 /// Deletes at most [`PURGE_CHUNK`] items in `state` (done or dead) last
-/// changed before `cutoff_ms`, counting them; returns how many. The caller
-/// commits.
+/// changed before `cutoff_ms` (filtered: kept until before `cutoff_ms`),
+/// counting them; returns how many. The caller commits.
 pub(crate) fn purge_chunk(
     conn: &Connection,
     state: ItemState,
@@ -139,6 +139,7 @@ pub(crate) fn purge_chunk(
     let sql = match state {
         ItemState::Done => sql::PURGE_DONE,
         ItemState::Dead => sql::PURGE_DEAD,
+        ItemState::Filtered => sql::PURGE_FILTERED,
         other => return Err(SpoolError::NotPurgeable(other)),
     };
     let args = params![cutoff_ms, PURGE_CHUNK];
@@ -435,6 +436,9 @@ impl Writer {
             Cmd::Enqueue(item, reply) => {
                 let res = self.enqueue(&item);
                 match res {
+                    Ok(Enqueued::New(_)) if item.filtered_until.is_some() => {
+                        batch.counts.add(&item.hook, ItemState::Filtered, 1);
+                    }
                     Ok(Enqueued::New(_)) => {
                         batch.wake = true;
                         batch.counts.add(&item.hook, ItemState::Pending, 1);
@@ -469,7 +473,12 @@ impl Writer {
             }
             Cmd::PurgeDone { older_than, reply } => {
                 let mut counts = Deltas::default();
-                let res = purge_chunk(&self.conn, ItemState::Done, ms_ago(older_than), &mut counts);
+                // Filtered items carry their own end in next_attempt.
+                let res = purge_chunk(&self.conn, ItemState::Done, ms_ago(older_than), &mut counts)
+                    .and_then(|done| {
+                        purge_chunk(&self.conn, ItemState::Filtered, now_ms(), &mut counts)
+                            .map(|filtered| done + filtered)
+                    });
                 if res.is_ok() {
                     batch.counts.absorb(counts);
                 }
@@ -547,6 +556,10 @@ impl Writer {
             }
         }
         let now = now_ms();
+        let (state, next_attempt) = match item.filtered_until {
+            None => (ItemState::Pending, now),
+            Some(until) => (ItemState::Filtered, to_ms(until)),
+        };
         self.conn.prepare_cached(sql::INSERT)?.execute(params![
             item.hook,
             item.dedup_id,
@@ -554,6 +567,8 @@ impl Writer {
             encode_headers(&item.headers),
             &item.body[..],
             now,
+            state.as_str(),
+            next_attempt,
             item.repeats.replay.as_ref().map(|k| &k.digest[..]),
         ])?;
         Ok(Enqueued::New(self.conn.last_insert_rowid()))
@@ -808,7 +823,7 @@ pub(crate) mod sql {
     pub(crate) const INSERT: &str =
         "INSERT INTO items (hook, dedup_id, received_at, headers, body, \
          state, attempts, next_attempt, updated_at, replay_key) \
-         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?6, ?7)";
+         VALUES (?1, ?2, ?3, ?4, ?5, ?7, 0, ?8, ?6, ?9)";
     pub(crate) const EXPIRED_LEASES: &str =
         "SELECT id FROM items WHERE hook = ?1 AND state = 'leased' \
          AND lease_expiry < ?2 ORDER BY id LIMIT ?3";
@@ -848,6 +863,8 @@ pub(crate) mod sql {
          WHERE state = 'done' AND updated_at < ?1 LIMIT ?2) RETURNING hook";
     pub(crate) const PURGE_DEAD: &str = "DELETE FROM items WHERE id IN (SELECT id FROM items \
          WHERE state = 'dead' AND updated_at < ?1 LIMIT ?2) RETURNING hook";
+    pub(crate) const PURGE_FILTERED: &str = "DELETE FROM items WHERE id IN (SELECT id FROM items \
+         WHERE state = 'filtered' AND next_attempt < ?1 LIMIT ?2) RETURNING hook";
     /// Not hot: only for a row `claim` could not decode. Its hook is not
     /// returned, since that may be what fails to decode.
     pub(crate) const MARK_UNDECODABLE: &str = "UPDATE items SET state = 'dead', last_error = ?3, \
@@ -876,6 +893,7 @@ pub(crate) mod sql {
         (RELEASE, 4),
         (PURGE_DONE, 2),
         (PURGE_DEAD, 2),
+        (PURGE_FILTERED, 2),
         (MARK_UNDECODABLE, 3),
         (NEXT_PENDING, 2),
         (NEXT_LEASE_EXPIRY, 1),

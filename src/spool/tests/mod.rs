@@ -39,6 +39,7 @@ fn item(hook: &str, dedup: Option<&str>, body: &[u8]) -> NewItem {
         headers: vec![("content-type".into(), b"application/json".to_vec())],
         body: Bytes::copy_from_slice(body),
         repeats: Default::default(),
+        filtered_until: None,
     }
 }
 

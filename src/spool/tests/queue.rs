@@ -743,3 +743,98 @@ async fn copies_enqueued_at_once_make_one_item_whatever_batches_they_share() {
     assert_eq!(depth_of(&depth, "gh", ItemState::Pending), 1);
     spool.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filtered_items_are_kept_never_claimed_and_pending_again_on_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path(), "me");
+    let keep = SystemTime::now() + Duration::from_secs(3600);
+    let filtered = |n: u8, hook: &str| NewItem {
+        filtered_until: Some(keep),
+        ..item(hook, Some(&format!("f{n}")), &[n])
+    };
+    let Enqueued::New(f1) = spool.enqueue(filtered(1, "h")).await.unwrap() else {
+        panic!("new item expected");
+    };
+    spool.enqueue(filtered(2, "h")).await.unwrap();
+    spool.enqueue(filtered(3, "other")).await.unwrap();
+    let Enqueued::New(p) = spool.enqueue(item("h", None, b"p")).await.unwrap() else {
+        panic!("new item expected");
+    };
+    // A repeat of a filtered delivery id is a duplicate of it.
+    assert_eq!(
+        spool.enqueue(filtered(1, "h")).await.unwrap(),
+        Enqueued::Duplicate(f1)
+    );
+    let depth = spool.depth().await.unwrap();
+    assert_eq!(depth_of(&depth, "h", ItemState::Filtered), 2);
+    assert_eq!(depth_of(&depth, "h", ItemState::Pending), 1);
+    // Neither an ordinary nor an ordered claim takes a filtered item.
+    let mut p = p;
+    for ordered in [false, true] {
+        let got = spool
+            .claim(claim_req("h", 10, ordered, LONG))
+            .await
+            .unwrap();
+        assert_eq!(got.iter().map(|i| i.id).collect::<Vec<_>>(), [p]);
+        spool.complete(p).await.unwrap();
+        let Enqueued::New(next) = spool.enqueue(item("h", None, b"p2")).await.unwrap() else {
+            panic!("new item expected");
+        };
+        p = next;
+    }
+    let admin = Admin::open(spool.path()).unwrap();
+    assert_eq!(admin.show(f1).unwrap().state, ItemState::Filtered);
+    assert_eq!(admin.retry_filtered("h").unwrap(), 2);
+    assert_eq!(admin.retry_filtered("h").unwrap(), 0);
+    let got = spool.claim(claim_req("h", 10, false, LONG)).await.unwrap();
+    let mut ids: Vec<i64> = got.iter().map(|i| i.id).collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids.len(),
+        3,
+        "both filtered items and the second pending one"
+    );
+    assert!(ids.contains(&f1));
+    let depth = spool.depth().await.unwrap();
+    assert_eq!(depth_of(&depth, "other", ItemState::Filtered), 1);
+    spool.close().await;
+    assert_counts_match_rows(dir.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_purges_filtered_items_past_their_keep_time_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path(), "me");
+    let at = |secs: i64| {
+        let now = SystemTime::now();
+        if secs < 0 {
+            now - Duration::from_secs(secs.unsigned_abs())
+        } else {
+            now + Duration::from_secs(secs as u64)
+        }
+    };
+    let mut ids = Vec::new();
+    for until in [-60, -1, 3600] {
+        let it = NewItem {
+            filtered_until: Some(at(until)),
+            ..item("h", None, b"f")
+        };
+        let Enqueued::New(id) = spool.enqueue(it).await.unwrap() else {
+            panic!("new item expected");
+        };
+        ids.push(id);
+    }
+    assert_eq!(
+        spool.purge_done(Duration::from_secs(3600)).await.unwrap(),
+        2
+    );
+    let admin = Admin::open(spool.path()).unwrap();
+    assert!(matches!(admin.show(ids[0]), Err(SpoolError::NotFound(_))));
+    assert!(matches!(admin.show(ids[1]), Err(SpoolError::NotFound(_))));
+    let kept = admin.show(ids[2]).unwrap();
+    assert_eq!(kept.state, ItemState::Filtered);
+    assert!(from_ms(to_ms(kept.next_attempt)) > SystemTime::now());
+    spool.close().await;
+    assert_counts_match_rows(dir.path());
+}
