@@ -1,5 +1,6 @@
 //! The command line: `serve`, `check-config`, `status`, `reload`, `spool …`.
 
+pub(crate) mod import_webhook;
 pub(crate) mod logging;
 pub(crate) mod spool;
 
@@ -47,6 +48,15 @@ pub(crate) enum Command {
     /// Inspect and repair the spool file, whether or not the daemon runs.
     #[command(subcommand)]
     Spool(spool::SpoolCommand),
+    /// Print a hookd config equivalent to an adnanh/webhook hooks file (JSON or YAML);
+    /// warnings on stderr name each hook whose meaning changes.
+    ImportWebhook {
+        /// The webhook hooks file (hooks.json or hooks.yaml).
+        file: PathBuf,
+        /// Write each hook's secret to DIR/<hook>.secret (mode 0600) and point the config at it.
+        #[arg(long, value_name = "DIR")]
+        secrets_dir: Option<PathBuf>,
+    },
 }
 
 /// Parses the command line and runs it.
@@ -58,6 +68,9 @@ pub fn main() -> ExitCode {
         Command::Status { json } => status(&cli.config, json),
         Command::Reload => reload(&cli.config),
         Command::Spool(cmd) => spool::run(&cli.config, cmd),
+        Command::ImportWebhook { file, secrets_dir } => {
+            import_webhook::run(&import_webhook::Options { file, secrets_dir })
+        }
     }
 }
 
