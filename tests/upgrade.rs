@@ -12,6 +12,8 @@
 
 mod common;
 
+// Shared with the fault campaign, which uses more of it.
+#[allow(dead_code)]
 #[path = "faults/checker.rs"]
 mod checker;
 
