@@ -361,7 +361,7 @@ fn convert_hook(
     }
 
     // The command.
-    let mut argv = vec![program(h, ctx)];
+    let mut argv = vec![literal(&program(h, ctx))];
     for a in &h.pass_arguments_to_command {
         argv.push(placeholder(a, ctx).unwrap_or_default());
     }
@@ -587,15 +587,7 @@ fn field(p: &WArg, ctx: &mut HookCtx) -> Option<String> {
 /// A placeholder (or literal) for an argument or environment value.
 fn placeholder(a: &WArg, ctx: &mut HookCtx) -> Option<String> {
     match a.source.as_str() {
-        "string" => {
-            if a.name.contains(['{', '}']) {
-                ctx.warn(format!(
-                    "the literal argument {:?} has braces, which hookd reads as a placeholder",
-                    a.name
-                ));
-            }
-            Some(a.name.clone())
-        }
+        "string" => Some(literal(&a.name)),
         "entire-payload" | "raw-request-body" => {
             if a.source == "entire-payload" {
                 ctx.warn("entire-payload → {payload}: hookd passes the body as received, webhook re-encoded it as compact JSON with sorted keys");
@@ -709,6 +701,11 @@ fn valid_name(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Text that hookd must not read as placeholders: braces doubled.
+fn literal(s: &str) -> String {
+    s.replace('{', "{{").replace('}', "}}")
 }
 
 /// A TOML basic string.

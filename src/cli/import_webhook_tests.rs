@@ -33,7 +33,8 @@ const GITHUB_JSON: &str = r#"[
     "pass-arguments-to-command": [
       { "source": "payload", "name": "head_commit.id" },
       { "source": "payload", "name": "pusher.name" },
-      { "source": "string", "name": "--fast" }
+      { "source": "string", "name": "--fast" },
+      { "source": "string", "name": "{literal}" }
     ],
     "pass-environment-to-command": [
       { "source": "header", "name": "X-GitHub-Event" },
@@ -84,7 +85,8 @@ fn a_github_hook_becomes_the_github_scheme_a_when_rule_and_placeholders() {
             "/var/scripts/redeploy.sh",
             "{payload.head_commit.id}",
             "{payload.pusher.name}",
-            "--fast"
+            "--fast",
+            "{{literal}}"
         ]
     );
     assert_eq!(action["cwd"].as_str(), Some("/var/webhook"));
