@@ -2,6 +2,7 @@
 //! `explain`.
 
 pub(crate) mod explain;
+pub(crate) mod import_webhook;
 pub(crate) mod logging;
 pub(crate) mod spool;
 
@@ -52,6 +53,15 @@ pub(crate) enum Command {
     /// Show why a request was (or would be) delivered or filtered: the hook's
     /// `when` tree with the value each condition saw, and the verification.
     Explain(explain::ExplainArgs),
+    /// Print a hookd config equivalent to an adnanh/webhook hooks file (JSON or YAML);
+    /// warnings on stderr name each hook whose meaning changes.
+    ImportWebhook {
+        /// The webhook hooks file (hooks.json or hooks.yaml).
+        file: PathBuf,
+        /// Write each hook's secret to DIR/<hook>.secret (mode 0600) and point the config at it.
+        #[arg(long, value_name = "DIR")]
+        secrets_dir: Option<PathBuf>,
+    },
 }
 
 /// Parses the command line and runs it.
@@ -64,6 +74,9 @@ pub fn main() -> ExitCode {
         Command::Reload => reload(&cli.config),
         Command::Spool(cmd) => spool::run(&cli.config, cmd),
         Command::Explain(args) => explain::run(&cli.config, args),
+        Command::ImportWebhook { file, secrets_dir } => {
+            import_webhook::run(&import_webhook::Options { file, secrets_dir })
+        }
     }
 }
 

@@ -1,0 +1,126 @@
+//! An upgrade across a schema change, the way an operator does it: a hookd
+//! built from an older commit (an older spool schema) runs under load, the
+//! binary on disk is replaced by this build, and `hookd reload` hands off to
+//! it. For a while both share the spool: the successor migrates it while the
+//! old process still finishes its in-flight deliveries with its own queries.
+//! The fault checker then asserts nothing acknowledged was lost, nothing was
+//! delivered by both at once, and the spool is intact.
+//!
+//! The old binary is built from `OLD_COMMIT` once per target dir (a detached
+//! `git worktree` into `CARGO_TARGET_TMPDIR`, its own target dir, reused by
+//! later runs). Bump `OLD_COMMIT` to the last commit before each schema change.
+
+mod common;
+
+// Shared with the fault campaign, which uses more of it.
+#[allow(dead_code)]
+#[path = "faults/checker.rs"]
+mod checker;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use checker::{seed, Run};
+use common::stop_successor;
+
+/// Schema v2: main before the dedup-window, filtered and route migrations.
+const OLD_COMMIT: &str = "d38c895d4886e7a4ef44b01ce8b4783ae43a658a";
+
+fn subreaper() {
+    // Safety: prctl with these arguments only sets a flag of this process.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(rc, 0, "PR_SET_CHILD_SUBREAPER");
+}
+
+/// The old release binary, built once (a build takes minutes; the result is kept).
+fn old_binary() -> PathBuf {
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("old-{}", &OLD_COMMIT[..12]));
+    let bin = base.join("target/release/hookd");
+    if bin.exists() {
+        return bin;
+    }
+    let src = base.join("src");
+    let repo = env!("CARGO_MANIFEST_DIR");
+    if !src.join("Cargo.toml").exists() {
+        let _ = std::fs::remove_dir_all(&src);
+        let _ = Command::new("git")
+            .args(["-C", repo, "worktree", "prune"])
+            .status();
+        let st = Command::new("git")
+            .args(["-C", repo, "worktree", "add", "--detach", "--force"])
+            .arg(&src)
+            .arg(OLD_COMMIT)
+            .status()
+            .expect("git");
+        assert!(
+            st.success(),
+            "cannot check out {OLD_COMMIT}: the upgrade test needs the repository's history (not a shallow clone)"
+        );
+    }
+    let st = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--locked", "--bin", "hookd"])
+        .current_dir(&src)
+        .env("CARGO_TARGET_DIR", base.join("target"))
+        .status()
+        .expect("cargo");
+    assert!(st.success(), "building {OLD_COMMIT} failed");
+    bin
+}
+
+/// Replaces `dst` by a copy of `src` the way a package manager does: a new
+/// file renamed over the old name, so the running process keeps its inode.
+fn install(src: &Path, dst: &Path) {
+    let tmp = dst.with_extension("new");
+    std::fs::copy(src, &tmp).unwrap();
+    std::fs::rename(&tmp, dst).unwrap();
+}
+
+#[test]
+fn a_reload_onto_a_newer_schema_loses_nothing_and_never_delivers_twice_at_once() {
+    subreaper();
+    let old = old_binary();
+    // Deliveries take a while, so the old process has some in flight at the hand-off.
+    let mut run = Run::with_upstream_delay("upgrade", seed(), Duration::from_millis(150));
+    let bin = run.dir.path().join("bin/hookd");
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    install(&old, &bin);
+    run.h.bin = bin.clone();
+    run.h.start();
+    let load = run.load(3);
+    run.wait_acks(150, Duration::from_secs(60));
+
+    install(Path::new(common::BIN), &bin);
+    let t0 = Instant::now();
+    let (code, out, err) = run.h.cli(&["reload"]);
+    assert_eq!(
+        code,
+        0,
+        "reload onto the new build: {out}{err}\n{}",
+        run.h.log_text()
+    );
+    let new = run.h.successor_pid();
+    // The old process drains its in-flight deliveries against the migrated spool.
+    let st = run.h.wait_exit(Duration::from_secs(60));
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "the old process's drain: {}",
+        run.h.log_text()
+    );
+    println!(
+        "[upgrade] old process done {:?} after the reload",
+        t0.elapsed()
+    );
+    run.wait_acks(150, Duration::from_secs(60));
+    load.stop();
+    let st = stop_successor(new, Duration::from_secs(60));
+    assert!(
+        matches!(st, nix::sys::wait::WaitStatus::Exited(_, 0)),
+        "the new process stops cleanly: {st:?}"
+    );
+
+    let report = run.finish("hand-off onto a newer schema", "3 clients");
+    assert!(report.acked >= 300, "{} acks", report.acked);
+    report.assert_clean();
+}
