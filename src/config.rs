@@ -364,8 +364,8 @@ fn resolve_rule(raw: &Spanned<RawRule>) -> Result<Rule, (usize, String)> {
     raw.get_ref().resolve().map_err(|e| (raw.span().start, e))?
 }
 
-/// One node of a `when` list: a condition on a field, or `any`/`not` over
-/// other nodes.
+/// One node of a `when` list: a condition on a field, or `any`/`all`/`not`
+/// over other nodes.
 #[derive(Debug, Clone)]
 pub(crate) enum Rule {
     Test {
@@ -374,6 +374,9 @@ pub(crate) enum Rule {
     },
     /// At least one holds.
     Any(Vec<Rule>),
+    /// Every one holds (the `when` list itself is one; this nests it, e.g.
+    /// under `any`).
+    All(Vec<Rule>),
     /// The inner node does not hold (a missing field's `eq` is false, so its
     /// `not` is true).
     Not(Box<Rule>),
@@ -445,7 +448,8 @@ impl Test {
     }
 }
 
-const OPERATORS: &str = "eq, ne, in, matches, contains, exists, cidr (or any = [..], not = {..})";
+const OPERATORS: &str =
+    "eq, ne, in, matches, contains, exists, cidr (or any = [..], all = [..], not = {..})";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -460,6 +464,7 @@ struct RawRule {
     exists: Option<bool>,
     cidr: Option<Vec<Cidr>>,
     any: Option<Vec<Spanned<RawRule>>>,
+    all: Option<Vec<Spanned<RawRule>>>,
     not: Option<Box<Spanned<RawRule>>>,
 }
 
@@ -518,7 +523,9 @@ impl RawRule {
             }
             tests.push(Test::Cidr(v));
         }
-        let nested = usize::from(raw.any.is_some()) + usize::from(raw.not.is_some());
+        let nested = usize::from(raw.any.is_some())
+            + usize::from(raw.all.is_some())
+            + usize::from(raw.not.is_some());
         match (tests.len(), nested) {
             (0, 0) => Err(format!("a condition needs one operator: {OPERATORS}")),
             (1, 0) => {
@@ -536,19 +543,29 @@ impl RawRule {
                 Ok(Ok(Rule::Test { field, test }))
             }
             (0, 1) if raw.field.is_some() => {
-                Err("any and not take no field: put it in the conditions inside".into())
+                Err("any, all and not take no field: put it in the conditions inside".into())
             }
-            (0, 1) => match (raw.any, raw.not) {
-                (Some(any), None) if any.is_empty() => {
+            (0, 1) => match (raw.any, raw.all, raw.not) {
+                (Some(any), None, None) if any.is_empty() => {
                     Err("any = [] can never hold; give at least one condition".into())
                 }
-                (Some(any), None) => Ok(any
+                (None, Some(all), None) if all.is_empty() => {
+                    Err("all = [] checks nothing; give at least one condition".into())
+                }
+                (Some(list), None, None) => Ok(list
                     .iter()
                     .map(resolve_rule)
                     .collect::<Result<Vec<_>, _>>()
                     .map(Rule::Any)),
-                (None, Some(not)) => Ok(resolve_rule(&not).map(|r| Rule::Not(Box::new(r)))),
-                _ => Err("give any or not, not both in one table".into()),
+                (None, Some(list), None) => Ok(list
+                    .iter()
+                    .map(resolve_rule)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Rule::All)),
+                (None, None, Some(not)) => {
+                    Ok(resolve_rule(&not).map(|r| Rule::Not(Box::new(r))))
+                }
+                _ => Err("give one of any, all or not in one table".into()),
             },
             _ => Err(format!(
                 "one operator per condition ({OPERATORS}); put several in the when list, which must all hold"
@@ -1907,6 +1924,7 @@ mod tests {
                 "not a regular expression",
             ),
             ("when = [{ any = [] }]", "t.toml:5:", "any = [] can never hold"),
+            ("when = [{ all = [] }]", "t.toml:5:", "all = [] checks nothing"),
             (
                 "when = [{ field = \"payload.a\", in = [] }]",
                 "t.toml:5:",

@@ -23,6 +23,7 @@ fn holds(rule: &Rule, req: &Fields<'_>) -> bool {
     match rule {
         Rule::Test { field, test } => test_holds(test, req.get(&field.0).as_deref()),
         Rule::Any(rules) => rules.iter().any(|r| holds(r, req)),
+        Rule::All(rules) => rules.iter().all(|r| holds(r, req)),
         Rule::Not(inner) => !holds(inner, req),
     }
 }
@@ -94,14 +95,18 @@ fn explain_node(rule: &Rule, req: &Fields<'_>) -> Explained {
                 children: Vec::new(),
             }
         }
-        Rule::Any(rules) => {
+        Rule::Any(rules) | Rule::All(rules) => {
             let children: Vec<Explained> = rules.iter().map(|r| explain_node(r, req)).collect();
+            let (rule, result) = match rule {
+                Rule::Any(_) => ("any", children.iter().any(|c| c.result)),
+                _ => ("all", children.iter().all(|c| c.result)),
+            };
             Explained {
-                rule: "any".into(),
+                rule: rule.into(),
                 field: None,
                 present: None,
                 seen: None,
-                result: children.iter().any(|c| c.result),
+                result,
                 children,
             }
         }
@@ -343,6 +348,18 @@ mod tests {
             (format!("[{{ not = {dev} }}]"), true),
             (format!("[{{ not = {main} }}]"), false),
             (format!("[{{ not = {{ any = [{dev}, {main}] }} }}]"), false),
+            (format!("[{{ all = [{main}, {push}] }}]"), true),
+            (format!("[{{ all = [{main}, {dev}] }}]"), false),
+            (
+                format!(
+                    "[{{ any = [{{ all = [{dev}, {push}] }}, {{ all = [{main}, {push}] }}] }}]"
+                ),
+                true,
+            ),
+            (
+                format!("[{{ any = [{{ all = [{dev}, {push}] }}, {{ all = [{main}, {dev}] }}] }}]"),
+                false,
+            ),
             (
                 format!("[{{ any = [{{ not = {main} }}, {push}] }}, {main}]"),
                 true,
