@@ -255,7 +255,7 @@ fn imported_hooks_run_the_same_commands_with_the_same_arguments_as_webhook() {
                     "request {i}: webhook refused the bad signature"
                 );
                 assert_eq!(
-                    k.status, 401,
+                    k.status, 403,
                     "request {i}: hookd refused the bad signature"
                 );
             }
