@@ -5,6 +5,8 @@
 #     started under the same open-file limit (NOFILE), while a legitimate client
 #     (bench/legit.py) sends signed webhooks at LEGIT_RATE req/s from 127.0.0.2:
 #     its success rate and p99, and each server's peak RSS (VmHWM) and peak fds.
+#     hookd_nocap is hookd with max_connections_per_ip = 65536, as if the crowd
+#     came from many addresses: then only the global limits stand in its way.
 #  2. hookd ingest req/s at TLS_CONNS connections, plain against TLS, keep-alive
 #     and a new connection per request (wrk; `Connection: close`).
 # RUNS rounds; every round runs every case back to back; medians printed as a
@@ -12,7 +14,7 @@
 # every process it starts is stopped on exit.
 #
 # Usage: bench/edge.sh
-# Knobs: RUNS=3 CONNS=2000 NOFILE=1024 ATTACK_RATE=200 LEGIT_RATE=50 LEGIT_SECONDS=20
+# Knobs: RUNS=3 SLOW_SERVERS="hookd hookd_nocap webhook" CONNS=2000 NOFILE=1024 ATTACK_RATE=200 LEGIT_RATE=50 LEGIT_SECONDS=20
 #   RAMP=12 TLS_CONNS=64 DURATION=10 SKIP_BUILD=1 SKIP_SLOW=1 SKIP_TLS=1 KEEP=1
 #   BENCH_DIR=/var/tmp/hookd-edge.PID OUT=path.md HOOKD=path/to/hookd (instead of the release build)
 # Needs: slowhttptest, webhook, wrk (Debian packages), python3, openssl, curl.
@@ -21,6 +23,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH="$ROOT/bench"
 RUNS=${RUNS:-3}
+read -r -a SLOW_SERVERS <<<"${SLOW_SERVERS:-hookd hookd_nocap webhook}"
 CONNS=${CONNS:-2000}
 NOFILE=${NOFILE:-1024}
 ATTACK_RATE=${ATTACK_RATE:-200}
@@ -117,8 +120,10 @@ SERVER_PID=""
 start_server() {  # hookd|webhook, under the open-file limit NOFILE
   rm -f "$WORK"/slow.db*
   case $1 in
-    hookd)
-      hookd_edge_config slow "listen = [\"127.0.0.1:$P_HOOKD\"]" >"$WORK/slow.toml"
+    hookd | hookd_nocap)
+      local cap=""
+      [[ $1 == hookd_nocap ]] && cap="max_connections_per_ip = 65536"
+      hookd_edge_config slow "listen = [\"127.0.0.1:$P_HOOKD\"]" "$cap" >"$WORK/slow.toml"
       (ulimit -n "$NOFILE"; exec "$HOOKD" serve --config "$WORK/slow.toml") >>"$WORK/hookd-slow.log" 2>&1 &
       SERVER_PID=$!; wait_port $P_HOOKD ;;
     webhook)
@@ -146,16 +151,16 @@ fd_sampler() {  # PID STOP FILE
 slow_case() {
   local s=$1 m=$2 run=$3 port url legit_url ok args=() out hwm fds held
   start_server "$s"
-  if [[ $s == hookd ]]; then port=$P_HOOKD ok=202; else port=$P_WEBHOOK ok=200; fi
+  if [[ $s == hookd* ]]; then port=$P_HOOKD ok=202; else port=$P_WEBHOOK ok=200; fi
   legit_url="http://127.0.0.1:$port/hooks/gh"
   case $m in
     H) url="http://127.0.0.1:$port/hooks/gh"; args=(-H -i 10) ;;
     # 8 KiB announced, a few bytes every 10 s.
-    B) if [[ $s == hookd ]]; then url="http://127.0.0.1:$port/hooks/open"; else url="http://127.0.0.1:$port/hooks/gh"; fi
+    B) if [[ $s == hookd* ]]; then url="http://127.0.0.1:$port/hooks/open"; else url="http://127.0.0.1:$port/hooks/gh"; fi
        args=(-B -i 10 -s 8192 -t POST) ;;
     # The same small GET 10 times (slowhttptest's most) pipelined per connection,
     # read 5 bytes a second through a window of 1-32 bytes.
-    X) if [[ $s == hookd ]]; then url="http://127.0.0.1:$port/healthz"; else url="http://127.0.0.1:$port/hooks/gh"; fi
+    X) if [[ $s == hookd* ]]; then url="http://127.0.0.1:$port/healthz"; else url="http://127.0.0.1:$port/hooks/gh"; fi
        args=(-X -k 10 -n 1 -w 1 -y 32 -z 5) ;;
   esac
   rm -f "$WORK/fdstop"
@@ -205,7 +210,7 @@ log "load average before: $LOAD_BEFORE"
 for run in $(seq 1 "$RUNS"); do
   if [[ "${SKIP_SLOW:-0}" != 1 ]]; then
     for m in H B X; do
-      for s in hookd webhook; do
+      for s in "${SLOW_SERVERS[@]}"; do
         log "round $run: slowhttptest -$m x$CONNS against $s, legit $LEGIT_RATE req/s for ${LEGIT_SECONDS}s"
         slow_case "$s" "$m" "$run"
       done
@@ -242,7 +247,7 @@ print(f"{fmt(statistics.median(v))} [{runs}]")' $vals
 {
   echo "## Edge run $STAMP, commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?)"
   echo
-  echo "Command: \`RUNS=$RUNS CONNS=$CONNS NOFILE=$NOFILE bench/edge.sh\`. Load average before $LOAD_BEFORE, after $LOAD_AFTER."
+  echo "Command: \`RUNS=$RUNS SLOW_SERVERS=\"${SLOW_SERVERS[*]}\" CONNS=$CONNS NOFILE=$NOFILE bench/edge.sh\`${SKIP_TLS:+ (SKIP_TLS=1)}. Load average before $LOAD_BEFORE, after $LOAD_AFTER."
   echo "$(nproc) cores shared with other builds; medians of $RUNS runs, every run in brackets."
   echo
   if [[ "${SKIP_SLOW:-0}" != 1 ]]; then
@@ -251,7 +256,7 @@ print(f"{fmt(statistics.median(v))} [{runs}]")' $vals
     echo "| attack | server | legit success % | legit p99 ms | legit p50 ms | peak RSS KiB | peak fds | attacker's open connections at the end |"
     echo "|---|---|---|---|---|---|---|---|"
     for m in H B X; do
-      for s in hookd webhook; do
+      for s in "${SLOW_SERVERS[@]}"; do
         p="^SLOW server=$s mode=$m "
         echo "| -$m | $s | $(med "$p" success_pct) | $(med "$p" p99_ms) | $(med "$p" p50_ms) | $(med "$p" rss_kib) | $(med "$p" fds) | $(med "$p" attacker_open) |"
       done
