@@ -1,6 +1,7 @@
 //! The connection edge against the real binary over real sockets: clients
 //! that stop reading cannot hold a stop or a hand-off, answers not taken
-//! within `write_timeout` close the connection, the descriptor limit and the
+//! within `write_timeout` close the connection, so do keep-alive connections
+//! idle past `idle_timeout` (and only those), the descriptor limit and the
 //! per-address cap leave room for legitimate clients and for `hookd status`,
 //! and oversized headers are refused.
 
@@ -366,4 +367,61 @@ fn oversized_headers_get_431() {
     let fits = "a".repeat(7 * 1024);
     let r = request(h.addr(), "GET", "/healthz", &[("X-Fits", &fits)], b"").unwrap();
     assert_eq!(r.status, 200);
+}
+
+/// `idle_timeout` is the wait for the next request on a keep-alive
+/// connection, not a cap on the connection's life: a connection that keeps
+/// sending for longer than it stays open, and one that goes quiet after an
+/// answer is closed about `idle_timeout` later.
+#[test]
+fn a_keep_alive_connection_idle_past_idle_timeout_is_closed_and_a_busy_one_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    // read_timeout stays 2 s (the first request's 408 timer); hookd keeps
+    // the keep-alive timer at least read_timeout + 1 s, so 5 s is the idle one.
+    let mut h = Hookd::configure_with(
+        dir.path(),
+        "idle_timeout = \"5s\"",
+        &forward_hook(dir.path(), "gh", "http://127.0.0.1:9/unused", ""),
+    );
+    h.start();
+
+    // Busy: seven requests a second apart, 6 s in all, on one connection.
+    let mut busy: Option<std::io::BufReader<TcpStream>> = None;
+    let mut first_conn = None;
+    for i in 0..7 {
+        if i > 0 {
+            // Pacing the client, not waiting for hookd.
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        let r = post_gh_keep_alive(&mut busy, h.addr(), b"{}")
+            .unwrap_or_else(|e| panic!("request {i} on the busy connection: {e}"));
+        assert_eq!(r.status, 202, "request {i}: {:?}", r.body);
+        let port = busy
+            .as_ref()
+            .map(|c| c.get_ref().local_addr().unwrap().port());
+        assert!(port.is_some(), "request {i}: hookd asked to close");
+        assert!(
+            first_conn.is_none() || first_conn == port,
+            "request {i} needed a new connection: the busy one was closed"
+        );
+        first_conn = port;
+    }
+
+    // Quiet: one answer, then nothing.
+    let mut quiet = connect_from([127, 0, 0, 1], h.addr(), None);
+    write_request(&mut quiet, "GET", "/healthz", &[], b"", false).unwrap();
+    let mut rd = std::io::BufReader::new(quiet.try_clone().unwrap());
+    assert_eq!(read_response(&mut rd).unwrap().status, 200);
+    let answered = Instant::now();
+    wait_for(
+        Duration::from_secs(20),
+        "the idle keep-alive connection closed",
+        || peer_closed(&quiet).then_some(()),
+    );
+    let took = answered.elapsed();
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(12),
+        "closed {took:?} after its answer, idle_timeout 5s\n{}",
+        h.log_text()
+    );
 }

@@ -2,12 +2,14 @@
 """Signed-webhook load generator and delivery checker for the hookd e2e suite.
 
   load.py run --url URL --secret-file F --out OUT.jsonl [--threads 4] [--rate 40]
-              [--max-requests 3000] [--max-seconds 120] [--stop-file F]
+              [--max-requests 3000] [--max-seconds 120] [--stop-file F] [--cafile CA]
       Sends GitHub-style webhooks (HMAC-SHA256 of the body in X-Hub-Signature-256, a
       unique X-GitHub-Delivery) from a few threads at a bounded total rate, one new
       connection per request, until the stop file appears or a bound is hit. One JSON
       line per request in OUT; a summary JSON object on stdout at the end.
-  load.py one --url URL --secret-file F
+      An https:// URL is verified against CA (PEM) only, with a full handshake on
+      every request; a failed handshake counts as a failed request ("tls").
+  load.py one --url URL --secret-file F [--cafile CA]
       One signed request; prints {"status": .., "body": ..}.
   load.py verify --record RECORD.jsonl --deadline SECONDS OUT.jsonl...
       Waits (up to the deadline) until every id acked with 202 in the OUT files has a
@@ -20,6 +22,7 @@ import http.client
 import json
 import os
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -27,7 +30,16 @@ import urllib.parse
 import uuid
 
 
-def signed_request(url, secret, seq):
+def tls_context(cafile):
+    """Trust only the test CA (PEM file); None for plain HTTP."""
+    if not cafile:
+        return None
+    ctx = ssl.create_default_context(cafile=cafile)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def signed_request(url, secret, seq, ctx=None):
     """POST one signed webhook; returns a result dict (never raises)."""
     u = urllib.parse.urlsplit(url)
     gh = str(uuid.uuid4())
@@ -41,7 +53,11 @@ def signed_request(url, secret, seq):
         "Connection": "close",
     }
     res = {"seq": seq, "gh": gh, "t0": time.time()}
-    conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=20)
+    if u.scheme == "https":
+        conn = http.client.HTTPSConnection(u.hostname, u.port or 443, timeout=20,
+                                           context=ctx or ssl.create_default_context())
+    else:
+        conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=20)
     try:
         conn.request("POST", u.path or "/", body=body, headers=headers)
         r = conn.getresponse()
@@ -55,6 +71,8 @@ def signed_request(url, secret, seq):
                 res["error"] = "2xx without a JSON id"
     except ConnectionRefusedError:
         res["error"] = "refused"
+    except ssl.SSLError as e:
+        res["error"] = f"tls: {e}"
     except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
         res["error"] = "reset"
     except socket.timeout:
@@ -71,6 +89,7 @@ def signed_request(url, secret, seq):
 
 def cmd_run(a):
     secret = open(a.secret_file, "rb").read().strip()
+    ctx = tls_context(a.cafile)
     out = open(a.out, "w", encoding="utf-8")
     lock = threading.Lock()
     seq = [0]
@@ -90,7 +109,7 @@ def cmd_run(a):
                     return
                 seq[0] += 1
                 n = seq[0]
-            r = signed_request(a.url, secret, n)
+            r = signed_request(a.url, secret, n, ctx)
             with lock:
                 results.append(r)
                 out.write(json.dumps(r) + "\n")
@@ -134,7 +153,7 @@ def summarize(results, secs):
 
 def cmd_one(a):
     secret = open(a.secret_file, "rb").read().strip()
-    r = signed_request(a.url, secret, 0)
+    r = signed_request(a.url, secret, 0, tls_context(a.cafile))
     print(json.dumps(r))
     return 0 if r.get("status") == 202 else 1
 
@@ -190,9 +209,11 @@ def main():
     r.add_argument("--max-requests", type=int, default=3000)
     r.add_argument("--max-seconds", type=float, default=120.0)
     r.add_argument("--stop-file")
+    r.add_argument("--cafile")
     o = sub.add_parser("one")
     o.add_argument("--url", required=True)
     o.add_argument("--secret-file", required=True)
+    o.add_argument("--cafile")
     v = sub.add_parser("verify")
     v.add_argument("--record", required=True)
     v.add_argument("--deadline", type=float, default=60.0)

@@ -4,7 +4,9 @@
 # Boots Debian 12 (systemd 252) in systemd-nspawn over a tmpfs overlay of a cached rootfs,
 # installs the .deb with dpkg -i, and checks what an operator relies on: install, socket
 # activation, signed webhooks delivered, restart / reload / kill -9 / upgrade under load
-# without a failed request or a lost webhook, the drain on stop, remove and purge.
+# without a failed request or a lost webhook, the drain on stop, TLS on a socket named
+# https with the key and certificate from LoadCredential= and renewal under TLS load
+# (restart for credentials, reload for cert_file), remove and purge.
 # Prints "PASS name" or "FAIL name: reason" per check, then "N passed, N failed";
 # exits non-zero if any check failed. Always powers the container off and removes its
 # mounts and cgroups, also on failure or interrupt; cleans up a killed earlier run first.
@@ -100,13 +102,16 @@ apply_config() {
   CT_TIMEOUT=60 X systemctl restart hookd.service
 }
 
-# load_start NAME [URL_PATH]: signed webhooks from $THREADS connections at $RATE/s until
-# load_stop NAME (bounded by count and time in load.py itself). It runs inside the
-# container as a transient unit, so no host process outlives a container shutdown.
+# load_start NAME [URL_PATH] [BASE_URL]: signed webhooks from $THREADS connections at $RATE/s
+# until load_stop NAME (bounded by count and time in load.py itself). It runs inside the
+# container as a transient unit, so no host process outlives a container shutdown. An
+# https:// BASE_URL is verified against the test CA of check_tls ($IN/tls/ca.pem).
 load_start() {
+  local base=${3:-http://127.0.0.1:$PORT} ca=()
+  [[ "$base" == https://* ]] && ca=(--cafile "$IN/tls/ca.pem")
   X rm -f "$IN/stop-$1" "$IN/out-$1.jsonl" "$IN/load-$1.summary"
   X systemd-run --quiet --collect --unit="e2e-load-$1" -p StandardOutput="file:$IN/load-$1.summary" \
-    python3 "$IN/load.py" run --url "http://127.0.0.1:$PORT${2:-/hooks/e2e}" \
+    python3 "$IN/load.py" run --url "$base${2:-/hooks/e2e}" "${ca[@]}" \
     --secret-file "$IN/secret" --out "$IN/out-$1.jsonl" --threads "$THREADS" --rate "$RATE" \
     --max-requests 6000 --max-seconds 180 --stop-file "$IN/stop-$1"
   # started = it has answers on file
@@ -445,6 +450,173 @@ check_watchdog() {
   CT_TIMEOUT=60 X systemctl restart hookd.service >/dev/null 2>&1
 }
 
+# --- 8: TLS under systemd ---------------------------------------------------------------------
+# mk_leaf DIR NAME SERIAL: a P-256 key and a certificate for IP 127.0.0.1 signed by DIR/ca.
+mk_leaf() {
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1/$2.key" 2>/dev/null &&
+  openssl req -new -key "$1/$2.key" -subj "/CN=hookd e2e $2" -out "$1/$2.csr" 2>/dev/null &&
+  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' > "$1/$2.ext" &&
+  openssl x509 -req -in "$1/$2.csr" -CA "$1/ca.pem" -CAkey "$1/ca.key" -set_serial "$3" -days 3 \
+    -extfile "$1/$2.ext" -out "$1/$2.pem" 2>/dev/null &&
+  cat "$1/$2.pem" "$1/ca.pem" > "$1/$2.chain.pem"
+}
+mk_test_ca() {  # DIR: a throwaway CA and four leaves (a1 a2 for credentials, b1 b2 for files)
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1/ca.key" 2>/dev/null &&
+  openssl req -x509 -new -key "$1/ca.key" -subj "/CN=hookd e2e test CA" -days 3 \
+    -addext 'basicConstraints=critical,CA:TRUE' -addext 'keyUsage=critical,keyCertSign' -out "$1/ca.pem" 2>/dev/null &&
+  mk_leaf "$1" a1 4097 && mk_leaf "$1" a2 4098 && mk_leaf "$1" b1 4099 && mk_leaf "$1" b2 4100
+}
+# served_serial: the serial of the certificate hookd presents on the https socket
+served_serial() {
+  timeout 10 openssl s_client -connect "127.0.0.1:$TPORT" -CAfile "$TLSDIR/ca.pem" </dev/null 2>/dev/null \
+    | openssl x509 -noout -serial 2>/dev/null | sed 's/^serial=//'
+}
+serves_serial() { [ "$(served_serial)" = "$1" ]; }
+serial_of() { openssl x509 -noout -serial -in "$1" | sed 's/^serial=//'; }
+write_tls_config() {  # TOML for server.tls
+  write_config 5m
+  sed -i "/^listen = /a tls = $1" "$MERGED/etc/hookd/hookd.toml"
+}
+# tls_cycle NAME HOW RENEW SERIAL: signed load over TLS; RENEW puts new files in place, then
+# systemctl HOW (restart|reload) until SERIAL is served; 0 failed, all delivered, or WHY is set.
+tls_cycle() {
+  local old
+  load_start "$1" /hooks/e2e "https://127.0.0.1:$TPORT" || { WHY="load over TLS did not start: $(tail -n 2 "$MERGED$IN/out-$1.jsonl" 2>/dev/null | tr '\n' ' ')"; return; }
+  old=$(mainpid)
+  "$3"
+  if ! CT_TIMEOUT=120 X systemctl "$2" hookd.service >/dev/null 2>"$STATE/tls-$1.err"; then
+    WHY="systemctl $2: $(tr '\n' ' ' < "$STATE/tls-$1.err")"
+  elif ! wait_for 30 pid_moved "$old"; then
+    WHY="MainPID still $old 30s after systemctl $2"
+  elif ! wait_for 30 serves_serial "$4"; then
+    WHY="after systemctl $2 the served serial is '$(served_serial)', want $4"
+  fi
+  sleep 2   # requests on the new process too
+  load_stop "$1"
+  local f=$STATE/load-$1.summary
+  [ -z "$WHY" ] && [ -z "$(kv "$f" total)" ] && WHY="no load summary"
+  [ -z "$WHY" ] && [ "$(kv "$f" failed)" != 0 ] && WHY="failed requests: $(load_line "$1"); $(head -n 1 "$f" | grep -o '"first_failures".*')"
+  [ -z "$WHY" ] && [ "$(kv "$f" acked)" -lt 10 ] && WHY="only $(kv "$f" acked) webhooks acked over TLS: $(load_line "$1")"
+  [ -z "$WHY" ] && ! delivered "$1" && WHY="acked webhooks not delivered: $DELIVERY"
+}
+renew_credential_files() {  # the files LoadCredential= names: replaced by a2, as certbot would
+  install -m 0600 "$TLSDIR/a2.chain.pem" "$MERGED/etc/e2e-tls/fullchain.pem.new" && mv "$MERGED/etc/e2e-tls/fullchain.pem.new" "$MERGED/etc/e2e-tls/fullchain.pem"
+  install -m 0600 "$TLSDIR/a2.key" "$MERGED/etc/e2e-tls/privkey.pem.new" && mv "$MERGED/etc/e2e-tls/privkey.pem.new" "$MERGED/etc/e2e-tls/privkey.pem"
+}
+renew_hookd_files() {  # cert_file/key_file: replaced by b2 (root:hookd 0640)
+  local g; g=$(X getent group hookd | cut -d: -f3)
+  install -m 0640 -g "$g" "$TLSDIR/b2.chain.pem" "$MERGED/etc/hookd/tls/fullchain.pem.new" && mv "$MERGED/etc/hookd/tls/fullchain.pem.new" "$MERGED/etc/hookd/tls/fullchain.pem"
+  install -m 0640 -g "$g" "$TLSDIR/b2.key" "$MERGED/etc/hookd/tls/privkey.pem.new" && mv "$MERGED/etc/hookd/tls/privkey.pem.new" "$MERGED/etc/hookd/tls/privkey.pem"
+}
+
+check_tls() {
+  local name="8a TLS on a ListenStream= socket named https, key and cert by LoadCredential="
+  local why="" resp code id body sig g plain
+  TLSDIR=$STATE/tls
+  rm -rf "$TLSDIR"; mkdir -p "$TLSDIR"
+  active hookd.service || { fail "$name" "precondition: hookd.service not active"; return; }
+  TPORT=$(first_free_port 18560) || { fail "$name" "no free port for https"; return; }
+  mk_test_ca "$TLSDIR" || { fail "$name" "openssl could not make the test CA"; return; }
+  mkdir -p "$MERGED$IN/tls" && cp "$TLSDIR/ca.pem" "$MERGED$IN/tls/ca.pem"
+  # Root-only files: the hookd user could not read them; only systemd's copy is readable.
+  install -d -m 0700 "$MERGED/etc/e2e-tls"
+  install -m 0600 "$TLSDIR/a1.chain.pem" "$MERGED/etc/e2e-tls/fullchain.pem"
+  install -m 0600 "$TLSDIR/a1.key" "$MERGED/etc/e2e-tls/privkey.pem"
+  cat > "$MERGED/etc/systemd/system/hookd-https.socket" <<EOT
+[Unit]
+Description=hookd TLS listener (e2e)
+[Socket]
+ListenStream=127.0.0.1:$TPORT
+FileDescriptorName=https
+Service=hookd.service
+[Install]
+WantedBy=sockets.target
+EOT
+  mkdir -p "$MERGED/etc/systemd/system/hookd.service.d"
+  cat > "$MERGED/etc/systemd/system/hookd.service.d/e2e-tls.conf" <<'EOT'
+[Service]
+LoadCredential=hookd-cert:/etc/e2e-tls/fullchain.pem
+LoadCredential=hookd-key:/etc/e2e-tls/privkey.pem
+EOT
+  write_tls_config '{ cert_credential = "hookd-cert", key_credential = "hookd-key" }'
+  X systemctl daemon-reload
+  # systemd refuses to start a socket whose service is running, and new sockets and
+  # credentials reach hookd on a start: stop (hookd.socket keeps the plain port), then start.
+  CT_TIMEOUT=120 X systemctl stop hookd.service
+  X systemctl start hookd-https.socket || why="hookd-https.socket did not start: $(X journalctl -u hookd-https.socket -n 3 -o cat --no-pager | tr '\n' ' ')"
+  CT_TIMEOUT=120 X systemctl start hookd.service || why="${why:+$why; }start with the TLS socket failed: $(X journalctl -u hookd.service -n 5 -o cat --no-pager | tr '\n' ' ')"
+  [ -z "$why" ] && ! wait_for 20 serves_serial "$(serial_of "$TLSDIR/a1.pem")" && why="https socket does not serve a1 (serial '$(served_serial)')"
+  [ -z "$why" ] && X runuser -u hookd -- cat /etc/e2e-tls/privkey.pem >/dev/null 2>&1 && why="the hookd user can read the key file itself (the check needs a root-only file)"
+  if [ -z "$why" ]; then
+    body='{"zen":"e2e over TLS","hook_id":2}'
+    sig=$(printf '%s' "$body" | openssl dgst -sha256 -hmac "$SECRET" | sed 's/^.*= //')
+    resp=$(curl -s --max-time 15 --cacert "$TLSDIR/ca.pem" -o - -w '\n%{http_code}' -X POST "https://127.0.0.1:$TPORT/hooks/e2e" \
+      -H 'Content-Type: application/json' -H 'X-GitHub-Event: ping' \
+      -H "X-GitHub-Delivery: e2e-tls-$(date +%s%N)" -H "X-Hub-Signature-256: sha256=$sig" --data-binary "$body")
+    code=$(echo "$resp" | tail -n 1)
+    id=$(echo "$resp" | head -n -1 | sed -n 's/.*"id" *: *"\{0,1\}\([^",}]*\).*/\1/p')
+    if [ "$code" != 202 ] || [ -z "$id" ]; then why="signed POST over TLS: $code '$(echo "$resp" | head -n -1)'"
+    elif ! wait_for 20 upstream_has delivered "$id"; then why="202 id=$id over TLS but not delivered in 20s"
+    fi
+  fi
+  # Plain HTTP on the TLS port gets no HTTP answer; the plain port still works.
+  if [ -z "$why" ]; then
+    plain=$(curl -s --max-time 10 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$TPORT/healthz")
+    [ "$plain" != 000 ] && why="plain HTTP on the https socket answered $plain"
+    code=$(curl -s --max-time 10 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/healthz")
+    [ -z "$why" ] && [ "$code" != 200 ] && why="plain /healthz on $PORT answered $code"
+  fi
+  if [ -z "$why" ]; then
+    pass "$name" "127.0.0.1:$TPORT serves serial $(serial_of "$TLSDIR/a1.pem") from \$CREDENTIALS_DIRECTORY (root-only source files); signed POST 202 id=$id delivered; plain HTTP on it closed; plain port $PORT still 200"
+  else
+    fail "$name" "$why"; tls_cleanup; return
+  fi
+
+  # 8b: renewal with credentials = what the README says: restart (systemd 252 copies credentials at start).
+  name="8b renewal with LoadCredential= by systemctl restart under TLS load: 0 failed"
+  WHY=""; tls_cycle tlscred restart renew_credential_files "$(serial_of "$TLSDIR/a2.pem")"
+  if [ -z "$WHY" ]; then pass "$name" "now serial $(serial_of "$TLSDIR/a2.pem"); $(load_line tlscred); $DELIVERY"; else fail "$name" "$WHY"; fi
+
+  # 8c: renewal with cert_file/key_file readable by group hookd = the certbot deploy hook `systemctl reload hookd`.
+  name="8c renewal with cert_file/key_file by systemctl reload (hand-off) under TLS load: 0 failed"
+  g=$(X getent group hookd | cut -d: -f3)
+  install -d -m 0750 -g "$g" "$MERGED/etc/hookd/tls"
+  install -m 0640 -g "$g" "$TLSDIR/b1.chain.pem" "$MERGED/etc/hookd/tls/fullchain.pem"
+  install -m 0640 -g "$g" "$TLSDIR/b1.key" "$MERGED/etc/hookd/tls/privkey.pem"
+  write_tls_config '{ cert_file = "/etc/hookd/tls/fullchain.pem", key_file = "/etc/hookd/tls/privkey.pem" }'
+  WHY=""
+  CT_TIMEOUT=120 X systemctl reload hookd.service >/dev/null 2>&1 || WHY="reload to cert_file config failed: $(X journalctl -u hookd.service -n 5 -o cat --no-pager | tr '\n' ' ')"
+  [ -z "$WHY" ] && ! wait_for 30 serves_serial "$(serial_of "$TLSDIR/b1.pem")" && WHY="after the reload to cert_file the served serial is '$(served_serial)', want b1"
+  [ -z "$WHY" ] && tls_cycle tlsfile reload renew_hookd_files "$(serial_of "$TLSDIR/b2.pem")"
+  [ -z "$WHY" ] && ! wait_for 30 one_hookd && WHY="old instance still running 30s after the reload: $(hookd_procs) hookd processes"
+  if [ -z "$WHY" ]; then pass "$name" "b1 -> b2 serial $(serial_of "$TLSDIR/b2.pem"); $(load_line tlsfile); $DELIVERY"; else fail "$name" "$WHY"; fi
+
+  # 8d: a botched renewal (the key of another certificate): the reload fails naming the
+  # file, and the running hookd keeps serving the certificate it has.
+  name="8d renewal with a key that does not match: systemctl reload fails, the old process keeps serving"
+  local old c out
+  WHY="" old=$(mainpid) c=$(cursor)
+  install -m 0640 -g "$g" "$TLSDIR/a1.key" "$MERGED/etc/hookd/tls/privkey.pem"
+  CT_TIMEOUT=120 X systemctl reload hookd.service >/dev/null 2>&1 && WHY="systemctl reload succeeded with a mismatched key"
+  out=$(X journalctl -q -u hookd.service --after-cursor="$c" -o cat | grep -a 'does not match' | head -n 1)
+  [ -z "$WHY" ] && [[ "$out" != *"/etc/hookd/tls/privkey.pem"* ]] && WHY="no journal line naming /etc/hookd/tls/privkey.pem 'does not match': '$out'"
+  [ -z "$WHY" ] && [ "$(mainpid)" != "$old" ] && WHY="MainPID changed $old -> $(mainpid)"
+  [ -z "$WHY" ] && ! active hookd.service && WHY="hookd.service not active after the failed reload"
+  [ -z "$WHY" ] && ! serves_serial "$(serial_of "$TLSDIR/b2.pem")" && WHY="no longer serving b2 (serial '$(served_serial)')"
+  [ -z "$WHY" ] && code=$(curl -s --max-time 10 --cacert "$TLSDIR/ca.pem" -o /dev/null -w '%{http_code}' "https://127.0.0.1:$TPORT/healthz") \
+    && [ "$code" != 200 ] && WHY="/healthz over TLS answered $code"
+  if [ -z "$WHY" ]; then pass "$name" "MainPID $old kept, still serial $(serial_of "$TLSDIR/b2.pem"); journal: ${out:0:160}"; else fail "$name" "$WHY"; fi
+  tls_cleanup
+}
+tls_cleanup() {  # back to the plain setup for the later checks
+  X systemctl stop hookd-https.socket >/dev/null 2>&1
+  rm -f "$MERGED/etc/systemd/system/hookd-https.socket" "$MERGED/etc/systemd/system/hookd.service.d/e2e-tls.conf"
+  rm -rf "$MERGED/etc/e2e-tls" "$MERGED/etc/hookd/tls"
+  X systemctl daemon-reload
+  write_config 5m
+  CT_TIMEOUT=120 X systemctl restart hookd.service >/dev/null 2>&1
+}
+
 make_bumped_deb() {  # the same package with a higher version: dpkg-deb, no second cargo build
   local d ver
   d=$(mktemp -d /var/tmp/hookd-e2e-repack.XXXXXX)
@@ -596,6 +768,7 @@ log "drain"; check_drain
 log "exec drain"; check_exec_drain
 log "kill9"; check_kill9
 log "watchdog"; check_watchdog
+log "tls"; check_tls
 log "upgrade"; check_upgrade
 log "remove_purge"; check_remove_purge
 
