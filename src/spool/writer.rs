@@ -392,7 +392,11 @@ impl Writer {
     ///   nothing left to write it is a journal look-up (plus a cache flush
     ///   where the device has one), it fails at once on a file system that
     ///   turned read-only or whose journal aborted, and the batch then
-    ///   answers 503, never 202. Its cost on ingest is in BENCHMARKS.md.
+    ///   answers 503, never 202. Its cost: ingest at 64 connections on this
+    ///   machine's ext4 fell from 9.6k to 6.7k req/s (medians of 3 with
+    ///   `bench/thread_cpu.sh`, 2 loaded cores; a commit 2.5 → 4.2 ms, the
+    ///   second sync's cache flush), see BENCHMARKS.md. A check of the file
+    ///   system's error state instead is open (RELIABILITY.md).
     /// - Kernels that mark such an ext4 with `SB_RDONLY` (Debian 12's 6.1
     ///   among them): `ext4_sync_file` then returns 0 without writing. The
     ///   flag is set before fsync starts lying, so `statvfs` after the sync
