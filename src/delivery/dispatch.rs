@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -86,7 +86,7 @@ pub(crate) async fn run_hook(spool: Spool, hook: HookConfig, ctx: DeliveryContex
                             Ok(Some(due)) => {
                                 // A due time already past is one we could not
                                 // claim (ordered, leased elsewhere): the tick covers it.
-                                if let Ok(wait) = due.duration_since(SystemTime::now()) {
+                                if let Ok(wait) = due.duration_since(crate::spool::now()) {
                                     wake_at = wake_at.min(Instant::now() + wait);
                                 }
                             }
@@ -213,9 +213,8 @@ impl Worker {
                 };
                 match verdict {
                     Verdict::Retry(wait) => {
-                        let next = SystemTime::now()
-                            .checked_add(wait)
-                            .unwrap_or_else(SystemTime::now);
+                        let now = crate::spool::now();
+                        let next = now.checked_add(wait).unwrap_or(now);
                         self.persist("retry_later", id, || {
                             self.spool.retry_later(item.lease(), next, &error)
                         })

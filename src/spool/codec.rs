@@ -1,5 +1,6 @@
 //! Conversions between Rust values and what the SQLite columns hold.
 
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -21,8 +22,49 @@ pub(crate) fn from_ms(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
+/// The spool's clock: the wall clock read once, when the process first asks,
+/// and from then on advanced by `CLOCK_BOOTTIME` (which runs on through a
+/// suspend but never jumps). Lease expiries and retry times are stored as
+/// unix ms of this clock, so a wall clock set an hour ahead does not make the
+/// running process's own leases look expired (a second claim of an item still
+/// in flight), and one set an hour back does not add an hour to every retry
+/// already scheduled. The price: timestamps a long-running hookd writes
+/// differ from the wall clock by the steps it was set by since the process
+/// started (NTP's slewing moves both clocks alike), and two processes started
+/// on either side of a step disagree by that step (see RELIABILITY.md).
+pub(crate) fn now() -> SystemTime {
+    struct Anchor {
+        wall: SystemTime,
+        boot: Duration,
+    }
+    static ANCHOR: OnceLock<Option<Anchor>> = OnceLock::new();
+    let anchor = ANCHOR.get_or_init(|| {
+        // The wall clock first: boot time read a moment later puts this
+        // clock a hair behind the wall clock, never ahead of it.
+        let wall = SystemTime::now();
+        Some(Anchor {
+            wall,
+            boot: boottime()?,
+        })
+    });
+    // No CLOCK_BOOTTIME (not Linux): the wall clock as it is.
+    let Some(a) = anchor else {
+        return SystemTime::now();
+    };
+    match boottime() {
+        Some(b) => a.wall + b.saturating_sub(a.boot),
+        None => SystemTime::now(),
+    }
+}
+
+fn boottime() -> Option<Duration> {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .ok()
+        .map(Duration::from)
+}
+
 pub(crate) fn now_ms() -> i64 {
-    to_ms(SystemTime::now())
+    to_ms(now())
 }
 
 /// `now - d` in unix ms, clamped at 0.

@@ -88,6 +88,7 @@ impl Spool {
             checkpointer: Some(Checkpointer::start(path.clone())?),
             recount_when_alone,
             peers_checked: std::time::Instant::now(),
+            wal: None,
         };
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()

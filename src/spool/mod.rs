@@ -23,6 +23,9 @@ mod tx;
 mod writer;
 
 pub(crate) use admin::{Admin, ListFilter};
+/// The clock lease expiries and retry times are measured with; see
+/// [`codec::now`]. Delivery computes its retry times with it.
+pub(crate) use codec::now;
 pub(crate) use handle::Spool;
 pub(crate) use schema::SCHEMA_VERSION;
 

@@ -86,6 +86,9 @@ pub(crate) struct Writer {
     /// recount once it is gone.
     pub recount_when_alone: bool,
     pub peers_checked: Instant,
+    /// The WAL file, opened read-only at the first durable commit, for the
+    /// confirming sync after it (see [`Writer::confirm_durable`]).
+    pub wal: Option<std::fs::File>,
 }
 
 /// WAL size (4 KiB pages) at which the writer's COMMIT checkpoints, by the
@@ -307,7 +310,7 @@ impl Writer {
         // Not tx::immediate: commands run one by one inside the transaction
         // and each is answered on its own (one failing does not undo the
         // others), the batch stops once SQLite rolled back by itself, and
-        // its COMMIT is followed by the read-only check.
+        // its COMMIT is followed by the confirming sync.
         if batch.in_tx {
             let begun = self
                 .set_sync_full(durable)
@@ -345,7 +348,7 @@ impl Writer {
                 .and_then(|()| self.exec_sql("COMMIT"))
                 .and_then(|()| {
                     if durable {
-                        self.still_writable()
+                        self.confirm_durable()
                     } else {
                         Ok(())
                     }
@@ -375,21 +378,51 @@ impl Writer {
         }
     }
 
-    /// After a durable COMMIT: whether its fsync can be believed. Once ext4
-    /// turns itself read-only after an error (errors=remount-ro, Debian's
-    /// default), fsync answers 0 without writing anything, so a commit whose
-    /// writes reached the page cache just before the flip "succeeds" and is
-    /// gone after a reboot. The read-only flag is set before fsync starts
-    /// lying, so checking it after the fsync catches every such commit; the
-    /// batch is then answered as failed (503), never 202. Its rows may still
-    /// be delivered from the page cache: at-least-once allows that.
-    fn still_writable(&self) -> Result<(), SpoolError> {
+    /// After a durable COMMIT: whether its fsync can be believed. Two ways
+    /// an ext4 that hits an error (errors=remount-ro, Debian's default) can
+    /// answer a commit's fsync with success although its writes are gone:
+    ///
+    /// - The error lands while the commit's fsync is under way. Measured on
+    ///   kernel 6.18 (emergency read-only: fsync fails with EROFS from then
+    ///   on) with `cargo test --release --test fault_campaign read_only`,
+    ///   30 runs each: with the COMMIT's fsync alone, 4 runs lost 6 of 835
+    ///   acks, each answered 0.4-6.8 ms after the error was triggered or just
+    ///   before (e2fsck "recovering journal"; the row is not in the spool
+    ///   after the remount); with a second sync, 30 runs lost 0 of 824. So a
+    ///   second `fdatasync` of the WAL follows each durable COMMIT: with
+    ///   nothing left to write it is a journal look-up (plus a cache flush
+    ///   where the device has one), it fails at once on a file system that
+    ///   turned read-only or whose journal aborted, and the batch then
+    ///   answers 503, never 202. Its cost: ingest at 64 connections on this
+    ///   machine's ext4 fell from 9.6k to 6.7k req/s (medians of 3 with
+    ///   `bench/thread_cpu.sh`, 2 loaded cores; a commit 2.5 → 4.2 ms, the
+    ///   second sync's cache flush), see BENCHMARKS.md. A check of the file
+    ///   system's error state instead is open (RELIABILITY.md).
+    /// - Kernels that mark such an ext4 with `SB_RDONLY` (Debian 12's 6.1
+    ///   among them): `ext4_sync_file` then returns 0 without writing. The
+    ///   flag is set before fsync starts lying, so `statvfs` after the sync
+    ///   shows `ST_RDONLY` for every such commit (not exercised on 6.18,
+    ///   which uses its internal flag instead).
+    ///
+    /// Either way the batch fails; its rows may still be delivered from the
+    /// page cache: at-least-once allows that.
+    fn confirm_durable(&mut self) -> Result<(), SpoolError> {
         let Some(path) = self.conn.path().filter(|p| !p.is_empty()) else {
             return Ok(());
         };
-        let st = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;
+        let path = path.to_owned();
+        if self.wal.is_none() {
+            // Read-only is enough for fdatasync and works on a read-only
+            // mount. The WAL stays while this connection is open (SQLite
+            // deletes it only at the last close), so the fd stays valid.
+            self.wal = Some(std::fs::File::open(format!("{path}-wal"))?);
+        }
+        if let Some(wal) = &self.wal {
+            wal.sync_data()?;
+        }
+        let st = nix::sys::statvfs::statvfs(path.as_str()).map_err(std::io::Error::from)?;
         if st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY) {
-            return Err(SpoolError::ReadOnly(path.to_owned()));
+            return Err(SpoolError::ReadOnly(path));
         }
         Ok(())
     }

@@ -270,6 +270,9 @@ pub struct Run {
     /// The load's pause between requests per client thread.
     pub pace: Duration,
     pub pad: usize,
+    /// Acked but dead after their last attempt, as the hook's retry policy
+    /// says (a scenario checks that before it sets them): not lost.
+    pub dead_by_policy: HashSet<String>,
 }
 
 /// The scenario's hook: GitHub signatures, dedup on the delivery header,
@@ -295,6 +298,20 @@ impl Run {
     /// Like `new`; the upstream takes `delay` per delivery, so a backlog
     /// builds up under load (more that a fault can lose).
     pub fn with_upstream_delay(name: &'static str, run_seed: u64, delay: Duration) -> Run {
+        Run::with_hook(name, run_seed, delay, |dir, up, _| {
+            hook_toml(dir, &up.url())
+        })
+    }
+
+    /// Like `with_upstream_delay`, with the hook's config from `hook` (given
+    /// the run's dir, its upstream and the scenario seed), e.g. to put a
+    /// fault proxy in front of the upstream.
+    pub fn with_hook(
+        name: &'static str,
+        run_seed: u64,
+        delay: Duration,
+        hook: impl FnOnce(&Path, &Upstream, u64) -> String,
+    ) -> Run {
         let seed = run_seed
             ^ name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
                 (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
@@ -302,7 +319,7 @@ impl Run {
         println!("[{name}] HOOKD_TEST_SEED={run_seed} (scenario seed {seed})");
         let dir = tempfile::tempdir().expect("temp dir");
         let up = Upstream::start(delay);
-        let h = Hookd::configure(dir.path(), &hook_toml(dir.path(), &up.url()));
+        let h = Hookd::configure(dir.path(), &hook(dir.path(), &up, seed));
         let spool = h.spool_path();
         Run {
             name,
@@ -318,6 +335,7 @@ impl Run {
             integrity: Vec::new(),
             pace: Duration::from_millis(2),
             pad: 600,
+            dead_by_policy: HashSet::new(),
         }
     }
 
@@ -545,7 +563,7 @@ impl Run {
     }
 
     /// Pending + leased items per `hookd spool stats`.
-    fn open_items(&self) -> Option<u64> {
+    pub fn open_items(&self) -> Option<u64> {
         let (code, out, _) = self.h.cli(&["spool", "stats", "--json"]);
         if code != 0 {
             return None;
@@ -573,6 +591,7 @@ impl Run {
         let delivered: HashSet<&str> = dels.iter().filter_map(|d| d.cid.as_deref()).collect();
         let mut lost: Vec<String> = acked
             .difference(&delivered)
+            .filter(|c| !self.dead_by_policy.contains(**c))
             .map(|s| s.to_string())
             .collect();
         lost.sort();
@@ -659,6 +678,7 @@ impl Run {
             duplicates,
             recovery,
             drained,
+            dead_by_policy: self.dead_by_policy.len(),
         }
     }
 }
@@ -712,6 +732,8 @@ pub struct Report {
     pub duplicates: usize,
     pub recovery: Option<Duration>,
     pub drained: bool,
+    /// Acked, not delivered, dead by the retry policy (not lost).
+    pub dead_by_policy: usize,
 }
 
 impl Report {
@@ -737,7 +759,7 @@ impl Report {
                 .map_or("-".to_string(), |d| format!("{} ms", d.as_millis()))
         );
         println!(
-            "  [{}] seed {}: sent {}, 503 {}, no answer {}, refused-then-delivered {}, duplicates {}, overlaps {}, unexpected {}, rejected-delivered {}, integrity {:?}, drained {}",
+            "  [{}] seed {}: sent {}, 503 {}, no answer {}, refused-then-delivered {}, duplicates {}, overlaps {}, unexpected {}, rejected-delivered {}, dead by policy {}, integrity {:?}, drained {}",
             self.scenario,
             self.seed,
             self.sent,
@@ -748,6 +770,7 @@ impl Report {
             self.overlaps,
             self.unexpected.len(),
             self.rejected_delivered.len(),
+            self.dead_by_policy,
             self.integrity,
             self.drained
         );

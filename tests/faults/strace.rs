@@ -43,6 +43,18 @@ pub fn wal_syncs(out: &Path) -> usize {
         .count()
 }
 
+/// Durable group commits so far: the writer follows each durable COMMIT
+/// (whose own WAL sync is an `fsync`: SQLite here is built without
+/// `HAVE_FDATASYNC`) with one `fdatasync` of the WAL to confirm it
+/// (`Writer::confirm_durable`), and nothing else fdatasyncs the WAL, so
+/// these count commits, not the checkpoints' syncs of the same file.
+pub fn wal_commits(out: &Path) -> usize {
+    lines(out)
+        .iter()
+        .filter(|l| l.contains("fdatasync(") && l.contains("-wal>"))
+        .count()
+}
+
 /// Sync calls strace failed on purpose.
 pub fn injected_errors(out: &Path) -> usize {
     lines(out)
