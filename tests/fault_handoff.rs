@@ -2,7 +2,7 @@
 //! side of a hand-off, an instance paused past its leases while its successor
 //! runs, and SIGKILLs aimed at checkpoints, drains and hand-offs. Each
 //! scenario ends with the campaign's checker (`faults/checker.rs`).
-//! `HOOKD_TEST_SEED` replays a run. See `tests/faults/HANDOFF.md`.
+//! `HOOKD_TEST_SEED` replays a run. See RELIABILITY.md, "Hand-off faults".
 //!
 //! The test process is a child subreaper, as systemd is for a unit: a
 //! successor whose parent exits becomes our child and is reaped here.
