@@ -421,11 +421,7 @@ fn a_socket_named_metrics_serves_metrics_under_socket_activation() {
 #[test]
 fn a_reload_rereads_allow_ips_file_and_keeps_the_metrics_listener() {
     // The successor is reparented to us when its predecessor exits.
-    // Safety: a plain prctl on this process.
-    assert_eq!(
-        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
-        0
-    );
+    common::subreaper();
     let dir = tempfile::tempdir().unwrap();
     let up = Upstream::ok();
     let list = dir.path().join("allow.txt");

@@ -137,12 +137,6 @@ fn peer_closed(s: &TcpStream) -> bool {
     n == 1 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
 
-fn subreaper() {
-    // Safety: a plain prctl on this process.
-    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    assert_eq!(rc, 0);
-}
-
 #[test]
 fn an_answer_not_taken_within_write_timeout_closes_the_connection() {
     let dir = tempfile::tempdir().unwrap();
@@ -210,7 +204,7 @@ fn clients_that_stop_reading_cannot_hold_a_stop() {
 
 #[test]
 fn clients_that_stop_reading_cannot_hold_a_hand_off() {
-    subreaper();
+    common::subreaper();
     let dir = tempfile::tempdir().unwrap();
     let mut h = configure(dir.path(), "write_timeout = \"3s\"");
     h.start();

@@ -27,12 +27,6 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use rand::Rng;
 
-fn subreaper() {
-    // Safety: a plain prctl on this process.
-    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    assert_eq!(rc, 0, "PR_SET_CHILD_SUBREAPER");
-}
-
 /// Every `MAINPID=` a successor sent, in order.
 fn main_pids(h: &Hookd) -> Vec<i32> {
     h.notify
@@ -185,7 +179,7 @@ fn stop_instance(pid: i32) {
 /// is answered, no item is delivered by two instances at once, nothing is lost.
 #[test]
 fn reload_storm_refuses_no_connection_and_never_delivers_one_item_twice_at_once() {
-    subreaper();
+    common::subreaper();
     let reloads = env_count("HOOKD_FAULT_RELOADS", 100);
     let every = Duration::from_millis(250);
     let mut run = Run::new("reload storm", seed());
@@ -271,7 +265,7 @@ fn stopping_successor_wrapper(dir: &Path) -> PathBuf {
 /// reload fails with a reason, the old instance never stops serving.
 #[test]
 fn a_successor_killed_before_ready_fails_the_reload_and_the_old_instance_serves_on() {
-    subreaper();
+    common::subreaper();
     let rounds = env_count("HOOKD_FAULT_SUCCESSOR_KILLS", 6);
     let mut run = Run::new("successor killed before READY", seed());
     run.h.bin = stopping_successor_wrapper(run.dir.path());
@@ -378,7 +372,7 @@ fn a_successor_killed_before_ready_fails_the_reload_and_the_old_instance_serves_
 /// had accepted may fail; its leases expire and the successor delivers them.
 #[test]
 fn the_old_instance_killed_after_the_hand_over_loses_nothing_and_fails_only_its_own_connections() {
-    subreaper();
+    common::subreaper();
     let rounds = env_count("HOOKD_FAULT_OLD_KILLS", 5);
     // 100 ms per delivery: the old instance still holds leases while it drains.
     let mut run = Run::with_upstream_delay(
@@ -467,7 +461,7 @@ fn the_old_instance_killed_after_the_hand_over_loses_nothing_and_fails_only_its_
 /// the items are the successor's now: they must stay leased to it.
 #[test]
 fn a_paused_instance_never_completes_or_releases_a_lease_it_lost() {
-    subreaper();
+    common::subreaper();
     let mut run = Run::new("pause past the lease", seed());
     run.h.start();
     let old = run.h.pid();
@@ -707,7 +701,7 @@ fn kill_all(run: &mut Run) {
 /// SIGTERM drain runs, and while a reload hands off.
 #[test]
 fn kill_storm_aimed_at_checkpoints_drains_and_hand_offs() {
-    subreaper();
+    common::subreaper();
     let per = env_count("HOOKD_FAULT_AIMED_KILLS", 8);
     // 20 ms per delivery keeps work in flight for a drain to wait on;
     // bodies of 2-8 KiB grow the WAL, so checkpoints have pages to copy.

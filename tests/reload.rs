@@ -17,12 +17,6 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-fn subreaper() {
-    // Safety: a plain prctl on this process.
-    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    assert_eq!(rc, 0);
-}
-
 fn main_pids(h: &Hookd) -> Vec<i32> {
     h.notify
         .lines_with("MAINPID=")
@@ -61,7 +55,7 @@ fn wait_pid_gone(pid: i32, limit: Duration) -> Option<WaitStatus> {
 
 #[test]
 fn twenty_reloads_under_load_lose_and_refuse_nothing() {
-    subreaper();
+    common::subreaper();
     let dir = tempfile::tempdir().unwrap();
     let up = Upstream::ok();
     let mut h = Hookd::configure(
@@ -176,7 +170,7 @@ fn twenty_reloads_under_load_lose_and_refuse_nothing() {
 
 #[test]
 fn a_long_delivery_finishes_in_the_old_instance_while_the_new_one_serves() {
-    subreaper();
+    common::subreaper();
     let dir = tempfile::tempdir().unwrap();
     // The first request takes 5 s (the hook times out at 10 s); the rest are answered at once.
     let up = Upstream::start(Arc::new(|n, _| {
@@ -245,7 +239,7 @@ fn a_long_delivery_finishes_in_the_old_instance_while_the_new_one_serves() {
 
 #[test]
 fn a_failed_reload_keeps_the_old_instance_serving_and_says_why() {
-    subreaper();
+    common::subreaper();
     let dir = tempfile::tempdir().unwrap();
     // Run a copy of the binary, so the test can replace "the binary on disk".
     let bin = dir.path().join("hookd");
@@ -311,7 +305,7 @@ listen = 3
 
 #[test]
 fn sighup_reloads_and_a_removed_hooks_pending_items_are_listed_as_orphaned() {
-    subreaper();
+    common::subreaper();
     let dir = tempfile::tempdir().unwrap();
     // "old" points at an upstream that always fails, so its item stays pending.
     let failing = Upstream::start(Arc::new(|_, _| (500, Duration::ZERO)));

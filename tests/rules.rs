@@ -103,11 +103,7 @@ fn a_match_is_delivered_and_a_miss_is_answered_filtered_kept_through_a_crash_and
 #[test]
 fn filtered_requests_are_delivered_by_spool_retry_after_a_reload_fixes_the_rule() {
     // The successor is reparented to us when its predecessor exits.
-    // Safety: a plain prctl on this process.
-    assert_eq!(
-        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
-        0
-    );
+    common::subreaper();
     let dir = tempfile::tempdir().unwrap();
     let up = Upstream::ok();
     let mut h = Hookd::configure(

@@ -163,12 +163,6 @@ fn post_tls(
     Ok((resp.status, resp.json(), leaf))
 }
 
-fn subreaper() {
-    // Safety: a plain prctl on this process.
-    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    assert_eq!(rc, 0);
-}
-
 #[test]
 fn a_signed_webhook_over_tls_is_accepted_and_plain_http_on_the_tls_port_is_closed() {
     let dir = tempfile::tempdir().unwrap();
@@ -346,7 +340,7 @@ fn credentials_are_read_and_metrics_show_the_certificate_expiry() {
 
 #[test]
 fn a_renewed_certificate_is_served_after_reload_with_no_failed_request() {
-    subreaper();
+    common::subreaper();
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new();
     let (a, b) = (ca.leaf(2031), ca.leaf(2032));
@@ -450,7 +444,7 @@ fn spawn_activated(h: &Hookd, fds: &[std::os::fd::RawFd], names: &str) -> std::p
 #[test]
 fn a_socket_named_https_is_tls_and_stays_tls_across_a_reload() {
     use std::os::fd::AsRawFd;
-    subreaper();
+    common::subreaper();
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new();
     let leaf = ca.leaf(2031);

@@ -27,12 +27,6 @@ use common::stop_successor;
 /// Schema v2: main before the dedup-window, filtered and route migrations.
 const OLD_COMMIT: &str = "d38c895d4886e7a4ef44b01ce8b4783ae43a658a";
 
-fn subreaper() {
-    // Safety: prctl with these arguments only sets a flag of this process.
-    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    assert_eq!(rc, 0, "PR_SET_CHILD_SUBREAPER");
-}
-
 /// The old release binary, built once (a build takes minutes; the result is kept).
 fn old_binary() -> PathBuf {
     let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("old-{}", &OLD_COMMIT[..12]));
@@ -78,7 +72,7 @@ fn install(src: &Path, dst: &Path) {
 
 #[test]
 fn a_reload_onto_a_newer_schema_loses_nothing_and_never_delivers_twice_at_once() {
-    subreaper();
+    common::subreaper();
     let old = old_binary();
     // Deliveries take a while, so the old process has some in flight at the hand-off.
     let mut run = Run::with_upstream_delay("upgrade", seed(), Duration::from_millis(150));

@@ -330,6 +330,15 @@ impl Hookd {
     }
 }
 
+/// Makes the test process a child subreaper (as systemd is for a unit): a
+/// hand-off successor whose parent exits is reparented to us, so
+/// [`stop_successor`] can reap it.
+pub fn subreaper() {
+    // Safety: a plain prctl that sets a flag of this process.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(rc, 0, "PR_SET_CHILD_SUBREAPER");
+}
+
 /// SIGTERMs a hand-off's successor and waits, up to `limit`, until it has
 /// exited and been reaped. It is our child because the test process is a
 /// subreaper (`PR_SET_CHILD_SUBREAPER`), so `waitpid` sees it.
