@@ -6,7 +6,7 @@
 # hookd the backlog drain rate after the load stops (hookd spools first and
 # runs commands from the spool; webhook runs them as it answers).
 #
-#   bench/rules.sh [ROUNDS] [SECONDS]      (defaults 3 and 15)
+#   [CONCURRENCY=8] bench/rules.sh [ROUNDS] [SECONDS]   (defaults 3 and 15; CONCURRENCY: hookd's hook concurrency)
 #
 # Needs: a release build (target/release/hookd), wrk, webhook (Debian package),
 # curl, python3. webhook's completions are counted from its -verbose log
@@ -59,7 +59,7 @@ name = "gh"
 verify = { scheme = "github", secret_file = "$work/secret" }
 when = [ { field = "payload.ref", eq = "refs/heads/main" } ]
 action = { exec = ["/bin/true", "{payload.after}", "{payload.pusher.name}"], timeout = "10s" }
-concurrency = 8
+concurrency = ${CONCURRENCY:-8}
 EOF
 }
 
