@@ -53,13 +53,31 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     s
 }
 
-/// A free port on 127.0.0.1 (bound then released; fine for tests run here).
+/// A free port on 127.0.0.1, below the kernel's ephemeral range
+/// (`ip_local_port_range`, 32768-60999 on Debian): a port from that range
+/// that a hookd under test gives up while it restarts can be taken by any
+/// client socket's `connect`, and the restart then fails with EADDRINUSE
+/// (seen once in a power-cut scenario). Never the same port twice in one
+/// test process; the first candidate depends on the pid.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = (LOW + n % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN);
 }
 
 /// A unix datagram socket standing in for systemd's `NOTIFY_SOCKET`:
