@@ -10,10 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn total(h: &Hookd) -> u64 {
-    h.spool_stats()["total"].as_u64().expect("stats.total")
-}
-
 fn setup() -> (tempfile::TempDir, Hookd, Upstream) {
     let dir = tempfile::tempdir().unwrap();
     let up = Upstream::ok();
@@ -52,7 +48,7 @@ fn assert_error(r: &Response, status: u16, code: &str) {
 #[test]
 fn every_bad_input_is_refused_with_json_and_spools_nothing() {
     let (_dir, h, _up) = setup();
-    let before = total(&h);
+    let before = h.spool_total();
     let body = br#"{"zen":"Keep it logically awesome."}"#;
 
     let r = h.post_signed("nope", body, &[]);
@@ -156,7 +152,7 @@ fn every_bad_input_is_refused_with_json_and_spools_nothing() {
         "408 after {took:?}"
     );
 
-    assert_eq!(total(&h), before, "a refused request was spooled");
+    assert_eq!(h.spool_total(), before, "a refused request was spooled");
 }
 
 #[test]

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -44,17 +43,6 @@ fn mac256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     m.finalize().into_bytes().to_vec()
 }
 
-fn write_secret(dir: &Path, name: &str, value: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, value).unwrap();
-    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    p.display().to_string()
-}
-
-fn total(h: &Hookd) -> u64 {
-    h.spool_stats()["total"].as_u64().expect("stats.total")
-}
-
 fn post(h: &Hookd, hook: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
     request(h.addr(), "POST", &format!("/hooks/{hook}"), headers, body).unwrap()
 }
@@ -67,26 +55,26 @@ fn text(r: &Response) -> String {
 fn refused(h: &Hookd, r: &Response, status: u16, code: &str, before: u64) {
     assert_eq!(r.status, status, "{}", text(r));
     assert_eq!(r.json()["error"], code, "{}", text(r));
-    assert_eq!(total(h), before, "a refusal spooled something");
+    assert_eq!(h.spool_total(), before, "a refusal spooled something");
 }
 
 fn setup() -> (tempfile::TempDir, Hookd) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let sw_new = write_secret(d, "sw.new", SW_NEW);
-    let sw_old = write_secret(d, "sw.old", SW_SECRET);
-    let slack = write_secret(d, "slack", SLACK_SECRET);
-    let zoom = write_secret(d, "zoom", ZOOM_SECRET);
-    let twitch = write_secret(d, "twitch", TWITCH_SECRET);
-    let meta = write_secret(d, "meta", META_SECRET);
-    let meta_token = write_secret(d, "meta.token", META_TOKEN);
-    let shop = write_secret(d, "shop", SHOPIFY_SECRET);
-    let gitlab = write_secret(d, "gitlab", "glpat-token");
-    let basic = write_secret(d, "basic", "hookd:pa55:word");
-    let h512_new = write_secret(d, "h512.new", "k-new");
+    let sw_new = common::write_secret(d, "sw.new", SW_NEW);
+    let sw_old = common::write_secret(d, "sw.old", SW_SECRET);
+    let slack = common::write_secret(d, "slack", SLACK_SECRET);
+    let zoom = common::write_secret(d, "zoom", ZOOM_SECRET);
+    let twitch = common::write_secret(d, "twitch", TWITCH_SECRET);
+    let meta = common::write_secret(d, "meta", META_SECRET);
+    let meta_token = common::write_secret(d, "meta.token", META_TOKEN);
+    let shop = common::write_secret(d, "shop", SHOPIFY_SECRET);
+    let gitlab = common::write_secret(d, "gitlab", "glpat-token");
+    let basic = common::write_secret(d, "basic", "hookd:pa55:word");
+    let h512_new = common::write_secret(d, "h512.new", "k-new");
     let creds = d.join("creds");
     std::fs::create_dir(&creds).unwrap();
-    write_secret(&creds, "h512-old", "k-old");
+    common::write_secret(&creds, "h512-old", "k-old");
     let act = "action = { exec = [\"/bin/true\"] }";
     let hooks = format!(
         r#"
@@ -164,7 +152,7 @@ fn sw_sign(secret: &str, id: &str, ts: u64, body: &[u8]) -> String {
 #[test]
 fn standard_webhooks_rotation_stale_vector_and_dedup() {
     let (_dir, h) = setup();
-    let before = total(&h);
+    let before = h.spool_total();
 
     // The published vector: the right signature, but its timestamp is from 2021.
     let r = post(
@@ -221,7 +209,7 @@ fn standard_webhooks_rotation_stale_vector_and_dedup() {
     );
     assert_eq!(r.status, 202, "{}", text(&r));
     let first = r.json()["id"].clone();
-    assert_eq!(total(&h), before + 1);
+    assert_eq!(h.spool_total(), before + 1);
     wait_for(Duration::from_secs(5), "key_index=1 in the log", || {
         let log = h.log_text();
         log.lines()
@@ -245,7 +233,7 @@ fn standard_webhooks_rotation_stale_vector_and_dedup() {
     assert_eq!(r.status, 200, "{}", text(&r));
     assert_eq!(r.json()["status"], "duplicate");
     assert_eq!(r.json()["id"], first);
-    assert_eq!(total(&h), before + 1);
+    assert_eq!(h.spool_total(), before + 1);
 }
 
 fn slack_headers(body: &[u8], ts: u64, secret: &str) -> (String, String) {
@@ -257,7 +245,7 @@ fn slack_headers(body: &[u8], ts: u64, secret: &str) -> (String, String) {
 #[test]
 fn slack_events_url_verification_and_event_id_dedup() {
     let (_dir, h) = setup();
-    let before = total(&h);
+    let before = h.spool_total();
     // Slack's url_verification example.
     let body = br#"{"token":"Jhj5dZrVaK7ZwHHjRyZWjbDl","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
     let (sig, ts) = slack_headers(body, now(), SLACK_SECRET);
@@ -271,7 +259,7 @@ fn slack_events_url_verification_and_event_id_dedup() {
         r.json(),
         serde_json::json!({"challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"})
     );
-    assert_eq!(total(&h), before, "a handshake was spooled");
+    assert_eq!(h.spool_total(), before, "a handshake was spooled");
 
     // Unsigned, wrongly signed or stale: no challenge answered.
     let r = post(&h, "slack", &[], body);
@@ -315,13 +303,13 @@ fn slack_events_url_verification_and_event_id_dedup() {
         (r.status, r.json()["status"].clone()),
         (200, "duplicate".into())
     );
-    assert_eq!(total(&h), before + 1);
+    assert_eq!(h.spool_total(), before + 1);
 }
 
 #[test]
 fn zoom_twitch_meta_handshakes_are_answered_not_spooled() {
     let (_dir, h) = setup();
-    let before = total(&h);
+    let before = h.spool_total();
 
     // Zoom's url_validation example body, signed as Zoom signs it.
     let body = br#"{"payload":{"plainToken":"qgg8vlvZRS6UYooatFL8Aw"},"event_time":1654503849680,"event":"endpoint.url_validation"}"#;
@@ -362,7 +350,7 @@ fn zoom_twitch_meta_handshakes_are_answered_not_spooled() {
         body,
     );
     refused(&h, &r, 403, "timestamp_stale", before);
-    assert_eq!(total(&h), before);
+    assert_eq!(h.spool_total(), before);
 
     // Twitch's callback verification: the challenge as text.
     let body =
@@ -407,7 +395,7 @@ fn zoom_twitch_meta_handshakes_are_answered_not_spooled() {
     ];
     assert_eq!(post(&h, "twitch", &hs, note).status, 202);
     assert_eq!(post(&h, "twitch", &hs, note).status, 200);
-    assert_eq!(total(&h), before + 1);
+    assert_eq!(h.spool_total(), before + 1);
 
     // Meta: GET with the verify token answers the challenge; a wrong token is 403.
     let get = |q: &str| request(h.addr(), "GET", &format!("/hooks/meta?{q}"), &[], b"").unwrap();
@@ -432,7 +420,7 @@ fn zoom_twitch_meta_handshakes_are_answered_not_spooled() {
 #[test]
 fn shopify_gitlab_basic_and_generic_hmac() {
     let (_dir, h) = setup();
-    let before = total(&h);
+    let before = h.spool_total();
 
     // Shopify: base64 HMAC; the configured answer replaces the 202.
     let body = br#"{"id":820982911946154508}"#;
@@ -519,7 +507,7 @@ fn shopify_gitlab_basic_and_generic_hmac() {
         202
     );
     let before = before + 5;
-    assert_eq!(total(&h), before);
+    assert_eq!(h.spool_total(), before);
     let stale_ts = (now() - 120).to_string();
     let stale = sign("k-new", &stale_ts, body);
     let r = post(&h, "h512", &[("X-Sig", &stale), ("X-Ts", &stale_ts)], body);
@@ -539,7 +527,7 @@ fn shopify_gitlab_basic_and_generic_hmac() {
 fn check_config_explain_and_bad_secret_files() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let tw = write_secret(d, "twitch", TWITCH_SECRET);
+    let tw = common::write_secret(d, "twitch", TWITCH_SECRET);
     let h = Hookd::configure(
         d,
         &format!(
@@ -582,7 +570,7 @@ fn metrics_text(h: &Hookd) -> String {
 #[test]
 fn basic_401_names_its_realm_and_answered_handshakes_are_counted_by_kind() {
     let (_dir, h) = setup();
-    let before = total(&h);
+    let before = h.spool_total();
     // No credentials: 401 with the challenge a client (curl, a browser) answers.
     let r = post(&h, "basic", &[], b"{}");
     refused(&h, &r, 401, "token_missing", before);
@@ -622,7 +610,7 @@ fn basic_401_names_its_realm_and_answered_handshakes_are_counted_by_kind() {
         m.contains("hookd_handshakes_total{hook=\"meta\",kind=\"meta_subscribe\"} 1"),
         "{m}"
     );
-    assert_eq!(total(&h), before, "a handshake was spooled");
+    assert_eq!(h.spool_total(), before, "a handshake was spooled");
 }
 
 /// Slack's Events API set up against hookd as Slack does it: the URL check
@@ -631,7 +619,7 @@ fn basic_401_names_its_realm_and_answered_handshakes_are_counted_by_kind() {
 #[test]
 fn slack_events_setup_answers_the_challenge_then_delivers_an_event_once_despite_a_retry() {
     let dir = tempfile::tempdir().unwrap();
-    let secret = write_secret(dir.path(), "slack", SLACK_SECRET);
+    let secret = common::write_secret(dir.path(), "slack", SLACK_SECRET);
     let up = Upstream::ok();
     let hooks = format!(
         r#"[[hook]]
@@ -686,7 +674,7 @@ action = {{ forward = "{}", timeout = "10s" }}
     let r = signed(ev, Some("2"));
     assert_eq!(r.json()["status"], "duplicate", "{}", text(&r));
     assert_eq!(
-        total(&h),
+        h.spool_total(),
         1,
         "one item: the challenge and the retries were not spooled"
     );

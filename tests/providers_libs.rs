@@ -91,17 +91,6 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
-fn write_secret(dir: &Path, name: &str, value: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, value).unwrap();
-    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    p.display().to_string()
-}
-
-fn total(h: &Hookd) -> u64 {
-    h.spool_stats()["total"].as_u64().expect("stats.total")
-}
-
 fn text(r: &Response) -> String {
     String::from_utf8_lossy(&r.body).to_string()
 }
@@ -129,23 +118,27 @@ fn judge(h: &Hookd, hook: &str, keys: &Keys, sign: Signer, body_of: &dyn Fn(&str
     let refused = |r: &Response, code: &str, before: u64, case: &str| {
         assert_eq!(r.status, 403, "{hook} {case}: {}", text(r));
         assert_eq!(r.json()["error"], code, "{hook} {case}: {}", text(r));
-        assert_eq!(total(h), before, "{hook} {case}: the spool changed");
+        assert_eq!(h.spool_total(), before, "{hook} {case}: the spool changed");
     };
-    let start = total(h);
+    let start = h.spool_total();
 
     let body = body_of("evt_1");
     let valid = sign(keys.new, unix_now(), "evt_1", &body);
     let r = post(&valid, &body);
     assert_eq!(r.status, 202, "{hook} valid: {}", text(&r));
     let first = r.json()["id"].as_i64().unwrap();
-    assert_eq!(total(h), start + 1);
+    assert_eq!(h.spool_total(), start + 1);
 
     // The captured request sent again, as it was.
     let r = post(&valid, &body);
     assert_eq!(r.status, 200, "{hook} replay: {}", text(&r));
     assert_eq!(r.json()["status"], "duplicate", "{hook} replay");
     assert_eq!(r.json()["id"].as_i64(), Some(first), "{hook} replay");
-    assert_eq!(total(h), start + 1, "{hook} replay: the spool changed");
+    assert_eq!(
+        h.spool_total(),
+        start + 1,
+        "{hook} replay: the spool changed"
+    );
 
     let body = body_of("evt_2");
     let wrong = sign(keys.wrong, unix_now(), "evt_2", &body);
@@ -178,7 +171,7 @@ fn judge(h: &Hookd, hook: &str, keys: &Keys, sign: Signer, body_of: &dyn Fn(&str
     let old = sign(keys.old, unix_now(), "evt_4", &body);
     let r = post(&old, &body);
     assert_eq!(r.status, 202, "{hook} old key: {}", text(&r));
-    assert_eq!(total(h), start + 2);
+    assert_eq!(h.spool_total(), start + 2);
     wait_for(Duration::from_secs(10), "key_index=1 in the log", || {
         h.log_text()
             .lines()
@@ -192,7 +185,7 @@ fn judge(h: &Hookd, hook: &str, keys: &Keys, sign: Signer, body_of: &dyn Fn(&str
 }
 
 fn setup(dir: &Path) -> Hookd {
-    let s = |name: &str, v: &str| write_secret(dir, name, v);
+    let s = |name: &str, v: &str| common::write_secret(dir, name, v);
     let hooks = format!(
         r#"
 [[hook]]

@@ -17,10 +17,6 @@ use sha2::Sha256;
 const FAST_RETRY: &str =
     r#"retry = { max_attempts = 2, backoff = "100ms", max_backoff = "200ms" }"#;
 
-fn total(h: &Hookd) -> u64 {
-    h.spool_stats()["total"].as_u64().expect("stats.total")
-}
-
 fn text(r: &Response) -> String {
     String::from_utf8_lossy(&r.body).to_string()
 }
@@ -62,7 +58,7 @@ fn a_redelivery_of_a_dead_item_revives_it_and_a_redelivery_of_a_done_item_is_a_d
     let r = h.post_signed("gh", b"{\"n\":1}", &guid);
     assert_eq!(status_of(&r), (202, "revived".into()), "{}", text(&r));
     assert_eq!(r.json()["id"].as_i64(), Some(id));
-    assert_eq!(total(&h), 1, "revived in place, nothing new spooled");
+    assert_eq!(h.spool_total(), 1, "revived in place, nothing new spooled");
     let done = wait_for(Duration::from_secs(20), "the revived item done", || {
         let d = h.items("done");
         (d.len() == 1).then_some(d)
@@ -85,7 +81,7 @@ fn a_redelivery_of_a_dead_item_revives_it_and_a_redelivery_of_a_done_item_is_a_d
     let r = h.post_signed("gh", b"{\"n\":1}", &guid);
     assert_eq!(status_of(&r), (200, "duplicate".into()), "{}", text(&r));
     assert_eq!(r.json()["id"].as_i64(), Some(id));
-    assert_eq!(total(&h), 1);
+    assert_eq!(h.spool_total(), 1);
     assert_eq!(up.received().len(), 3);
 }
 
@@ -123,7 +119,7 @@ action = {{ exec = ["/bin/true"] }}
     assert_eq!(r.status, 202, "{}", text(&r));
     let second = r.json()["id"].as_i64().unwrap();
     assert!(second > first);
-    assert_eq!(total(&h), 2);
+    assert_eq!(h.spool_total(), 2);
 }
 
 #[test]
@@ -155,7 +151,7 @@ action = {{ exec = ["/bin/true"] }}
     let r = h.post_signed("gh", body, &[("X-GitHub-Delivery", "guid-2")]);
     assert_eq!(status_of(&r), (200, "duplicate".into()), "{}", text(&r));
     assert_eq!(r.json()["id"].as_i64(), Some(first));
-    assert_eq!(total(&h), 1, "a replay was spooled");
+    assert_eq!(h.spool_total(), 1, "a replay was spooled");
     assert!(h.log_text().contains("replay"));
     // Another body is another webhook.
     let r = h.post_signed(
@@ -169,7 +165,7 @@ action = {{ exec = ["/bin/true"] }}
     assert_eq!(r.status, 202);
     let r = h.post_signed("open", body, &[("X-GitHub-Delivery", "guid-2")]);
     assert_eq!(r.status, 202);
-    assert_eq!(total(&h), 4);
+    assert_eq!(h.spool_total(), 4);
 }
 
 fn unix_now() -> u64 {
@@ -247,7 +243,7 @@ action = {{ exec = ["/bin/true"] }}
         assert_eq!(status_of(&r), (200, "duplicate".into()), "{}", text(&r));
         assert_eq!(r.json()["id"].as_i64(), Some(first));
     }
-    assert_eq!(total(&h), 1, "a replay was spooled");
+    assert_eq!(h.spool_total(), 1, "a replay was spooled");
 
     // Stripe: the same t= and body, the v1 list padded out.
     let body = br#"{"id":"evt_1","type":"charge.succeeded"}"#;
@@ -261,5 +257,5 @@ action = {{ exec = ["/bin/true"] }}
     let r = post("stripe", &[("Stripe-Signature", &padded)], body);
     assert_eq!(status_of(&r), (200, "duplicate".into()), "{}", text(&r));
     assert_eq!(r.json()["id"].as_i64(), Some(first));
-    assert_eq!(total(&h), 2);
+    assert_eq!(h.spool_total(), 2);
 }

@@ -80,6 +80,15 @@ pub fn free_port() -> u16 {
     panic!("no free port in {LOW}..{}", LOW + SPAN);
 }
 
+/// Writes a secret file readable by its owner only (hookd refuses looser
+/// modes) and returns its path for the config.
+pub fn write_secret(dir: &Path, name: &str, value: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, value).unwrap();
+    std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    p.display().to_string()
+}
+
 /// A unix datagram socket standing in for systemd's `NOTIFY_SOCKET`:
 /// it records every message with the time it arrived.
 pub struct NotifySocket {
@@ -330,6 +339,11 @@ path = "{dir}/spool.db"
     }
 
     /// `hookd spool stats --json` as JSON.
+    /// Items in the spool, whatever their state (`spool stats`' total).
+    pub fn spool_total(&self) -> u64 {
+        self.spool_stats()["total"].as_u64().expect("stats.total")
+    }
+
     pub fn spool_stats(&self) -> serde_json::Value {
         let (code, out, err) = self.cli(&["spool", "stats", "--json"]);
         assert_eq!(code, 0, "spool stats failed: {err}");
