@@ -77,23 +77,11 @@ SIG="sha256=$(openssl dgst -sha256 -hmac "$SECRET" <"$BODY" | sed 's/^.*= //')"
 # hookd: "gh" is GitHub-signed; "open" has no signature, so a slow body is read
 # (a signed hook answers 401 to a request without the header before its body).
 # Delivery is parked on a blackhole upstream (accepts, never answers).
-hookd_edge_config() {  # $1 name, then [server] lines
-  local name=$1; shift
+hookd_edge_config() {  # $1 spool name, $2 listen port, then extra [server] lines
+  local name=$1 port=$2
+  shift 2
+  HOOKD_LOG_LEVEL=warn hookd_config_head "$WORK" "$port" "$WORK/$name.db" "$@"
   cat <<EOF
-[server]
-$(printf '%s\n' "$@")
-metrics_listen = ["unix:$WORK/metrics-$name.sock"]
-control_socket = "$WORK/control-$name.sock"
-
-[spool]
-path = "$WORK/$name.db"
-
-[shutdown]
-grace = "1s"
-
-[log]
-format = "plain"
-level = "warn"
 
 [[hook]]
 name = "gh"
@@ -123,7 +111,7 @@ start_server() {  # hookd|webhook, under the open-file limit NOFILE
     hookd | hookd_nocap)
       local cap=""
       [[ $1 == hookd_nocap ]] && cap="max_connections_per_ip = 65536"
-      hookd_edge_config slow "listen = [\"127.0.0.1:$P_HOOKD\"]" "$cap" >"$WORK/slow.toml"
+      hookd_edge_config slow $P_HOOKD ${cap:+"$cap"} >"$WORK/slow.toml"
       (ulimit -n "$NOFILE"; exec "$HOOKD" serve --config "$WORK/slow.toml") >>"$WORK/hookd-slow.log" 2>&1 &
       SERVER_PID=$!; wait_port $P_HOOKD ;;
     webhook)
@@ -219,7 +207,7 @@ for run in $(seq 1 "$RUNS"); do
   if [[ "${SKIP_TLS:-0}" != 1 ]]; then
     [[ -f $WORK/cert.pem ]] || make_cert
     rm -f "$WORK"/tls.db*
-    hookd_edge_config tls "listen = [\"127.0.0.1:$P_PLAIN\"]" "listen_tls = [\"127.0.0.1:$P_TLS\"]" \
+    hookd_edge_config tls $P_PLAIN "listen_tls = [\"127.0.0.1:$P_TLS\"]" \
       "tls = { cert_file = \"$WORK/cert.pem\", key_file = \"$WORK/key.pem\" }" >"$WORK/tls.toml"
     "$HOOKD" serve --config "$WORK/tls.toml" >>"$WORK/hookd-tls.log" 2>&1 &
     TLS_PID=$!; PIDS+=("$TLS_PID")

@@ -57,18 +57,24 @@ open_items_http() {
     END { print n + 0 }'
 }
 
-# A hookd config on stdout: one GitHub-signed hook "gh" forwarding to an upstream.
-# $1 work dir (holds `secret` and the control socket), $2 listen port, $3 spool
-# file, $4 upstream port, $5 hook concurrency, $6 action timeout.
-hookd_config() {
+# The settings part of a hookd config on stdout, every hook to follow it:
+# $1 work dir (holds `secret`, the control and metrics sockets, named by the
+# port), $2 listen port, $3 spool file, then extra [server] lines, if any
+# (`listen_tls = [..]`, a connection cap). HOOKD_LOG_LEVEL: info unless set.
+hookd_config_head() {
+  local dir=$1 port=$2 spool=$3
+  shift 3
   cat <<EOF
 [server]
-listen = ["127.0.0.1:$2"]
-metrics_listen = ["unix:$1/metrics-$2.sock"]
-control_socket = "$1/control-$2.sock"
+listen = ["127.0.0.1:$port"]
+metrics_listen = ["unix:$dir/metrics-$port.sock"]
+control_socket = "$dir/control-$port.sock"
+EOF
+  if [ $# -gt 0 ]; then printf '%s\n' "$@"; fi
+  cat <<EOF
 
 [spool]
-path = "$3"
+path = "$spool"
 
 [shutdown]
 grace = "1s"
@@ -76,6 +82,15 @@ grace = "1s"
 [log]
 format = "plain"
 level = "${HOOKD_LOG_LEVEL:-info}"
+EOF
+}
+
+# A hookd config on stdout: one GitHub-signed hook "gh" forwarding to an upstream.
+# $1 work dir (holds `secret` and the control socket), $2 listen port, $3 spool
+# file, $4 upstream port, $5 hook concurrency, $6 action timeout.
+hookd_config() {
+  hookd_config_head "$1" "$2" "$3"
+  cat <<EOF
 
 [[hook]]
 name = "gh"

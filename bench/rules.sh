@@ -42,18 +42,8 @@ cat > "$work/hooks.json" <<EOF
 EOF
 
 hookd_conf() {  # $1 port, $2 spool
+  HOOKD_LOG_LEVEL=warn hookd_config_head "$work" "$1" "$2"
   cat <<EOF
-[server]
-listen = ["127.0.0.1:$1"]
-metrics_listen = ["unix:$work/metrics-$1.sock"]
-control_socket = "$work/control-$1.sock"
-[spool]
-path = "$2"
-[shutdown]
-grace = "1s"
-[log]
-format = "plain"
-level = "warn"
 [[hook]]
 name = "gh"
 verify = { scheme = "github", secret_file = "$work/secret" }
