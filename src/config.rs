@@ -1536,6 +1536,33 @@ impl Config {
                 }
             }
         }
+        // ingress/server.rs raises it: a keep-alive connection must outlive
+        // one slow request's read, or hyper would close it mid-request.
+        let floor = self.server.read_timeout + Duration::from_secs(1);
+        if self.server.idle_timeout < floor {
+            out.push(format!(
+                "{}: server.idle_timeout = {} is below server.read_timeout + 1s; hookd uses {} (raise idle_timeout, or lower read_timeout)",
+                self.source.display(),
+                humantime::format_duration(self.server.idle_timeout),
+                humantime::format_duration(floor)
+            ));
+        }
+        // A repeat is recognised by finding its item, and retention purges a
+        // done item after retain_done: a longer window cannot be kept.
+        for h in self.hooks.iter().map(|h| h.get_ref()) {
+            let Some(window) = h.dedup.as_ref().and_then(|d| d.window) else {
+                continue;
+            };
+            if window > self.spool.retain_done {
+                out.push(format!(
+                    "{}: hook {:?}: dedup.window = {} is longer than spool.retain_done = {}; the window ends when the delivered item is purged (raise retain_done to keep it)",
+                    self.source.display(),
+                    h.name,
+                    humantime::format_duration(window),
+                    humantime::format_duration(self.spool.retain_done)
+                ));
+            }
+        }
         out
     }
 
@@ -2084,6 +2111,30 @@ mod tests {
         let bad = hook.replace("10.1.2.3", "10.1.2.3/8");
         let e = parse(&bad).unwrap_err();
         assert!(e.starts_with("t.toml:3:"), "{e}");
+    }
+
+    #[test]
+    fn an_idle_timeout_below_read_timeout_plus_a_second_is_a_warning() {
+        let warns = |server: &str| parse(&format!("[server]\n{server}\n")).unwrap().warnings();
+        let w = warns("read_timeout = \"10s\"\nidle_timeout = \"5s\"");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("server.idle_timeout = 5s"), "{w:?}");
+        assert!(w[0].contains("hookd uses 11s"), "{w:?}");
+        assert!(warns("read_timeout = \"10s\"\nidle_timeout = \"11s\"").is_empty());
+        assert!(parse("").unwrap().warnings().is_empty(), "the defaults");
+    }
+
+    #[test]
+    fn a_dedup_window_longer_than_retain_done_is_a_warning() {
+        let cfg = |retain: &str, window: &str| {
+            format!("[spool]\nretain_done = \"{retain}\"\n[[hook]]\nname = \"a\"\nverify = {{ scheme = \"none\" }}\ndedup = {{ key = \"header.X-Id\", window = \"{window}\" }}\naction = {{ exec = [\"/bin/true\"] }}\n")
+        };
+        let w = parse(&cfg("1d", "3d")).unwrap().warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("hook \"a\": dedup.window = 3days"), "{w:?}");
+        assert!(w[0].contains("spool.retain_done = 1day"), "{w:?}");
+        assert!(parse(&cfg("3d", "1d")).unwrap().warnings().is_empty());
+        assert!(parse(&cfg("1d", "1d")).unwrap().warnings().is_empty());
     }
 
     #[test]

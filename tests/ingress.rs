@@ -308,3 +308,34 @@ fn a_full_disk_answers_503_and_keeps_what_was_accepted() {
     h.signal(nix::sys::signal::Signal::SIGKILL);
     h.wait_exit(Duration::from_secs(10));
 }
+
+#[test]
+fn check_config_warns_of_a_raised_idle_timeout_and_a_dedup_window_past_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    // The harness sets read_timeout = "2s"; extra_toml starts inside [spool].
+    let hooks = r#"retain_done = "1h"
+
+[[hook]]
+name = "gh"
+verify = { scheme = "none" }
+dedup = { key = "header.X-Id", window = "1day" }
+action = { exec = ["/bin/true"] }
+"#;
+    let h = Hookd::configure_with(dir.path(), r#"idle_timeout = "2s""#, hooks);
+    let (code, _out, err) = h.cli(&["check-config"]);
+    assert_eq!(code, 0, "warnings do not fail check-config: {err}");
+    let warnings: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("hookd: warning:"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{err}");
+    assert!(
+        warnings[0].contains("server.idle_timeout = 2s") && warnings[0].contains("hookd uses 3s"),
+        "{err}"
+    );
+    assert!(
+        warnings[1].contains(r#"hook "gh": dedup.window = 1day"#)
+            && warnings[1].contains("spool.retain_done = 1h"),
+        "{err}"
+    );
+}
