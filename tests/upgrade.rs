@@ -6,9 +6,12 @@
 //! The fault checker then asserts nothing acknowledged was lost, nothing was
 //! delivered by both at once, and the spool is intact.
 //!
-//! The old binary is built from `OLD_COMMIT` once per target dir (a detached
-//! `git worktree` into `CARGO_TARGET_TMPDIR`, its own target dir, reused by
-//! later runs). Bump `OLD_COMMIT` to the last commit before each schema change.
+//! The old binary is built from the commit named in `tests/upgrade-from` once
+//! per target dir: a detached `git worktree` in
+//! `$CARGO_TARGET_TMPDIR/old-<12 hex>/src` with its own target dir beside it,
+//! reused by later runs and by the e2e upgrade check (tests/e2e/run.sh packs
+//! the same release build into the old .deb, so CI builds the old commit once).
+//! Bump `tests/upgrade-from` to the last commit before each schema change.
 
 mod common;
 
@@ -24,42 +27,53 @@ use std::time::{Duration, Instant};
 use checker::{seed, Run};
 use common::stop_successor;
 
-/// Schema v2: main before the dedup-window, filtered and route migrations.
-const OLD_COMMIT: &str = "d38c895d4886e7a4ef44b01ce8b4783ae43a658a";
+/// `tests/upgrade-from`: comment lines start with `#`; the one other line is
+/// the full hash of the old commit.
+const UPGRADE_FROM: &str = include_str!("upgrade-from");
 
-/// The old release binary, built once (a build takes minutes; the result is kept).
+/// The old commit's full hash, from `tests/upgrade-from`.
+fn old_commit() -> &'static str {
+    let mut lines = UPGRADE_FROM
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'));
+    let commit = lines.next().unwrap_or("");
+    assert!(
+        commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit()),
+        "tests/upgrade-from: want the full 40-hex hash of the old commit on one line, got {commit:?}"
+    );
+    assert!(
+        lines.next().is_none(),
+        "tests/upgrade-from: more than one commit line"
+    );
+    commit
+}
+
+/// The old release binary, built once by `tests/build-old.sh` (a build takes
+/// minutes; the result is kept) in `$CARGO_TARGET_TMPDIR/old-<12 hex>/`, the
+/// place the e2e and bench/migrate.sh look for it.
 fn old_binary() -> PathBuf {
-    let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("old-{}", &OLD_COMMIT[..12]));
-    let bin = base.join("target/release/hookd");
-    if bin.exists() {
-        return bin;
-    }
-    let src = base.join("src");
-    let repo = env!("CARGO_MANIFEST_DIR");
-    if !src.join("Cargo.toml").exists() {
-        let _ = std::fs::remove_dir_all(&src);
-        let _ = Command::new("git")
-            .args(["-C", repo, "worktree", "prune"])
-            .status();
-        let st = Command::new("git")
-            .args(["-C", repo, "worktree", "add", "--detach", "--force"])
-            .arg(&src)
-            .arg(OLD_COMMIT)
-            .status()
-            .expect("git");
-        assert!(
-            st.success(),
-            "cannot check out {OLD_COMMIT}: the upgrade test needs the repository's history (not a shallow clone)"
-        );
-    }
-    let st = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--locked", "--bin", "hookd"])
-        .current_dir(&src)
-        .env("CARGO_TARGET_DIR", base.join("target"))
-        .status()
-        .expect("cargo");
-    assert!(st.success(), "building {OLD_COMMIT} failed");
-    bin
+    let commit = old_commit();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/build-old.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(env!("CARGO_TARGET_TMPDIR"))
+        .arg(commit)
+        .env("CARGO", env!("CARGO"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("bash");
+    assert!(
+        out.status.success(),
+        "tests/build-old.sh could not build {commit} (tests/upgrade-from): see its message above"
+    );
+    let base = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert_eq!(
+        base.file_name().and_then(|n| n.to_str()),
+        Some(format!("old-{}", &commit[..12]).as_str()),
+        "tests/build-old.sh printed an unexpected directory"
+    );
+    base.join("target/release/hookd")
 }
 
 /// Replaces `dst` by a copy of `src` the way a package manager does: a new

@@ -12,8 +12,9 @@
   load.py one --url URL --secret-file F [--cafile CA]
       One signed request; prints {"status": .., "body": ..}.
   load.py verify --record RECORD.jsonl --deadline SECONDS OUT.jsonl...
-      Waits (up to the deadline) until every id acked with 202 in the OUT files has a
-      "delivered" line in the upstream's RECORD; prints a summary; exit 1 if any is missing.
+      Waits (up to the deadline) until every request acked with 202 in the OUT files has
+      a "delivered" line in the upstream's RECORD (matched on its X-GitHub-Delivery);
+      prints a summary (missing ones by hookd id); exit 1 if any is missing.
 """
 import argparse
 import hashlib
@@ -173,25 +174,25 @@ def read_jsonl(path):
 
 
 def cmd_verify(a):
+    # Keyed on each request's own X-GitHub-Delivery (a uuid4), which hookd
+    # forwards: hookd's ids start again at 1 on a fresh spool (check 6 gives
+    # the old package one), so an id can name two requests of one run.
     acked = {}
     for p in a.outs:
         for r in read_jsonl(p):
             if r.get("status") in (200, 202) and "id" in r:
-                acked[str(r["id"])] = r["gh"]
+                acked[r["gh"]] = str(r["id"])
     deadline = time.time() + a.deadline
     while True:
         counts = {}
-        by_gh = set()
         for e in read_jsonl(a.record):
-            if e.get("event") == "delivered":
-                counts[str(e.get("id"))] = counts.get(str(e.get("id")), 0) + 1
-                by_gh.add(e.get("gh"))
-        # Match on Hookd-Delivery-Id; fall back to the forwarded X-GitHub-Delivery.
-        missing = [i for i, gh in acked.items() if i not in counts and gh not in by_gh]
+            if e.get("event") == "delivered" and e.get("gh"):
+                counts[e["gh"]] = counts.get(e["gh"], 0) + 1
+        missing = [i for gh, i in acked.items() if gh not in counts]
         if not missing or time.time() > deadline:
             break
         time.sleep(0.3)
-    dups = sum(1 for i in acked if counts.get(i, 0) > 1)
+    dups = sum(1 for gh in acked if counts.get(gh, 0) > 1)
     print(json.dumps({"acked": len(acked), "missing": len(missing), "missing_ids": missing[:5],
                       "delivered_twice": dups}))
     return 1 if missing else 0

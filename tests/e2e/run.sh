@@ -11,6 +11,12 @@
 # exits non-zero if any check failed. Always powers the container off and removes its
 # mounts and cgroups, also on failure or interrupt; cleans up a killed earlier run first.
 #
+# Check 6 upgrades from a .deb of the older commit named in tests/upgrade-from: it packs
+# (cargo deb --no-build) the release build that tests/upgrade.rs made in
+# TARGET/tmp/old-<12 hex>/, where TARGET is the target dir that holds HOOKD.deb
+# (TARGET/debian/hookd_*.deb; E2E_TARGET_DIR overrides), and builds it there first
+# (tests/build-old.sh) if no test has. Needs cargo-deb and the repository's history.
+#
 # Environment: E2E_PORT (hookd's listener, default 8080 when free), E2E_CACHE, E2E_VAR,
 # E2E_RESTARTS (20: enough restarts and reloads under load that a gap of one in a few hundred requests would show), E2E_RATE (requests/s of the load, 40).
 set -u
@@ -30,6 +36,11 @@ usage() { echo "usage: $0 path/to/hookd_*.deb   (as root)" >&2; exit 2; }
 if [ -z "$DEB" ] || [ ! -f "$DEB" ]; then usage; fi
 [ "$(id -u)" = 0 ] || { echo "run.sh: needs root (mounts, nspawn)" >&2; exit 2; }
 DEB=$(readlink -f "$DEB")
+REPO=$(cd "$E2E_DIR/../.." && pwd)
+TARGET_DIR=${E2E_TARGET_DIR:-$(dirname "$(dirname "$DEB")")}
+OLD_DEB="" OLD_DEB_ERR="" OLD_COMMIT="" OLD_VERSION=""
+# shellcheck disable=SC2016 # dpkg-deb's own ${...} format
+NEW_VERSION=$(dpkg-deb -f "$DEB" Version)
 
 cleanup() {
   local p
@@ -617,32 +628,59 @@ tls_cleanup() {  # back to the plain setup for the later checks
   CT_TIMEOUT=120 X systemctl restart hookd.service >/dev/null 2>&1
 }
 
-make_bumped_deb() {  # the same package with a higher version: dpkg-deb, no second cargo build
-  local d ver
-  d=$(mktemp -d /var/tmp/hookd-e2e-repack.XXXXXX)
-  dpkg-deb -R "$DEB" "$d/pkg" || { rm -rf "$d"; return 1; }
-  chmod 0755 "$d/pkg"
-  ver=$(sed -n 's/^Version: //p' "$d/pkg/DEBIAN/control")
-  BUMPED_VERSION="$ver+e2e1"
-  sed -i "s/^Version: .*/Version: $BUMPED_VERSION/" "$d/pkg/DEBIAN/control"
-  # gzip -1: xz of the whole package takes most of a minute on a busy 2-core machine.
-  dpkg-deb --root-owner-group -Zgzip -z1 -b "$d/pkg" "$MERGED$IN/hookd-bumped.deb" >/dev/null
-  local rc=$?
-  rm -rf "$d"
-  return $rc
+# The .deb of the old commit (tests/upgrade-from) for check 6, packed on the host before
+# the boot from the old release build (tests/build-old.sh makes it once per target dir).
+# Its version is the old Cargo.toml version with ~old1, below any build of this tree.
+# Sets OLD_DEB, OLD_COMMIT, OLD_VERSION, or OLD_DEB_ERR (check 6 then fails with it).
+make_old_deb() {
+  local base ver out
+  if ! base=$(bash "$REPO/tests/build-old.sh" "$TARGET_DIR/tmp" 2>"$STATE/old-build.log"); then
+    OLD_DEB_ERR="tests/build-old.sh: $(tail -n 3 "$STATE/old-build.log" | tr '\n' ' ')"; return 1
+  fi
+  OLD_COMMIT=$(git -C "$base/src" rev-parse HEAD)
+  ver=$(sed -n 's/^version *= *"\(.*\)"/\1/p' "$base/src/Cargo.toml" | head -n 1)
+  command -v cargo-deb >/dev/null || { OLD_DEB_ERR="cargo-deb is not installed (cargo install --locked cargo-deb)"; return 1; }
+  # --no-build: the release build above; --fast: gzip, not a minute of xz on 2 cores.
+  if ! out=$(cd "$base/src" && CARGO_TARGET_DIR="$base/target" cargo deb --no-build --fast --deb-version "$ver~old1" 2>&1); then
+    OLD_DEB_ERR="cargo deb in $base/src: $(echo "$out" | tail -n 3 | tr '\n' ' ')"; return 1
+  fi
+  OLD_DEB=$(echo "$out" | grep '/hookd_[^/]*\.deb$' | tail -n 1)
+  [ -f "$OLD_DEB" ] || { OLD_DEB_ERR="cargo deb printed no package path: $(echo "$out" | tail -n 3 | tr '\n' ' ')"; return 1; }
+  # shellcheck disable=SC2016 # dpkg-deb's own ${...} format
+  OLD_VERSION=$(dpkg-deb -f "$OLD_DEB" Version)
+  if ! dpkg --compare-versions "$OLD_VERSION" lt "$NEW_VERSION"; then
+    OLD_DEB_ERR="the old package's version $OLD_VERSION is not below $NEW_VERSION"; return 1
+  fi
 }
 
 check_upgrade() {
-  local name="6 upgrade (dpkg -i of a newer build) under load: hand-off, no failed request"
-  local old new why="" c out ver reloading stopping f
+  local name="6 upgrade from the .deb of an older commit (dpkg -i) under load: hand-off, no failed request"
+  local old new why="" c out ver reloading stopping f rc
+  [ -n "$OLD_DEB" ] || { fail "$name" "no old .deb: $OLD_DEB_ERR"; return; }
   active hookd.service || { fail "$name" "precondition: hookd.service not active"; return; }
-  make_bumped_deb || { fail "$name" "could not repack the .deb"; return; }
+  # The old package on a spool it can open: an older binary refuses a newer schema
+  # (SchemaTooNew), so stop, set the spool aside, install the old .deb, start.
+  CT_TIMEOUT=120 X systemctl stop hookd.socket hookd.service
+  X sh -c 'mkdir -p /var/lib/hookd/pre-upgrade && mv -f /var/lib/hookd/spool.db* /var/lib/hookd/pre-upgrade/ 2>/dev/null; true'
+  if ! out=$(CT_TIMEOUT=300 X env DEBIAN_FRONTEND=noninteractive dpkg -i --force-confold "$IN/hookd-old.deb" 2>&1); then
+    fail "$name" "dpkg -i of the old package: $(echo "$out" | tail -3 | tr '\n' ' ')"
+    CT_TIMEOUT=300 X env DEBIAN_FRONTEND=noninteractive dpkg -i --force-confold "$IN/hookd.deb" >/dev/null 2>&1
+    return
+  fi
+  CT_TIMEOUT=60 X systemctl start hookd.socket hookd.service
+  # shellcheck disable=SC2016 # dpkg-query's own ${...} format
+  ver=$(X dpkg-query -W -f '${Version}' hookd)
+  if [ "$ver" != "$OLD_VERSION" ] || ! wait_for 20 active hookd.service; then
+    fail "$name" "the old package does not run: version $ver (want $OLD_VERSION), hookd.service $(X systemctl is-active hookd.service); $(X journalctl -u hookd.service -n 5 -o cat --no-pager | tr '\n' ' ')"
+    CT_TIMEOUT=300 X env DEBIAN_FRONTEND=noninteractive dpkg -i --force-confold "$IN/hookd.deb" >/dev/null 2>&1
+    return
+  fi
   c=$(cursor)
   load_start upgrade
   old=$(mainpid)
   local t0; t0=$(now)
-  out=$(CT_TIMEOUT=300 X env DEBIAN_FRONTEND=noninteractive dpkg -i --force-confold "$IN/hookd-bumped.deb" 2>&1)
-  local rc=$?
+  out=$(CT_TIMEOUT=300 X env DEBIAN_FRONTEND=noninteractive dpkg -i --force-confold "$IN/hookd.deb" 2>&1)
+  rc=$?
   TIMES[upgrade]=$(elapsed "$t0")
   wait_for 15 pid_moved "$old"
   sleep 1
@@ -654,7 +692,7 @@ check_upgrade() {
   stopping=$(X journalctl -q -u hookd.service --after-cursor="$c" -o cat | grep -a -c '^Stopping')
   f=$STATE/load-upgrade.summary
   [ "$rc" = 0 ] || why="dpkg -i rc=$rc: $(echo "$out" | tail -3 | tr '\n' ' ')"
-  [ -z "$why" ] && [ "$ver" != "$BUMPED_VERSION" ] && why="installed version $ver, want $BUMPED_VERSION"
+  [ -z "$why" ] && [ "$ver" != "$NEW_VERSION" ] && why="installed version $ver, want $NEW_VERSION"
   [ -z "$why" ] && [ "$stopping" != 0 ] && why="the upgrade stopped hookd (a restart, not the hand-off)"
   [ -z "$why" ] && [ "$reloading" = 0 ] && why="no reload of hookd.service during the upgrade"
   [ -z "$why" ] && [ "$new" = "$old" ] && why="MainPID unchanged ($old): no hand-off to the new binary; postinst said: $(echo "$out" | grep -a '^hookd:' | head -2 | tr '\n' ' ')"
@@ -662,7 +700,7 @@ check_upgrade() {
   [ -z "$why" ] && [ "$(kv "$f" failed)" != 0 ] && why="failed requests: $(load_line upgrade)"
   [ -z "$why" ] && ! delivered upgrade && why="acked webhooks not delivered: $DELIVERY"
   if [ -z "$why" ]; then
-    pass "$name" "version $ver, MainPID $old -> $new, dpkg -i ${TIMES[upgrade]}s; $(load_line upgrade); $DELIVERY"
+    pass "$name" "from ${OLD_COMMIT:0:12} ($OLD_VERSION) to $NEW_COMMIT ($ver), MainPID $old -> $new, dpkg -i ${TIMES[upgrade]}s; $(load_line upgrade); $DELIVERY"
   else
     fail "$name" "$why"
   fi
@@ -735,6 +773,7 @@ TIMES[rootfs]=$(elapsed "$t")
 stage() {  # before boot: files in the container's overlay
   mkdir -p "$MERGED$IN" "$MERGED/etc/hookd"
   cp "$DEB" "$MERGED$IN/hookd.deb"
+  [ -n "$OLD_DEB" ] && cp "$OLD_DEB" "$MERGED$IN/hookd-old.deb"
   cp "$E2E_DIR/load.py" "$E2E_DIR/upstream.py" "$MERGED$IN/"
   printf '%s\n' "$SECRET" > "$MERGED$IN/secret"
   # The hook secret the suite's config names; group hookd is set after install.
@@ -745,6 +784,11 @@ stage() {  # before boot: files in the container's overlay
     printf '[Socket]\nListenStream=\nListenStream=127.0.0.1:%s\n' "$PORT" > "$MERGED/etc/systemd/system/hookd.socket.d/e2e-port.conf"
   fi
 }
+t=$(now)
+mkdir -p "$STATE"
+make_old_deb && log "old package for check 6: $(basename "$OLD_DEB") from ${OLD_COMMIT:0:12} ($(elapsed "$t")s)"
+# What check 6 upgrades to: the tree this suite runs from (the .deb's own source is not recorded).
+NEW_COMMIT=$(git -C "$REPO" rev-parse --short=12 HEAD)$(git -C "$REPO" diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo +changes)
 CT_PRE_BOOT=stage
 t=$(now)
 if ! ct_boot; then fail "boot" "systemd did not come up (see $STATE/nspawn.log)"; echo "$PASSED passed, $FAILED failed"; exit 1; fi
