@@ -48,6 +48,7 @@ class Notify:
         self.path = path
         self.main_pid = None
         self.ready = 0
+        self.ready_at = []  # time.monotonic() of each READY=1
         self.barriers = 0
         self.stopped = False
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -71,6 +72,7 @@ class Notify:
             for line in data.decode(errors="replace").split("\n"):
                 if line == "READY=1":
                     self.ready += 1
+                    self.ready_at.append(time.monotonic())
                 elif line == "BARRIER=1":
                     self.barriers += 1
                 elif line.startswith("MAINPID="):
@@ -87,12 +89,13 @@ class Notify:
 
 async def one_connection(port, request, start, stop_at, period, results, offset):
     """Sends `request` every `period` seconds (from start + offset) until
-    stop_at, over one keep-alive connection, reconnecting after an error."""
+    stop_at (a time, or a function giving it: a stop decided while the load
+    runs), over one keep-alive connection, reconnecting after an error."""
     reader = writer = None
     n = 0
     while True:
         due = start + offset + n * period
-        if due >= stop_at:
+        if due >= (stop_at() if callable(stop_at) else stop_at):
             break
         delay = due - time.monotonic()
         if delay > 0:
