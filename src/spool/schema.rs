@@ -136,6 +136,81 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX items_dead ON items (updated_at) WHERE state = 'dead';
     CREATE INDEX items_filtered ON items (next_attempt) WHERE state = 'filtered';
     "#,
+    // v5: routes. A hook with `[[hook.route]]` stores its request as an items
+    // row in state 'routed' (never claimed: every claim selects 'pending' or
+    // 'leased') and one `deliveries` row per matched route; a plain hook's
+    // items row stays its own delivery, as before. The items rebuild only
+    // adds 'routed' to the CHECK: same columns and indexes, so a v4 hookd
+    // sharing the file during a hand-off keeps running its statements (it
+    // never reads `deliveries`, and its dedup look-up takes a 'routed' item
+    // for a kept one, which it is). 'routed' never enters `item_counts`
+    // (a v4 hookd parses every state there); deliveries are counted by
+    // (hook, route, state) in `delivery_counts`.
+    r#"
+    CREATE TABLE items_v5 (
+        id           INTEGER PRIMARY KEY,
+        hook         TEXT    NOT NULL,
+        dedup_id     TEXT,
+        received_at  INTEGER NOT NULL,
+        headers      BLOB    NOT NULL,
+        body         BLOB    NOT NULL,
+        state        TEXT    NOT NULL
+                     CHECK (state IN ('pending', 'leased', 'done', 'dead', 'filtered', 'routed')),
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        next_attempt INTEGER NOT NULL,
+        last_error   TEXT,
+        lease_owner  TEXT,
+        lease_expiry INTEGER,
+        updated_at   INTEGER NOT NULL,
+        replay_key   BLOB
+    );
+    INSERT INTO items_v5 SELECT id, hook, dedup_id, received_at, headers, body, state,
+        attempts, next_attempt, last_error, lease_owner, lease_expiry, updated_at, replay_key
+        FROM items;
+    DROP TABLE items;
+    ALTER TABLE items_v5 RENAME TO items;
+    CREATE INDEX items_dedup ON items (hook, dedup_id) WHERE dedup_id IS NOT NULL;
+    CREATE INDEX items_replay ON items (hook, replay_key) WHERE replay_key IS NOT NULL;
+    CREATE INDEX items_due ON items (hook, next_attempt) WHERE state = 'pending';
+    CREATE INDEX items_open ON items (hook, id) WHERE state IN ('pending', 'leased');
+    CREATE INDEX items_leased ON items (hook, lease_expiry, lease_owner) WHERE state = 'leased';
+    CREATE INDEX items_done ON items (updated_at) WHERE state = 'done';
+    CREATE INDEX items_dead ON items (updated_at) WHERE state = 'dead';
+    CREATE INDEX items_filtered ON items (next_attempt) WHERE state = 'filtered';
+
+    CREATE TABLE deliveries (
+        id           INTEGER PRIMARY KEY,
+        item         INTEGER NOT NULL,
+        hook         TEXT    NOT NULL,
+        route        TEXT    NOT NULL,
+        state        TEXT    NOT NULL
+                     CHECK (state IN ('pending', 'leased', 'done', 'dead')),
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        next_attempt INTEGER NOT NULL,
+        last_error   TEXT,
+        lease_owner  TEXT,
+        lease_expiry INTEGER,
+        updated_at   INTEGER NOT NULL,
+        UNIQUE (item, route)
+    );
+    CREATE INDEX deliveries_due ON deliveries (hook, route, next_attempt)
+        WHERE state = 'pending';
+    CREATE INDEX deliveries_open ON deliveries (hook, route, id)
+        WHERE state IN ('pending', 'leased');
+    CREATE INDEX deliveries_leased ON deliveries (hook, route, lease_expiry, lease_owner)
+        WHERE state = 'leased';
+    CREATE INDEX deliveries_owner ON deliveries (lease_owner) WHERE state = 'leased';
+    CREATE INDEX deliveries_done ON deliveries (updated_at) WHERE state = 'done';
+    CREATE INDEX deliveries_dead ON deliveries (updated_at) WHERE state = 'dead';
+
+    CREATE TABLE delivery_counts (
+        hook  TEXT    NOT NULL,
+        route TEXT    NOT NULL,
+        state TEXT    NOT NULL,
+        n     INTEGER NOT NULL,
+        PRIMARY KEY (hook, route, state)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Schema version this build writes and understands.
