@@ -284,3 +284,82 @@ fn routes_rules_filter_and_a_fixed_rule_delivers_after_reload_and_retry_filtered
     assert!(h.items("filtered").is_empty());
     stop_successor(successor, Duration::from_secs(20));
 }
+
+/// Runs hookd under strace with every `pwrite64` from the `from`-th on
+/// failing with ENOSPC (a full disk: SQLite's WAL writes fail before their
+/// commit frame, so the transaction is not on disk, even in the page cache).
+fn under_full_disk(h: &mut Hookd, from: u32) {
+    let script = h.dir.join("hookd-disk-full");
+    let out = h.dir.join("strace.out");
+    let text = format!(
+        "#!/bin/sh\nexec strace -f -qq --seccomp-bpf -o '{}' -e trace=pwrite64 -e inject=pwrite64:error=ENOSPC:when={from}+ -- '{}' \"$@\"\n",
+        out.display(),
+        h.bin.display()
+    );
+    std::fs::write(&script, text).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    h.bin = script;
+}
+
+#[test]
+fn a_commit_that_fails_answers_503_and_keeps_no_route_of_its_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::ok();
+    let routes = route("deploy", &up.url(), "") + &route("notify", &up.url(), "");
+    let mut h = Hookd::configure(dir.path(), &routed_hook(dir.path(), &routes));
+    under_full_disk(&mut h, 400);
+    h.start();
+    let (mut accepted, mut refused) = (Vec::new(), 0);
+    for n in 0..400 {
+        let r = h.post_signed("gh", format!("{{\"n\":{n}}}").as_bytes(), &[]);
+        match r.status {
+            202 => accepted.push(r.json()["id"].as_i64().unwrap()),
+            503 => {
+                refused += 1;
+                if refused == 5 {
+                    break;
+                }
+            }
+            s => panic!("unexpected {s}: {}", String::from_utf8_lossy(&r.body)),
+        }
+    }
+    assert_eq!(
+        refused,
+        5,
+        "the disk never filled up (accepted {})",
+        accepted.len()
+    );
+    assert!(!accepted.is_empty(), "the disk was full from the start");
+    h.signal(nix::sys::signal::Signal::SIGKILL);
+    h.wait_exit(Duration::from_secs(10));
+
+    // Every request in the spool has both its deliveries, and every 202 is
+    // there: a request is kept whole or not at all.
+    let conn = rusqlite::Connection::open(h.spool_path()).unwrap();
+    let requests: Vec<(i64, i64)> = conn
+        .prepare(
+            "SELECT i.id, (SELECT count(*) FROM deliveries d WHERE d.item = i.id) \
+             FROM items i ORDER BY i.id",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for (id, n) in &requests {
+        assert_eq!(*n, 2, "request {id} kept with {n} of its 2 routes");
+    }
+    let stored: Vec<i64> = requests.iter().map(|(id, _)| *id).collect();
+    for id in &accepted {
+        assert!(stored.contains(id), "202 for {id}, not in the spool");
+    }
+    assert_eq!(stored.len(), accepted.len(), "a 503'd request was kept");
+    let orphans: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM deliveries WHERE item NOT IN (SELECT id FROM items)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(orphans, 0);
+}
