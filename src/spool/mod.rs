@@ -119,6 +119,9 @@ pub(crate) enum NotASpool {
     NoSchema,
     #[error("schema version {0} is not one hookd ever wrote")]
     BadVersion(i64),
+    /// The v5 migration found an items table whose SQL is not the one v4 wrote.
+    #[error("its items table is not the one hookd's schema v4 made; cannot add state 'routed'")]
+    UnexpectedItemsTable,
 }
 
 impl SpoolError {

@@ -545,7 +545,7 @@ impl Writer {
                     })
                     .and_then(|n| {
                         purge_deliveries_chunk(&self.conn, ItemState::Done, cutoff, &mut counts)
-                            .map(|routed| n.max(routed))
+                            .map(|routed| n + routed)
                     });
                 if res.is_ok() {
                     batch.counts.absorb(counts);

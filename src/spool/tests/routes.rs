@@ -254,6 +254,8 @@ async fn done_deliveries_purge_and_take_their_request_when_none_is_left() {
             spool.complete(i.lease()).await.unwrap();
         }
     }
+    // The purge takes rows changed before the current millisecond.
+    std::thread::sleep(Duration::from_millis(2));
     let purged = spool.purge_done(Duration::ZERO).await.unwrap();
     assert_eq!(purged, 3);
     let conn = raw(dir.path());
@@ -406,6 +408,13 @@ async fn v4_spool_migrates_keeping_its_rows_and_v4_statements_keep_working() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(states, ["pending", "done", "dead", "filtered", "routed"]);
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    // The CHECK still refuses a state no hookd writes.
+    let bad = conn.execute("UPDATE items SET state = 'lost' WHERE id = 1", []);
+    assert!(bad.is_err(), "the edited CHECK holds");
     // v4's claim and depth, as a v4 hookd runs them beside this one.
     let due: Vec<i64> = conn
         .prepare(crate::spool::writer::sql::DUE_PENDING)
