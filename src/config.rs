@@ -296,13 +296,27 @@ pub(crate) struct HookConfig {
     /// What a newly spooled webhook is answered with; default 202 and the JSON id.
     #[serde(default)]
     pub respond: Option<RespondConfig>,
-    pub action: Action,
-    #[serde(default = "one")]
-    pub concurrency: usize,
-    #[serde(default)]
-    pub ordered: bool,
-    #[serde(default)]
-    pub retry: RetryConfig,
+    /// A plain hook's action, `concurrency`, `ordered` and `retry`, as
+    /// written; `Config::parse` makes them route `default` in [`HookConfig::routes`].
+    #[serde(rename = "action", default)]
+    action_given: Option<Action>,
+    #[serde(rename = "concurrency", default)]
+    concurrency_given: Option<usize>,
+    #[serde(rename = "ordered", default)]
+    ordered_given: Option<bool>,
+    #[serde(rename = "retry", default)]
+    retry_given: Option<RetryConfig>,
+    /// `[[hook.route]]` as written.
+    #[serde(rename = "route", default)]
+    routes_given: Vec<Spanned<RawRoute>>,
+    /// Where each request goes: the routes of `[[hook.route]]` in the order
+    /// written, or, for a plain hook, one route `default` with its action.
+    #[serde(skip)]
+    pub routes: Vec<RouteConfig>,
+    /// The hook has `[[hook.route]]`: its requests are stored once with one
+    /// delivery per matched route (`false`: the v4 layout, one row).
+    #[serde(skip)]
+    pub routed: bool,
     #[serde(default, deserialize_with = "de_opt_size")]
     pub max_body: Option<u64>,
     /// Answer 415 unless the body is `application/json`, 400 unless it parses.
@@ -328,6 +342,56 @@ pub(crate) struct HookConfig {
     /// for `spool retry --filtered`); zero keeps none.
     #[serde(default = "default_keep_filtered", deserialize_with = "de_duration")]
     pub keep_filtered: Duration,
+}
+
+/// One delivery target of a hook: its own action, retries and order.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteConfig {
+    /// `[a-z0-9_-]{1,64}`, unique in its hook; `default` for a plain hook.
+    pub name: String,
+    /// Checked after the hook's own `when`; `None`: every request.
+    pub when: Option<Vec<Rule>>,
+    pub action: Action,
+    pub concurrency: usize,
+    pub ordered: bool,
+    pub retry: RetryConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: String,
+    #[serde(default)]
+    when: Option<Spanned<Vec<Spanned<RawRule>>>>,
+    action: Action,
+    #[serde(default = "one")]
+    concurrency: usize,
+    #[serde(default)]
+    ordered: bool,
+    #[serde(default)]
+    retry: RetryConfig,
+    /// Shorthand for `action.timeout`.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    timeout: Option<Duration>,
+}
+
+/// Whether `name` is a route name: `[a-z0-9_-]{1,64}` (it is a metrics
+/// label and a header value).
+fn valid_route_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// `route "x": ` in an error about a route of a hook with routes; nothing
+/// for a plain hook (whose fields are the hook's own).
+fn route_prefix(h: &HookConfig, r: &RouteConfig) -> String {
+    if h.routed {
+        format!("route {:?}: ", r.name)
+    } else {
+        String::new()
+    }
 }
 
 fn default_filtered_status() -> u16 {
@@ -1123,7 +1187,98 @@ impl HookConfig {
             }
         }
         self.when = self.when_given.as_ref().map(resolve_when).transpose()?;
+        self.resolve_routes(vspan)
+    }
+
+    /// A plain `action` becomes route `default`; `[[hook.route]]` entries are
+    /// checked (names, `when`, timeout). Giving both is an error.
+    fn resolve_routes(&mut self, vspan: usize) -> Result<(), (usize, String)> {
+        let Some(first) = self.routes_given.first() else {
+            let Some(action) = self.action_given.clone() else {
+                return Err((
+                    vspan,
+                    "needs an action (action = { forward = \"http://…\" } or exec) or [[hook.route]] entries".into(),
+                ));
+            };
+            self.routed = false;
+            self.routes = vec![RouteConfig {
+                name: crate::spool::DEFAULT_ROUTE.to_string(),
+                when: None,
+                action,
+                concurrency: self.concurrency_given.unwrap_or(1),
+                ordered: self.ordered_given.unwrap_or(false),
+                retry: self.retry_given.clone().unwrap_or_default(),
+            }];
+            return Ok(());
+        };
+        let plain = [
+            (self.action_given.is_some(), "action"),
+            (self.concurrency_given.is_some(), "concurrency"),
+            (self.ordered_given.is_some(), "ordered"),
+            (self.retry_given.is_some(), "retry"),
+        ];
+        if let Some((_, field)) = plain.iter().find(|(given, _)| *given) {
+            return Err((
+                first.span().start,
+                format!(
+                    "hook {:?}: give {field} in each [[hook.route]], or a plain action and no routes, not both",
+                    self.name
+                ),
+            ));
+        }
+        let mut routes: Vec<RouteConfig> = Vec::with_capacity(self.routes_given.len());
+        for given in &self.routes_given {
+            let at = given.span().start;
+            let raw = given.get_ref();
+            if !valid_route_name(&raw.name) {
+                return Err((
+                    at,
+                    format!(
+                        "route name {:?}: use 1 to 64 of a-z, 0-9, _ and -",
+                        raw.name
+                    ),
+                ));
+            }
+            if routes.iter().any(|r| r.name == raw.name) {
+                return Err((
+                    at,
+                    format!(
+                        "route {:?} is defined twice in hook {:?}",
+                        raw.name, self.name
+                    ),
+                ));
+            }
+            let mut action = raw.action.clone();
+            if let Some(t) = raw.timeout {
+                if t.is_zero() {
+                    return Err((at, "route timeout must be more than zero".into()));
+                }
+                action.timeout = t;
+            }
+            let prefix =
+                |(offset, msg): (usize, String)| (offset, format!("route {:?}: {msg}", raw.name));
+            routes.push(RouteConfig {
+                name: raw.name.clone(),
+                when: raw
+                    .when
+                    .as_ref()
+                    .map(resolve_when)
+                    .transpose()
+                    .map_err(prefix)?,
+                action,
+                concurrency: raw.concurrency,
+                ordered: raw.ordered,
+                retry: raw.retry.clone(),
+            });
+        }
+        self.routed = true;
+        self.routes = routes;
         Ok(())
+    }
+
+    /// The route named `name`, if the hook has one.
+    pub(crate) fn route(&self, name: &str) -> Option<&RouteConfig> {
+        self.routes.iter().find(|r| r.name == name)
     }
 }
 
@@ -1366,12 +1521,16 @@ impl Config {
                     &format!("hook {:?} is defined twice", h.name),
                 ));
             }
-            if h.concurrency == 0 {
+            if let Some(r) = h.routes.iter().find(|r| r.concurrency == 0) {
                 return Err(at(
                     path,
                     text,
                     hook.span().start,
-                    &format!("hook {:?}: concurrency must be at least 1", h.name),
+                    &format!(
+                        "hook {:?}: {}concurrency must be at least 1",
+                        h.name,
+                        route_prefix(h, r)
+                    ),
                 ));
             }
             if h.allow_ips.is_some() && h.allow_ips_file.is_some() {
@@ -1397,12 +1556,16 @@ impl Config {
                     ),
                 ));
             }
-            if h.retry.max_attempts == 0 {
+            if let Some(r) = h.routes.iter().find(|r| r.retry.max_attempts == 0) {
                 return Err(at(
                     path,
                     text,
                     hook.span().start,
-                    &format!("hook {:?}: retry.max_attempts must be at least 1", h.name),
+                    &format!(
+                        "hook {:?}: {}retry.max_attempts must be at least 1",
+                        h.name,
+                        route_prefix(h, r)
+                    ),
                 ));
             }
         }
@@ -1905,6 +2068,97 @@ mod tests {
         assert_eq!((h.filtered_status, h.keep_filtered), (202, Duration::ZERO));
     }
 
+    const ROUTED: &str = "[[hook]]\nname = \"gh\"\nverify = { scheme = \"none\" }\n";
+
+    #[test]
+    fn a_plain_action_is_one_route_named_default() {
+        let c = parse(&format!(
+            "{ROUTED}action = {{ forward = \"http://127.0.0.1:9/\" }}\nconcurrency = 3\nordered = true\n"
+        ))
+        .unwrap();
+        let h = c.hooks[0].get_ref();
+        assert!(!h.routed);
+        assert_eq!(h.routes.len(), 1);
+        let r = &h.routes[0];
+        assert_eq!(
+            (r.name.as_str(), r.concurrency, r.ordered),
+            ("default", 3, true)
+        );
+        assert!(r.when.is_none());
+    }
+
+    #[test]
+    fn routes_carry_their_own_action_rules_retries_and_order() {
+        let c = parse(&format!(
+            "{ROUTED}\n[[hook.route]]\nname = \"deploy\"\nwhen = [{{ field = \"payload.ref\", eq = \"main\" }}]\n\
+             action = {{ exec = [\"/bin/true\"] }}\nordered = true\ntimeout = \"5s\"\nretry = {{ max_attempts = 3 }}\n\
+             \n[[hook.route]]\nname = \"notify\"\naction = {{ forward = \"http://127.0.0.1:9/\" }}\nconcurrency = 4\n"
+        ))
+        .unwrap();
+        let h = c.hooks[0].get_ref();
+        assert!(h.routed);
+        let names: Vec<&str> = h.routes.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["deploy", "notify"]);
+        let deploy = h.route("deploy").unwrap();
+        assert!(deploy.ordered && deploy.when.is_some());
+        assert_eq!(deploy.action.timeout, Duration::from_secs(5));
+        assert_eq!(deploy.retry.max_attempts, 3);
+        let notify = h.route("notify").unwrap();
+        assert_eq!((notify.concurrency, notify.ordered), (4, false));
+        assert_eq!(
+            notify.retry.max_attempts,
+            RetryConfig::default().max_attempts
+        );
+    }
+
+    #[test]
+    fn bad_routes_are_errors_naming_their_line() {
+        let route = |name: &str| {
+            format!("[[hook.route]]\nname = \"{name}\"\naction = {{ exec = [\"/bin/true\"] }}\n")
+        };
+        let table: Vec<(String, &str, &str)> = vec![
+            (
+                format!(
+                    "{ROUTED}action = {{ exec = [\"/bin/true\"] }}\n{}",
+                    route("a")
+                ),
+                "t.toml:5:",
+                "not both",
+            ),
+            (
+                format!("{ROUTED}concurrency = 2\n{}", route("a")),
+                "t.toml:5:",
+                "give concurrency in each [[hook.route]]",
+            ),
+            (
+                format!("{ROUTED}{}", route("Deploy")),
+                "t.toml:4:",
+                "route name \"Deploy\"",
+            ),
+            (
+                format!("{ROUTED}{}", route(&"x".repeat(65))),
+                "t.toml:4:",
+                "1 to 64",
+            ),
+            (
+                format!("{ROUTED}{}{}", route("a"), route("a")),
+                "t.toml:7:",
+                "route \"a\" is defined twice",
+            ),
+            (
+                format!("{ROUTED}{}when = []\n", route("a")),
+                "t.toml:7:",
+                "route \"a\": when = [] matches nothing",
+            ),
+            (ROUTED.to_string(), "t.toml:", "needs an action"),
+        ];
+        for (text, at, what) in table {
+            let e = parse(&text).unwrap_err();
+            assert!(e.starts_with(at), "{text}\n=> {e}");
+            assert!(e.contains(what), "{text}\n=> {e}");
+        }
+    }
+
     #[test]
     fn bad_when_rules_are_errors_naming_their_line() {
         let table: &[(&str, &str, &str)] = &[
@@ -2268,7 +2522,7 @@ mod tests {
             r#"{ exec = ["/deploy", "{payload.after}", "--by={header.X-GitHub-Event}"], cwd = "/srv", env = { SHA = "{payload.after:-none}" }, body_file = true, missing = "skip" }"#,
         ))
         .unwrap();
-        let ActionKind::Exec(e) = &c.hooks[0].get_ref().action.kind else {
+        let ActionKind::Exec(e) = &c.hooks[0].get_ref().routes[0].action.kind else {
             panic!("not exec")
         };
         assert_eq!(e.program, "/deploy");
@@ -2282,7 +2536,7 @@ mod tests {
         assert_eq!(e.missing, Missing::Skip);
         // Defaults: fail on a missing value, no body file.
         let c = parse(&exec_hook(r#"{ exec = ["/deploy"] }"#)).unwrap();
-        let ActionKind::Exec(e) = &c.hooks[0].get_ref().action.kind else {
+        let ActionKind::Exec(e) = &c.hooks[0].get_ref().routes[0].action.kind else {
             panic!("not exec")
         };
         assert_eq!(

@@ -121,8 +121,8 @@ impl Reject {
 /// Values read at scrape time from their owners.
 #[derive(Debug, Default)]
 pub(crate) struct Gauges {
-    /// (hook, state, count)
-    pub depth: Vec<(String, String, u64)>,
+    /// (hook, route, state, count)
+    pub depth: Vec<(String, String, String, u64)>,
     /// (hook, running deliveries)
     pub in_flight: Vec<(String, u64)>,
     pub requests_in_flight: u64,
@@ -203,18 +203,19 @@ impl Metrics {
     pub(crate) fn rejected(&self, hook: &str, why: Reject) {
         self.rejected.inc(&[hook, why.label()]);
     }
-    pub(crate) fn delivered(&self, hook: &str, took: Duration) {
-        self.delivered.inc(&[hook]);
+    /// The delivery counters carry the route (`default` for a plain hook).
+    pub(crate) fn delivered(&self, hook: &str, route: &str, took: Duration) {
+        self.delivered.inc(&[hook, route]);
         self.delivery_seconds.observe(took.as_secs_f64());
     }
-    pub(crate) fn failed(&self, hook: &str) {
-        self.failed.inc(&[hook]);
+    pub(crate) fn failed(&self, hook: &str, route: &str) {
+        self.failed.inc(&[hook, route]);
     }
-    pub(crate) fn retried(&self, hook: &str) {
-        self.retried.inc(&[hook]);
+    pub(crate) fn retried(&self, hook: &str, route: &str) {
+        self.retried.inc(&[hook, route]);
     }
-    pub(crate) fn dead(&self, hook: &str) {
-        self.dead.inc(&[hook]);
+    pub(crate) fn dead(&self, hook: &str, route: &str) {
+        self.dead.inc(&[hook, route]);
     }
     /// One group commit: its latency and how many commands it carried.
     pub(crate) fn commit(&self, latency: Duration, batch: usize) {
@@ -288,25 +289,25 @@ impl Metrics {
             (
                 "hookd_delivered_total",
                 "Deliveries that succeeded.",
-                &["hook"],
+                &["hook", "route"],
                 &self.delivered,
             ),
             (
                 "hookd_failed_total",
                 "Delivery attempts that failed.",
-                &["hook"],
+                &["hook", "route"],
                 &self.failed,
             ),
             (
                 "hookd_retried_total",
                 "Failed attempts scheduled for a retry.",
-                &["hook"],
+                &["hook", "route"],
                 &self.retried,
             ),
             (
                 "hookd_dead_total",
                 "Items given up after their last attempt.",
-                &["hook"],
+                &["hook", "route"],
                 &self.dead,
             ),
         ];
@@ -316,12 +317,15 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{}}} {v}", label_pairs(labels, &values));
             }
         }
-        let _ = writeln!(out, "# HELP hookd_spool_depth Items in the spool by hook and state.\n# TYPE hookd_spool_depth gauge");
-        for (hook, state, n) in &gauges.depth {
+        let _ = writeln!(out, "# HELP hookd_spool_depth Deliveries in the spool by hook, route and state (a filtered request's route is \"default\").\n# TYPE hookd_spool_depth gauge");
+        for (hook, route, state, n) in &gauges.depth {
             let _ = writeln!(
                 out,
                 "hookd_spool_depth{{{}}} {n}",
-                label_pairs(&["hook", "state"], &[hook.clone(), state.clone()])
+                label_pairs(
+                    &["hook", "route", "state"],
+                    &[hook.clone(), route.clone(), state.clone()]
+                )
             );
         }
         let _ = writeln!(
@@ -397,7 +401,7 @@ mod tests {
         m.rejected("gh", Reject::Forbidden);
         m.commit(Duration::from_millis(3), 7);
         let text = m.render(&Gauges {
-            depth: vec![("gh".into(), "pending".into(), 5)],
+            depth: vec![("gh".into(), "default".into(), "pending".into(), 5)],
             ..Gauges::default()
         });
         assert!(
@@ -409,7 +413,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("hookd_spool_depth{hook=\"gh\",state=\"pending\"} 5\n"),
+            text.contains("hookd_spool_depth{hook=\"gh\",route=\"default\",state=\"pending\"} 5\n"),
             "{text}"
         );
         assert!(

@@ -6,6 +6,10 @@
 //! makes. Either may come first: a quick command can finish before ingress,
 //! back from the commit, starts waiting, so a result with no waiter is kept
 //! a while ([`KEEP_UNCLAIMED`]) for it.
+//!
+//! Results are kept by (item id, route): a request matching several routes
+//! waits for the first matched route's first attempt, and the other routes'
+//! results, never waited for, are pruned like any unclaimed one.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,10 +55,14 @@ enum Slot {
     Done(FirstAttempt, Instant),
 }
 
-/// The results of first attempts by item id, shared by ingress and delivery.
+/// A result's key: item id and route.
+type Key = (i64, String);
+
+/// The results of first attempts by item id and route, shared by ingress
+/// and delivery.
 #[derive(Default)]
 pub(crate) struct Replies {
-    slots: Mutex<HashMap<i64, Slot>>,
+    slots: Mutex<HashMap<Key, Slot>>,
     /// Set by [`Replies::close`]: no result will come any more.
     closed: AtomicBool,
 }
@@ -63,19 +71,20 @@ impl Replies {
     /// A receiver for item `id`'s first-attempt result, already resolved if
     /// it came before. Call [`Replies::forget`] when giving up on it.
     /// After [`Replies::close`] the receiver fails at once.
-    pub(crate) fn wait(&self, id: i64) -> oneshot::Receiver<FirstAttempt> {
+    pub(crate) fn wait(&self, id: i64, route: &str) -> oneshot::Receiver<FirstAttempt> {
         let (tx, rx) = oneshot::channel();
         let mut slots = self.lock();
         if self.closed.load(Ordering::Acquire) {
             return rx;
         }
-        match slots.remove(&id) {
+        let key = (id, route.to_owned());
+        match slots.remove(&key) {
             Some(Slot::Done(result, _)) => {
                 // The receiver is right here; it cannot be gone.
                 let _ = tx.send(result);
             }
             _ => {
-                slots.insert(id, Slot::Waiting(tx));
+                slots.insert(key, Slot::Waiting(tx));
             }
         }
         rx
@@ -90,29 +99,31 @@ impl Replies {
     }
 
     /// Gives up waiting for `id` (the wait is over): a late result is dropped.
-    pub(crate) fn forget(&self, id: i64) {
+    pub(crate) fn forget(&self, id: i64, route: &str) {
         let mut slots = self.lock();
-        if matches!(slots.get(&id), Some(Slot::Waiting(_))) {
-            slots.remove(&id);
+        let key = (id, route.to_owned());
+        if matches!(slots.get(&key), Some(Slot::Waiting(_))) {
+            slots.remove(&key);
         }
     }
 
-    /// Delivery's report of item `id`'s first attempt.
-    pub(crate) fn publish(&self, id: i64, result: FirstAttempt) {
+    /// Delivery's report of item `id`'s first attempt to `route`.
+    pub(crate) fn publish(&self, id: i64, route: &str, result: FirstAttempt) {
         let mut slots = self.lock();
-        match slots.remove(&id) {
+        let key = (id, route.to_owned());
+        match slots.remove(&key) {
             Some(Slot::Waiting(tx)) => {
                 // A waiter that just timed out and went: nothing to do.
                 let _ = tx.send(result);
             }
             _ => {
                 prune(&mut slots);
-                slots.insert(id, Slot::Done(result, Instant::now()));
+                slots.insert(key, Slot::Done(result, Instant::now()));
             }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Slot>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Slot>> {
         // A panic while holding this lock leaves the map consistent.
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -124,24 +135,24 @@ impl Replies {
 }
 
 /// Drops unclaimed results past [`KEEP_UNCLAIMED`], and the oldest beyond [`MAX_KEPT`].
-fn prune(slots: &mut HashMap<i64, Slot>) {
+fn prune(slots: &mut HashMap<Key, Slot>) {
     let now = Instant::now();
     slots.retain(|_, s| match s {
         Slot::Done(_, at) => now.duration_since(*at) < KEEP_UNCLAIMED,
         Slot::Waiting(tx) => !tx.is_closed(),
     });
     if slots.len() >= MAX_KEPT {
-        let mut done: Vec<(i64, Instant)> = slots
+        let mut done: Vec<(Key, Instant)> = slots
             .iter()
-            .filter_map(|(id, s)| match s {
-                Slot::Done(_, at) => Some((*id, *at)),
+            .filter_map(|(key, s)| match s {
+                Slot::Done(_, at) => Some((key.clone(), *at)),
                 Slot::Waiting(_) => None,
             })
             .collect();
         done.sort_by_key(|(_, at)| *at);
         let extra = slots.len() + 1 - MAX_KEPT;
-        for (id, _) in done.into_iter().take(extra) {
-            slots.remove(&id);
+        for (key, _) in done.into_iter().take(extra) {
+            slots.remove(&key);
         }
     }
 }
@@ -161,18 +172,19 @@ mod tests {
     #[tokio::test]
     async fn a_result_reaches_a_waiter_that_came_first_or_second() {
         let r = Replies::default();
-        let rx = r.wait(1);
-        r.publish(1, ok("one"));
+        let rx = r.wait(1, "default");
+        r.publish(1, "default", ok("one"));
         assert_eq!(rx.await.unwrap(), ok("one"));
 
         r.publish(
             2,
+            "default",
             FirstAttempt::Failed {
                 why: "exit status 3".into(),
                 gateway: false,
             },
         );
-        let rx = r.wait(2);
+        let rx = r.wait(2, "default");
         assert_eq!(
             rx.await.unwrap(),
             FirstAttempt::Failed {
@@ -186,10 +198,10 @@ mod tests {
     #[tokio::test]
     async fn a_result_after_the_waiter_gave_up_is_not_kept_for_it() {
         let r = Replies::default();
-        let rx = r.wait(3);
-        r.forget(3);
+        let rx = r.wait(3, "default");
+        r.forget(3, "default");
         drop(rx);
-        r.publish(3, ok("late"));
+        r.publish(3, "default", ok("late"));
         // Kept as unclaimed (pruned later), never sent anywhere.
         assert_eq!(r.len(), 1);
     }
@@ -197,17 +209,17 @@ mod tests {
     #[tokio::test]
     async fn close_ends_every_wait_and_every_later_one_at_once() {
         let r = Replies::default();
-        let before = r.wait(1);
+        let before = r.wait(1, "default");
         r.close();
         assert!(before.await.is_err());
-        assert!(r.wait(2).await.is_err());
+        assert!(r.wait(2, "default").await.is_err());
     }
 
     #[test]
     fn unclaimed_results_are_bounded() {
         let r = Replies::default();
         for id in 0..(MAX_KEPT as i64 + 100) {
-            r.publish(id, ok("x"));
+            r.publish(id, "default", ok("x"));
         }
         assert!(r.len() <= MAX_KEPT, "{}", r.len());
     }

@@ -6,6 +6,11 @@
 //! The fault checker then asserts nothing acknowledged was lost, nothing was
 //! delivered by both at once, and the spool is intact.
 //!
+//! Then, while the old process may still drain, a second reload (new build
+//! to new build; an old binary checks the config with its own parser, so it
+//! cannot take a config with `[[hook.route]]`) adds a hook with routes: its
+//! requests are delivered to every route while the plain hook's keep flowing.
+//!
 //! The old binary is built from the commit named in `tests/upgrade-from` once
 //! per target dir: a detached `git worktree` in
 //! `$CARGO_TARGET_TMPDIR/old-<12 hex>/src` with its own target dir beside it,
@@ -25,11 +30,25 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use checker::{seed, Run};
-use common::stop_successor;
+use common::{stop_successor, wait_for, Upstream};
 
 /// `tests/upgrade-from`: comment lines start with `#`; the one other line is
 /// the full hash of the old commit.
 const UPGRADE_FROM: &str = include_str!("upgrade-from");
+
+/// Waits until `pid` (our child as a subreaper) has exited and been reaped.
+fn wait_reaped(pid: i32, limit: Duration) -> nix::sys::wait::WaitStatus {
+    let pid = nix::unistd::Pid::from_raw(pid);
+    wait_for(
+        limit,
+        "the middle process to exit",
+        || match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(nix::sys::wait::WaitStatus::StillAlive) => None,
+            Ok(st) => Some(st),
+            Err(e) => panic!("waitpid {pid}: {e}"),
+        },
+    )
+}
 
 /// The old commit's full hash, from `tests/upgrade-from`.
 fn old_commit() -> &'static str {
@@ -108,6 +127,28 @@ fn a_reload_onto_a_newer_schema_loses_nothing_and_never_delivers_twice_at_once()
         run.h.log_text()
     );
     let new = run.h.successor_pid();
+    // At once, a config with a routed hook, to the new build again.
+    let (deploy, notify) = (Upstream::ok(), Upstream::ok());
+    let routed = format!(
+        "\n[[hook]]\nname = \"gr\"\nverify = {{ scheme = \"github\", secret_file = \"{dir}/github.secret\" }}\n\
+         [[hook.route]]\nname = \"deploy\"\naction = {{ forward = \"{}\" }}\n\
+         [[hook.route]]\nname = \"notify\"\naction = {{ forward = \"{}\" }}\n",
+        deploy.url(),
+        notify.url(),
+        dir = run.dir.path().display()
+    );
+    let mut text = std::fs::read_to_string(&run.h.config).unwrap();
+    text.push_str(&routed);
+    std::fs::write(&run.h.config, text).unwrap();
+    let (code, out, err) = run.h.cli(&["reload"]);
+    assert_eq!(
+        code,
+        0,
+        "reload adding routes: {out}{err}\n{}",
+        run.h.log_text()
+    );
+    let newest = run.h.successor_pid();
+    assert_ne!(newest, new);
     // The old process drains its in-flight deliveries against the migrated spool.
     let st = run.h.wait_exit(Duration::from_secs(60));
     assert_eq!(
@@ -120,9 +161,30 @@ fn a_reload_onto_a_newer_schema_loses_nothing_and_never_delivers_twice_at_once()
         "[upgrade] old process done {:?} after the reload",
         t0.elapsed()
     );
+    let st = wait_reaped(new, Duration::from_secs(60));
+    assert!(
+        matches!(st, nix::sys::wait::WaitStatus::Exited(_, 0)),
+        "the middle process hands off and exits cleanly: {st:?}"
+    );
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let r = run
+            .h
+            .post_signed("gr", format!("{{\"n\":{n}}}").as_bytes(), &[]);
+        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["routes"], serde_json::json!(["deploy", "notify"]));
+        ids.push(r.json()["id"].as_i64().unwrap());
+    }
+    for up in [&deploy, &notify] {
+        wait_for(Duration::from_secs(30), "both routes delivered", || {
+            let mut got = up.ids();
+            got.sort_unstable();
+            (got == ids).then_some(())
+        });
+    }
     run.wait_acks(150, Duration::from_secs(60));
     load.stop();
-    let st = stop_successor(new, Duration::from_secs(60));
+    let st = stop_successor(newest, Duration::from_secs(60));
     assert!(
         matches!(st, nix::sys::wait::WaitStatus::Exited(_, 0)),
         "the new process stops cleanly: {st:?}"

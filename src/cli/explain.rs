@@ -18,7 +18,7 @@ use crate::ingress::access::CLIENT_ADDR_HEADER;
 use crate::ingress::rules::{self, Explained};
 use crate::lifecycle::exit;
 use crate::request::RequestView;
-use crate::spool::Admin;
+use crate::spool::{Admin, Item};
 
 #[derive(Args, Debug)]
 pub(crate) struct ExplainArgs {
@@ -64,6 +64,18 @@ struct Report<'a> {
     matched: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     rules: Option<Explained>,
+    /// A hook with `[[hook.route]]`: each route's tree and whether it
+    /// matched (checked only once the hook's own `when` holds).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    routes: Vec<RouteReport>,
+}
+
+#[derive(Serialize)]
+struct RouteReport {
+    name: String,
+    matched: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rules: Option<Explained>,
 }
 
 pub(crate) fn run(config: &Path, args: ExplainArgs) -> ExitCode {
@@ -102,16 +114,31 @@ pub(crate) fn run(config: &Path, args: ExplainArgs) -> ExitCode {
         remote_ip: req.remote_ip,
         body: &req.body,
     };
-    let tree = hook
-        .when
-        .as_ref()
-        .map(|w| rules::explain(w, &view.fields()));
+    let fields = view.fields();
+    let tree = hook.when.as_ref().map(|w| rules::explain(w, &fields));
+    let hook_holds = tree.as_ref().is_none_or(|t| t.result);
+    let routes: Vec<RouteReport> = if hook.routed {
+        hook.routes
+            .iter()
+            .map(|r| {
+                let rules = r.when.as_ref().map(|w| rules::explain(w, &fields));
+                RouteReport {
+                    name: r.name.clone(),
+                    matched: hook_holds && rules.as_ref().is_none_or(|t| t.result),
+                    rules,
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let report = Report {
         hook: &hook.name,
         source: &req.source,
         verification: &req.verification,
-        matched: tree.as_ref().is_none_or(|t| t.result),
+        matched: hook_holds && (!hook.routed || routes.iter().any(|r| r.matched)),
         rules: tree,
+        routes,
     };
     if args.json {
         match serde_json::to_string_pretty(&report) {
@@ -136,13 +163,13 @@ fn render(r: &Report<'_>, hook: &HookConfig) -> String {
         r.verification.detail
     );
     let outcome = match (&r.rules, r.matched) {
-        (None, _) => "no `when` rules: every verified request is delivered".to_string(),
+        (None, true) => "no `when` rules: every verified request is delivered".to_string(),
         (Some(_), true) => "match: delivered".to_string(),
-        (Some(_), false) if hook.keep_filtered.is_zero() => format!(
+        (_, false) if hook.keep_filtered.is_zero() => format!(
             "no match: answered {} filtered, not kept (keep_filtered = 0)",
             hook.filtered_status
         ),
-        (Some(_), false) => format!(
+        (_, false) => format!(
             "no match: answered {} filtered, kept {} (hookd spool retry --filtered --hook {})",
             hook.filtered_status,
             humantime::format_duration(hook.keep_filtered),
@@ -153,20 +180,24 @@ fn render(r: &Report<'_>, hook: &HookConfig) -> String {
     if let Some(tree) = &r.rules {
         rules::render(tree, &mut out);
     }
+    for route in &r.routes {
+        let verdict = if route.matched { "match" } else { "no match" };
+        let why = if route.rules.is_none() {
+            " (no `when`: every request the hook takes)"
+        } else {
+            ""
+        };
+        out.push_str(&format!("route {}:  {verdict}{why}\n", route.name));
+        if let Some(tree) = &route.rules {
+            rules::render(tree, &mut out);
+        }
+    }
     out
 }
 
-fn from_spool(cfg: &Config, hook: &HookConfig, id: i64) -> Result<Loaded, String> {
-    let path = cfg.spool_path();
-    let admin =
-        Admin::open(&path).map_err(|e| format!("cannot open spool {}: {e}", path.display()))?;
-    let item = admin.show(id).map_err(|e| e.to_string())?;
-    if item.hook != hook.name {
-        return Err(format!(
-            "item {id} belongs to hook {:?}, not {:?}",
-            item.hook, hook.name
-        ));
-    }
+/// A spooled request's headers as received, and the client address hookd
+/// stored among them.
+fn stored_headers(item: &Item) -> (HeaderMap, Option<std::net::IpAddr>) {
     let mut headers = HeaderMap::new();
     let mut remote_ip = None;
     for (n, v) in &item.headers {
@@ -181,6 +212,41 @@ fn from_spool(cfg: &Config, hook: &HookConfig, id: i64) -> Result<Loaded, String
             headers.append(n, v);
         }
     }
+    (headers, remote_ip)
+}
+
+/// The routes of `hook` whose `when` holds for spooled request `item`, with
+/// the current config (the hook's own `when` is not checked: the request
+/// was kept because it did not hold). For `spool retry --filtered`.
+pub(crate) fn matching_routes(hook: &HookConfig, item: &Item) -> Vec<String> {
+    let (headers, remote_ip) = stored_headers(item);
+    let view = RequestView {
+        method: "POST",
+        headers: &headers,
+        query: None,
+        remote_ip,
+        body: &item.body,
+    };
+    let fields = view.fields();
+    hook.routes
+        .iter()
+        .filter(|r| r.when.as_ref().is_none_or(|w| rules::matches(w, &fields)))
+        .map(|r| r.name.clone())
+        .collect()
+}
+
+fn from_spool(cfg: &Config, hook: &HookConfig, id: i64) -> Result<Loaded, String> {
+    let path = cfg.spool_path();
+    let admin =
+        Admin::open(&path).map_err(|e| format!("cannot open spool {}: {e}", path.display()))?;
+    let item = admin.show(id).map_err(|e| e.to_string())?;
+    if item.hook != hook.name {
+        return Err(format!(
+            "item {id} belongs to hook {:?}, not {:?}",
+            item.hook, hook.name
+        ));
+    }
+    let (headers, remote_ip) = stored_headers(&item);
     Ok(Loaded {
         source: format!(
             "spool item {id} ({}, received {}; the query string is not stored)",

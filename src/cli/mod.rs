@@ -228,7 +228,10 @@ fn print_status(r: &StatusReport) {
     // An unreadable depth shows as no rows here; `--json` has the reason.
     if let Depth::Rows(rows) = &r.depth {
         for d in rows {
-            println!("spool      {:<20} {:<8} {}", d.hook, d.state, d.count);
+            println!(
+                "spool      {:<20} {:<16} {:<8} {}",
+                d.hook, d.route, d.state, d.count
+            );
         }
     }
     println!("orphaned pending: {}", r.orphaned_pending);

@@ -39,7 +39,10 @@ pub(crate) enum SpoolCommand {
         state: Option<StateArg>,
         #[arg(long)]
         hook: Option<String>,
-        /// Only items whose hook is no longer in the config.
+        /// Only deliveries to this route (`default`: a plain hook's).
+        #[arg(long)]
+        route: Option<String>,
+        /// Only deliveries whose hook or route is no longer in the config.
         #[arg(long)]
         orphaned: bool,
         #[arg(long, default_value_t = 50)]
@@ -61,10 +64,18 @@ pub(crate) enum SpoolCommand {
         #[arg(long, conflicts_with_all = ["ids", "filtered"])]
         dead: bool,
         /// Every filtered item of --hook (no rule matched when it arrived).
+        /// For a hook with routes, each route's `when` is checked with the
+        /// current config and the matching routes get a delivery.
         #[arg(long, conflicts_with = "ids", requires = "hook")]
         filtered: bool,
         #[arg(long)]
         hook: Option<String>,
+        /// Only the deliveries to this route (with ids or --dead).
+        #[arg(long, conflicts_with = "filtered")]
+        route: Option<String>,
+        /// The same as the ids given as arguments.
+        #[arg(long = "id", conflicts_with_all = ["dead", "filtered"])]
+        id_flags: Vec<i64>,
     },
     /// Delete done or dead items.
     Purge {
@@ -112,15 +123,21 @@ fn execute(cfg: &Config, admin: &Admin, cmd: SpoolCommand) -> Result<(), String>
         SpoolCommand::Ls {
             state,
             hook,
+            route,
             orphaned,
             limit,
             json,
         } => {
-            let configured: Vec<String> =
-                cfg.hooks.iter().map(|h| h.get_ref().name.clone()).collect();
+            let configured: Vec<(String, String)> = cfg
+                .hooks
+                .iter()
+                .map(|h| h.get_ref())
+                .flat_map(|h| h.routes.iter().map(|r| (h.name.clone(), r.name.clone())))
+                .collect();
             let filter = ListFilter {
                 state: state.map(Into::into),
                 hook: hook.as_deref(),
+                route: route.as_deref(),
                 orphaned: orphaned.then_some(configured.as_slice()),
                 limit: Some(limit),
             };
@@ -133,14 +150,15 @@ fn execute(cfg: &Config, admin: &Admin, cmd: SpoolCommand) -> Result<(), String>
                 return Ok(());
             }
             println!(
-                "{:>10}  {:<16} {:<8} {:>8}  {:<20} LAST ERROR",
-                "ID", "HOOK", "STATE", "ATTEMPTS", "RECEIVED"
+                "{:>10}  {:<16} {:<16} {:<8} {:>8}  {:<20} LAST ERROR",
+                "ID", "HOOK", "ROUTE", "STATE", "ATTEMPTS", "RECEIVED"
             );
             for i in items {
                 println!(
-                    "{:>10}  {:<16} {:<8} {:>8}  {:<20} {}",
+                    "{:>10}  {:<16} {:<16} {:<8} {:>8}  {:<20} {}",
                     i.id,
                     line(&i.hook),
+                    line(i.route.as_deref().unwrap_or("-")),
                     i.state.as_str(),
                     i.attempts,
                     time(i.received_at),
@@ -150,6 +168,7 @@ fn execute(cfg: &Config, admin: &Admin, cmd: SpoolCommand) -> Result<(), String>
         }
         SpoolCommand::Show { id, json } => {
             let item = admin.show(id).map_err(s)?;
+            let routes = admin.deliveries(id).map_err(s)?;
             let headers: Vec<(String, String)> = item
                 .headers
                 .iter()
@@ -163,6 +182,11 @@ fn execute(cfg: &Config, admin: &Admin, cmd: SpoolCommand) -> Result<(), String>
                     "received_at": time(item.received_at), "next_attempt": time(item.next_attempt),
                     "last_error": item.last_error, "lease_owner": item.lease_owner,
                     "headers": headers, "body": body,
+                    "routes": routes.iter().map(|d| serde_json::json!({
+                        "route": d.route, "state": d.state.as_str(), "attempts": d.attempts,
+                        "next_attempt": time(d.next_attempt), "last_error": d.last_error,
+                        "lease_owner": d.lease_owner,
+                    })).collect::<Vec<_>>(),
                 });
                 println!(
                     "{}",
@@ -188,32 +212,50 @@ fn execute(cfg: &Config, admin: &Admin, cmd: SpoolCommand) -> Result<(), String>
                 line(&item.last_error.unwrap_or_default())
             );
             println!(
-                "lease owner:  {}\n",
+                "lease owner:  {}",
                 line(&item.lease_owner.unwrap_or_default())
             );
+            for d in &routes {
+                println!(
+                    "route {}: {}, {} attempts, next {}, last error: {}",
+                    line(d.route.as_deref().unwrap_or("-")),
+                    d.state.as_str(),
+                    d.attempts,
+                    time(d.next_attempt),
+                    line(d.last_error.as_deref().unwrap_or("-"))
+                );
+            }
+            println!();
             for (n, v) in headers {
                 println!("{}: {}", line(&n), line(&v));
             }
             println!("\n{}", text(&body));
         }
         SpoolCommand::Retry {
-            ids,
+            mut ids,
             dead,
             filtered,
             hook,
+            route,
+            id_flags,
         } => {
+            ids.extend(id_flags);
             if let (true, Some(hook)) = (filtered, hook.as_deref()) {
-                let n = admin.retry_filtered(hook).map_err(s)?;
-                println!("{n} filtered items of {} are pending again", line(hook));
+                retry_filtered(cfg, admin, hook)?;
             } else if dead {
-                let n = admin.retry_dead(hook.as_deref()).map_err(s)?;
-                println!("{n} dead items are pending again");
+                let n = admin
+                    .retry_dead(hook.as_deref(), route.as_deref())
+                    .map_err(s)?;
+                println!("{n} dead deliveries are pending again");
             } else if ids.is_empty() {
-                return Err("give item ids, --dead, or --filtered --hook NAME".into());
+                return Err("give item ids (or --id N), --dead, or --filtered --hook NAME".into());
             } else {
                 for id in ids {
-                    admin.retry(id).map_err(s)?;
-                    println!("{id} is pending again");
+                    admin.retry(id, route.as_deref()).map_err(s)?;
+                    match &route {
+                        Some(r) => println!("{id} route {} is pending again", line(r)),
+                        None => println!("{id} is pending again"),
+                    }
                 }
             }
         }
@@ -252,7 +294,13 @@ fn execute(cfg: &Config, admin: &Admin, cmd: SpoolCommand) -> Result<(), String>
                 );
             }
             for r in &st.depth {
-                println!("  {:<20} {:<8} {}", r.hook, r.state.as_str(), r.count);
+                println!(
+                    "  {:<20} {:<16} {:<8} {}",
+                    r.hook,
+                    r.route.as_deref().unwrap_or("default"),
+                    r.state.as_str(),
+                    r.count
+                );
             }
             for i in &st.instances {
                 println!(
@@ -264,6 +312,50 @@ fn execute(cfg: &Config, admin: &Admin, cmd: SpoolCommand) -> Result<(), String>
             }
         }
     }
+    Ok(())
+}
+
+/// `spool retry --filtered --hook X`: a plain hook's filtered items become
+/// pending; for a hook with routes, each filtered request gets a delivery
+/// to every route whose `when` holds with the current config (the hook's
+/// own `when` is not checked again), and one that matches none stays
+/// filtered, which is said.
+fn retry_filtered(cfg: &Config, admin: &Admin, hook: &str) -> Result<(), String> {
+    let s = |e: crate::spool::SpoolError| e.to_string();
+    let routed = cfg
+        .hooks
+        .iter()
+        .map(|h| h.get_ref())
+        .find(|h| h.name == hook && h.routed);
+    let Some(h) = routed else {
+        let n = admin.retry_filtered(hook).map_err(s)?;
+        println!("{n} filtered items of {} are pending again", line(hook));
+        return Ok(());
+    };
+    let (mut routed_n, mut still) = (0u64, 0u64);
+    for item in admin.filtered(hook).map_err(s)? {
+        let routes = super::explain::matching_routes(h, &item);
+        if routes.is_empty() {
+            still += 1;
+            println!(
+                "{} matches no route of {} with the current config; it stays filtered",
+                item.id,
+                line(hook)
+            );
+            continue;
+        }
+        admin.route_filtered(item.id, &routes).map_err(s)?;
+        routed_n += 1;
+        println!(
+            "{} is pending again for routes {}",
+            item.id,
+            routes.join(", ")
+        );
+    }
+    println!(
+        "{routed_n} filtered items of {} are pending again; {still} match no route",
+        line(hook)
+    );
     Ok(())
 }
 

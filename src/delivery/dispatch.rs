@@ -1,5 +1,9 @@
-//! One hook's dispatcher: claims due items up to the hook's concurrency, runs
-//! each as a task, and writes each result back to the spool.
+//! One route's dispatcher: claims due deliveries of one (hook, route) up to
+//! the route's concurrency, runs each as a task, and writes each result back
+//! to the spool. A plain hook is one route, `default`, whose deliveries are
+//! its items rows; each route of a hook with `[[hook.route]]` has its own
+//! dispatcher, so one route's retries, order and slow upstream never hold
+//! up another's.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,7 +15,7 @@ use tokio::time::{sleep, sleep_until, Instant};
 
 use super::retry::{verdict, Verdict};
 use super::{human, Action, DeliveryContext, DeliveryEvent, Outcome};
-use crate::config::{HookConfig, RetryConfig};
+use crate::config::{HookConfig, RetryConfig, RouteConfig};
 use crate::replies::FirstAttempt;
 use crate::spool::{ClaimRequest, Item, Spool, SpoolError};
 
@@ -25,34 +29,47 @@ const SPOOL_ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// Tries to write one result to the spool before leaving it to the lease.
 const RECORD_TRIES: u32 = 3;
 
-/// Delivers `hook`'s items until `ctx.stop` (or `ctx.hard_stop`) is set, then
-/// waits for its running deliveries and returns. Never panics on spool errors:
-/// it logs them and tries again a second later.
-pub(crate) async fn run_hook(spool: Spool, hook: HookConfig, ctx: DeliveryContext) {
-    let concurrency = if hook.ordered {
+/// Delivers the deliveries of `hook`'s route `route` until `ctx.stop` (or
+/// `ctx.hard_stop`) is set, then waits for its running deliveries and
+/// returns. Never panics on spool errors: it logs them and tries again a
+/// second later.
+pub(crate) async fn run_route(
+    spool: Spool,
+    hook: &HookConfig,
+    route: RouteConfig,
+    ctx: DeliveryContext,
+) {
+    let concurrency = if route.ordered {
         1
     } else {
-        hook.concurrency.max(1)
+        route.concurrency.max(1)
     };
-    let action = Action::new(&hook.action, &ctx.client, &ctx.hidden_env);
+    let action = Action::new(&route.action, &ctx.client, &ctx.hidden_env);
     let lease = action.timeout().saturating_add(LEASE_MARGIN);
     let name = hook.name.clone();
-    let ordered = hook.ordered;
+    let ordered = route.ordered;
+    // Only the first matched route's first attempt answers a waiting sender;
+    // which route that is depends on the request, so every route may publish
+    // and ingress takes the one it waits for (see `Replies`).
     let replies_wanted = hook.respond.as_ref().is_some_and(|r| r.wait.is_some());
+    // A plain hook's deliveries are its items rows.
+    let claim_route = hook.routed.then(|| route.name.clone());
     let worker = Arc::new(Worker {
         replies_wanted,
         spool: spool.clone(),
-        hook: hook.name,
-        retry: hook.retry,
+        hook: hook.name.clone(),
+        route: route.name.clone(),
+        retry: route.retry,
         action,
         ctx: ctx.clone(),
     });
+    let route_name = route.name;
     let arrivals = spool.arrivals();
     let mut stop = ctx.stop.clone();
     let mut hard_stop = ctx.hard_stop.clone();
     let mut hard_stop_open = true;
     let mut tasks: JoinSet<()> = JoinSet::new();
-    tracing::debug!(hook = %name, concurrency, "delivery started");
+    tracing::debug!(hook = %name, route = %route_name, concurrency, "delivery started");
 
     while !(*stop.borrow() || *hard_stop.borrow()) {
         // Registered before the claim, so an arrival during it still wakes us.
@@ -71,6 +88,7 @@ pub(crate) async fn run_hook(spool: Spool, hook: HookConfig, ctx: DeliveryContex
         if free > 0 {
             let req = ClaimRequest {
                 hook: name.clone(),
+                route: claim_route.clone(),
                 max: free,
                 ordered,
                 lease,
@@ -82,7 +100,7 @@ pub(crate) async fn run_hook(spool: Spool, hook: HookConfig, ctx: DeliveryContex
                         tasks.spawn(worker.clone().deliver(item));
                     }
                     if claimed < free {
-                        match spool.next_due(&name).await {
+                        match spool.next_due(&name, claim_route.as_deref()).await {
                             Ok(Some(due)) => {
                                 // A due time already past is one we could not
                                 // claim (ordered, leased elsewhere): the tick covers it.
@@ -92,14 +110,14 @@ pub(crate) async fn run_hook(spool: Spool, hook: HookConfig, ctx: DeliveryContex
                             }
                             Ok(None) => {}
                             Err(e) => {
-                                tracing::error!(hook = %name, error = %e, "spool: cannot read next due time");
+                                tracing::error!(hook = %name, route = %route_name, error = %e, "spool: cannot read next due time");
                                 spool_failed = true;
                             }
                         }
                     }
                 }
                 Err(e) => {
-                    tracing::error!(hook = %name, error = %e, "spool: cannot claim deliveries; trying again in 1s");
+                    tracing::error!(hook = %name, route = %route_name, error = %e, "spool: cannot claim deliveries; trying again in 1s");
                     spool_failed = true;
                 }
             }
@@ -125,12 +143,12 @@ pub(crate) async fn run_hook(spool: Spool, hook: HookConfig, ctx: DeliveryContex
     }
 
     if !tasks.is_empty() {
-        tracing::info!(hook = %name, in_flight = tasks.len(), "delivery stopped claiming; waiting for running deliveries");
+        tracing::info!(hook = %name, route = %route_name, in_flight = tasks.len(), "delivery stopped claiming; waiting for running deliveries");
     }
     while let Some(joined) = tasks.join_next().await {
         report_panic(&name, joined);
     }
-    tracing::debug!(hook = %name, "delivery stopped");
+    tracing::debug!(hook = %name, route = %route_name, "delivery stopped");
 }
 
 fn report_panic(hook: &str, joined: Result<(), tokio::task::JoinError>) {
@@ -147,6 +165,8 @@ struct Worker {
     spool: Spool,
     /// The hook's name.
     hook: String,
+    /// The route's name (`default` for a plain hook).
+    route: String,
     retry: RetryConfig,
     action: Action,
     ctx: DeliveryContext,
@@ -174,7 +194,7 @@ impl Worker {
                 (Outcome::Cancelled | Outcome::Delivered, None) => None,
             };
             if let Some(first) = first {
-                self.ctx.replies.publish(item.id, first);
+                self.ctx.replies.publish(item.id, &self.route, first);
             }
         }
         self.record(&item, attempt, outcome, started.elapsed())
@@ -189,13 +209,14 @@ impl Worker {
             Outcome::Delivered => {
                 // Not awaited: the slot moves on while the writer commits it.
                 if let Err(e) = self.spool.complete_detached(item.lease()) {
-                    tracing::error!(delivery_id = id, hook = %hook, error = %e,
+                    tracing::error!(delivery_id = id, hook = %hook, route = %self.route, error = %e,
                         "spool: complete failed; the item will be tried again when its lease expires");
                 }
-                tracing::info!(hookd_event = "delivered", delivery_id = id, hook = %hook, attempt,
+                tracing::info!(hookd_event = "delivered", delivery_id = id, hook = %hook, route = %self.route, attempt,
                     duration = %human(elapsed), "delivered in {}", human(elapsed));
                 self.observe(DeliveryEvent::Delivered {
                     hook: hook.clone(),
+                    route: self.route.clone(),
                     secs: elapsed.as_secs_f64(),
                 });
             }
@@ -203,6 +224,7 @@ impl Worker {
                 let error = error.clone();
                 self.observe(DeliveryEvent::Failed {
                     hook: hook.clone(),
+                    route: self.route.clone(),
                     id,
                     error: error.clone(),
                 });
@@ -219,10 +241,13 @@ impl Worker {
                             self.spool.retry_later(item.lease(), next, &error)
                         })
                         .await;
-                        tracing::warn!(hookd_event = "delivery_failed", delivery_id = id, hook = %hook, attempt,
+                        tracing::warn!(hookd_event = "delivery_failed", delivery_id = id, hook = %hook, route = %self.route, attempt,
                             retry_in = %human(wait), error = %error,
                             "delivery failed: {error}; retry in {}", human(wait));
-                        self.observe(DeliveryEvent::Retried { hook: hook.clone() });
+                        self.observe(DeliveryEvent::Retried {
+                            hook: hook.clone(),
+                            route: self.route.clone(),
+                        });
                     }
                     Verdict::Dead => {
                         self.persist("mark_dead", id, || {
@@ -230,20 +255,23 @@ impl Worker {
                         })
                         .await;
                         if matches!(outcome, Outcome::Rejected(_)) {
-                            tracing::error!(hookd_event = "delivery_dead", delivery_id = id, hook = %hook, attempt,
+                            tracing::error!(hookd_event = "delivery_dead", delivery_id = id, hook = %hook, route = %self.route, attempt,
                                 error = %error, "delivery cannot succeed for this item (no retry would change it): {error}");
                         } else {
-                            tracing::error!(hookd_event = "delivery_dead", delivery_id = id, hook = %hook, attempt,
+                            tracing::error!(hookd_event = "delivery_dead", delivery_id = id, hook = %hook, route = %self.route, attempt,
                                 error = %error, "delivery failed for good after {attempt} attempts: {error}");
                         }
-                        self.observe(DeliveryEvent::Dead { hook: hook.clone() });
+                        self.observe(DeliveryEvent::Dead {
+                            hook: hook.clone(),
+                            route: self.route.clone(),
+                        });
                     }
                 }
             }
             Outcome::Cancelled => {
                 self.persist("release", id, || self.spool.release(item.lease()))
                     .await;
-                tracing::warn!(hookd_event = "delivery_abandoned", delivery_id = id, hook = %hook, attempt,
+                tracing::warn!(hookd_event = "delivery_abandoned", delivery_id = id, hook = %hook, route = %self.route, attempt,
                     elapsed = %human(elapsed), "delivery abandoned after {}; item back to pending", human(elapsed));
             }
         }
@@ -264,11 +292,11 @@ impl Worker {
                         || matches!(e, SpoolError::Closed)
                         || *self.ctx.hard_stop.borrow();
                     if last {
-                        tracing::error!(delivery_id = id, hook = %self.hook, error = %e,
+                        tracing::error!(delivery_id = id, hook = %self.hook, route = %self.route, error = %e,
                             "spool: {what} failed; the item will be tried again when its lease expires");
                         return;
                     }
-                    tracing::warn!(delivery_id = id, hook = %self.hook, error = %e,
+                    tracing::warn!(delivery_id = id, hook = %self.hook, route = %self.route, error = %e,
                         "spool: {what} failed; trying again");
                     sleep(SPOOL_ERROR_PAUSE).await;
                 }

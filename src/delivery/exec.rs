@@ -376,6 +376,7 @@ fn env_for(item: &Item, attempt: u32) -> Vec<(String, String)> {
     let mut env = vec![
         ("HOOKD_DELIVERY_ID".to_string(), item.id.to_string()),
         ("HOOKD_HOOK".to_string(), item.hook.clone()),
+        ("HOOKD_ROUTE".to_string(), item.route().to_string()),
         ("HOOKD_ATTEMPT".to_string(), attempt.to_string()),
         (
             "HOOKD_RECEIVED_AT".to_string(),

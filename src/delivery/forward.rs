@@ -158,6 +158,7 @@ impl Forward {
         headers.insert("hookd-delivery-id", HeaderValue::from(item.id));
         headers.insert("hookd-attempt", HeaderValue::from(attempt));
         headers.insert("hookd-hook", HeaderValue::from_str(&item.hook)?);
+        headers.insert("hookd-route", HeaderValue::from_str(item.route())?);
         Ok(req)
     }
 }

@@ -1,8 +1,9 @@
 //! Delivery: per-hook workers that claim spooled items and run their action
 //! (`forward` or `exec`), with retries, backoff and a tracked in-flight set.
 //!
-//! [`run_hook`] is one hook's dispatcher; it builds the hook's [`Action`]
-//! once and runs it for each attempt; [`retry`] decides what a failure leads to.
+//! [`run_route`] is one (hook, route)'s dispatcher; it builds the route's
+//! [`Action`] once and runs it for each attempt; [`retry`] decides what a
+//! failure leads to.
 
 mod action;
 pub(crate) mod args;
@@ -20,7 +21,7 @@ use tokio::sync::watch;
 use crate::replies::Replies;
 
 pub(crate) use action::Action;
-pub(crate) use dispatch::run_hook;
+pub(crate) use dispatch::run_route;
 pub(crate) use forward::ForwardClient;
 pub(crate) use inflight::InFlight;
 
@@ -42,17 +43,22 @@ pub(crate) enum Outcome {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum DeliveryEvent {
     /// An attempt succeeded after `secs` seconds.
-    Delivered { hook: String, secs: f64 },
+    Delivered {
+        hook: String,
+        route: String,
+        secs: f64,
+    },
     /// An attempt failed; followed by `Retried` or `Dead` for the same item.
     Failed {
         hook: String,
+        route: String,
         id: i64,
         error: String,
     },
     /// The failed item is scheduled for another attempt.
-    Retried { hook: String },
+    Retried { hook: String, route: String },
     /// The failed item used up its attempts.
-    Dead { hook: String },
+    Dead { hook: String, route: String },
 }
 
 /// Receives every [`DeliveryEvent`]; called inline, so keep it cheap.

@@ -162,6 +162,7 @@ impl Run<'_> {
                         body: Bytes::from(body.clone()),
                         repeats: Default::default(),
                         filtered_until: None,
+                        routes: None,
                     }))
                     .unwrap_or_else(|e| panic!("spool model: enqueue: {e}"));
                 if revive {
@@ -206,6 +207,7 @@ impl Run<'_> {
                     .rt
                     .block_on(self.spool().claim(ClaimRequest {
                         hook: HOOKS[hook].to_string(),
+                        route: None,
                         max,
                         ordered,
                         lease: LEASE,
@@ -373,7 +375,7 @@ impl Run<'_> {
         for (h, name) in HOOKS.iter().enumerate() {
             let got = self
                 .rt
-                .block_on(self.spool().next_due(name))
+                .block_on(self.spool().next_due(name, None))
                 .unwrap_or_else(|e| panic!("spool model: next_due: {e}"));
             let of_hook = self.items.iter().filter(|m| m.hook == h);
             let waits = of_hook.clone().any(|m| {

@@ -69,7 +69,8 @@ impl Limits {
         let slots: u64 = cfg
             .hooks
             .iter()
-            .map(|h| h.get_ref().concurrency as u64)
+            .flat_map(|h| &h.get_ref().routes)
+            .map(|r| r.concurrency as u64)
             .sum();
         let reserve = FIXED_RESERVE + PER_DELIVERY * slots;
         let nofile = open_file_limit();

@@ -29,7 +29,7 @@ use super::verify::Verifier;
 use crate::config::{Config, HookConfig};
 use crate::metrics::{Gauges, Metrics, Reject};
 use crate::replies::Replies;
-use crate::spool::{Enqueued, NewItem, Repeats, ReplayKey, Spool};
+use crate::spool::{Enqueued, NewItem, Repeats, ReplayKey, Spool, DEFAULT_ROUTE};
 
 /// One configured hook, ready to serve.
 #[derive(Clone)]
@@ -208,7 +208,10 @@ async fn metrics(ing: &Ingress) -> Response<Body> {
     if let Ok(rows) = ing.spool.depth().await {
         g.depth = rows
             .into_iter()
-            .map(|r| (r.hook, r.state.as_str().to_string(), r.count))
+            .map(|r| {
+                let route = r.route.unwrap_or_else(|| DEFAULT_ROUTE.to_string());
+                (r.hook, route, r.state.as_str().to_string(), r.count)
+            })
             .collect();
     }
     (ing.gauges)(&mut g);
@@ -275,7 +278,8 @@ async fn hook(
     check_json_body(route, &body)?;
     let dedup_id = delivery_id(route, &parts.headers, &body)?;
     let repeats = repeats(route, &parts.headers, &body);
-    let wanted = rules_match(route, &parts, client, &body);
+    let matched = matched_routes(route, &parts, client, &body);
+    let wanted = !matched.is_empty();
     let mut headers = parts.headers;
     // A shared token in its own header (scheme token) is a credential: not kept.
     if let Some(h) = route.verifier.credential_header() {
@@ -295,20 +299,29 @@ async fn hook(
         body,
         repeats,
         filtered_until,
+        routes: (route.hook.routed && wanted).then(|| matched.clone()),
     };
-    spool(ing, route, name, item).await
+    spool(ing, route, name, item, &matched).await
 }
 
-/// Whether the hook's `when` holds (a hook without one takes every request).
-fn rules_match(
+/// The routes this request goes to, in the config's order: none if the
+/// hook's `when` does not hold, else each route whose `when` holds (a hook
+/// or route without one takes every request). A plain hook's one route is
+/// `default`.
+fn matched_routes(
     route: &Route,
     parts: &http::request::Parts,
     client: Option<std::net::IpAddr>,
     body: &[u8],
-) -> bool {
-    let Some(when) = &route.hook.when else {
-        return true;
+) -> Vec<String> {
+    let hook = &route.hook;
+    let names = |routes: &[crate::config::RouteConfig]| -> Vec<String> {
+        routes.iter().map(|r| r.name.clone()).collect()
     };
+    // No rule anywhere: the body is not parsed.
+    if hook.when.is_none() && hook.routes.iter().all(|r| r.when.is_none()) {
+        return names(&hook.routes);
+    }
     let view = crate::request::RequestView {
         method: parts.method.as_str(),
         headers: &parts.headers,
@@ -316,7 +329,21 @@ fn rules_match(
         remote_ip: client,
         body,
     };
-    super::rules::matches(when, &view.fields())
+    let fields = view.fields();
+    let holds = |when: &Option<Vec<crate::config::Rule>>| {
+        when.as_ref()
+            .is_none_or(|w| super::rules::matches(w, &fields))
+    };
+    if !holds(&route.hook.when) {
+        return Vec::new();
+    }
+    route
+        .hook
+        .routes
+        .iter()
+        .filter(|r| holds(&r.when))
+        .map(|r| r.name.clone())
+        .collect()
 }
 
 /// The answer to a request `when` did not match: `filtered_status` and
@@ -555,6 +582,7 @@ async fn spool(
     route: &Route,
     name: &str,
     item: NewItem,
+    matched: &[String],
 ) -> Result<Response<Body>, Refusal> {
     let filtered_item = item.filtered_until.is_some();
     // The item may still commit after the deadline; the sender, told 503,
@@ -577,12 +605,14 @@ async fn spool(
         Ok(Enqueued::New(id)) => {
             ing.metrics.spooled(name);
             let respond = route.hook.respond.as_ref();
+            let first_route = matched.first().map_or(DEFAULT_ROUTE, String::as_str);
             if let Some(wait) = respond.and_then(|r| r.wait) {
-                // Durable already: waiting only chooses the answer.
-                let result = ing.replies.wait(id);
+                // Durable already: waiting only chooses the answer. The
+                // first matched route's first attempt answers.
+                let result = ing.replies.wait(id, first_route);
                 match tokio::time::timeout(wait, result).await {
                     Ok(Ok(first)) => return Ok(super::respond::first_attempt(id, first)),
-                    _ => ing.replies.forget(id),
+                    _ => ing.replies.forget(id, first_route),
                 }
             }
             if let Some(r) = respond.filter(|r| r.fixed) {
@@ -590,7 +620,7 @@ async fn spool(
             }
             Ok(response::json(
                 StatusCode::ACCEPTED,
-                &serde_json::json!({"id": id, "status": "queued"}),
+                &serde_json::json!({"id": id, "status": "queued", "routes": matched}),
             ))
         }
         Ok(Enqueued::Revived(id)) => {

@@ -82,6 +82,14 @@ pub(crate) struct DepthCount {
     pub hook: String,
     pub state: String,
     pub count: u64,
+    /// `default` for a plain hook's items (and filtered requests); absent
+    /// from an older hookd's answer.
+    #[serde(default = "default_route")]
+    pub route: String,
+}
+
+fn default_route() -> String {
+    crate::spool::DEFAULT_ROUTE.to_string()
 }
 
 /// One failed delivery attempt. The plain `hookd status` prints each as its
@@ -93,6 +101,8 @@ pub(crate) struct DeliveryError {
     pub delivery_id: i64,
     pub error: String,
     pub hook: String,
+    #[serde(default = "default_route")]
+    pub route: String,
 }
 
 /// The answer to a `reload` whose successor took over.
@@ -287,12 +297,14 @@ mod tests {
                 hook: "deploy".into(),
                 state: "pending".into(),
                 count: 7,
+                route: "default".into(),
             }]),
             orphaned_pending: 2,
             last_errors: vec![DeliveryError {
                 at: "2026-01-01T00:00:00Z".into(),
                 delivery_id: 9,
                 error: "HTTP 500".into(),
+                route: "default".into(),
                 hook: "deploy".into(),
             }],
             tls_cert_expiry: None,
@@ -339,7 +351,7 @@ mod tests {
         assert_eq!(v["in_flight"][0]["count"], 1);
         assert_eq!(
             serde_json::to_string(&v["last_errors"][0]).unwrap(),
-            r#"{"at":"2026-01-01T00:00:00Z","delivery_id":9,"error":"HTTP 500","hook":"deploy"}"#
+            r#"{"at":"2026-01-01T00:00:00Z","delivery_id":9,"error":"HTTP 500","hook":"deploy","route":"default"}"#
         );
         assert_eq!(decode::<StatusReport>(&line).unwrap(), Ok(report()));
     }

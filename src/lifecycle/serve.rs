@@ -566,7 +566,8 @@ fn spawn_delivery(d: &Arc<Daemon>, switches: &Switches) -> Vec<JoinHandle<()>> {
     d.cfg
         .hooks
         .iter()
-        .map(|h| {
+        .flat_map(|h| h.get_ref().routes.iter().map(move |r| (h.get_ref(), r)))
+        .map(|(h, r)| {
             let ctx = DeliveryContext {
                 stop: switches.stop_claiming.subscribe(),
                 hard_stop: switches.hard_stop.subscribe(),
@@ -576,11 +577,8 @@ fn spawn_delivery(d: &Arc<Daemon>, switches: &Switches) -> Vec<JoinHandle<()>> {
                 hidden_env: hidden_env.clone(),
                 replies: d.replies.clone(),
             };
-            tokio::spawn(delivery::run_hook(
-                d.spool.clone(),
-                h.get_ref().clone(),
-                ctx,
-            ))
+            let (spool, hook, route) = (d.spool.clone(), h.clone(), r.clone());
+            tokio::spawn(async move { delivery::run_route(spool, &hook, route, ctx).await })
         })
         .collect()
 }

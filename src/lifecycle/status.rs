@@ -38,20 +38,26 @@ impl RecentErrors {
 /// Feeds metrics and the recent-errors list from delivery's events.
 pub(crate) fn observe_delivery(metrics: &Metrics, recent: &RecentErrors, ev: DeliveryEvent) {
     match ev {
-        DeliveryEvent::Delivered { hook, secs } => {
-            metrics.delivered(&hook, Duration::from_secs_f64(secs))
+        DeliveryEvent::Delivered { hook, route, secs } => {
+            metrics.delivered(&hook, &route, Duration::from_secs_f64(secs))
         }
-        DeliveryEvent::Failed { hook, id, error } => {
-            metrics.failed(&hook);
+        DeliveryEvent::Failed {
+            hook,
+            route,
+            id,
+            error,
+        } => {
+            metrics.failed(&hook, &route);
             recent.push(DeliveryError {
                 at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
                 delivery_id: id,
                 error,
                 hook,
+                route,
             });
         }
-        DeliveryEvent::Retried { hook } => metrics.retried(&hook),
-        DeliveryEvent::Dead { hook } => metrics.dead(&hook),
+        DeliveryEvent::Retried { hook, route } => metrics.retried(&hook, &route),
+        DeliveryEvent::Dead { hook, route } => metrics.dead(&hook, &route),
     }
 }
 
@@ -75,17 +81,23 @@ pub(crate) async fn summary_line(d: &Daemon) -> String {
 
 /// The answer to the control socket's `status`.
 pub(crate) async fn report(d: &Daemon) -> StatusReport {
-    let configured: Vec<&str> = d
-        .cfg
-        .hooks
-        .iter()
-        .map(|h| h.get_ref().name.as_str())
-        .collect();
+    // Pending deliveries no dispatcher claims: of a hook or route no longer
+    // configured, or a plain hook's items once it has routes and none is
+    // named `default`.
+    let delivered = |hook: &str, route: Option<&str>| {
+        d.cfg.hooks.iter().map(|h| h.get_ref()).any(|h| {
+            h.name == hook
+                && h.route(route.unwrap_or(crate::spool::DEFAULT_ROUTE))
+                    .is_some()
+        })
+    };
     let (depth, orphaned_pending) = match d.spool.depth().await {
         Ok(rows) => {
             let orphaned: u64 = rows
                 .iter()
-                .filter(|r| r.state == ItemState::Pending && !configured.contains(&r.hook.as_str()))
+                .filter(|r| {
+                    r.state == ItemState::Pending && !delivered(&r.hook, r.route.as_deref())
+                })
                 .map(|r| r.count)
                 .sum();
             let depth = rows
@@ -94,6 +106,9 @@ pub(crate) async fn report(d: &Daemon) -> StatusReport {
                     hook: r.hook,
                     state: r.state.as_str().to_string(),
                     count: r.count,
+                    route: r
+                        .route
+                        .unwrap_or_else(|| crate::spool::DEFAULT_ROUTE.to_string()),
                 })
                 .collect();
             (Depth::Rows(depth), orphaned)
@@ -137,6 +152,7 @@ mod tests {
             delivery_id: id,
             error: "HTTP 502".into(),
             hook: "deploy".into(),
+            route: "default".into(),
         }
     }
 
@@ -159,6 +175,7 @@ mod tests {
             &recent,
             DeliveryEvent::Failed {
                 hook: "deploy".into(),
+                route: "default".into(),
                 id: 7,
                 error: "connection refused".into(),
             },

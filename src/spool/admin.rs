@@ -14,17 +14,21 @@ use super::codec::{from_ms, item_from_row, ms_ago, now_ms, ITEM_COLUMNS};
 use super::counts;
 use super::instances::is_alive;
 use super::tx;
-use super::writer::{depth, purge_chunk, PURGE_CHUNK};
-use super::{schema, DepthRow, Item, ItemState, SpoolError};
+use super::writer::{depth, purge_chunk, purge_deliveries_chunk, PURGE_CHUNK};
+use super::{schema, DepthRow, Item, ItemState, SpoolError, DEFAULT_ROUTE};
 
 /// Which items [`Admin::ls`] lists. All `None` = every item.
 #[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct ListFilter<'a> {
     pub state: Option<ItemState>,
     pub hook: Option<&'a str>,
-    /// Only items whose hook is not in this list (the configured hooks):
-    /// left behind by a hook that was removed or renamed.
-    pub orphaned: Option<&'a [String]>,
+    /// Only deliveries to this route (`default`: a plain hook's).
+    pub route: Option<&'a str>,
+    /// Only deliveries whose (hook, route) is not in this list (the
+    /// configured ones): left behind by a hook or route that was removed or
+    /// renamed, or by a hook's plain action once it has routes and none
+    /// named `default`. A filtered request is orphaned only with its hook.
+    pub orphaned: Option<&'a [(String, String)]>,
     /// Most rows returned; `None` = no limit.
     pub limit: Option<usize>,
 }
@@ -34,6 +38,8 @@ pub(crate) struct ListFilter<'a> {
 pub(crate) struct ItemSummary {
     pub id: i64,
     pub hook: String,
+    /// `None` for a filtered request (no route matched).
+    pub route: Option<String>,
     pub dedup_id: Option<String>,
     pub state: ItemState,
     pub attempts: u32,
@@ -95,11 +101,20 @@ impl Admin {
         Ok(Admin { conn, path })
     }
 
-    /// Items matching `filter`, oldest first.
+    /// Deliveries matching `filter`, oldest request first: a plain hook's
+    /// items rows (route `default`), filtered requests (no route) and each
+    /// route's delivery of a routed request (the request's id, the
+    /// delivery's state).
     pub(crate) fn ls(&self, filter: &ListFilter<'_>) -> Result<Vec<ItemSummary>, SpoolError> {
         let mut sql = String::from(
-            "SELECT id, hook, dedup_id, state, attempts, received_at, next_attempt, \
-             last_error, lease_owner, lease_expiry, length(body) FROM items WHERE 1",
+            "SELECT * FROM (\
+             SELECT id, hook, CASE state WHEN 'filtered' THEN NULL ELSE 'default' END AS route, \
+             dedup_id, state, attempts, received_at, next_attempt, \
+             last_error, lease_owner, lease_expiry, length(body) AS bytes \
+             FROM items WHERE state <> 'routed' \
+             UNION ALL SELECT i.id, d.hook, d.route, i.dedup_id, d.state, d.attempts, \
+             i.received_at, d.next_attempt, d.last_error, d.lease_owner, d.lease_expiry, \
+             length(i.body) FROM deliveries d JOIN items i ON i.id = d.item) WHERE 1",
         );
         let mut args: Vec<Value> = Vec::new();
         if let Some(state) = filter.state {
@@ -110,14 +125,27 @@ impl Admin {
             sql.push_str(" AND hook = ?");
             args.push(Value::Text(hook.into()));
         }
+        if let Some(route) = filter.route {
+            sql.push_str(" AND route = ?");
+            args.push(Value::Text(route.into()));
+        }
         if let Some(known) = filter.orphaned {
             if !known.is_empty() {
                 let marks = vec!["?"; known.len()].join(", ");
-                sql.push_str(&format!(" AND hook NOT IN ({marks})"));
-                args.extend(known.iter().map(|h| Value::Text(h.clone())));
+                let hooks: Vec<&String> = known.iter().map(|(h, _)| h).collect();
+                sql.push_str(&format!(
+                    " AND (hook NOT IN ({marks}) OR (route IS NOT NULL \
+                     AND hook || char(31) || route NOT IN ({marks})))"
+                ));
+                args.extend(hooks.iter().map(|h| Value::Text((*h).clone())));
+                args.extend(
+                    known
+                        .iter()
+                        .map(|(h, r)| Value::Text(format!("{h}\u{1f}{r}"))),
+                );
             }
         }
-        sql.push_str(" ORDER BY id LIMIT ?");
+        sql.push_str(" ORDER BY id, route LIMIT ?");
         let limit = filter.limit.map_or(-1, |l| i64::try_from(l).unwrap_or(-1));
         args.push(Value::Integer(limit));
         let mut stmt = self.conn.prepare(&sql)?;
@@ -125,15 +153,16 @@ impl Admin {
             Ok(ItemSummary {
                 id: r.get(0)?,
                 hook: r.get(1)?,
-                dedup_id: r.get(2)?,
-                state: r.get(3)?,
-                attempts: u32::try_from(r.get::<_, i64>(4)?).unwrap_or(u32::MAX),
-                received_at: from_ms(r.get(5)?),
-                next_attempt: from_ms(r.get(6)?),
-                last_error: r.get(7)?,
-                lease_owner: r.get(8)?,
-                lease_expiry: r.get::<_, Option<i64>>(9)?.map(from_ms),
-                body_bytes: u64::try_from(r.get::<_, i64>(10)?).unwrap_or(0),
+                route: r.get(2)?,
+                dedup_id: r.get(3)?,
+                state: r.get(4)?,
+                attempts: u32::try_from(r.get::<_, i64>(5)?).unwrap_or(u32::MAX),
+                received_at: from_ms(r.get(6)?),
+                next_attempt: from_ms(r.get(7)?),
+                last_error: r.get(8)?,
+                lease_owner: r.get(9)?,
+                lease_expiry: r.get::<_, Option<i64>>(10)?.map(from_ms),
+                body_bytes: u64::try_from(r.get::<_, i64>(11)?).unwrap_or(0),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -148,11 +177,56 @@ impl Admin {
             .ok_or(SpoolError::NotFound(id))
     }
 
+    /// Each route's delivery of a routed request (none for other items).
+    pub(crate) fn deliveries(&self, id: i64) -> Result<Vec<ItemSummary>, SpoolError> {
+        let filter = ListFilter::default();
+        Ok(self
+            .ls(&filter)?
+            .into_iter()
+            .filter(|d| d.id == id && d.state != ItemState::Routed)
+            .collect())
+    }
+
     /// Makes a dead, pending or filtered item pending and due now, attempts
     /// reset to 0. Leased and done items are refused (a worker has it, or it is
-    /// delivered). A running daemon sees it on its next claim.
-    pub(crate) fn retry(&self, id: i64) -> Result<(), SpoolError> {
+    /// delivered). A running daemon sees it on its next claim. For a routed
+    /// request: its dead or pending deliveries (to `route` only, if given);
+    /// none such is refused.
+    pub(crate) fn retry(&self, id: i64, route: Option<&str>) -> Result<(), SpoolError> {
         tx::immediate(&self.conn, |counts| {
+            let state: Option<ItemState> = self
+                .conn
+                .query_row("SELECT state FROM items WHERE id = ?1", [id], |r| r.get(0))
+                .optional()?;
+            if state == Some(ItemState::Routed) {
+                let n = counts::run_counted_routes(
+                    &self.conn,
+                    "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt = ?2, \
+                     updated_at = ?2 WHERE item = ?1 AND state = 'dead' \
+                     AND (?3 IS NULL OR route = ?3) RETURNING hook, route",
+                    params![id, now_ms(), route],
+                    (ItemState::Dead, Some(ItemState::Pending)),
+                    counts,
+                )?;
+                let m = self.conn.execute(
+                    "UPDATE deliveries SET attempts = 0, next_attempt = ?2, updated_at = ?2 \
+                     WHERE item = ?1 AND state = 'pending' AND (?3 IS NULL OR route = ?3)",
+                    params![id, now_ms(), route],
+                )?;
+                if n + m as u64 == 0 {
+                    return Err(SpoolError::NoRouteToRetry {
+                        id,
+                        route: route.map(str::to_owned),
+                    });
+                }
+                return Ok(());
+            }
+            if route.is_some_and(|r| r != DEFAULT_ROUTE) {
+                return Err(SpoolError::NoRouteToRetry {
+                    id,
+                    route: route.map(str::to_owned),
+                });
+            }
             let found: Option<(String, ItemState)> = self
                 .conn
                 .query_row("SELECT hook, state FROM items WHERE id = ?1", [id], |r| {
@@ -179,20 +253,84 @@ impl Admin {
         })
     }
 
-    /// [`Admin::retry`] for every dead item (of `hook`, if given); returns
-    /// how many.
-    pub(crate) fn retry_dead(&self, hook: Option<&str>) -> Result<u64, SpoolError> {
+    /// [`Admin::retry`] for every dead delivery (of `hook` and `route`, if
+    /// given; route `default` includes a plain hook's items); returns how many.
+    pub(crate) fn retry_dead(
+        &self,
+        hook: Option<&str>,
+        route: Option<&str>,
+    ) -> Result<u64, SpoolError> {
         tx::immediate(&self.conn, |counts| {
-            let n = counts::run_counted(
+            let moved = (ItemState::Dead, Some(ItemState::Pending));
+            let mut n = 0;
+            if route.is_none_or(|r| r == DEFAULT_ROUTE) {
+                n += counts::run_counted(
+                    &self.conn,
+                    "UPDATE items SET state = 'pending', attempts = 0, next_attempt = ?1, \
+                     updated_at = ?1 WHERE state = 'dead' AND (?2 IS NULL OR hook = ?2) \
+                     RETURNING hook",
+                    params![now_ms(), hook],
+                    moved,
+                    counts,
+                )?;
+            }
+            n += counts::run_counted_routes(
                 &self.conn,
-                "UPDATE items SET state = 'pending', attempts = 0, next_attempt = ?1, \
+                "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt = ?1, \
                  updated_at = ?1 WHERE state = 'dead' AND (?2 IS NULL OR hook = ?2) \
-                 RETURNING hook",
-                params![now_ms(), hook],
-                (ItemState::Dead, Some(ItemState::Pending)),
+                 AND (?3 IS NULL OR route = ?3) RETURNING hook, route",
+                params![now_ms(), hook, route],
+                moved,
                 counts,
             )?;
             Ok(n)
+        })
+    }
+
+    /// The filtered requests of `hook`, oldest first, for a hook with
+    /// routes: the caller checks each route's `when` against each and calls
+    /// [`Admin::route_filtered`].
+    pub(crate) fn filtered(&self, hook: &str) -> Result<Vec<Item>, SpoolError> {
+        let sql = format!(
+            "SELECT {ITEM_COLUMNS} FROM items WHERE hook = ?1 AND state = 'filtered' ORDER BY id"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map([hook], item_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Turns filtered request `id` into a routed one with a pending
+    /// delivery to each of `routes` (non-empty), due now; one transaction.
+    /// Refused unless it is still filtered.
+    pub(crate) fn route_filtered(&self, id: i64, routes: &[String]) -> Result<(), SpoolError> {
+        tx::immediate(&self.conn, |counts| {
+            let now = now_ms();
+            let hook: Option<String> = self
+                .conn
+                .query_row(
+                    "UPDATE items SET state = 'routed', next_attempt = ?2, updated_at = ?2 \
+                     WHERE id = ?1 AND state = 'filtered' RETURNING hook",
+                    params![id, now],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(hook) = hook else {
+                let state: Option<ItemState> = self
+                    .conn
+                    .query_row("SELECT state FROM items WHERE id = ?1", [id], |r| r.get(0))
+                    .optional()?;
+                return Err(match state {
+                    None => SpoolError::NotFound(id),
+                    Some(state) => SpoolError::WrongState { id, state },
+                });
+            };
+            counts.add(&hook, ItemState::Filtered, -1);
+            let mut insert = self.conn.prepare(super::writer::sql::INSERT_DELIVERY)?;
+            for route in routes {
+                insert.execute(params![id, hook, route, now])?;
+                counts.add_route(&hook, route, ItemState::Pending, 1);
+            }
+            Ok(())
         })
     }
 
@@ -228,6 +366,15 @@ impl Admin {
         loop {
             let n = tx::immediate(&self.conn, |counts| {
                 purge_chunk(&self.conn, state, cutoff, counts)
+            })?;
+            total += n;
+            if n < u64::from(PURGE_CHUNK) {
+                break;
+            }
+        }
+        loop {
+            let n = tx::immediate(&self.conn, |counts| {
+                purge_deliveries_chunk(&self.conn, state, cutoff, counts)
             })?;
             total += n;
             if n < u64::from(PURGE_CHUNK) {

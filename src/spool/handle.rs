@@ -121,7 +121,8 @@ impl Spool {
         self.call(|r| Cmd::Enqueue(item, r)).await
     }
 
-    /// Leases up to `req.max` due items of `req.hook` to this instance:
+    /// Leases up to `req.max` due items of `req.hook` (or, with `req.route`,
+    /// that route's deliveries) to this instance:
     /// items whose lease expired first, then pending items in due order
     /// (next_attempt, then id). With `ordered`, at most the hook's oldest
     /// unfinished item, and only when no item of the hook is under a live
@@ -220,9 +221,14 @@ impl Spool {
     /// lease is claimable now). `None`: nothing waits. Items already due are
     /// not counted (claim them). Other processes' completions are not seen
     /// here, so cap a sleep on this (hand-off with `ordered` hooks).
-    pub(crate) async fn next_due(&self, hook: &str) -> Result<Option<SystemTime>, SpoolError> {
+    pub(crate) async fn next_due(
+        &self,
+        hook: &str,
+        route: Option<&str>,
+    ) -> Result<Option<SystemTime>, SpoolError> {
         let hook = hook.to_owned();
-        self.call(|r| Cmd::NextDue(hook, r)).await
+        let route = route.map(str::to_owned);
+        self.call(|r| Cmd::NextDue(hook, route, r)).await
     }
 
     /// Woken after each commit that may let a claim return more than before:

@@ -72,15 +72,28 @@ pub(crate) const RELEASE_ORPHANS: &str = "UPDATE items SET state = 'pending', le
      lease_expiry = NULL, updated_at = ?1 WHERE state = 'leased' \
      AND lease_owner NOT IN (SELECT id FROM instances) RETURNING hook";
 
-/// Runs a lease release (`RETURNING hook`), counting leased → pending.
+const RELEASE_OWNER_DELIVERIES: &str = "UPDATE deliveries SET state = 'pending', \
+     lease_owner = NULL, lease_expiry = NULL, updated_at = ?2 \
+     WHERE state = 'leased' AND lease_owner = ?1 RETURNING hook, route";
+
+const RELEASE_ORPHANS_DELIVERIES: &str = "UPDATE deliveries SET state = 'pending', \
+     lease_owner = NULL, lease_expiry = NULL, updated_at = ?1 WHERE state = 'leased' \
+     AND lease_owner NOT IN (SELECT id FROM instances) RETURNING hook, route";
+
+const BY_OWNER: (&str, &str) = (RELEASE_OWNER, RELEASE_OWNER_DELIVERIES);
+const ORPHANS: (&str, &str) = (RELEASE_ORPHANS, RELEASE_ORPHANS_DELIVERIES);
+
+/// Runs a lease release (`RETURNING hook`), counting leased → pending, and
+/// the same release of route deliveries.
 fn release(
     conn: &Connection,
-    sql: &str,
-    args: impl rusqlite::Params,
+    (sql, routes): (&str, &str),
+    args: impl rusqlite::Params + Clone,
     counts: &mut Deltas,
 ) -> rusqlite::Result<u64> {
     let moved = (ItemState::Leased, Some(ItemState::Pending));
-    counts::run_counted(conn, sql, args, moved, counts)
+    let items = counts::run_counted(conn, sql, args.clone(), moved, counts)?;
+    Ok(items + counts::run_counted_routes(conn, routes, args, moved, counts)?)
 }
 
 /// Every registered instance but `me`: (id, pid, start time).
@@ -113,11 +126,11 @@ pub(crate) fn register(conn: &Connection, instance_id: &str) -> Result<Released,
                 released.live_instances += 1;
                 continue;
             }
-            released.leases += release(conn, RELEASE_OWNER, params![id, now], counts)?;
+            released.leases += release(conn, BY_OWNER, params![id, now], counts)?;
             conn.execute("DELETE FROM instances WHERE id = ?1", [&id])?;
             released.dead_instances += 1;
         }
-        released.leases += release(conn, RELEASE_ORPHANS, [now], counts)?;
+        released.leases += release(conn, ORPHANS, [now], counts)?;
         Ok(released)
     })
 }
@@ -137,7 +150,7 @@ pub(crate) fn release_owner(
     owner: &str,
     counts: &mut Deltas,
 ) -> rusqlite::Result<u64> {
-    release(conn, RELEASE_OWNER, params![owner, now_ms()], counts)
+    release(conn, BY_OWNER, params![owner, now_ms()], counts)
 }
 
 /// Whether an instance other than `me` is registered and still runs.

@@ -83,6 +83,9 @@ pub(crate) enum SpoolError {
     /// Only dead, pending or filtered items can be retried by hand.
     #[error("item {id} is {}: only dead, pending or filtered items can be retried", .state.as_str())]
     WrongState { id: i64, state: ItemState },
+    /// A routed request has no dead or pending delivery (to that route).
+    #[error("request {id} has no dead or pending delivery{} to retry", .route.as_ref().map(|r| format!(" to route {r:?}")).unwrap_or_default())]
+    NoRouteToRetry { id: i64, route: Option<String> },
     /// Pending and leased items are undelivered webhooks.
     #[error("refusing to purge {} items: only done or dead", .0.as_str())]
     NotPurgeable(ItemState),
@@ -116,6 +119,9 @@ pub(crate) enum NotASpool {
     NoSchema,
     #[error("schema version {0} is not one hookd ever wrote")]
     BadVersion(i64),
+    /// The v5 migration found an items table whose SQL is not the one v4 wrote.
+    #[error("its items table is not the one hookd's schema v4 made; cannot add state 'routed'")]
+    UnexpectedItemsTable,
 }
 
 impl SpoolError {
@@ -132,6 +138,10 @@ impl SpoolError {
 /// Where an item is in its life: pending → leased → done | dead (or back to
 /// pending on retry or release). `filtered`: no rule matched at the door; it
 /// is never delivered, and only `spool retry --filtered` makes it pending.
+/// `routed` (schema v5): the request of a hook with `[[hook.route]]`; the
+/// row is never claimed, its deliveries (one per matched route, in the
+/// `deliveries` table) go through the other states. A delivery row is never
+/// `filtered` or `routed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum ItemState {
@@ -140,6 +150,7 @@ pub(crate) enum ItemState {
     Done,
     Dead,
     Filtered,
+    Routed,
 }
 
 impl ItemState {
@@ -151,6 +162,7 @@ impl ItemState {
             ItemState::Done => "done",
             ItemState::Dead => "dead",
             ItemState::Filtered => "filtered",
+            ItemState::Routed => "routed",
         }
     }
 }
@@ -166,8 +178,9 @@ impl std::str::FromStr for ItemState {
             "done" => Ok(ItemState::Done),
             "dead" => Ok(ItemState::Dead),
             "filtered" => Ok(ItemState::Filtered),
+            "routed" => Ok(ItemState::Routed),
             _ => Err(format!(
-                "unknown item state {s:?} (pending, leased, done, dead, filtered)"
+                "unknown item state {s:?} (pending, leased, done, dead, filtered, routed)"
             )),
         }
     }
@@ -188,6 +201,11 @@ pub(crate) struct NewItem {
     /// `Some(until)`: no rule matched; stored as `filtered`, never delivered,
     /// purged by retention after `until`. `None`: pending, due now.
     pub filtered_until: Option<SystemTime>,
+    /// `Some(routes)` (a hook with `[[hook.route]]`, at least one matched):
+    /// the request is stored as `routed` and each route gets a delivery row,
+    /// all in the one transaction. `None`: the row is the delivery (a plain
+    /// hook's route `default`, the v4 layout).
+    pub routes: Option<Vec<String>>,
 }
 
 /// How [`Spool::enqueue`] recognises a repeat, in the same transaction as
@@ -221,7 +239,8 @@ pub(crate) enum Enqueued {
     /// nothing written.
     Duplicate(i64),
     /// Same hook and dedup id as a dead item (a provider's redelivery): that
-    /// item is pending again with a fresh attempt count, durable now.
+    /// item is pending again with a fresh attempt count, durable now. For a
+    /// routed request: its dead deliveries are (the done ones stay done).
     Revived(i64),
     /// The same signed content as an item accepted within the replay
     /// window, under another (or no) dedup id: that item's id; nothing written.
@@ -245,6 +264,39 @@ pub(crate) struct Item {
     pub lease_owner: Option<String>,
     /// Set by the claim; names the lease (see [`Lease`]).
     pub lease_expiry: Option<SystemTime>,
+    /// The route this delivery is for, with its delivery row's id; `None`:
+    /// the items row is the delivery (route `default` of a plain hook). The
+    /// state, attempts, next attempt, error and lease above are then the
+    /// delivery row's, the rest the request's.
+    pub delivery: Option<RouteDelivery>,
+}
+
+/// A routed request's delivery to one route (a `deliveries` row).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RouteDelivery {
+    pub row: i64,
+    pub route: String,
+}
+
+/// The route name of a delivery that has no route of its own: a plain
+/// hook's action, and items of a hook from before it had routes.
+pub(crate) const DEFAULT_ROUTE: &str = "default";
+
+impl Item {
+    /// The route this delivery is for.
+    pub(crate) fn route(&self) -> &str {
+        self.delivery
+            .as_ref()
+            .map_or(DEFAULT_ROUTE, |d| d.route.as_str())
+    }
+}
+
+/// Which table a lease is in: an items row (plain layout) or a deliveries
+/// row; a lease of one never ends a row of the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LeaseTable {
+    Items,
+    Deliveries,
 }
 
 /// One lease of one item: the item and the expiry its claim set. Every
@@ -254,7 +306,9 @@ pub(crate) struct Item {
 /// process) and whose item was claimed again cannot end the newer lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Lease {
+    /// The row's id in `table` (for a deliveries row, not the request's id).
     pub id: i64,
+    pub table: LeaseTable,
     /// `None`: whichever lease of the item this instance holds.
     expiry_ms: Option<i64>,
 }
@@ -268,8 +322,13 @@ impl Lease {
 impl Item {
     /// The lease this claimed item is under.
     pub(crate) fn lease(&self) -> Lease {
+        let (id, table) = match &self.delivery {
+            None => (self.id, LeaseTable::Items),
+            Some(d) => (d.row, LeaseTable::Deliveries),
+        };
         Lease {
-            id: self.id,
+            id,
+            table,
             expiry_ms: self.lease_expiry.map(codec::to_ms),
         }
     }
@@ -282,6 +341,7 @@ impl From<i64> for Lease {
     fn from(id: i64) -> Lease {
         Lease {
             id,
+            table: LeaseTable::Items,
             expiry_ms: None,
         }
     }
@@ -291,6 +351,9 @@ impl From<i64> for Lease {
 #[derive(Debug, Clone)]
 pub(crate) struct ClaimRequest {
     pub hook: String,
+    /// `None`: the hook's items rows (a plain hook). `Some(route)`: that
+    /// route's delivery rows.
+    pub route: Option<String>,
     /// Most items to claim.
     pub max: usize,
     /// Arrival order: claim only the hook's oldest unfinished item, and only
@@ -300,10 +363,13 @@ pub(crate) struct ClaimRequest {
     pub lease: Duration,
 }
 
-/// Count of items in one (hook, state).
+/// Count of items in one (hook, route, state).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub(crate) struct DepthRow {
     pub hook: String,
+    /// `None`: items rows (a plain hook's deliveries, and filtered
+    /// requests of any hook), shown as route `default`.
+    pub route: Option<String>,
     pub state: ItemState,
     pub count: u64,
 }

@@ -24,7 +24,8 @@ use super::counts::{self, Deltas};
 use super::instances;
 use super::tx;
 use super::{
-    ClaimRequest, CommitObserver, DepthRow, Enqueued, Item, ItemState, Lease, NewItem, SpoolError,
+    ClaimRequest, CommitObserver, DepthRow, Enqueued, Item, ItemState, Lease, LeaseTable, NewItem,
+    RouteDelivery, SpoolError,
 };
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, SpoolError>>;
@@ -60,7 +61,8 @@ pub(crate) enum Cmd {
         reply: Reply<u64>,
     },
     Depth(Reply<Vec<DepthRow>>),
-    NextDue(String, Reply<Option<SystemTime>>),
+    /// Hook, and route (`None`: the hook's items rows).
+    NextDue(String, Option<String>, Reply<Option<SystemTime>>),
     /// Finish what is queued before it, then stop.
     Close(oneshot::Sender<()>),
 }
@@ -147,6 +149,41 @@ pub(crate) fn purge_chunk(
     };
     let args = params![cutoff_ms, PURGE_CHUNK];
     Ok(counts::run_counted(conn, sql, args, (state, None), counts)?)
+}
+
+/// Deletes at most [`PURGE_CHUNK`] route deliveries in `state` (done or
+/// dead) last changed before `cutoff_ms`, and each routed request that has
+/// no delivery left; returns how many deliveries. The caller commits.
+pub(crate) fn purge_deliveries_chunk(
+    conn: &Connection,
+    state: ItemState,
+    cutoff_ms: i64,
+    counts: &mut Deltas,
+) -> Result<u64, SpoolError> {
+    let sql = match state {
+        ItemState::Done => sql::PURGE_DONE_DELIVERIES,
+        ItemState::Dead => sql::PURGE_DEAD_DELIVERIES,
+        other => return Err(SpoolError::NotPurgeable(other)),
+    };
+    let mut items: Vec<i64> = Vec::new();
+    {
+        let mut stmt = conn.prepare_cached(sql)?;
+        let mut rows = stmt.query(params![cutoff_ms, PURGE_CHUNK])?;
+        while let Some(row) = rows.next()? {
+            let hook: String = row.get(0)?;
+            let route: String = row.get(1)?;
+            counts.add_route(&hook, &route, state, -1);
+            items.push(row.get(2)?);
+        }
+    }
+    let n = items.len() as u64;
+    items.sort_unstable();
+    items.dedup();
+    let mut drop_request = conn.prepare_cached(sql::PURGE_ROUTED_REQUEST)?;
+    for item in items {
+        drop_request.execute([item])?;
+    }
+    Ok(n)
 }
 
 /// State of one group commit while its commands run.
@@ -459,7 +496,7 @@ impl Writer {
             }
             Cmd::PurgeDone { reply, .. } => batch.unrun(reply, cause),
             Cmd::Depth(r) => batch.unrun(r, cause),
-            Cmd::NextDue(_, r) => batch.unrun(r, cause),
+            Cmd::NextDue(_, _, r) => batch.unrun(r, cause),
             Cmd::Close(_) => {}
         }
     }
@@ -467,22 +504,15 @@ impl Writer {
     fn exec(&self, batch: &mut Batch, cmd: Cmd) {
         match cmd {
             Cmd::Enqueue(item, reply) => {
-                let res = self.enqueue(&item);
-                match res {
-                    Ok(Enqueued::New(_)) if item.filtered_until.is_some() => {
-                        batch.counts.add(&item.hook, ItemState::Filtered, 1);
-                    }
-                    Ok(Enqueued::New(_)) => {
-                        batch.wake = true;
-                        batch.counts.add(&item.hook, ItemState::Pending, 1);
-                    }
-                    Ok(Enqueued::Revived(_)) => {
-                        batch.wake = true;
-                        batch
-                            .counts
-                            .moved(&item.hook, ItemState::Dead, ItemState::Pending, 1);
-                    }
-                    _ => {}
+                let mut counts = Deltas::default();
+                let res = if item.routes.is_some() {
+                    self.enqueue_atomic(&item, &mut counts)
+                } else {
+                    self.enqueue(&item, &mut counts)
+                };
+                if let Ok(Enqueued::New(_) | Enqueued::Revived(_)) = res {
+                    batch.wake |= item.filtered_until.is_none();
+                    batch.counts.absorb(counts);
                 }
                 batch.settle(&self.conn, reply, res);
             }
@@ -507,10 +537,15 @@ impl Writer {
             Cmd::PurgeDone { older_than, reply } => {
                 let mut counts = Deltas::default();
                 // Filtered items carry their own end in next_attempt.
-                let res = purge_chunk(&self.conn, ItemState::Done, ms_ago(older_than), &mut counts)
+                let cutoff = ms_ago(older_than);
+                let res = purge_chunk(&self.conn, ItemState::Done, cutoff, &mut counts)
                     .and_then(|done| {
                         purge_chunk(&self.conn, ItemState::Filtered, now_ms(), &mut counts)
                             .map(|filtered| done + filtered)
+                    })
+                    .and_then(|n| {
+                        purge_deliveries_chunk(&self.conn, ItemState::Done, cutoff, &mut counts)
+                            .map(|routed| n + routed)
                     });
                 if res.is_ok() {
                     batch.counts.absorb(counts);
@@ -521,8 +556,8 @@ impl Writer {
                 let res = self.depth().map(|rows| batch.counts.overlay(rows));
                 batch.settle(&self.conn, reply, res);
             }
-            Cmd::NextDue(hook, reply) => {
-                let res = self.next_due(&hook);
+            Cmd::NextDue(hook, route, reply) => {
+                let res = self.next_due(&hook, route.as_deref());
                 batch.settle(&self.conn, reply, res);
             }
             Cmd::Close(_) => {}
@@ -536,12 +571,35 @@ impl Writer {
         how: Finish,
     ) -> Result<(), SpoolError> {
         let to = how.state();
-        self.finish(lease, how).map(|hook| {
-            if let Some(hook) = hook {
+        self.finish(lease, how).map(|ended| match ended {
+            Some((hook, None)) => {
                 batch.wake = true;
                 batch.counts.moved(&hook, ItemState::Leased, to, 1);
             }
+            Some((hook, Some(route))) => {
+                batch.wake = true;
+                batch
+                    .counts
+                    .moved_route(&hook, &route, ItemState::Leased, to, 1);
+            }
+            None => {}
         })
+    }
+
+    /// [`Writer::enqueue`] of a routed request under a savepoint: the
+    /// request row and its deliveries are kept together or not at all,
+    /// even when a statement fails without SQLite rolling the batch back
+    /// (a constraint, say). Only routed requests pay for the savepoint.
+    fn enqueue_atomic(&self, item: &NewItem, counts: &mut Deltas) -> Result<Enqueued, SpoolError> {
+        self.exec_sql("SAVEPOINT enqueue_routed")?;
+        let res = self.enqueue(item, counts);
+        if res.is_err() && !self.conn.is_autocommit() {
+            let _ = self.exec_sql("ROLLBACK TO enqueue_routed");
+        }
+        if !self.conn.is_autocommit() {
+            self.exec_sql("RELEASE enqueue_routed")?;
+        }
+        res
     }
 
     /// Inserts `item` unless it repeats one: the hook's latest item with its
@@ -549,7 +607,7 @@ impl Writer {
     /// revived); failing that, an item with its replay key within the
     /// replay window makes it a replay. Runs inside the batch's transaction,
     /// so the check and the insert commit (or fail) together.
-    fn enqueue(&self, item: &NewItem) -> Result<Enqueued, SpoolError> {
+    fn enqueue(&self, item: &NewItem, counts: &mut Deltas) -> Result<Enqueued, SpoolError> {
         let arrived = to_ms(item.received_at);
         if let Some(dedup) = &item.dedup_id {
             let latest: Option<(i64, ItemState, i64)> = self
@@ -568,6 +626,22 @@ impl Writer {
                         .conn
                         .prepare_cached(sql::REVIVE)?
                         .execute(params![id, now])?;
+                    if n > 0 {
+                        counts.moved(&item.hook, ItemState::Dead, ItemState::Pending, 1);
+                        return Ok(Enqueued::Revived(id));
+                    }
+                }
+                if within && state == ItemState::Routed {
+                    // Its dead deliveries only: the done ones stay done.
+                    let moved = (ItemState::Dead, Some(ItemState::Pending));
+                    let args = params![id, now_ms()];
+                    let n = counts::run_counted_routes(
+                        &self.conn,
+                        sql::REVIVE_DELIVERIES,
+                        args,
+                        moved,
+                        counts,
+                    )?;
                     if n > 0 {
                         return Ok(Enqueued::Revived(id));
                     }
@@ -589,9 +663,10 @@ impl Writer {
             }
         }
         let now = now_ms();
-        let (state, next_attempt) = match item.filtered_until {
-            None => (ItemState::Pending, now),
-            Some(until) => (ItemState::Filtered, to_ms(until)),
+        let (state, next_attempt) = match (item.filtered_until, &item.routes) {
+            (Some(until), _) => (ItemState::Filtered, to_ms(until)),
+            (None, Some(_)) => (ItemState::Routed, now),
+            (None, None) => (ItemState::Pending, now),
         };
         self.conn.prepare_cached(sql::INSERT)?.execute(params![
             item.hook,
@@ -604,7 +679,16 @@ impl Writer {
             next_attempt,
             item.repeats.replay.as_ref().map(|k| &k.digest[..]),
         ])?;
-        Ok(Enqueued::New(self.conn.last_insert_rowid()))
+        let id = self.conn.last_insert_rowid();
+        counts.add(&item.hook, state, 1);
+        if let (Some(routes), None) = (&item.routes, item.filtered_until) {
+            let mut insert = self.conn.prepare_cached(sql::INSERT_DELIVERY)?;
+            for route in routes {
+                insert.execute(params![id, item.hook, route, now])?;
+                counts.add_route(&item.hook, route, ItemState::Pending, 1);
+            }
+        }
+        Ok(Enqueued::New(id))
     }
 
     /// Claims without a savepoint: one would copy every page the claim
@@ -630,6 +714,9 @@ impl Writer {
         let now = now_ms();
         let lease_ms = i64::try_from(req.lease.as_millis()).unwrap_or(i64::MAX);
         let expiry = now.saturating_add(lease_ms);
+        if let Some(route) = &req.route {
+            return self.claim_route(req, route, now, expiry, counts);
+        }
         let candidates = self.claimable(req, now)?;
         let mut lease = self.conn.prepare_cached(sql::LEASE)?;
         let mut items = Vec::with_capacity(candidates.len());
@@ -668,6 +755,170 @@ impl Writer {
             from_pending,
         );
         Ok((items, marked_dead))
+    }
+
+    /// [`Writer::claim`] of one route's delivery rows: the same order and
+    /// the same rules, each lease one single-row UPDATE of `deliveries`,
+    /// then the request read from its items row.
+    fn claim_route(
+        &self,
+        req: &ClaimRequest,
+        route: &str,
+        now: i64,
+        expiry: i64,
+        counts: &mut Deltas,
+    ) -> Result<(Vec<Item>, bool), SpoolError> {
+        let candidates = self.claimable_route(req, route, now)?;
+        let mut lease = self.conn.prepare_cached(sql::LEASE_DELIVERY)?;
+        let mut request = self.conn.prepare_cached(sql::REQUEST)?;
+        let mut items = Vec::with_capacity(candidates.len());
+        let mut from_pending = 0;
+        let mut marked_dead = false;
+        for (row, pending) in candidates {
+            let leased = lease.query_row(params![row, self.instance_id, expiry, now], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                ))
+            });
+            let failed: SpoolError = match leased {
+                Ok((item_id, attempts, last_error, lease_expiry)) => {
+                    match request.query_row([item_id], item_from_row).optional() {
+                        Ok(Some(mut item)) => {
+                            item.state = ItemState::Leased;
+                            item.attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
+                            item.next_attempt = from_ms(now);
+                            item.last_error = last_error;
+                            item.lease_owner = Some(self.instance_id.clone());
+                            item.lease_expiry = lease_expiry.map(from_ms);
+                            item.delivery = Some(RouteDelivery {
+                                row,
+                                route: route.to_owned(),
+                            });
+                            items.push(item);
+                            from_pending += i64::from(pending);
+                            continue;
+                        }
+                        Ok(None) => {
+                            let e = format!("request {item_id} of this delivery is gone");
+                            match self.mark_route_undecodable(req, route, row, pending, &e, counts)
+                            {
+                                Ok(()) => {
+                                    marked_dead = true;
+                                    continue;
+                                }
+                                Err(e) => e,
+                            }
+                        }
+                        Err(e) if undecodable(&e) => {
+                            let e = e.to_string();
+                            match self.mark_route_undecodable(req, route, row, pending, &e, counts)
+                            {
+                                Ok(()) => {
+                                    marked_dead = true;
+                                    continue;
+                                }
+                                Err(e) => e,
+                            }
+                        }
+                        Err(e) => e.into(),
+                    }
+                }
+                Err(e) => e.into(),
+            };
+            if items.is_empty() || self.conn.is_autocommit() {
+                return Err(failed);
+            }
+            tracing::warn!(hook = %req.hook, route, leased = items.len(), error = %failed,
+                "spool: claim stopped half-way; delivering what it leased");
+            break;
+        }
+        counts.moved_route(
+            &req.hook,
+            route,
+            ItemState::Pending,
+            ItemState::Leased,
+            from_pending,
+        );
+        Ok((items, marked_dead))
+    }
+
+    /// Marks delivery row `row`, whose request cannot be read, dead.
+    fn mark_route_undecodable(
+        &self,
+        req: &ClaimRequest,
+        route: &str,
+        row: i64,
+        pending: bool,
+        e: &str,
+        counts: &mut Deltas,
+    ) -> Result<(), SpoolError> {
+        let reason =
+            format!("the stored request cannot be read back, so it cannot be delivered: {e}");
+        let changed = self
+            .conn
+            .prepare_cached(sql::MARK_DELIVERY_UNDECODABLE)?
+            .execute(params![row, now_ms(), reason])?;
+        if changed > 0 {
+            // The lease UPDATE ran first: the row was leased by then.
+            let from = if pending {
+                ItemState::Pending
+            } else {
+                ItemState::Leased
+            };
+            counts.moved_route(&req.hook, route, from, ItemState::Dead, 1);
+            tracing::error!(hook = %req.hook, route, delivery_row = row, error = %e,
+                "spool: delivery's request cannot be read back; marked dead");
+        }
+        Ok(())
+    }
+
+    /// [`Writer::claimable`] for one route's delivery rows (row ids).
+    fn claimable_route(
+        &self,
+        req: &ClaimRequest,
+        route: &str,
+        now: i64,
+    ) -> Result<Vec<(i64, bool)>, SpoolError> {
+        let hook = &req.hook;
+        if req.ordered {
+            let live: Option<i64> = self
+                .conn
+                .prepare_cached(sql::LIVE_LEASE_DELIVERY)?
+                .query_row(params![hook, route, now], |r| r.get(0))
+                .optional()?;
+            if live.is_some() {
+                return Ok(Vec::new());
+            }
+            let head: Option<(i64, ItemState, i64)> = self
+                .conn
+                .prepare_cached(sql::ORDERED_HEAD_DELIVERY)?
+                .query_row(params![hook, route], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()?;
+            return Ok(match head {
+                Some((id, ItemState::Leased, _)) => vec![(id, false)],
+                Some((id, state, next)) if next <= now => vec![(id, state == ItemState::Pending)],
+                _ => Vec::new(),
+            });
+        }
+        let max = i64::try_from(req.max).unwrap_or(i64::MAX);
+        let mut ids: Vec<(i64, bool)> = self
+            .conn
+            .prepare_cached(sql::EXPIRED_LEASES_DELIVERY)?
+            .query_map(params![hook, route, now, max], |r| Ok((r.get(0)?, false)))?
+            .collect::<Result<_, _>>()?;
+        let room = max - ids.len() as i64;
+        if room > 0 {
+            let mut stmt = self.conn.prepare_cached(sql::DUE_PENDING_DELIVERY)?;
+            for id in stmt.query_map(params![hook, route, now, room], |r| r.get(0))? {
+                ids.push((id?, true));
+            }
+        }
+        Ok(ids)
     }
 
     /// Marks item `id` of `hook`, which `claim` could not decode, dead with
@@ -753,31 +1004,48 @@ impl Writer {
     /// Ends `lease`, if this instance still holds it, and returns the
     /// item's hook; `Ok(None)` when it does not (lease lost to expiry and
     /// another claim, its own included, or item gone).
-    fn finish(&self, lease: Lease, how: Finish) -> Result<Option<String>, SpoolError> {
+    /// The route is `Some` for a deliveries row. The lease's table picks
+    /// the statements, so a lease of one table never ends a row of the other.
+    fn finish(
+        &self,
+        lease: Lease,
+        how: Finish,
+    ) -> Result<Option<(String, Option<String>)>, SpoolError> {
         let now = now_ms();
         let me = &self.instance_id;
         let id = lease.id;
         let expiry = lease.expiry_ms();
-        let hook = |r: &rusqlite::Row<'_>| r.get::<_, String>(0);
+        let routed = lease.table == LeaseTable::Deliveries;
+        let pick = |items: &'static str, deliveries: &'static str| {
+            if routed {
+                deliveries
+            } else {
+                items
+            }
+        };
+        let hook = |r: &rusqlite::Row<'_>| {
+            let route = if routed { Some(r.get(1)?) } else { None };
+            Ok((r.get::<_, String>(0)?, route))
+        };
         let hook = match how {
             Finish::Complete => self
                 .conn
-                .prepare_cached(sql::COMPLETE)?
+                .prepare_cached(pick(sql::COMPLETE, sql::COMPLETE_DELIVERY))?
                 .query_row(params![id, me, now, expiry], hook),
             Finish::RetryLater {
                 next_attempt,
                 error,
             } => self
                 .conn
-                .prepare_cached(sql::RETRY_LATER)?
+                .prepare_cached(pick(sql::RETRY_LATER, sql::RETRY_LATER_DELIVERY))?
                 .query_row(params![id, me, now, next_attempt, error, expiry], hook),
             Finish::Dead { error } => self
                 .conn
-                .prepare_cached(sql::MARK_DEAD)?
+                .prepare_cached(pick(sql::MARK_DEAD, sql::MARK_DEAD_DELIVERY))?
                 .query_row(params![id, me, now, error, expiry], hook),
             Finish::Release => self
                 .conn
-                .prepare_cached(sql::RELEASE)?
+                .prepare_cached(pick(sql::RELEASE, sql::RELEASE_DELIVERY))?
                 .query_row(params![id, me, now, expiry], hook),
         }
         .optional()?;
@@ -794,16 +1062,26 @@ impl Writer {
         depth(&self.conn)
     }
 
-    fn next_due(&self, hook: &str) -> Result<Option<SystemTime>, SpoolError> {
+    fn next_due(&self, hook: &str, route: Option<&str>) -> Result<Option<SystemTime>, SpoolError> {
         let now = now_ms();
-        let pending: Option<i64> = self
-            .conn
-            .prepare_cached(sql::NEXT_PENDING)?
-            .query_row(params![hook, now], |r| r.get(0))?;
-        let lease: Option<i64> = self
-            .conn
-            .prepare_cached(sql::NEXT_LEASE_EXPIRY)?
-            .query_row([hook], |r| r.get(0))?;
+        let (pending, lease): (Option<i64>, Option<i64>) = match route {
+            None => (
+                self.conn
+                    .prepare_cached(sql::NEXT_PENDING)?
+                    .query_row(params![hook, now], |r| r.get(0))?,
+                self.conn
+                    .prepare_cached(sql::NEXT_LEASE_EXPIRY)?
+                    .query_row([hook], |r| r.get(0))?,
+            ),
+            Some(route) => (
+                self.conn
+                    .prepare_cached(sql::NEXT_PENDING_DELIVERY)?
+                    .query_row(params![hook, route, now], |r| r.get(0))?,
+                self.conn
+                    .prepare_cached(sql::NEXT_LEASE_EXPIRY_DELIVERY)?
+                    .query_row(params![hook, route], |r| r.get(0))?,
+            ),
+        };
         let earliest = match (pending, lease) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -835,11 +1113,16 @@ pub(crate) fn depth(conn: &Connection) -> Result<Vec<DepthRow>, SpoolError> {
     let rows = stmt.query_map([], |r| {
         Ok(DepthRow {
             hook: r.get(0)?,
-            state: r.get(1)?,
-            count: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+            route: r.get(1)?,
+            state: r.get(2)?,
+            count: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
         })
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut rows: Vec<DepthRow> = rows.collect::<Result<_, _>>()?;
+    rows.sort_by(|a, b| {
+        (&a.hook, &a.route, a.state.as_str()).cmp(&(&b.hook, &b.route, b.state.as_str()))
+    });
+    Ok(rows)
 }
 
 /// Hot-path SQL, kept together so a test can check every plan uses an index.
@@ -902,12 +1185,82 @@ pub(crate) mod sql {
     /// returned, since that may be what fails to decode.
     pub(crate) const MARK_UNDECODABLE: &str = "UPDATE items SET state = 'dead', last_error = ?3, \
          lease_owner = NULL, lease_expiry = NULL, updated_at = ?2 WHERE id = ?1";
-    pub(crate) const DEPTH: &str =
-        "SELECT hook, state, n FROM item_counts WHERE n > 0 ORDER BY hook, state";
+    /// Sorted by the caller: an ORDER BY over the union would sort in SQL.
+    pub(crate) const DEPTH: &str = "SELECT hook, NULL AS route, state, n FROM item_counts \
+         WHERE n > 0 UNION ALL SELECT hook, route, state, n FROM delivery_counts WHERE n > 0";
     pub(crate) const NEXT_PENDING: &str = "SELECT MIN(next_attempt) FROM items \
          WHERE hook = ?1 AND state = 'pending' AND next_attempt > ?2";
     pub(crate) const NEXT_LEASE_EXPIRY: &str =
         "SELECT MIN(lease_expiry) FROM items WHERE hook = ?1 AND state = 'leased'";
+
+    // Route deliveries (schema v5): the statements above for `deliveries`
+    // rows of one (hook, route), the route after the hook.
+    pub(crate) const INSERT_DELIVERY: &str =
+        "INSERT INTO deliveries (item, hook, route, state, attempts, next_attempt, updated_at) \
+         VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4)";
+    /// A redelivered request's dead deliveries: pending again, due now.
+    pub(crate) const REVIVE_DELIVERIES: &str =
+        "UPDATE deliveries SET state = 'pending', attempts = 0, \
+         next_attempt = ?2, last_error = NULL, updated_at = ?2 \
+         WHERE item = ?1 AND state = 'dead' RETURNING hook, route";
+    pub(crate) const EXPIRED_LEASES_DELIVERY: &str =
+        "SELECT id FROM deliveries WHERE hook = ?1 AND route = ?2 AND state = 'leased' \
+         AND lease_expiry < ?3 ORDER BY id LIMIT ?4";
+    pub(crate) const DUE_PENDING_DELIVERY: &str =
+        "SELECT id FROM deliveries WHERE hook = ?1 AND route = ?2 AND state = 'pending' \
+         AND next_attempt <= ?3 ORDER BY next_attempt, id LIMIT ?4";
+    pub(crate) const LIVE_LEASE_DELIVERY: &str =
+        "SELECT id FROM deliveries WHERE hook = ?1 AND route = ?2 AND state = 'leased' \
+         AND lease_expiry >= ?3 LIMIT 1";
+    pub(crate) const ORDERED_HEAD_DELIVERY: &str =
+        "SELECT id, state, next_attempt FROM deliveries \
+         WHERE hook = ?1 AND route = ?2 AND state IN ('pending', 'leased') ORDER BY id LIMIT 1";
+    pub(crate) const LEASE_DELIVERY: &str =
+        "UPDATE deliveries SET state = 'leased', lease_owner = ?2, \
+         lease_expiry = ?3, updated_at = ?4 WHERE id = ?1 \
+         RETURNING item, attempts, last_error, lease_expiry";
+    /// The request of a claimed delivery (its delivery columns are the row's).
+    pub(crate) const REQUEST: &str = concat!(
+        "SELECT id, hook, dedup_id, received_at, headers, body, state, ",
+        "attempts, next_attempt, last_error, lease_owner, lease_expiry FROM items WHERE id = ?1"
+    );
+    pub(crate) const COMPLETE_DELIVERY: &str =
+        "UPDATE deliveries SET state = 'done', attempts = attempts + 1, \
+         lease_owner = NULL, lease_expiry = NULL, updated_at = ?3 \
+         WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2 \
+         AND (?4 IS NULL OR lease_expiry = ?4) RETURNING hook, route";
+    pub(crate) const RETRY_LATER_DELIVERY: &str =
+        "UPDATE deliveries SET state = 'pending', attempts = attempts + 1, \
+         next_attempt = ?4, last_error = ?5, lease_owner = NULL, lease_expiry = NULL, \
+         updated_at = ?3 WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2 \
+         AND (?6 IS NULL OR lease_expiry = ?6) RETURNING hook, route";
+    pub(crate) const MARK_DEAD_DELIVERY: &str =
+        "UPDATE deliveries SET state = 'dead', attempts = attempts + 1, \
+         last_error = ?4, lease_owner = NULL, lease_expiry = NULL, updated_at = ?3 \
+         WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2 \
+         AND (?5 IS NULL OR lease_expiry = ?5) RETURNING hook, route";
+    pub(crate) const RELEASE_DELIVERY: &str =
+        "UPDATE deliveries SET state = 'pending', lease_owner = NULL, \
+         lease_expiry = NULL, updated_at = ?3 \
+         WHERE id = ?1 AND state = 'leased' AND lease_owner = ?2 \
+         AND (?4 IS NULL OR lease_expiry = ?4) RETURNING hook, route";
+    pub(crate) const MARK_DELIVERY_UNDECODABLE: &str =
+        "UPDATE deliveries SET state = 'dead', last_error = ?3, \
+         lease_owner = NULL, lease_expiry = NULL, updated_at = ?2 WHERE id = ?1";
+    pub(crate) const PURGE_DONE_DELIVERIES: &str =
+        "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
+         WHERE state = 'done' AND updated_at < ?1 LIMIT ?2) RETURNING hook, route, item";
+    pub(crate) const PURGE_DEAD_DELIVERIES: &str =
+        "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
+         WHERE state = 'dead' AND updated_at < ?1 LIMIT ?2) RETURNING hook, route, item";
+    /// A routed request once no delivery of it is left.
+    pub(crate) const PURGE_ROUTED_REQUEST: &str =
+        "DELETE FROM items WHERE id = ?1 AND state = 'routed' \
+         AND NOT EXISTS (SELECT 1 FROM deliveries WHERE item = ?1)";
+    pub(crate) const NEXT_PENDING_DELIVERY: &str = "SELECT MIN(next_attempt) FROM deliveries \
+         WHERE hook = ?1 AND route = ?2 AND state = 'pending' AND next_attempt > ?3";
+    pub(crate) const NEXT_LEASE_EXPIRY_DELIVERY: &str = "SELECT MIN(lease_expiry) FROM deliveries \
+         WHERE hook = ?1 AND route = ?2 AND state = 'leased'";
 
     /// Every statement above with its parameter count, for plan checks.
     #[cfg(test)]
@@ -930,6 +1283,24 @@ pub(crate) mod sql {
         (MARK_UNDECODABLE, 3),
         (NEXT_PENDING, 2),
         (NEXT_LEASE_EXPIRY, 1),
+        (INSERT_DELIVERY, 4),
+        (REVIVE_DELIVERIES, 2),
+        (EXPIRED_LEASES_DELIVERY, 4),
+        (DUE_PENDING_DELIVERY, 4),
+        (LIVE_LEASE_DELIVERY, 3),
+        (ORDERED_HEAD_DELIVERY, 2),
+        (LEASE_DELIVERY, 4),
+        (REQUEST, 1),
+        (COMPLETE_DELIVERY, 4),
+        (RETRY_LATER_DELIVERY, 6),
+        (MARK_DEAD_DELIVERY, 5),
+        (RELEASE_DELIVERY, 4),
+        (MARK_DELIVERY_UNDECODABLE, 3),
+        (PURGE_DONE_DELIVERIES, 2),
+        (PURGE_DEAD_DELIVERIES, 2),
+        (PURGE_ROUTED_REQUEST, 1),
+        (NEXT_PENDING_DELIVERY, 3),
+        (NEXT_LEASE_EXPIRY_DELIVERY, 2),
     ];
 }
 
@@ -943,5 +1314,7 @@ mod tests {
         let returning = sql::LEASE.split("RETURNING").nth(1).unwrap();
         let norm = |s: &str| s.split_whitespace().collect::<String>();
         assert_eq!(norm(returning), norm(ITEM_COLUMNS));
+        let request = sql::REQUEST.split("FROM").next().unwrap();
+        assert_eq!(norm(request), norm(&format!("SELECT {ITEM_COLUMNS}")));
     }
 }

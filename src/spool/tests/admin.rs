@@ -86,7 +86,7 @@ async fn ls_show_retry_purge_stats() {
         ..Default::default()
     };
     assert_eq!(ids(&limited), [a1]);
-    let configured = vec!["a".to_string()];
+    let configured = vec![("a".to_string(), "default".to_string())];
     let orphaned = ListFilter {
         orphaned: Some(&configured),
         ..Default::default()
@@ -98,7 +98,7 @@ async fn ls_show_retry_purge_stats() {
         ..Default::default()
     };
     assert_eq!(ids(&orphaned_pending), [c1]);
-    let none_configured: Vec<String> = Vec::new();
+    let none_configured: Vec<(String, String)> = Vec::new();
     let all_orphaned = ListFilter {
         orphaned: Some(&none_configured),
         ..Default::default()
@@ -119,22 +119,33 @@ async fn ls_show_retry_purge_stats() {
     assert!(matches!(admin.show(9999), Err(SpoolError::NotFound(9999))));
 
     // retry: dead → pending, due now, attempts 0; leased and done refused.
-    admin.retry(a2).unwrap();
+    admin.retry(a2, None).unwrap();
     let retried = admin.show(a2).unwrap();
     assert_eq!((retried.state, retried.attempts), (ItemState::Pending, 0));
     assert!(retried.next_attempt <= SystemTime::now());
-    assert!(admin.retry(b1).unwrap_err().to_string().contains("leased"));
-    assert!(admin.retry(a1).unwrap_err().to_string().contains("done"));
-    assert!(matches!(admin.retry(9999), Err(SpoolError::NotFound(9999))));
+    assert!(admin
+        .retry(b1, None)
+        .unwrap_err()
+        .to_string()
+        .contains("leased"));
+    assert!(admin
+        .retry(a1, None)
+        .unwrap_err()
+        .to_string()
+        .contains("done"));
+    assert!(matches!(
+        admin.retry(9999, None),
+        Err(SpoolError::NotFound(9999))
+    ));
     // The running spool sees the retried item on its next claim.
     let again = spool.claim(claim_req("a", 5, false, LONG)).await.unwrap();
     assert_eq!(again.iter().map(|i| i.id).collect::<Vec<_>>(), [a2]);
     spool.mark_dead(a2, "again").await.unwrap();
     spool.claim(claim_req("c", 1, false, LONG)).await.unwrap();
     spool.mark_dead(c1, "c gone").await.unwrap();
-    assert_eq!(admin.retry_dead(Some("c")).unwrap(), 1);
+    assert_eq!(admin.retry_dead(Some("c"), None).unwrap(), 1);
     assert_eq!(admin.show(c1).unwrap().state, ItemState::Pending);
-    assert_eq!(admin.retry_dead(None).unwrap(), 1);
+    assert_eq!(admin.retry_dead(None, None).unwrap(), 1);
     assert_eq!(admin.show(a2).unwrap().state, ItemState::Pending);
 
     // purge: only done or dead; age filter on last change.

@@ -4,6 +4,7 @@ mod admin;
 mod group_commit;
 mod open;
 mod queue;
+mod routes;
 mod scale;
 
 use std::path::{Path, PathBuf};
@@ -40,12 +41,14 @@ fn item(hook: &str, dedup: Option<&str>, body: &[u8]) -> NewItem {
         body: Bytes::copy_from_slice(body),
         repeats: Default::default(),
         filtered_until: None,
+        routes: None,
     }
 }
 
 fn claim_req(hook: &str, max: usize, ordered: bool, lease: Duration) -> ClaimRequest {
     ClaimRequest {
         hook: hook.to_string(),
+        route: None,
         max,
         ordered,
         lease,

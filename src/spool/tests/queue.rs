@@ -142,12 +142,12 @@ async fn lease_ending_transitions() {
     let again = spool.claim(claim_req("h", 10, false, LONG)).await.unwrap();
     assert_eq!(again.iter().map(|i| i.id).collect::<Vec<_>>(), [ids[3]]);
     // Claimable later: the retry time, or the fresh lease's expiry.
-    let next = spool.next_due("h").await.unwrap().unwrap();
+    let next = spool.next_due("h", None).await.unwrap().unwrap();
     assert_eq!(
         to_ms(next),
         to_ms(later).min(to_ms(again[0].lease_expiry.unwrap()))
     );
-    assert_eq!(spool.next_due("nothing-here").await.unwrap(), None);
+    assert_eq!(spool.next_due("nothing-here", None).await.unwrap(), None);
 
     let depth = spool.depth().await.unwrap();
     assert_eq!(depth_of(&depth, "h", ItemState::Done), 1);
@@ -187,7 +187,7 @@ async fn expired_lease_is_claimable_by_anyone() {
         .unwrap()
         .is_empty());
     let expiry = first[0].lease_expiry.unwrap();
-    assert_eq!(b.next_due("h").await.unwrap(), Some(expiry));
+    assert_eq!(b.next_due("h", None).await.unwrap(), Some(expiry));
     // Wait for the expiry itself (plus a millisecond of resolution).
     let wait = expiry.duration_since(SystemTime::now()).unwrap_or_default();
     tokio::time::sleep(wait + Duration::from_millis(2)).await;
@@ -275,7 +275,7 @@ async fn ordered_claim_takes_only_the_head() {
     spool.retry_later(ids[1], later, "boom").await.unwrap();
     assert!(spool.claim(ordered(5)).await.unwrap().is_empty());
     assert_eq!(
-        spool.next_due("o").await.unwrap().map(to_ms),
+        spool.next_due("o", None).await.unwrap().map(to_ms),
         Some(to_ms(later))
     );
 
@@ -751,6 +751,7 @@ async fn filtered_items_are_kept_never_claimed_and_pending_again_on_retry() {
     let keep = SystemTime::now() + Duration::from_secs(3600);
     let filtered = |n: u8, hook: &str| NewItem {
         filtered_until: Some(keep),
+        routes: None,
         ..item(hook, Some(&format!("f{n}")), &[n])
     };
     let Enqueued::New(f1) = spool.enqueue(filtered(1, "h")).await.unwrap() else {
@@ -818,6 +819,7 @@ async fn retention_purges_filtered_items_past_their_keep_time_only() {
     for until in [-60, -1, 3600] {
         let it = NewItem {
             filtered_until: Some(at(until)),
+            routes: None,
             ..item("h", None, b"f")
         };
         let Enqueued::New(id) = spool.enqueue(it).await.unwrap() else {

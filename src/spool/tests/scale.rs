@@ -59,7 +59,7 @@ async fn startup_with_a_million_pending_items() {
         ))
         .await
         .unwrap();
-    let next = spool.next_due("hook3").await.unwrap();
+    let next = spool.next_due("hook3", None).await.unwrap();
     let claim_time = started.elapsed();
     let started = Instant::now();
     let dup = spool
