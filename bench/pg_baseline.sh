@@ -11,13 +11,16 @@
 #       leasing them with a new lease generation, on 1M pending + 1M done,
 #       latency p50/p99 from pgbench's per-transaction log.
 # Writes a markdown report to bench/results/pg-<time>.md and prints it.
-# Knobs: RUNS (3), SECS (10), CLIENTS ("64 256"), CLAIM_CLIENTS ("16 64").
+# Knobs: RUNS (3), SECS (10), CLIENTS ("64 256"), CLAIM_CLIENTS ("16 64"),
+# WRITES ("a b1 b2"), CLAIM (1; 0 skips the claim).
 set -euo pipefail
 cd "$(dirname "$0")"
 RUNS=${RUNS:-3}
 SECS=${SECS:-10}
 CLIENTS=${CLIENTS:-"64 256"}
 CLAIM_CLIENTS=${CLAIM_CLIENTS:-"16 64"}
+WRITES=${WRITES:-"a b1 b2"}
+CLAIM=${CLAIM:-1}
 BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
 USER_=hookd-test
 id "$USER_" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$USER_"
@@ -130,7 +133,7 @@ REPORT=results/pg-$(date -u +%Y-%m-%dT%H%M%SZ).md
   echo "| --- | --- | --- | --- | --- | --- | --- |"
 } >"$REPORT"
 for c in $CLIENTS; do
-  for s in a b1 b2; do
+  for s in $WRITES; do
     rows=1; [ "$s" = a ] || rows=64
     : >"$W/runs"
     for _ in $(seq "$RUNS"); do bench "$s" "$c" >>"$W/runs"; done
@@ -142,6 +145,7 @@ for c in $CLIENTS; do
   done
 done
 
+[ "$CLAIM" = 1 ] || { cat "$REPORT"; exit 0; }
 # (c): 1M pending (due over the last hour) + 1M done deliveries.
 "${PSQL[@]}" -c "TRUNCATE deliveries, depth_counts" >/dev/null
 "${PSQL[@]}" -c "INSERT INTO deliveries (request_id, route, hook, state, next_attempt, finished_at)

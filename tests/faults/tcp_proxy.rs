@@ -214,6 +214,13 @@ fn relay(mut client: TcpStream, target: SocketAddr, sh: &Shared) {
             };
             (ready(&fds[0]), ready(&fds[1]))
         };
+        // The mode again: a switch during the poll must apply to the bytes
+        // it woke for (a COMMIT sent just after `DropReplies` is set would
+        // otherwise have its answer relayed).
+        let mode = Mode::from_u8(sh.mode.load(Ordering::SeqCst));
+        if !matches!(mode, Mode::Pass | Mode::DropReplies) {
+            continue;
+        }
         if from_client {
             match client.read(&mut buf) {
                 Ok(0) | Err(_) => return,
