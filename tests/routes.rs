@@ -363,3 +363,53 @@ fn a_commit_that_fails_answers_503_and_keeps_no_route_of_its_request() {
         .unwrap();
     assert_eq!(orphans, 0);
 }
+
+#[test]
+fn items_of_a_plain_hook_go_to_its_route_named_default_once_it_has_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    // The plain hook's app is down: its item waits (retries an hour apart).
+    let down = format!("http://127.0.0.1:{}/", free_port());
+    let plain = forward_hook(
+        dir.path(),
+        "gh",
+        &down,
+        "retry = { backoff = \"1h\", max_backoff = \"1h\" }",
+    );
+    let mut h = Hookd::configure(dir.path(), &plain);
+    h.start();
+    let id = h.post_signed("gh", b"{}", &[]).json()["id"]
+        .as_i64()
+        .unwrap();
+    wait_for(Duration::from_secs(15), "the first attempt to fail", || {
+        let items = h.items("pending");
+        items
+            .iter()
+            .any(|i| i["id"] == id && i["attempts"] == 1)
+            .then_some(())
+    });
+    h.signal(nix::sys::signal::Signal::SIGTERM);
+    h.wait_exit(Duration::from_secs(20));
+
+    // Routes now, one of them `default`: the old item is delivered by it.
+    let (default, other) = (Upstream::ok(), Upstream::ok());
+    let routes = route("default", &default.url(), "") + &route("other", &other.url(), "");
+    let text = std::fs::read_to_string(&h.config)
+        .unwrap()
+        .replace(&plain, "");
+    std::fs::write(&h.config, text + &routed_hook(dir.path(), &routes)).unwrap();
+    let (code, out, err) = h.cli(&["spool", "retry", "--id", &id.to_string()]);
+    assert_eq!(code, 0, "{out}{err}");
+    h.start();
+    let got = wait_for(Duration::from_secs(15), "route default", || {
+        default.received().first().cloned()
+    });
+    assert_eq!(
+        got.header("hookd-delivery-id"),
+        Some(id.to_string().as_str())
+    );
+    assert_eq!(got.header("hookd-route"), Some("default"));
+    assert!(
+        other.received().is_empty(),
+        "only route default owns old items"
+    );
+}

@@ -54,6 +54,14 @@ pub(crate) async fn run_route(
     let replies_wanted = hook.respond.as_ref().is_some_and(|r| r.wait.is_some());
     // A plain hook's deliveries are its items rows.
     let claim_route = hook.routed.then(|| route.name.clone());
+    // Where this route's deliveries are: its delivery rows, and, for route
+    // `default` of a hook that had a plain action before, that hook's items
+    // rows spooled then (older, so first).
+    let sources: Vec<Option<String>> = if hook.routed && route.name == crate::spool::DEFAULT_ROUTE {
+        vec![None, claim_route]
+    } else {
+        vec![claim_route]
+    };
     let worker = Arc::new(Worker {
         replies_wanted,
         spool: spool.clone(),
@@ -84,11 +92,14 @@ pub(crate) async fn run_route(
         while let Some(joined) = tasks.try_join_next() {
             report_panic(&name, joined);
         }
-        let free = concurrency.saturating_sub(tasks.len());
-        if free > 0 {
+        for source in &sources {
+            let free = concurrency.saturating_sub(tasks.len());
+            if free == 0 || spool_failed {
+                break;
+            }
             let req = ClaimRequest {
                 hook: name.clone(),
-                route: claim_route.clone(),
+                route: source.clone(),
                 max: free,
                 ordered,
                 lease,
@@ -100,7 +111,7 @@ pub(crate) async fn run_route(
                         tasks.spawn(worker.clone().deliver(item));
                     }
                     if claimed < free {
-                        match spool.next_due(&name, claim_route.as_deref()).await {
+                        match spool.next_due(&name, source.as_deref()).await {
                             Ok(Some(due)) => {
                                 // A due time already past is one we could not
                                 // claim (ordered, leased elsewhere): the tick covers it.
