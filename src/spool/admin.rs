@@ -388,18 +388,30 @@ impl Admin {
         let depth = depth(&self.conn)?;
         let now = now_ms();
         let mut oldest: Option<i64> = None;
-        let mut stmt = self.conn.prepare(
+        // A plain hook's unfinished items, and a routed hook's unfinished
+        // deliveries (their request's arrival), each by its `open` index.
+        let mut items = self.conn.prepare(
             "SELECT received_at FROM items WHERE hook = ?1 \
              AND state IN ('pending', 'leased') ORDER BY id LIMIT 1",
         )?;
-        let mut hooks: Vec<&str> = depth
+        let mut deliveries = self.conn.prepare(
+            "SELECT i.received_at FROM deliveries d JOIN items i ON i.id = d.item \
+             WHERE d.hook = ?1 AND d.route = ?2 AND d.state IN ('pending', 'leased') \
+             ORDER BY d.id LIMIT 1",
+        )?;
+        let mut queues: Vec<(&str, Option<&str>)> = depth
             .iter()
             .filter(|d| matches!(d.state, ItemState::Pending | ItemState::Leased))
-            .map(|d| d.hook.as_str())
+            .map(|d| (d.hook.as_str(), d.route.as_deref()))
             .collect();
-        hooks.dedup();
-        for hook in hooks {
-            let t: Option<i64> = stmt.query_row([hook], |r| r.get(0)).optional()?;
+        queues.dedup();
+        for (hook, route) in queues {
+            let t: Option<i64> = match route {
+                None => items.query_row([hook], |r| r.get(0)).optional()?,
+                Some(route) => deliveries
+                    .query_row([hook, route], |r| r.get(0))
+                    .optional()?,
+            };
             oldest = match (oldest, t) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),

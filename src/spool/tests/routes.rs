@@ -440,3 +440,23 @@ async fn v4_spool_migrates_keeping_its_rows_and_v4_statements_keep_working() {
     }
     spool.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_oldest_pending_counts_a_routed_request_waiting_on_one_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path(), "a");
+    let id = new_id(&spool, routed("gh", None, b"{}", &["a"])).await;
+    spool.close().await;
+    let admin = Admin::open(spool_path(dir.path())).unwrap();
+    // Only a delivery row is unfinished: its request's age is the oldest.
+    let received = admin.show(id).unwrap().received_at;
+    let stats = admin.stats().unwrap();
+    let age = stats
+        .oldest_pending_age_ms
+        .expect("a pending delivery has an age");
+    let since = SystemTime::now()
+        .duration_since(received)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    assert!(age <= since + 1_000, "age {age} ms, request {since} ms old");
+}
