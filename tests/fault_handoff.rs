@@ -600,7 +600,7 @@ fn a_paused_lone_instance_never_ends_its_own_newer_lease_with_a_stale_write() {
     signal(pid, Signal::SIGCONT);
     let mut raced = 0;
     for (id, cid) in &items {
-        let failed = format!("delivery_id={id} hook=gh attempt=1");
+        let failed = format!("delivery_id={id} hook=gh route=default attempt=1");
         wait_for(
             Duration::from_secs(30),
             &format!("item {id}: the old attempt's end recorded and a new attempt held"),
