@@ -16,6 +16,9 @@ mod codec;
 mod counts;
 mod handle;
 mod instances;
+// Not wired into Spool/Admin yet (the next commits of issue 15).
+#[allow(dead_code)]
+mod pg;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -101,6 +104,12 @@ pub(crate) enum SpoolError {
     CommitFailed(Arc<SpoolError>),
     #[error("{0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// From the PostgreSQL spool: the server's message, or the connection's.
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The PostgreSQL spool could not be reached within its deadline.
+    #[error("postgres: {0}")]
+    Unreachable(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
