@@ -8,7 +8,8 @@
 //! PostgreSQL refuses to run as root and the tests run as root, so as root
 //! the cluster belongs to a system user, [`PG_USER`], created on first use.
 //!
-//! Use it with `mod common;` and `#[path = "common/pg.rs"] mod pg;`.
+//! Use it with `#[path = "common/pg.rs"] mod pg;` from a test binary, or with
+//! a `#[path]` from the spool's unit tests: it needs nothing else of tests/common.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -16,7 +17,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::common::free_port;
 
 /// The system user that owns the clusters when the tests run as root.
 pub const PG_USER: &str = "hookd-test";
@@ -473,4 +473,14 @@ fn user_ids(name: &str) -> Option<(u32, u32)> {
         String::from_utf8_lossy(&out.stdout).trim().parse().ok()
     };
     Some((id("-u")?, id("-g")?))
+}
+
+/// A port on 127.0.0.1 nobody listens on now: the kernel's pick, let go at
+/// once for the server to take (self-contained, so the spool's unit tests
+/// can use this file without the rest of tests/common).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
 }

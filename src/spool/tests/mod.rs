@@ -7,6 +7,15 @@ mod queue;
 mod routes;
 mod scale;
 
+/// A throw-away PostgreSQL cluster and a TCP fault proxy, shared with the
+/// integration tests: the PostgreSQL backend's tests run on a real server.
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../../tests/common/pg.rs"]
+pub(crate) mod pg_cluster;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../../tests/faults/tcp_proxy.rs"]
+pub(crate) mod tcp_proxy;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
