@@ -192,6 +192,29 @@ async fn a_commit_through_drop_replies_is_applied_while_the_client_never_hears_b
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_replies_after_passes_until_the_pattern_then_swallows_its_answer() {
+    let pg = Pg::start_new();
+    pg.psql("CREATE TABLE acked (id int PRIMARY KEY)");
+    let proxy = TcpProxy::start(pg.addr());
+    let c = connected(&pg.url_via(proxy.addr)).await;
+    proxy.drop_replies_after(b"COMMIT\0");
+    // Everything before the pattern is answered.
+    c.batch_execute("BEGIN; INSERT INTO acked VALUES (8)")
+        .await
+        .unwrap();
+    assert_eq!(proxy.mode(), Mode::Pass);
+    let commit = timeout(Duration::from_secs(2), c.batch_execute("COMMIT")).await;
+    assert!(
+        commit.is_err(),
+        "the COMMIT's answer must be swallowed, got {commit:?}"
+    );
+    assert_eq!(proxy.mode(), Mode::DropReplies);
+    common::wait_for(HANG, "the COMMIT to be applied", || {
+        (pg.psql("SELECT count(*) FROM acked WHERE id = 8") == "1").then_some(())
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_makes_open_and_new_connections_fail_at_once() {
     let pg = Pg::start_new();
     let proxy = TcpProxy::start(pg.addr());

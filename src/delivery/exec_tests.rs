@@ -34,6 +34,7 @@ fn item(body: impl Into<Bytes>) -> Item {
         last_error: None,
         lease_owner: None,
         lease_expiry: None,
+        lease_gen: None,
         delivery: None,
     }
 }

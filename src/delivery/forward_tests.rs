@@ -113,6 +113,7 @@ fn item() -> Item {
         last_error: None,
         lease_owner: None,
         lease_expiry: None,
+        lease_gen: None,
         delivery: None,
     }
 }

@@ -24,7 +24,7 @@ use crate::ingress::access::Peer;
 use crate::ingress::budget::Budget;
 use crate::ingress::routes::{handle, GaugeSource, Ingress, Role};
 use crate::metrics::Metrics;
-use crate::spool::{Spool, SpoolOptions};
+use crate::spool::{Spool, SpoolOptions, Store};
 
 /// Hook names the seed corpus and the dictionary use.
 const CONFIG: &str = r#"
@@ -113,7 +113,7 @@ impl IngressHarness {
         let cfg = Config::parse(&text, Path::new("fuzz.toml")).expect("fuzz harness config");
         let routes = Ingress::routes(&cfg).expect("fuzz harness routes");
         let spool = Spool::open(SpoolOptions {
-            path: dir.join("spool.db"),
+            store: Store::File(dir.join("spool.db")),
             instance_id: format!("fuzz-{}", std::process::id()),
             max_batch: 1024,
             on_commit: None,

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::spool::{ClaimRequest, Enqueued, Item, ItemState, NewItem, Spool, SpoolOptions};
+use crate::spool::{ClaimRequest, Enqueued, Item, ItemState, NewItem, Spool, SpoolOptions, Store};
 
 const HOOKS: [&str; 2] = ["a", "b"];
 /// Leases no test outlives: a lease ends only by an operation, or by the
@@ -112,7 +112,7 @@ impl Run<'_> {
     fn open(&mut self) {
         self.opens += 1;
         let spool = Spool::open(SpoolOptions {
-            path: self.dir.join("spool.db"),
+            store: Store::File(self.dir.join("spool.db")),
             instance_id: format!("model-{}-{}", std::process::id(), self.opens),
             max_batch: 64,
             on_commit: None,
@@ -163,6 +163,7 @@ impl Run<'_> {
                         repeats: Default::default(),
                         filtered_until: None,
                         routes: None,
+                        ordered: Vec::new(),
                     }))
                     .unwrap_or_else(|e| panic!("spool model: enqueue: {e}"));
                 if revive {

@@ -300,6 +300,10 @@ async fn hook(
         repeats,
         filtered_until,
         routes: (route.hook.routed && wanted).then(|| matched.clone()),
+        ordered: (route.hook.routes.iter())
+            .filter(|r| r.ordered && matched.contains(&r.name))
+            .map(|r| r.name.clone())
+            .collect(),
     };
     spool(ing, route, name, item, &matched).await
 }

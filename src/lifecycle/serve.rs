@@ -26,7 +26,7 @@ use crate::ingress::routes::{Ingress, Route};
 use crate::ingress::server::{self, Traffic};
 use crate::metrics::Metrics;
 use crate::replies::Replies;
-use crate::spool::{Spool, SpoolOptions};
+use crate::spool::{Spool, SpoolOptions, Store};
 use crate::systemd::{listen::Named, notify};
 
 /// How long a successor has to open the spool and report ready.
@@ -255,7 +255,7 @@ fn open_spool(cfg: &Config, metrics: &Arc<Metrics>) -> Result<Spool, StartError>
     let observer_metrics = metrics.clone();
     let spool_path = cfg.spool_path();
     Spool::open(SpoolOptions {
-        path: spool_path.clone(),
+        store: Store::File(spool_path.clone()),
         instance_id: format!("{}-{:016x}", std::process::id(), rand::random::<u64>()),
         max_batch: cfg.spool.max_batch,
         on_commit: Some(Arc::new(move |lat, n| observer_metrics.commit(lat, n))),
@@ -433,7 +433,7 @@ async fn announce(r: &Running, handoff_pipe: Option<OwnedFd>) {
         }
         None => notify::ready(&line),
     }
-    tracing::info!(hookd_event = "ready", listen = %r.addrs.join(" "), spool = %d.spool.path().display(), hooks = d.cfg.hooks.len(), "hookd ready");
+    tracing::info!(hookd_event = "ready", listen = %r.addrs.join(" "), spool = %d.spool.describe(), hooks = d.cfg.hooks.len(), "hookd ready");
 }
 
 /// Serves until a stop signal or a successful hand-off, and says which.

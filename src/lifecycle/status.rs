@@ -124,7 +124,7 @@ pub(crate) async fn report(d: &Daemon) -> StatusReport {
         pid: std::process::id(),
         state: d.phase.get().as_str().to_string(),
         instance: d.spool.instance_id().to_string(),
-        spool: d.spool.path().display().to_string(),
+        spool: d.spool.describe().to_string(),
         in_flight: d
             .in_flight
             .by_hook()

@@ -155,6 +155,7 @@ pub(crate) fn item_from_row(row: &Row<'_>) -> rusqlite::Result<Item> {
         last_error: row.get(9)?,
         lease_owner: row.get(10)?,
         lease_expiry: row.get::<_, Option<i64>>(11)?.map(from_ms),
+        lease_gen: None,
         delivery: None,
     })
 }

@@ -1,6 +1,6 @@
 //! [`Spool`]: the cheap, cloneable handle ingress and delivery hold.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -10,9 +10,13 @@ use tokio::sync::{oneshot, Notify};
 
 use super::checkpoint::Checkpointer;
 use super::codec::to_ms;
+use super::pg::writer::PgWriter;
+use super::pg::PgOptions;
 use super::writer::{checkpoint_pages, Cmd, Finish, Reply, Writer, PURGE_CHUNK};
 use super::{instances, schema};
-use super::{ClaimRequest, DepthRow, Enqueued, Item, Lease, NewItem, SpoolError, SpoolOptions};
+use super::{
+    ClaimRequest, DepthRow, Enqueued, Item, Lease, NewItem, SpoolError, SpoolOptions, Store,
+};
 
 /// Handle to an open spool. Clones share one writer thread; the thread stops
 /// after [`Spool::close`] or when the last clone is dropped (then it also
@@ -28,7 +32,7 @@ pub(crate) struct Spool {
 impl std::fmt::Debug for Spool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Spool")
-            .field("path", &self.inner.path)
+            .field("store", &self.inner.name)
             .field("instance_id", &self.inner.instance_id)
             .finish()
     }
@@ -36,7 +40,8 @@ impl std::fmt::Debug for Spool {
 
 struct Inner {
     tx: Sender<Cmd>,
-    path: PathBuf,
+    /// The file's path or the database's redacted URL, for messages.
+    name: String,
     instance_id: String,
     arrivals: Arc<Notify>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -56,48 +61,22 @@ impl Drop for Inner {
 }
 
 impl Spool {
-    /// Opens or creates the spool file: WAL mode, synchronous=FULL, schema
-    /// migrations, registration of `opts.instance_id`, and release of leases
-    /// held by instances whose process no longer runs. Then starts the
-    /// writer thread. Blocking: call before serving or via `spawn_blocking`.
+    /// Opens or creates the spool (an SQLite file or a PostgreSQL
+    /// database, as `opts.store` says), migrates its schema, registers
+    /// `opts.instance_id` and releases leases of instances whose process no
+    /// longer runs; then starts the writer thread. Blocking: call before
+    /// serving or via `spawn_blocking`.
     pub(crate) fn open(opts: SpoolOptions) -> Result<Spool, SpoolError> {
-        let path = opts.path.clone();
-        let conn = schema::open_rw(&path)?;
-        let found = schema::migrate(&conn)?;
-        let released = instances::register(&conn, &opts.instance_id)?;
-        // A v1 hookd still running (an upgrade's hand-off) changes states
-        // without counting them: recount once it has gone.
-        let recount_when_alone = found == 1 && released.live_instances > 0;
-        if released.leases > 0 || released.dead_instances > 0 {
-            tracing::info!(
-                leases = released.leases,
-                dead_instances = released.dead_instances,
-                "spool: released leases of instances that no longer run"
-            );
-        }
-        // The writer starts at synchronous=FULL; see writer::checkpoint_pages.
-        conn.pragma_update(None, "wal_autocheckpoint", checkpoint_pages(true))?;
         let arrivals = Arc::new(Notify::new());
-        let writer = Writer {
-            conn,
-            instance_id: opts.instance_id.clone(),
-            max_batch: opts.max_batch,
-            on_commit: opts.on_commit.clone(),
-            arrivals: arrivals.clone(),
-            sync_full: true,
-            checkpointer: Some(Checkpointer::start(path.clone())?),
-            recount_when_alone,
-            peers_checked: std::time::Instant::now(),
-            wal: None,
+        let name = opts.store.describe();
+        let (tx, thread) = match &opts.store {
+            Store::File(path) => open_file(path.clone(), &opts, arrivals.clone())?,
+            Store::Postgres(pg) => open_postgres(pg.clone(), &opts, arrivals.clone())?,
         };
-        let (tx, rx) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("hookd-spool".into())
-            .spawn(move || writer.run(rx))?;
         Ok(Spool {
             inner: Arc::new(Inner {
                 tx,
-                path,
+                name,
                 instance_id: opts.instance_id,
                 arrivals,
                 thread: Mutex::new(Some(thread)),
@@ -259,13 +238,103 @@ impl Spool {
         }
     }
 
-    /// The spool file.
-    pub(crate) fn path(&self) -> &Path {
-        &self.inner.path
+    /// The spool file's path or the database's redacted URL.
+    pub(crate) fn describe(&self) -> &str {
+        &self.inner.name
     }
 
     /// This process's lease owner id.
     pub(crate) fn instance_id(&self) -> &str {
         &self.inner.instance_id
+    }
+}
+
+type Started = (Sender<Cmd>, JoinHandle<()>);
+
+/// The SQLite writer: WAL mode, synchronous=FULL, migrations, registration.
+fn open_file(
+    path: PathBuf,
+    opts: &SpoolOptions,
+    arrivals: Arc<Notify>,
+) -> Result<Started, SpoolError> {
+    let conn = schema::open_rw(&path)?;
+    let found = schema::migrate(&conn)?;
+    let released = instances::register(&conn, &opts.instance_id)?;
+    // A v1 hookd still running (an upgrade's hand-off) changes states
+    // without counting them: recount once it has gone.
+    let recount_when_alone = found == 1 && released.live_instances > 0;
+    if released.leases > 0 || released.dead_instances > 0 {
+        tracing::info!(
+            leases = released.leases,
+            dead_instances = released.dead_instances,
+            "spool: released leases of instances that no longer run"
+        );
+    }
+    // The writer starts at synchronous=FULL; see writer::checkpoint_pages.
+    conn.pragma_update(None, "wal_autocheckpoint", checkpoint_pages(true))?;
+    let writer = Writer {
+        conn,
+        instance_id: opts.instance_id.clone(),
+        max_batch: opts.max_batch,
+        on_commit: opts.on_commit.clone(),
+        arrivals,
+        sync_full: true,
+        checkpointer: Some(Checkpointer::start(path)?),
+        recount_when_alone,
+        peers_checked: std::time::Instant::now(),
+        wal: None,
+    };
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("hookd-spool".into())
+        .spawn(move || writer.run(rx))?;
+    Ok((tx, thread))
+}
+
+/// The PostgreSQL writer on its own thread and current-thread runtime
+/// (which also drives its connection); returns once it has connected,
+/// migrated and registered, or failed to.
+fn open_postgres(
+    pg: PgOptions,
+    opts: &SpoolOptions,
+    arrivals: Arc<Notify>,
+) -> Result<Started, SpoolError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (instance_id, max_batch, on_commit) = (
+        opts.instance_id.clone(),
+        opts.max_batch,
+        opts.on_commit.clone(),
+    );
+    let (opened_tx, opened) = mpsc::channel();
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("hookd-spool".into())
+        .spawn(move || {
+            let writer = rt.block_on(PgWriter::open(
+                pg,
+                instance_id,
+                max_batch,
+                on_commit,
+                arrivals,
+            ));
+            match writer {
+                Ok(w) => {
+                    let _ = opened_tx.send(Ok(()));
+                    w.run(rt, rx);
+                }
+                Err(e) => {
+                    let _ = opened_tx.send(Err(e));
+                }
+            }
+        })?;
+    match opened.recv() {
+        Ok(Ok(())) => Ok((tx, thread)),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => Err(SpoolError::Closed),
     }
 }

@@ -16,8 +16,6 @@ mod codec;
 mod counts;
 mod handle;
 mod instances;
-// Not wired into Spool/Admin yet (the next commits of issue 15).
-#[allow(dead_code)]
 mod pg;
 mod schema;
 #[cfg(test)]
@@ -43,11 +41,31 @@ use bytes::Bytes;
 /// spool knowing about metrics.
 pub(crate) type CommitObserver = Arc<dyn Fn(Duration, usize) + Send + Sync>;
 
+/// Where a spool keeps its items.
+#[derive(Clone)]
+pub(crate) enum Store {
+    /// An SQLite file (created 0600 when missing; its directory must exist).
+    File(PathBuf),
+    /// A PostgreSQL database shared with other nodes.
+    // Built from the config by the next commit; the spool tests use it now.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Postgres(pg::PgOptions),
+}
+
+impl Store {
+    /// What messages call it: the file's path, or the redacted URL.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Store::File(path) => path.display().to_string(),
+            Store::Postgres(pg) => pg.name.clone(),
+        }
+    }
+}
+
 /// How to open a [`Spool`].
 #[derive(Clone)]
 pub(crate) struct SpoolOptions {
-    /// The spool file (created 0600 when missing; its directory must exist).
-    pub path: PathBuf,
+    pub store: Store,
     /// This process's id in lease_owner; unique per process start.
     pub instance_id: String,
     /// Most commands one group commit takes.
@@ -215,6 +233,10 @@ pub(crate) struct NewItem {
     /// all in the one transaction. `None`: the row is the delivery (a plain
     /// hook's route `default`, the v4 layout).
     pub routes: Option<Vec<String>>,
+    /// The routes of this request delivered in arrival order (`default` for
+    /// a plain `ordered` hook). The PostgreSQL spool numbers their
+    /// deliveries in commit order, which its ids are not; SQLite's are.
+    pub ordered: Vec<String>,
 }
 
 /// How [`Spool::enqueue`] recognises a repeat, in the same transaction as
@@ -273,6 +295,9 @@ pub(crate) struct Item {
     pub lease_owner: Option<String>,
     /// Set by the claim; names the lease (see [`Lease`]).
     pub lease_expiry: Option<SystemTime>,
+    /// PostgreSQL: the claim's lease generation, which fences its finish
+    /// (see [`Lease`]). `None` on SQLite, where the expiry does that.
+    pub lease_gen: Option<i64>,
     /// The route this delivery is for, with its delivery row's id; `None`:
     /// the items row is the delivery (route `default` of a plain hook). The
     /// state, attempts, next attempt, error and lease above are then the
@@ -320,11 +345,20 @@ pub(crate) struct Lease {
     pub table: LeaseTable,
     /// `None`: whichever lease of the item this instance holds.
     expiry_ms: Option<i64>,
+    /// PostgreSQL: the generation the claim gave the row; a finish changes
+    /// the row only while it still has it. Expiries come from the
+    /// database's clock there and would serve too, but a generation cannot
+    /// repeat even when two claims fall in one millisecond.
+    gen: Option<i64>,
 }
 
 impl Lease {
     pub(crate) fn expiry_ms(&self) -> Option<i64> {
         self.expiry_ms
+    }
+
+    pub(crate) fn gen(&self) -> Option<i64> {
+        self.gen
     }
 }
 
@@ -339,6 +373,7 @@ impl Item {
             id,
             table,
             expiry_ms: self.lease_expiry.map(codec::to_ms),
+            gen: self.lease_gen,
         }
     }
 }
@@ -352,6 +387,7 @@ impl From<i64> for Lease {
             id,
             table: LeaseTable::Items,
             expiry_ms: None,
+            gen: None,
         }
     }
 }

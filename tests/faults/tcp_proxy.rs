@@ -65,6 +65,9 @@ const RELAY_LIFETIME: Duration = Duration::from_secs(900);
 
 struct Shared {
     mode: AtomicU8,
+    /// Armed by [`TcpProxy::drop_replies_after`]: the client bytes that
+    /// switch the mode to `DropReplies` before they are relayed.
+    trigger: std::sync::Mutex<Option<Vec<u8>>>,
     stop: AtomicBool,
     accepted: AtomicUsize,
     open: AtomicUsize,
@@ -84,6 +87,7 @@ impl TcpProxy {
         l.set_nonblocking(true).expect("non-blocking listener");
         let shared = Arc::new(Shared {
             mode: AtomicU8::new(Mode::Pass.as_u8()),
+            trigger: std::sync::Mutex::new(None),
             stop: AtomicBool::new(false),
             accepted: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
@@ -96,6 +100,15 @@ impl TcpProxy {
     /// Switches the mode; open connections follow within a few ms.
     pub fn set_mode(&self, mode: Mode) {
         self.shared.mode.store(mode.as_u8(), Ordering::SeqCst);
+    }
+
+    /// Stays in its mode until a client sends `pattern` (within one read),
+    /// then switches to [`Mode::DropReplies`] before relaying those bytes:
+    /// the server gets them, their answer is swallowed. Fires once.
+    pub fn drop_replies_after(&self, pattern: &[u8]) {
+        if let Ok(mut t) = self.shared.trigger.lock() {
+            *t = Some(pattern.to_vec());
+        }
     }
 
     pub fn mode(&self) -> Mode {
@@ -225,12 +238,15 @@ fn relay(mut client: TcpStream, target: SocketAddr, sh: &Shared) {
             match client.read(&mut buf) {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
+                    fire_trigger(sh, &buf[..n]);
                     if server.write_all(&buf[..n]).is_err() {
                         return;
                     }
                 }
             }
         }
+        // A trigger fired by the bytes just relayed applies to their answer.
+        let mode = Mode::from_u8(sh.mode.load(Ordering::SeqCst));
         if from_server {
             match server.read(&mut buf) {
                 Ok(0) | Err(_) => return,
@@ -241,5 +257,19 @@ fn relay(mut client: TcpStream, target: SocketAddr, sh: &Shared) {
                 }
             }
         }
+    }
+}
+
+/// Switches to `DropReplies` if the armed pattern is in `bytes`.
+fn fire_trigger(sh: &Shared, bytes: &[u8]) {
+    let Ok(mut t) = sh.trigger.lock() else {
+        return;
+    };
+    let hit = t
+        .as_ref()
+        .is_some_and(|p| !p.is_empty() && bytes.windows(p.len()).any(|w| w == p.as_slice()));
+    if hit {
+        *t = None;
+        sh.mode.store(Mode::DropReplies.as_u8(), Ordering::SeqCst);
     }
 }

@@ -7,6 +7,43 @@
 //! counted per node. bench/pg/DESIGN.md has the reasoning and the figures.
 //!
 //! Files: `schema.sql` + `schema.rs` (layout, migrations under an advisory
-//! lock).
+//! lock), `writer.rs` (the node's group-commit writer: one connection, one
+//! pipelined transaction per batch), `sql.rs` (its statements).
 
 pub(crate) mod schema;
+mod sql;
+pub(crate) mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use super::SpoolError;
+
+/// Opens one new connection to the database within the given time (the
+/// whole connect: TCP, TLS, login). The writer calls it again after a
+/// connection is lost.
+pub(crate) type Connector = Arc<
+    dyn Fn(Duration) -> BoxFuture<'static, Result<tokio_postgres::Client, SpoolError>>
+        + Send
+        + Sync,
+>;
+
+/// How to reach the PostgreSQL spool.
+#[derive(Clone)]
+pub(crate) struct PgOptions {
+    pub connect: Connector,
+    /// What messages call the database: its URL without the password.
+    pub name: String,
+    /// This node's name: its depth rows and `hookd status` carry it, and a
+    /// process starting on it frees the leases of its dead predecessors
+    /// there (their pids mean something only on this host).
+    pub node: String,
+    /// How long a connect may take before the batch waiting on it fails.
+    pub connect_timeout: Duration,
+    /// Longest a group commit may take end to end (a blackholed server must
+    /// not hold every waiter): then the connection is dropped and the
+    /// outcome found out on a new one.
+    pub commit_limit: Duration,
+}

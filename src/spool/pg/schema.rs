@@ -20,7 +20,7 @@ const V1: &str = include_str!("schema.sql");
 
 /// Key of the transaction-scoped advisory lock every migration holds
 /// ("hookd" in ASCII).
-const MIGRATION_LOCK: i64 = 0x68_6f_6f_6b_64;
+const MIGRATION_LOCK: i64 = 0x0068_6f6f_6b64;
 
 /// What [`migrate`] found before it ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +62,7 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<Found, SpoolError> {
 
 /// For the admin CLI, which never creates or migrates: the schema must be
 /// there and one this hookd can use.
+#[allow(dead_code)] // the admin CLI's, wired with it
 pub(crate) async fn check_current(client: &Client) -> Result<(), SpoolError> {
     match read_version(client).await? {
         None => Err(SpoolError::NotASpool(NotASpool::NoSchema)),

@@ -18,7 +18,11 @@ CREATE TABLE instances (
     node         text        NOT NULL,
     pid          int         NOT NULL,
     started_at   timestamptz NOT NULL DEFAULT now(),
-    heartbeat_at timestamptz NOT NULL DEFAULT now()
+    heartbeat_at timestamptz NOT NULL DEFAULT now(),
+    -- Set by every group commit of the process to its own number: after a
+    -- connection lost during COMMIT, the process reads it back to learn
+    -- whether that commit happened.
+    commit_seq   bigint      NOT NULL DEFAULT 0
 );
 
 -- Request and delivery ids are chosen by the node that writes them, from

@@ -67,7 +67,7 @@ async fn ls_show_retry_purge_stats() {
     spool.claim(claim_req("b", 1, false, LONG)).await.unwrap();
 
     // The admin works next to the running spool (its own connection).
-    let admin = Admin::open(spool.path()).unwrap();
+    let admin = Admin::open(spool.describe()).unwrap();
     let ids =
         |f: &ListFilter<'_>| -> Vec<i64> { admin.ls(f).unwrap().iter().map(|s| s.id).collect() };
     assert_eq!(ids(&ListFilter::default()), [a1, a2, b1, c1]);

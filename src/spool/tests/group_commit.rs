@@ -237,7 +237,7 @@ fn fail_commits_in_child(dir: &Path) {
         spool.enqueue(item("h", None, b"before")).await.unwrap();
         let committed = commits.counts().len();
 
-        let mut wal = spool.path().as_os_str().to_owned();
+        let mut wal = std::ffi::OsString::from(spool.describe());
         wal.push("-wal");
         let wal_len = std::fs::metadata(&wal).unwrap().len();
         // SAFETY: ignoring SIGXFSZ makes the over-limit write return EFBIG.

@@ -3,13 +3,14 @@
 mod admin;
 mod group_commit;
 mod open;
+mod pg;
 mod queue;
 mod routes;
 mod scale;
 
 /// A throw-away PostgreSQL cluster and a TCP fault proxy, shared with the
 /// integration tests: the PostgreSQL backend's tests run on a real server.
-#[allow(dead_code, unreachable_pub)]
+#[allow(unreachable_pub)]
 #[path = "../../../tests/common/pg.rs"]
 pub(crate) mod pg_cluster;
 #[allow(dead_code, unreachable_pub)]
@@ -22,7 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use super::{ClaimRequest, CommitObserver, NewItem, Spool, SpoolOptions};
+use super::{ClaimRequest, CommitObserver, NewItem, Spool, SpoolOptions, Store};
 
 fn spool_path(dir: &Path) -> PathBuf {
     dir.join("spool.db")
@@ -30,7 +31,7 @@ fn spool_path(dir: &Path) -> PathBuf {
 
 fn options(dir: &Path, instance: &str) -> SpoolOptions {
     SpoolOptions {
-        path: spool_path(dir),
+        store: Store::File(spool_path(dir)),
         instance_id: instance.to_string(),
         max_batch: 1024,
         on_commit: None,
@@ -51,6 +52,7 @@ fn item(hook: &str, dedup: Option<&str>, body: &[u8]) -> NewItem {
         repeats: Default::default(),
         filtered_until: None,
         routes: None,
+        ordered: Vec::new(),
     }
 }
 

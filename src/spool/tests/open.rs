@@ -151,7 +151,7 @@ fn migrations_are_idempotent_and_newer_schemas_refused() {
 fn new_spool_file_is_private_and_in_wal_mode() {
     let dir = tempfile::tempdir().unwrap();
     let spool = open(dir.path(), "a");
-    let mode = std::fs::metadata(spool.path())
+    let mode = std::fs::metadata(spool.describe())
         .unwrap()
         .permissions()
         .mode();

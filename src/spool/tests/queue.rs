@@ -119,7 +119,7 @@ async fn lease_ending_transitions() {
     spool.mark_dead(ids[2], "gave up").await.unwrap();
     spool.release(ids[3]).await.unwrap();
 
-    let admin = Admin::open(spool.path()).unwrap();
+    let admin = Admin::open(spool.describe()).unwrap();
     let done = admin.show(ids[0]).unwrap();
     assert_eq!((done.state, done.attempts), (ItemState::Done, 1));
     assert_eq!((done.lease_owner, done.lease_expiry), (None, None));
@@ -198,7 +198,7 @@ async fn expired_lease_is_claimable_by_anyone() {
     assert_eq!(taken[0].lease_owner.as_deref(), Some("b"));
     // The first owner lost its lease: its completion changes nothing.
     a.complete(id).await.unwrap();
-    let admin = Admin::open(a.path()).unwrap();
+    let admin = Admin::open(a.describe()).unwrap();
     assert_eq!(admin.show(id).unwrap().state, ItemState::Leased);
     b.complete(id).await.unwrap();
     assert_eq!(admin.show(id).unwrap().state, ItemState::Done);
@@ -229,7 +229,7 @@ async fn a_stale_attempt_cannot_end_a_newer_lease_of_the_same_instance() {
     assert_eq!(second[0].id, id);
     assert_ne!(first[0].lease(), second[0].lease());
 
-    let admin = Admin::open(a.path()).unwrap();
+    let admin = Admin::open(a.describe()).unwrap();
     let later = SystemTime::now() + Duration::from_secs(60);
     a.retry_later(first[0].lease(), later, "timed out")
         .await
@@ -336,7 +336,7 @@ async fn purge_done_removes_only_old_done_items() {
         spool.purge_done(Duration::from_secs(3600)).await.unwrap(),
         1
     );
-    let admin = Admin::open(spool.path()).unwrap();
+    let admin = Admin::open(spool.describe()).unwrap();
     assert!(matches!(
         admin.show(items[0].id),
         Err(SpoolError::NotFound(_))
@@ -752,6 +752,7 @@ async fn filtered_items_are_kept_never_claimed_and_pending_again_on_retry() {
     let filtered = |n: u8, hook: &str| NewItem {
         filtered_until: Some(keep),
         routes: None,
+        ordered: Vec::new(),
         ..item(hook, Some(&format!("f{n}")), &[n])
     };
     let Enqueued::New(f1) = spool.enqueue(filtered(1, "h")).await.unwrap() else {
@@ -784,7 +785,7 @@ async fn filtered_items_are_kept_never_claimed_and_pending_again_on_retry() {
         };
         p = next;
     }
-    let admin = Admin::open(spool.path()).unwrap();
+    let admin = Admin::open(spool.describe()).unwrap();
     assert_eq!(admin.show(f1).unwrap().state, ItemState::Filtered);
     assert_eq!(admin.retry_filtered("h").unwrap(), 2);
     assert_eq!(admin.retry_filtered("h").unwrap(), 0);
@@ -820,6 +821,7 @@ async fn retention_purges_filtered_items_past_their_keep_time_only() {
         let it = NewItem {
             filtered_until: Some(at(until)),
             routes: None,
+            ordered: Vec::new(),
             ..item("h", None, b"f")
         };
         let Enqueued::New(id) = spool.enqueue(it).await.unwrap() else {
@@ -831,7 +833,7 @@ async fn retention_purges_filtered_items_past_their_keep_time_only() {
         spool.purge_done(Duration::from_secs(3600)).await.unwrap(),
         2
     );
-    let admin = Admin::open(spool.path()).unwrap();
+    let admin = Admin::open(spool.describe()).unwrap();
     assert!(matches!(admin.show(ids[0]), Err(SpoolError::NotFound(_))));
     assert!(matches!(admin.show(ids[1]), Err(SpoolError::NotFound(_))));
     let kept = admin.show(ids[2]).unwrap();
