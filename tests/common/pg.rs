@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-
 /// The system user that owns the clusters when the tests run as root.
 pub const PG_USER: &str = "hookd-test";
 

@@ -7,6 +7,7 @@
 //! counted per node. bench/pg/DESIGN.md has the reasoning and the figures.
 //!
 //! Files: `schema.sql` + `schema.rs` (layout, migrations under an advisory
-//! lock).
+//! lock), `admin.rs` (the admin CLI's side).
 
+pub(crate) mod admin;
 pub(crate) mod schema;

@@ -20,7 +20,7 @@ const V1: &str = include_str!("schema.sql");
 
 /// Key of the transaction-scoped advisory lock every migration holds
 /// ("hookd" in ASCII).
-const MIGRATION_LOCK: i64 = 0x68_6f_6f_6b_64;
+const MIGRATION_LOCK: i64 = 0x68_6f6f_6b64;
 
 /// What [`migrate`] found before it ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

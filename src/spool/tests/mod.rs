@@ -3,13 +3,15 @@
 mod admin;
 mod group_commit;
 mod open;
+mod pg_admin;
 mod queue;
 mod routes;
 mod scale;
 
 /// A throw-away PostgreSQL cluster and a TCP fault proxy, shared with the
 /// integration tests: the PostgreSQL backend's tests run on a real server.
-#[allow(dead_code, unreachable_pub)]
+/// (pg.rs allows dead code itself.)
+#[allow(unreachable_pub)]
 #[path = "../../../tests/common/pg.rs"]
 pub(crate) mod pg_cluster;
 #[allow(dead_code, unreachable_pub)]
