@@ -697,3 +697,43 @@ fn stats_sums_depth_over_the_nodes_and_flags_instances_whose_heartbeat_is_stale(
         .collect();
     assert!(ages[0] < 30_000 && ages[1] >= 120_000, "{ages:?}");
 }
+
+#[test]
+fn retry_waits_for_a_nodes_finish_in_flight_and_decides_on_what_it_committed() {
+    let db = Db::new();
+    let id = db.seed("n1", "plain", &[("default", "leased")]);
+    // A node's last attempt failed: its transaction marks the delivery
+    // dead and has not committed yet.
+    db.exec(&format!(
+        "BEGIN; UPDATE deliveries SET state = 'dead', attempts = attempts + 1, \
+         last_error = 'HTTP 500', lease_owner = NULL, lease_expiry = NULL, updated_at = now() \
+         WHERE request_id = {id} AND lease_gen = 1; \
+         UPDATE depth_counts SET n = n - 1 WHERE node = 'n1' AND state = 'leased'; \
+         INSERT INTO depth_counts VALUES ('n1', 'plain', 'default', 'dead', 1);"
+    ));
+    let admin = db.admin();
+    let retry = std::thread::spawn(move || admin.retry(id, None));
+    // The admin's statement is waiting on the node's row lock.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting = db.one_i64(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock'",
+        );
+        if waiting == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the admin never waited on the lock"
+        );
+        assert!(!retry.is_finished(), "the retry did not wait for the node");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    db.exec("COMMIT");
+    let result = retry.join().unwrap();
+    assert!(result.is_ok(), "the committed state is dead: {result:?}");
+    let (state, attempts, due, _) = db.delivery(id, "default");
+    assert_eq!((state.as_str(), attempts, due), ("pending", 0, true));
+    db.assert_counts_match_rows();
+}
