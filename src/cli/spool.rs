@@ -280,11 +280,13 @@ fn execute(cfg: &Config, admin: &Admin, cmd: SpoolCommand) -> Result<(), String>
                 return Ok(());
             }
             println!(
-                "spool:    {}\nschema:   v{}\nsize:     {} bytes (+ {} WAL)",
-                admin.path().display(),
+                "spool:    {}\nschema:   v{}\nsize:     {} bytes{}",
+                admin.describe(),
                 st.schema_version,
                 st.file_bytes,
                 st.wal_bytes
+                    .map(|w| format!(" (+ {w} WAL)"))
+                    .unwrap_or_default()
             );
             println!("items:    {total}");
             if let Some(ms) = st.oldest_pending_age_ms {
@@ -303,11 +305,24 @@ fn execute(cfg: &Config, admin: &Admin, cmd: SpoolCommand) -> Result<(), String>
                 );
             }
             for i in &st.instances {
+                let node = i
+                    .node
+                    .as_deref()
+                    .map(|n| format!(" node {}", line(n)))
+                    .unwrap_or_default();
+                let heartbeat = i
+                    .heartbeat_age_ms
+                    .map(|ms| format!(", heartbeat {} ago", ago(ms)))
+                    .unwrap_or_default();
+                let state = match (i.alive, i.heartbeat_age_ms) {
+                    (true, _) => "running",
+                    (false, None) => "gone",
+                    (false, Some(_)) => "stale",
+                };
                 println!(
-                    "instance {} pid {} {}",
-                    i.id,
-                    i.pid,
-                    if i.alive { "running" } else { "gone" }
+                    "instance {}{node} pid {} {state}{heartbeat}",
+                    line(&i.id),
+                    i.pid
                 );
             }
         }
@@ -382,6 +397,11 @@ fn escape(s: &str, keep: impl Fn(char) -> bool) -> String {
         }
     }
     out
+}
+
+/// An age in whole seconds (sub-second ones as `0s`).
+fn ago(ms: u64) -> String {
+    humantime::format_duration(Duration::from_secs(ms / 1000)).to_string()
 }
 
 fn time(t: SystemTime) -> String {

@@ -1,7 +1,11 @@
-//! Operator access for `hookd spool ls|show|retry|purge|stats`.
+//! Operator access for `hookd spool ls|show|retry|purge|stats` and
+//! `hookd explain`.
 //!
-//! Uses its own connection, so it works whether or not a daemon runs; the
-//! daemon's writer and this one take turns on the write lock (busy timeout).
+//! [`Admin`] is one front over both backends: the SQLite file (below) and
+//! the PostgreSQL spool (`pg/admin.rs`); the CLI does not learn which one
+//! it has. Each uses its own connection, so it works whether or not a
+//! daemon runs; on SQLite the daemon's writer and this one take turns on
+//! the write lock (busy timeout), on PostgreSQL they lock rows.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -13,6 +17,7 @@ use serde::Serialize;
 use super::codec::{from_ms, item_from_row, ms_ago, now_ms, ITEM_COLUMNS};
 use super::counts;
 use super::instances::is_alive;
+use super::pg::admin::PgAdmin;
 use super::tx;
 use super::writer::{depth, purge_chunk, purge_deliveries_chunk, PURGE_CHUNK};
 use super::{schema, DepthRow, Item, ItemState, SpoolError, DEFAULT_ROUTE};
@@ -58,10 +63,18 @@ pub(crate) struct ItemSummary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub(crate) struct InstanceInfo {
     pub id: String,
+    /// The node it runs on (PostgreSQL; an SQLite spool has one host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     pub pid: i64,
     #[serde(serialize_with = "rfc3339::one")]
     pub started_at: SystemTime,
-    /// Its process still runs (same pid and start time).
+    /// Since its last heartbeat, by the database's clock (PostgreSQL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_age_ms: Option<u64>,
+    /// SQLite: its process still runs (same pid and start time).
+    /// PostgreSQL: its heartbeat is at most 30 s old (a node elsewhere
+    /// cannot be asked); `false` is a stale row, whose leases expire.
     pub alive: bool,
 }
 
@@ -69,9 +82,13 @@ pub(crate) struct InstanceInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub(crate) struct Stats {
     pub schema_version: u32,
-    /// Size of the main file and of its write-ahead log, in bytes.
+    /// Size of the main file, in bytes (PostgreSQL: of the spool's tables
+    /// with their indexes and TOAST).
     pub file_bytes: u64,
-    pub wal_bytes: u64,
+    /// Size of the write-ahead log (SQLite only: PostgreSQL's is the
+    /// server's, shared by every database on it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wal_bytes: Option<u64>,
     /// Item counts by hook and state.
     pub depth: Vec<DepthRow>,
     /// Age of the oldest item not yet done or dead (pending or leased).
@@ -79,16 +96,169 @@ pub(crate) struct Stats {
     pub instances: Vec<InstanceInfo>,
 }
 
-/// A connection to an existing spool file for operator commands.
+/// A connection to an existing spool for operator commands, on either
+/// backend. Never creates a spool and never migrates one.
 pub(crate) struct Admin {
+    backend: Backend,
+    /// What the CLI calls the spool in messages.
+    name: String,
+}
+
+enum Backend {
+    Sqlite(SqliteAdmin),
+    Postgres(PgAdmin),
+}
+
+impl Admin {
+    /// Opens an existing spool file; an older or newer schema is an error
+    /// saying so.
+    pub(crate) fn open(path: impl AsRef<Path>) -> Result<Admin, SpoolError> {
+        let admin = SqliteAdmin::open(path)?;
+        Ok(Admin {
+            name: admin.path.display().to_string(),
+            backend: Backend::Sqlite(admin),
+        })
+    }
+
+    /// The PostgreSQL spool behind `client`, whose connection task runs on
+    /// `runtime` (make it with [`pg::admin::runtime`](super::pg::admin::runtime),
+    /// connect with `runtime.block_on`, `runtime.spawn` the connection).
+    /// `name` is what messages call the spool: a URL without its password.
+    /// The schema must be there and one this hookd can use. The `Admin`
+    /// then blocks on `runtime` for each call, so it must not be used from
+    /// inside another tokio runtime.
+    // Called by `cli/spool.rs` once the config's `[spool] url` is wired
+    // (issue 15); the tests open it today.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn open_postgres(
+        runtime: tokio::runtime::Runtime,
+        client: tokio_postgres::Client,
+        name: impl Into<String>,
+    ) -> Result<Admin, SpoolError> {
+        Ok(Admin {
+            backend: Backend::Postgres(PgAdmin::open(runtime, client)?),
+            name: name.into(),
+        })
+    }
+
+    /// Deliveries matching `filter`, oldest request first: a plain hook's
+    /// (route `default`), filtered requests (no route) and each route's
+    /// delivery of a routed request (the request's id, the delivery's state).
+    pub(crate) fn ls(&self, filter: &ListFilter<'_>) -> Result<Vec<ItemSummary>, SpoolError> {
+        match &self.backend {
+            Backend::Sqlite(a) => a.ls(filter),
+            Backend::Postgres(a) => a.ls(filter),
+        }
+    }
+
+    /// One item (request) with headers and body: a plain hook's with its
+    /// delivery's state, a routed request as `routed`.
+    pub(crate) fn show(&self, id: i64) -> Result<Item, SpoolError> {
+        match &self.backend {
+            Backend::Sqlite(a) => a.show(id),
+            Backend::Postgres(a) => a.show(id),
+        }
+    }
+
+    /// The deliveries of request `id`, as [`Admin::ls`] lists them.
+    pub(crate) fn deliveries(&self, id: i64) -> Result<Vec<ItemSummary>, SpoolError> {
+        match &self.backend {
+            Backend::Sqlite(a) => a.deliveries(id),
+            Backend::Postgres(a) => a.deliveries(id),
+        }
+    }
+
+    /// Makes a dead, pending or filtered item pending and due now, attempts
+    /// reset to 0; leased and done are refused. For a routed request: its
+    /// dead or pending deliveries (to `route` only, if given); none such is
+    /// refused.
+    pub(crate) fn retry(&self, id: i64, route: Option<&str>) -> Result<(), SpoolError> {
+        match &self.backend {
+            Backend::Sqlite(a) => a.retry(id, route),
+            Backend::Postgres(a) => a.retry(id, route),
+        }
+    }
+
+    /// [`Admin::retry`] for every dead delivery (of `hook` and `route`, if
+    /// given); returns how many.
+    pub(crate) fn retry_dead(
+        &self,
+        hook: Option<&str>,
+        route: Option<&str>,
+    ) -> Result<u64, SpoolError> {
+        match &self.backend {
+            Backend::Sqlite(a) => a.retry_dead(hook, route),
+            Backend::Postgres(a) => a.retry_dead(hook, route),
+        }
+    }
+
+    /// The filtered requests of `hook`, oldest first, for
+    /// [`Admin::route_filtered`].
+    pub(crate) fn filtered(&self, hook: &str) -> Result<Vec<Item>, SpoolError> {
+        match &self.backend {
+            Backend::Sqlite(a) => a.filtered(hook),
+            Backend::Postgres(a) => a.filtered(hook),
+        }
+    }
+
+    /// Filtered request `id` gets a pending delivery to each of `routes`,
+    /// due now, in one transaction; refused unless it is still filtered,
+    /// and without routes (it would be kept and never delivered).
+    pub(crate) fn route_filtered(&self, id: i64, routes: &[String]) -> Result<(), SpoolError> {
+        if routes.is_empty() {
+            return Err(SpoolError::NoRoutes(id));
+        }
+        match &self.backend {
+            Backend::Sqlite(a) => a.route_filtered(id, routes),
+            Backend::Postgres(a) => a.route_filtered(id, routes),
+        }
+    }
+
+    /// Makes every filtered item of `hook` pending and due now; returns how
+    /// many.
+    pub(crate) fn retry_filtered(&self, hook: &str) -> Result<u64, SpoolError> {
+        match &self.backend {
+            Backend::Sqlite(a) => a.retry_filtered(hook),
+            Backend::Postgres(a) => a.retry_filtered(hook),
+        }
+    }
+
+    /// Deletes done or dead deliveries (last changed more than `older_than`
+    /// ago, if given); returns how many. Other states are refused.
+    pub(crate) fn purge(
+        &self,
+        state: ItemState,
+        older_than: Option<Duration>,
+    ) -> Result<u64, SpoolError> {
+        match &self.backend {
+            Backend::Sqlite(a) => a.purge(state, older_than),
+            Backend::Postgres(a) => a.purge(state, older_than),
+        }
+    }
+
+    /// Depth, oldest unfinished item, size, registered instances.
+    pub(crate) fn stats(&self) -> Result<Stats, SpoolError> {
+        match &self.backend {
+            Backend::Sqlite(a) => a.stats(),
+            Backend::Postgres(a) => a.stats(),
+        }
+    }
+
+    /// The spool as messages name it: the file's path, or the URL the
+    /// caller gave (without its password).
+    pub(crate) fn describe(&self) -> &str {
+        &self.name
+    }
+}
+
+/// The SQLite side: a connection to an existing spool file.
+struct SqliteAdmin {
     conn: Connection,
     path: PathBuf,
 }
 
-impl Admin {
-    /// Opens an existing spool; never creates one and never migrates (an
-    /// older or newer schema is an error saying so).
-    pub(crate) fn open(path: impl AsRef<Path>) -> Result<Admin, SpoolError> {
+impl SqliteAdmin {
+    fn open(path: impl AsRef<Path>) -> Result<SqliteAdmin, SpoolError> {
         let path = path.as_ref().to_path_buf();
         if !path.is_file() {
             return Err(SpoolError::Missing);
@@ -98,14 +268,14 @@ impl Admin {
         conn.busy_timeout(schema::BUSY_TIMEOUT)?;
         schema::check_current(&conn)?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        Ok(Admin { conn, path })
+        Ok(SqliteAdmin { conn, path })
     }
 
     /// Deliveries matching `filter`, oldest request first: a plain hook's
     /// items rows (route `default`), filtered requests (no route) and each
     /// route's delivery of a routed request (the request's id, the
     /// delivery's state).
-    pub(crate) fn ls(&self, filter: &ListFilter<'_>) -> Result<Vec<ItemSummary>, SpoolError> {
+    fn ls(&self, filter: &ListFilter<'_>) -> Result<Vec<ItemSummary>, SpoolError> {
         let mut sql = String::from(
             "SELECT * FROM (\
              SELECT id, hook, CASE state WHEN 'filtered' THEN NULL ELSE 'default' END AS route, \
@@ -169,7 +339,7 @@ impl Admin {
     }
 
     /// One item with headers and body.
-    pub(crate) fn show(&self, id: i64) -> Result<Item, SpoolError> {
+    fn show(&self, id: i64) -> Result<Item, SpoolError> {
         let sql = format!("SELECT {ITEM_COLUMNS} FROM items WHERE id = ?1");
         self.conn
             .query_row(&sql, [id], item_from_row)
@@ -178,7 +348,7 @@ impl Admin {
     }
 
     /// Each route's delivery of a routed request (none for other items).
-    pub(crate) fn deliveries(&self, id: i64) -> Result<Vec<ItemSummary>, SpoolError> {
+    fn deliveries(&self, id: i64) -> Result<Vec<ItemSummary>, SpoolError> {
         let filter = ListFilter::default();
         Ok(self
             .ls(&filter)?
@@ -192,7 +362,7 @@ impl Admin {
     /// delivered). A running daemon sees it on its next claim. For a routed
     /// request: its dead or pending deliveries (to `route` only, if given);
     /// none such is refused.
-    pub(crate) fn retry(&self, id: i64, route: Option<&str>) -> Result<(), SpoolError> {
+    fn retry(&self, id: i64, route: Option<&str>) -> Result<(), SpoolError> {
         tx::immediate(&self.conn, |counts| {
             let state: Option<ItemState> = self
                 .conn
@@ -255,11 +425,7 @@ impl Admin {
 
     /// [`Admin::retry`] for every dead delivery (of `hook` and `route`, if
     /// given; route `default` includes a plain hook's items); returns how many.
-    pub(crate) fn retry_dead(
-        &self,
-        hook: Option<&str>,
-        route: Option<&str>,
-    ) -> Result<u64, SpoolError> {
+    fn retry_dead(&self, hook: Option<&str>, route: Option<&str>) -> Result<u64, SpoolError> {
         tx::immediate(&self.conn, |counts| {
             let moved = (ItemState::Dead, Some(ItemState::Pending));
             let mut n = 0;
@@ -290,7 +456,7 @@ impl Admin {
     /// The filtered requests of `hook`, oldest first, for a hook with
     /// routes: the caller checks each route's `when` against each and calls
     /// [`Admin::route_filtered`].
-    pub(crate) fn filtered(&self, hook: &str) -> Result<Vec<Item>, SpoolError> {
+    fn filtered(&self, hook: &str) -> Result<Vec<Item>, SpoolError> {
         let sql = format!(
             "SELECT {ITEM_COLUMNS} FROM items WHERE hook = ?1 AND state = 'filtered' ORDER BY id"
         );
@@ -302,7 +468,7 @@ impl Admin {
     /// Turns filtered request `id` into a routed one with a pending
     /// delivery to each of `routes` (non-empty), due now; one transaction.
     /// Refused unless it is still filtered.
-    pub(crate) fn route_filtered(&self, id: i64, routes: &[String]) -> Result<(), SpoolError> {
+    fn route_filtered(&self, id: i64, routes: &[String]) -> Result<(), SpoolError> {
         tx::immediate(&self.conn, |counts| {
             let now = now_ms();
             let hook: Option<String> = self
@@ -336,7 +502,7 @@ impl Admin {
 
     /// Makes every filtered item of `hook` pending and due now (a rule that
     /// was wrong has been fixed); returns how many.
-    pub(crate) fn retry_filtered(&self, hook: &str) -> Result<u64, SpoolError> {
+    fn retry_filtered(&self, hook: &str) -> Result<u64, SpoolError> {
         tx::immediate(&self.conn, |counts| {
             let n = counts::run_counted(
                 &self.conn,
@@ -353,11 +519,7 @@ impl Admin {
     /// Deletes done or dead items (last changed more than `older_than` ago,
     /// if given); returns how many. Other states are refused: pending and
     /// leased items are undelivered webhooks.
-    pub(crate) fn purge(
-        &self,
-        state: ItemState,
-        older_than: Option<Duration>,
-    ) -> Result<u64, SpoolError> {
+    fn purge(&self, state: ItemState, older_than: Option<Duration>) -> Result<u64, SpoolError> {
         if !matches!(state, ItemState::Done | ItemState::Dead) {
             return Err(SpoolError::NotPurgeable(state));
         }
@@ -384,7 +546,7 @@ impl Admin {
     }
 
     /// Depth, oldest unfinished item, file sizes, registered instances.
-    pub(crate) fn stats(&self) -> Result<Stats, SpoolError> {
+    fn stats(&self) -> Result<Stats, SpoolError> {
         let depth = depth(&self.conn)?;
         let now = now_ms();
         let mut oldest: Option<i64> = None;
@@ -425,6 +587,8 @@ impl Admin {
                 let start_time: Option<i64> = r.get(2)?;
                 Ok(InstanceInfo {
                     id: r.get(0)?,
+                    node: None,
+                    heartbeat_age_ms: None,
                     pid,
                     started_at: from_ms(r.get(3)?),
                     alive: is_alive(pid, start_time),
@@ -437,16 +601,11 @@ impl Admin {
         Ok(Stats {
             schema_version: schema::user_version(&self.conn)?,
             file_bytes: size(&self.path),
-            wal_bytes: size(Path::new(&wal)),
+            wal_bytes: Some(size(Path::new(&wal))),
             depth,
             oldest_pending_age_ms: oldest.map(|t| u64::try_from(now - t).unwrap_or(0)),
             instances,
         })
-    }
-
-    /// The spool file.
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
     }
 }
 

@@ -8,8 +8,10 @@
 //!
 //! Files: `schema.sql` + `schema.rs` (layout, migrations under an advisory
 //! lock), `writer.rs` (the node's group-commit writer: one connection, one
-//! pipelined transaction per batch), `sql.rs` (its statements).
+//! pipelined transaction per batch), `sql.rs` (its statements), `admin.rs`
+//! (the admin CLI's side).
 
+pub(crate) mod admin;
 pub(crate) mod schema;
 mod sql;
 pub(crate) mod writer;

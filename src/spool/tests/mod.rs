@@ -4,6 +4,7 @@ mod admin;
 mod group_commit;
 mod open;
 mod pg;
+mod pg_admin;
 mod queue;
 mod routes;
 mod scale;
