@@ -179,7 +179,19 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct SpoolConfig {
+    /// The SQLite file (the default backend).
     pub path: Option<PathBuf>,
+    /// A PostgreSQL spool shared by several nodes: the URL itself, or a file
+    /// or systemd credential holding it (so the password stays out of this
+    /// file). At most one of `path`, `url`, `url_file`, `url_credential`.
+    pub url: Option<InlineUrl>,
+    pub url_file: Option<PathBuf>,
+    pub url_credential: Option<String>,
+    /// This node's name in the PostgreSQL spool (default: the host name).
+    pub node: Option<String>,
+    /// Longest a connect to PostgreSQL may take (TCP, TLS and login).
+    #[serde(deserialize_with = "de_nonzero_duration")]
+    pub connect_timeout: Duration,
     #[serde(deserialize_with = "de_duration")]
     pub retain_done: Duration,
     /// Most items one group commit takes.
@@ -194,10 +206,66 @@ impl Default for SpoolConfig {
     fn default() -> Self {
         SpoolConfig {
             path: None,
+            url: None,
+            url_file: None,
+            url_credential: None,
+            node: None,
+            connect_timeout: Duration::from_secs(5),
             retain_done: Duration::from_secs(7 * 24 * 3600),
             max_batch: 1024,
             commit_timeout: Duration::from_secs(5),
         }
+    }
+}
+
+/// `[spool] url` as written; its Debug never shows it (it may hold a password).
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct InlineUrl(pub String);
+
+impl std::fmt::Debug for InlineUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InlineUrl(..)")
+    }
+}
+
+/// Which spool the config asks for, with what it needs to open it.
+#[derive(Debug, Clone)]
+pub(crate) enum SpoolBackend {
+    Sqlite(PathBuf),
+    Postgres(PgSettings),
+}
+
+/// A PostgreSQL spool: the URL (read from its file or credential), this
+/// node's name, the connect deadline.
+#[derive(Clone)]
+pub(crate) struct PgSettings {
+    pub url: String,
+    pub node: String,
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for PgSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgSettings")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A node name: what `hookd status` shows and the leases of a dead process
+/// are found by, so plain and short.
+fn valid_node(n: &str) -> Result<(), String> {
+    let ok = !n.is_empty()
+        && n.len() <= 63
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok && n != "admin" && n != "import" {
+        Ok(())
+    } else {
+        Err(format!(
+            "spool.node {n:?}: give 1-63 letters, digits, '-', '_' or '.' (not \"admin\" or \"import\", which hookd's own commands use)"
+        ))
     }
 }
 
@@ -1627,6 +1695,30 @@ impl Config {
                 cfg.server.max_buffered
             )));
         }
+        let sources = [
+            cfg.spool.path.is_some(),
+            cfg.spool.url.is_some(),
+            cfg.spool.url_file.is_some(),
+            cfg.spool.url_credential.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() > 1 {
+            return Err(ConfigError(format!(
+                "{}: spool: give one of path (SQLite), url, url_file or url_credential (PostgreSQL)",
+                path.display()
+            )));
+        }
+        if let Some(url) = &cfg.spool.url {
+            crate::spool::PgTarget::parse(&url.0)
+                .map_err(|e| ConfigError(format!("{}: spool.url: {e}", path.display())))?;
+        }
+        if let Some(name) = &cfg.spool.url_credential {
+            valid_credential(name).map_err(|e| {
+                ConfigError(format!("{}: spool.url_credential: {e}", path.display()))
+            })?;
+        }
+        if let Some(node) = &cfg.spool.node {
+            valid_node(node).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        }
         if cfg.spool.commit_timeout.is_zero() {
             return Err(ConfigError(format!(
                 "{}: spool.commit_timeout must be more than zero",
@@ -1729,6 +1821,74 @@ impl Config {
         out
     }
 
+    /// Whether the spool is PostgreSQL (`spool.url`, `url_file` or
+    /// `url_credential`) rather than the SQLite file.
+    pub(crate) fn spool_is_postgres(&self) -> bool {
+        let s = &self.spool;
+        s.url.is_some() || s.url_file.is_some() || s.url_credential.is_some()
+    }
+
+    /// The spool to open: PostgreSQL with its URL read from where the config
+    /// says (a file or credential must not be world-readable), or the SQLite
+    /// file of [`Config::spool_path`].
+    pub(crate) fn spool_backend(&self) -> Result<SpoolBackend, ConfigError> {
+        let s = &self.spool;
+        let err = |e: String| ConfigError(format!("{}: {e}", self.source.display()));
+        let url = if let Some(u) = &s.url {
+            u.0.clone()
+        } else if let Some(p) = &s.url_file {
+            let bytes = read_secret(&SecretSource::File(p.clone()))
+                .map_err(|e| err(format!("spool.url_file: {e}")))?;
+            String::from_utf8(bytes).map_err(|_| err("spool.url_file: not UTF-8".into()))?
+        } else if let Some(n) = &s.url_credential {
+            let bytes = read_secret(&SecretSource::Credential(n.clone()))
+                .map_err(|e| err(format!("spool.url_credential: {e}")))?;
+            String::from_utf8(bytes).map_err(|_| err("spool.url_credential: not UTF-8".into()))?
+        } else {
+            return Ok(SpoolBackend::Sqlite(self.spool_path()));
+        };
+        let node = match &s.node {
+            Some(n) => n.clone(),
+            None => {
+                let host = nix::unistd::gethostname().map_err(|e| {
+                    err(format!(
+                        "spool.node is not set and the host name is unreadable: {e}"
+                    ))
+                })?;
+                let host = host.to_string_lossy();
+                // The first label: what an operator calls the machine.
+                let short = host.split('.').next().unwrap_or_default().to_string();
+                valid_node(&short).map_err(|e| {
+                    err(format!(
+                        "{e}; the host name {host:?} does not make one, set spool.node"
+                    ))
+                })?;
+                short
+            }
+        };
+        Ok(SpoolBackend::Postgres(PgSettings {
+            url,
+            node,
+            connect_timeout: s.connect_timeout,
+        }))
+    }
+
+    /// What `check-config` calls the spool without reading any secret.
+    pub(crate) fn spool_summary(&self) -> String {
+        let s = &self.spool;
+        if let Some(u) = &s.url {
+            crate::spool::PgTarget::parse(&u.0)
+                .map(|t| t.name().to_string())
+                .unwrap_or_else(|_| "postgres".into())
+        } else if let Some(p) = &s.url_file {
+            format!("postgres (URL in {})", p.display())
+        } else if let Some(n) = &s.url_credential {
+            format!("postgres (URL in credential {n})")
+        } else {
+            self.spool_path().display().to_string()
+        }
+    }
+
     /// The spool file: `spool.path` (relative to `$STATE_DIRECTORY` when systemd
     /// gives one), else `$STATE_DIRECTORY/spool.db`, else `./hookd.db`.
     pub(crate) fn spool_path(&self) -> PathBuf {
@@ -1743,7 +1903,8 @@ impl Config {
     }
 
     /// The control socket: `server.control_socket`, else `$RUNTIME_DIRECTORY/control.sock`,
-    /// else `hookd.sock` beside the spool file.
+    /// else `hookd.sock` beside the spool file (in the working directory for
+    /// a PostgreSQL spool).
     pub(crate) fn control_socket_path(&self) -> PathBuf {
         if let Some(p) = &self.server.control_socket {
             return p.clone();
@@ -1756,6 +1917,9 @@ impl Config {
                 .unwrap_or_default()
                 .to_string();
             return PathBuf::from(dir).join("control.sock");
+        }
+        if self.spool_is_postgres() {
+            return PathBuf::from("hookd.sock");
         }
         let spool = self.spool_path();
         spool.with_file_name("hookd.sock")

@@ -18,7 +18,7 @@ use crate::ingress::access::CLIENT_ADDR_HEADER;
 use crate::ingress::rules::{self, Explained};
 use crate::lifecycle::exit;
 use crate::request::RequestView;
-use crate::spool::{Admin, Item};
+use crate::spool::Item;
 
 #[derive(Args, Debug)]
 pub(crate) struct ExplainArgs {
@@ -236,9 +236,7 @@ pub(crate) fn matching_routes(hook: &HookConfig, item: &Item) -> Vec<String> {
 }
 
 fn from_spool(cfg: &Config, hook: &HookConfig, id: i64) -> Result<Loaded, String> {
-    let path = cfg.spool_path();
-    let admin =
-        Admin::open(&path).map_err(|e| format!("cannot open spool {}: {e}", path.display()))?;
+    let admin = super::spool::open_admin(cfg)?;
     let item = admin.show(id).map_err(|e| e.to_string())?;
     if item.hook != hook.name {
         return Err(format!(

@@ -164,7 +164,7 @@ fn check_config(path: &std::path::Path, explain: bool) -> ExitCode {
         "{}: ok ({} hooks; spool {}; listen {}{})",
         path.display(),
         cfg.hooks.len(),
-        cfg.spool_path().display(),
+        cfg.spool_summary(),
         cfg.server.listen.join(" "),
         if cfg.server.listen_tls.is_empty() {
             String::new()

@@ -1,4 +1,5 @@
-//! `hookd spool …`: works on the spool file directly, daemon or not.
+//! `hookd spool …`: works on the spool (its SQLite file, or the PostgreSQL
+//! database) directly, daemon or not.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -6,9 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Subcommand, ValueEnum};
 
-use crate::config::Config;
+use crate::config::{Config, SpoolBackend};
 use crate::lifecycle::exit;
-use crate::spool::{Admin, ItemState, ListFilter};
+use crate::spool::{Admin, ItemState, ListFilter, PgTarget};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub(crate) enum StateArg {
@@ -100,11 +101,10 @@ pub(crate) fn run(config: &Path, cmd: SpoolCommand) -> ExitCode {
             return ExitCode::from(exit::BAD_CONFIG);
         }
     };
-    let path = cfg.spool_path();
-    let admin = match Admin::open(&path) {
+    let admin = match open_admin(&cfg) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("hookd: cannot open spool {}: {e}", path.display());
+            eprintln!("hookd: {e}");
             return ExitCode::from(exit::SPOOL);
         }
     };
@@ -113,6 +113,21 @@ pub(crate) fn run(config: &Path, cmd: SpoolCommand) -> ExitCode {
         Err(e) => {
             eprintln!("hookd: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The spool the config names, SQLite file or PostgreSQL database; the
+/// error names it (never with a password).
+pub(crate) fn open_admin(cfg: &Config) -> Result<Admin, String> {
+    match cfg.spool_backend().map_err(|e| e.0)? {
+        SpoolBackend::Sqlite(path) => {
+            Admin::open(&path).map_err(|e| format!("cannot open spool {}: {e}", path.display()))
+        }
+        SpoolBackend::Postgres(pg) => {
+            let target = PgTarget::parse(&pg.url).map_err(|e| format!("spool url: {e}"))?;
+            Admin::connect_postgres(&target, pg.connect_timeout)
+                .map_err(|e| format!("cannot open spool {}: {e}", target.name()))
         }
     }
 }

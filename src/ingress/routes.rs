@@ -164,14 +164,20 @@ pub(crate) async fn handle(ing: Arc<Ingress>, req: Request<Incoming>) -> Respons
         _ if served && !get => Refusal::method("GET").into_response(),
         "/healthz" => healthz(&ing).await,
         "/readyz" => {
-            if ing.ready.load(Ordering::Acquire) {
-                response::json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
-            } else {
+            if !ing.ready.load(Ordering::Acquire) {
                 response::error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "not_ready",
                     "not accepting webhooks now",
                 )
+            } else if !ing.spool.reachable() {
+                response::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "spool_unavailable",
+                    "the spool's database does not answer this node",
+                )
+            } else {
+                response::json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
             }
         }
         "/metrics" if served => metrics(&ing).await,

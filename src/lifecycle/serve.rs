@@ -18,7 +18,7 @@ use super::signals::{self, Request};
 use super::sockets::Chosen;
 use super::status::{self, RecentErrors};
 use super::{exit, sockets, Phase, PhaseCell};
-use crate::config::Config;
+use crate::config::{Config, SpoolBackend};
 use crate::delivery::{self, DeliveryContext, DeliveryEvent, ForwardClient, InFlight};
 use crate::ingress::budget::Budget;
 use crate::ingress::routes::{GaugeSource, Role};
@@ -26,7 +26,7 @@ use crate::ingress::routes::{Ingress, Route};
 use crate::ingress::server::{self, Traffic};
 use crate::metrics::Metrics;
 use crate::replies::Replies;
-use crate::spool::{Spool, SpoolOptions, Store};
+use crate::spool::{PgTarget, Spool, SpoolOptions, Store};
 use crate::systemd::{listen::Named, notify};
 
 /// How long a successor has to open the spool and report ready.
@@ -253,19 +253,34 @@ fn choose_listeners(
 
 fn open_spool(cfg: &Config, metrics: &Arc<Metrics>) -> Result<Spool, StartError> {
     let observer_metrics = metrics.clone();
-    let spool_path = cfg.spool_path();
+    let store = match cfg
+        .spool_backend()
+        .map_err(|e| StartError::new(exit::BAD_CONFIG, e.0))?
+    {
+        SpoolBackend::Sqlite(path) => Store::File(path),
+        SpoolBackend::Postgres(pg) => {
+            let target = PgTarget::parse(&pg.url).map_err(|e| {
+                StartError::new(
+                    exit::BAD_CONFIG,
+                    format!("{}: spool url: {e}", cfg.source.display()),
+                )
+            })?;
+            Store::postgres(
+                target,
+                pg.node,
+                pg.connect_timeout,
+                cfg.spool.commit_timeout,
+            )
+        }
+    };
+    let name = store.describe();
     Spool::open(SpoolOptions {
-        store: Store::File(spool_path.clone()),
+        store,
         instance_id: format!("{}-{:016x}", std::process::id(), rand::random::<u64>()),
         max_batch: cfg.spool.max_batch,
         on_commit: Some(Arc::new(move |lat, n| observer_metrics.commit(lat, n))),
     })
-    .map_err(|e| {
-        StartError::new(
-            exit::SPOOL,
-            format!("cannot open spool {}: {e}", spool_path.display()),
-        )
-    })
+    .map_err(|e| StartError::new(exit::SPOOL, format!("cannot open spool {name}: {e}")))
 }
 
 /// Starts the accept loops; `/readyz` answers 200 once `ready` is set.

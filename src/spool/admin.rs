@@ -127,9 +127,6 @@ impl Admin {
     /// The schema must be there and one this hookd can use. The `Admin`
     /// then blocks on `runtime` for each call, so it must not be used from
     /// inside another tokio runtime.
-    // Called by `cli/spool.rs` once the config's `[spool] url` is wired
-    // (issue 15); the tests open it today.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn open_postgres(
         runtime: tokio::runtime::Runtime,
         client: tokio_postgres::Client,
@@ -139,6 +136,17 @@ impl Admin {
             backend: Backend::Postgres(PgAdmin::open(runtime, client)?),
             name: name.into(),
         })
+    }
+
+    /// Connects to the PostgreSQL spool at `target` (within `limit`) and
+    /// opens it as [`Admin::open_postgres`] does.
+    pub(crate) fn connect_postgres(
+        target: &super::PgTarget,
+        limit: std::time::Duration,
+    ) -> Result<Admin, SpoolError> {
+        let rt = super::pg::admin::runtime()?;
+        let client = rt.block_on(target.connect(limit, "hookd admin"))?;
+        Admin::open_postgres(rt, client, target.name())
     }
 
     /// Deliveries matching `filter`, oldest request first: a plain hook's

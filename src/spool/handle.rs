@@ -1,6 +1,7 @@
 //! [`Spool`]: the cheap, cloneable handle ingress and delivery hold.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -44,6 +45,9 @@ struct Inner {
     name: String,
     instance_id: String,
     arrivals: Arc<Notify>,
+    /// False while the PostgreSQL spool's last commit or heartbeat found
+    /// the database unreachable; always true for a file.
+    reachable: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -68,10 +72,13 @@ impl Spool {
     /// serving or via `spawn_blocking`.
     pub(crate) fn open(opts: SpoolOptions) -> Result<Spool, SpoolError> {
         let arrivals = Arc::new(Notify::new());
+        let reachable = Arc::new(AtomicBool::new(true));
         let name = opts.store.describe();
         let (tx, thread) = match &opts.store {
             Store::File(path) => open_file(path.clone(), &opts, arrivals.clone())?,
-            Store::Postgres(pg) => open_postgres(pg.clone(), &opts, arrivals.clone())?,
+            Store::Postgres(pg) => {
+                open_postgres(pg.clone(), &opts, arrivals.clone(), reachable.clone())?
+            }
         };
         Ok(Spool {
             inner: Arc::new(Inner {
@@ -79,6 +86,7 @@ impl Spool {
                 name,
                 instance_id: opts.instance_id,
                 arrivals,
+                reachable,
                 thread: Mutex::new(Some(thread)),
             }),
         })
@@ -243,6 +251,13 @@ impl Spool {
         &self.inner.name
     }
 
+    /// Whether the database answered this node's last commit or heartbeat
+    /// (a file spool always is): `/readyz` fails while it did not, so a load
+    /// balancer sends webhooks to a node that can store them.
+    pub(crate) fn reachable(&self) -> bool {
+        self.inner.reachable.load(Ordering::Acquire)
+    }
+
     /// This process's lease owner id.
     pub(crate) fn instance_id(&self) -> &str {
         &self.inner.instance_id
@@ -298,6 +313,7 @@ fn open_postgres(
     pg: PgOptions,
     opts: &SpoolOptions,
     arrivals: Arc<Notify>,
+    reachable: Arc<AtomicBool>,
 ) -> Result<Started, SpoolError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -318,6 +334,7 @@ fn open_postgres(
                 max_batch,
                 on_commit,
                 arrivals,
+                reachable,
             ));
             match writer {
                 Ok(w) => {

@@ -28,6 +28,7 @@ pub(crate) use admin::{Admin, ListFilter};
 /// [`codec::now`]. Delivery computes its retry times with it.
 pub(crate) use codec::now;
 pub(crate) use handle::Spool;
+pub(crate) use pg::connect::Target as PgTarget;
 pub(crate) use schema::SCHEMA_VERSION;
 
 use std::path::PathBuf;
@@ -47,12 +48,30 @@ pub(crate) enum Store {
     /// An SQLite file (created 0600 when missing; its directory must exist).
     File(PathBuf),
     /// A PostgreSQL database shared with other nodes.
-    // Built from the config by the next commit; the spool tests use it now.
-    #[cfg_attr(not(test), allow(dead_code))]
     Postgres(pg::PgOptions),
 }
 
 impl Store {
+    /// The PostgreSQL spool at `target`, as node `node`. A connect takes at
+    /// most `connect_timeout`; a group commit at most `commit_limit` before
+    /// its outcome is looked up on a new connection.
+    pub(crate) fn postgres(
+        target: PgTarget,
+        node: String,
+        connect_timeout: Duration,
+        commit_limit: Duration,
+    ) -> Store {
+        let name = target.name().to_string();
+        let app = format!("hookd {node}");
+        Store::Postgres(pg::PgOptions {
+            connect: Arc::new(target).connector(app),
+            name,
+            node,
+            connect_timeout,
+            commit_limit,
+        })
+    }
+
     /// What messages call it: the file's path, or the redacted URL.
     pub(crate) fn describe(&self) -> String {
         match self {
@@ -130,8 +149,6 @@ pub(crate) enum SpoolError {
     #[error("postgres: {0}")]
     Postgres(#[from] tokio_postgres::Error),
     /// The PostgreSQL spool could not be reached within its deadline.
-    // Made by the PostgreSQL connect (pg/connect.rs, issue 15, not merged yet).
-    #[allow(dead_code)]
     #[error("postgres: {0}")]
     Unreachable(String),
     #[error("{0}")]

@@ -12,6 +12,7 @@
 //! (the admin CLI's side).
 
 pub(crate) mod admin;
+pub(crate) mod connect;
 pub(crate) mod schema;
 mod sql;
 pub(crate) mod writer;

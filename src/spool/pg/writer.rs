@@ -27,6 +27,7 @@
 //! nodes' arrivals and finishes are not seen here otherwise.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -110,6 +111,8 @@ pub(crate) struct PgWriter {
     max_batch: usize,
     on_commit: Option<CommitObserver>,
     arrivals: Arc<Notify>,
+    /// Set after each commit and heartbeat: did the database answer?
+    reachable: Arc<AtomicBool>,
     /// Ids left in this process's blocks.
     ids: Vec<std::ops::Range<i64>>,
     /// The number the next batch writes to `commit_seq`.
@@ -193,6 +196,7 @@ impl PgWriter {
         max_batch: usize,
         on_commit: Option<CommitObserver>,
         arrivals: Arc<Notify>,
+        reachable: Arc<AtomicBool>,
     ) -> Result<PgWriter, SpoolError> {
         let mut client = (opts.connect)(opts.connect_timeout).await?;
         schema::migrate(&mut client).await?;
@@ -227,6 +231,7 @@ impl PgWriter {
             max_batch: max_batch.max(1),
             on_commit,
             arrivals,
+            reachable,
             ids: Vec::new(),
             commit_seq: 0,
             last_beat: Instant::now(),
@@ -273,15 +278,52 @@ impl PgWriter {
             return;
         }
         self.last_beat = Instant::now();
-        if let Ok(conn) = self.take_conn().await {
+        // Bounded like a commit: a blackholed server must not stall the
+        // writer, and a node cut off must say so (its readiness fails).
+        let limit = self.opts.commit_limit;
+        let beat = async {
+            let conn = self.take_conn().await?;
             let res = conn
                 .client
                 .execute(sql::HEARTBEAT, &[&self.instance_id])
                 .await;
-            if let Err(e) = &res {
-                tracing::warn!(error = %e, "spool: heartbeat failed");
-            }
             self.put_back(conn, res.as_ref().err());
+            res.map(|_| ()).map_err(SpoolError::from)
+        };
+        let res = match tokio::time::timeout(limit, beat).await {
+            Ok(res) => res,
+            Err(_) => {
+                self.conn = None;
+                Err(SpoolError::Unreachable(format!(
+                    "no answer from the database within {}",
+                    humantime::format_duration(limit)
+                )))
+            }
+        };
+        if let Err(e) = &res {
+            tracing::warn!(error = %e, "spool: heartbeat failed");
+        }
+        self.note_reachable(res.as_ref().err());
+    }
+
+    /// Records whether the database answered: any error but the server's
+    /// own (a constraint, a cancelled statement) means it did not.
+    fn note_reachable(&self, err: Option<&SpoolError>) {
+        let answered = match err {
+            None => true,
+            Some(SpoolError::Postgres(e)) => e.as_db_error().is_some(),
+            Some(SpoolError::CommitFailed(inner)) => {
+                matches!(&**inner, SpoolError::Postgres(e) if e.as_db_error().is_some())
+            }
+            Some(_) => false,
+        };
+        let was = self.reachable.swap(answered, Ordering::AcqRel);
+        if was != answered {
+            if answered {
+                tracing::info!("spool: the database answers again; ready");
+            } else {
+                tracing::error!("spool: the database is unreachable; not ready until it answers");
+            }
         }
     }
 
@@ -349,6 +391,7 @@ impl PgWriter {
                 Err(e) if phase == Phase::CommitSent => self.resolve(seq, e).await,
                 other => other,
             };
+            self.note_reachable(outcome.as_ref().err());
             match outcome {
                 Ok((written, wake)) => {
                     if let Some(observe) = &self.on_commit {
