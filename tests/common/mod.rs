@@ -178,6 +178,30 @@ impl Hookd {
 
     /// As [`Hookd::configure`], with `server_toml` added to the `[server]` table.
     pub fn configure_with(dir: &Path, server_toml: &str, extra_toml: &str) -> Hookd {
+        let spool = format!("path = \"{}/spool.db\"", dir.display());
+        Hookd::configure_spool(dir, server_toml, &spool, extra_toml)
+    }
+
+    /// As [`Hookd::configure`], on the PostgreSQL spool at `url` as node
+    /// `node` (`spool_toml` adds to the `[spool]` table).
+    pub fn configure_pg(
+        dir: &Path,
+        url: &str,
+        node: &str,
+        spool_toml: &str,
+        extra_toml: &str,
+    ) -> Hookd {
+        let spool = format!("url = \"{url}\"\nnode = \"{node}\"\n{spool_toml}");
+        Hookd::configure_spool(dir, "", &spool, extra_toml)
+    }
+
+    /// The config with `spool_toml` as the whole `[spool]` table.
+    pub fn configure_spool(
+        dir: &Path,
+        server_toml: &str,
+        spool_toml: &str,
+        extra_toml: &str,
+    ) -> Hookd {
         let port = free_port();
         let metrics_port = loop {
             let p = free_port();
@@ -199,7 +223,7 @@ control_socket = "{dir}/control.sock"
 {server_toml}
 
 [spool]
-path = "{dir}/spool.db"
+{spool_toml}
 
 {extra_toml}
 "#,
