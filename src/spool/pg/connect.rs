@@ -96,12 +96,7 @@ impl Target {
         } else {
             format!("postgres://{base}?{}", kept.join("&"))
         };
-        let mut config =
-            Config::from_str(&rebuilt).map_err(|e| match std::error::Error::source(&e) {
-                // tokio-postgres says only "invalid connection string" itself.
-                Some(cause) => format!("{e}: {cause}"),
-                None => e.to_string(),
-            })?;
+        let mut config = Config::from_str(&rebuilt).map_err(|e| with_causes(&e))?;
         if config.get_hosts().is_empty() {
             return Err("the URL names no host".into());
         }
@@ -172,10 +167,10 @@ impl Target {
         };
         match tokio::time::timeout(limit, attempt).await {
             Ok(Ok(client)) => Ok(client),
-            Ok(Err(e)) => Err(SpoolError::Unreachable(format!("{}: {e}", self.name))),
+            // Callers name the database (`Target::name`) themselves.
+            Ok(Err(e)) => Err(SpoolError::Unreachable(with_causes(&e))),
             Err(_) => Err(SpoolError::Unreachable(format!(
-                "{}: no connection within {}",
-                self.name,
+                "no connection within {}",
                 humantime::format_duration(limit)
             ))),
         }
@@ -253,6 +248,23 @@ fn load_roots(path: &str) -> Result<RootCertStore, String> {
         return Err(format!("sslrootcert {path}: no certificate in it"));
     }
     Ok(roots)
+}
+
+/// An error and what caused it: tokio-postgres says "error performing TLS
+/// handshake" and keeps the why (rustls's "invalid peer certificate:
+/// UnknownIssuer") in its source.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// `user@host:port/db` from a parsed config.
