@@ -22,6 +22,15 @@ pub(crate) const MARK_COMMIT: &str =
 pub(crate) const COMMIT_SEQ: &str = "SELECT commit_seq FROM instances WHERE id = $1";
 pub(crate) const HEARTBEAT: &str = "UPDATE instances SET heartbeat_at = now() WHERE id = $1";
 
+/// Transaction-scoped advisory locks on the batch's repeat keys (hashed
+/// text), taken in key order before the lookups: a node inserting a key
+/// holds it until its COMMIT, so another node's lookup of the same key
+/// waits and then sees the row (READ COMMITTED: each statement sees what
+/// committed before it began). Sorted, so two batches never wait on each
+/// other in a circle; before TAKE_SEQ's row locks, in every batch.
+pub(crate) const LOCK_REPEATS: &str = "SELECT pg_advisory_xact_lock(k) FROM \
+     (SELECT DISTINCT hashtextextended(t, 26728) AS k FROM unnest($1::text[]) AS t ORDER BY 1) s";
+
 /// The latest request of each (hook, dedup id) asked for.
 pub(crate) const FIND_DEDUP: &str = "SELECT DISTINCT ON (k.hook, k.dedup) \
      k.hook, k.dedup, r.id, r.received_at \

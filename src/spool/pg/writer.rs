@@ -5,7 +5,9 @@
 //! the COMMIT's answer only.
 //!
 //! A batch costs two or three round trips, not one per command: BEGIN with
-//! the repeat lookups (only when an item has a dedup id or replay key) and
+//! the repeat keys' advisory locks and lookups (only when an item has a
+//! dedup id or replay key; the locks make a repeat that reaches two nodes
+//! at once one request) and
 //! the ordered routes' sequence numbers; then the inserts, claims, finishes
 //! and purges; then the batch's depth changes with COMMIT. Its one WAL
 //! flush is shared by every command in it.
@@ -57,6 +59,7 @@ const PURGE_CHUNK: i64 = crate::spool::writer::PURGE_CHUNK as i64;
 struct Prepared {
     id_blocks: Statement,
     mark_commit: Statement,
+    lock_repeats: Statement,
     find_dedup: Statement,
     find_replay: Statement,
     revive: Statement,
@@ -79,6 +82,7 @@ impl Prepared {
         Ok(Prepared {
             id_blocks: client.prepare(sql::ID_BLOCKS).await?,
             mark_commit: client.prepare(sql::MARK_COMMIT).await?,
+            lock_repeats: client.prepare(sql::LOCK_REPEATS).await?,
             find_dedup: client.prepare(sql::FIND_DEDUP).await?,
             find_replay: client.prepare(sql::FIND_REPLAY).await?,
             revive: client.prepare(sql::REVIVE).await?,
@@ -504,14 +508,15 @@ impl PgWriter {
 
         // Round trip 1: BEGIN, and what the inserts depend on.
         let lookups = Lookups::of(&batch.enqueues);
-        let (begin, dedup, replay) = tokio::join!(
+        let (begin, locked, dedup, replay) = tokio::join!(
             async { client.batch_execute("BEGIN").await },
+            lookups.lock(client, &st.lock_repeats),
             lookups.dedup(client, &st.find_dedup),
             lookups.replay(client, &st.find_replay),
         );
         let result = async {
             begin?;
-            let (dedup, replay) = (dedup?, replay?);
+            let (_, dedup, replay) = (locked?, dedup?, replay?);
             let plan = plan_enqueues(&batch.enqueues, &dedup, &replay, ids);
             // Sequence numbers of ordered routes, under their rows' locks.
             let seqs = take_seqs(client, &st.take_seq, &batch.enqueues, &plan.new).await?;
@@ -891,6 +896,21 @@ impl Lookups {
             }
         }
         l
+    }
+
+    /// Locks every repeat key of the batch (see [`sql::LOCK_REPEATS`]), so
+    /// a repeat arriving at two nodes at once is one request, not two.
+    async fn lock(&self, client: &Client, st: &Statement) -> Result<(), SpoolError> {
+        let dedup =
+            (self.dedup_hooks.iter().zip(&self.dedup_ids)).map(|(h, d)| format!("{h}\ndedup\n{d}"));
+        let replay = (self.replay_hooks.iter().zip(&self.replay_keys))
+            .map(|(h, k)| format!("{h}\nreplay\n{}", hex::encode(k)));
+        let keys: Vec<String> = dedup.chain(replay).collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        client.query(st, &[&keys]).await?;
+        Ok(())
     }
 
     async fn dedup(&self, client: &Client, st: &Statement) -> Result<DedupHits, SpoolError> {

@@ -485,6 +485,41 @@ async fn repeats_are_duplicates_revive_dead_deliveries_and_replays_are_recognise
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_reaching_two_nodes_at_the_same_moment_is_stored_once() {
+    let pg = Pg::start_new();
+    let a = open(&pg, "n1", "a").await;
+    let b = open(&pg, "n2", "b").await;
+    // Each round sends one dedup id to both nodes at once, plus a few other
+    // items so both writers' batches are in flight together.
+    for round in 0..40 {
+        let id = format!("race-{round}");
+        let filler = |n: usize| {
+            let spool = if n % 2 == 0 { a.clone() } else { b.clone() };
+            async move { spool.enqueue(item("h", None, b"filler")).await }
+        };
+        let (x, y, _, _) = tokio::join!(
+            a.enqueue(item("h", Some(&id), b"r")),
+            b.enqueue(item("h", Some(&id), b"r")),
+            filler(0),
+            filler(1),
+        );
+        match (x.unwrap(), y.unwrap()) {
+            (Enqueued::New(i), Enqueued::Duplicate(j))
+            | (Enqueued::Duplicate(j), Enqueued::New(i)) => {
+                assert_eq!(i, j, "round {round}");
+            }
+            other => panic!("round {round}: both nodes answered {other:?}"),
+        }
+    }
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM requests WHERE dedup_id LIKE 'race-%'"),
+        "40"
+    );
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_routed_request_gets_one_delivery_per_route_claimed_and_finished_alone() {
     let pg = Pg::start_new();
     let a = open(&pg, "n1", "a").await;
