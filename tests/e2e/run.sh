@@ -50,6 +50,7 @@ cleanup() {
   # A hookd left draining would hold the poweroff for its grace window.
   [ -n "$CT_PID1" ] && CT_TIMEOUT=10 X systemctl kill --signal=KILL hookd.service >/dev/null 2>&1
   ct_shutdown
+  pg_host_stop
 }
 
 # --- helpers ------------------------------------------------------------------------------
@@ -628,6 +629,119 @@ tls_cleanup() {  # back to the plain setup for the later checks
   CT_TIMEOUT=120 X systemctl restart hookd.service >/dev/null 2>&1
 }
 
+# --- 9: two nodes on PostgreSQL -------------------------------------------------------------
+# A throw-away cluster on the host (the container shares its network namespace), owned by a
+# system user because PostgreSQL refuses root; stopped (immediate) by cleanup.
+PGW="" PGPORT="" PG_BIN="" PGPASS=""
+PG_USER=hookd-test
+pg_host_start() {
+  PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
+  [ -x "$PG_BIN/initdb" ] || { echo "no PostgreSQL on the host (apt install postgresql)"; return 1; }
+  id "$PG_USER" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$PG_USER"
+  PGW=$(mktemp -d /tmp/hookd-e2e-pg.XXXXXX); chown "$PG_USER" "$PGW"
+  PGPORT=$(first_free_port 18600) || { echo "no free port for PostgreSQL"; return 1; }
+  printf '%s\n' "$PGPASS" > "$PGW/pw"; chown "$PG_USER" "$PGW/pw"
+  runuser -u "$PG_USER" -- "$PG_BIN/initdb" -D "$PGW/data" -U hookd --pwfile="$PGW/pw" --auth=scram-sha-256 \
+    --no-sync -E UTF8 --locale=C >"$PGW/initdb.log" 2>&1 || { echo "initdb failed: $(tail -2 "$PGW/initdb.log")"; return 1; }
+  printf "listen_addresses = '127.0.0.1'\nport = %s\nunix_socket_directories = '%s'\nfsync = on\nsynchronous_commit = on\n" \
+    "$PGPORT" "$PGW" >> "$PGW/data/postgresql.conf"
+  runuser -u "$PG_USER" -- "$PG_BIN/pg_ctl" -D "$PGW/data" -l "$PGW/server.log" -w -t 30 start >/dev/null \
+    || { echo "pg_ctl start failed: $(tail -2 "$PGW/server.log")"; return 1; }
+  # The suite's own database, as an operator would make it.
+  runuser -u "$PG_USER" -- "$PG_BIN/createdb" -h "$PGW" -p "$PGPORT" -U hookd -O hookd hookd \
+    || { echo "createdb failed"; return 1; }
+}
+pg_host_stop() {
+  [ -n "$PGW" ] || return 0
+  runuser -u "$PG_USER" -- "$PG_BIN/pg_ctl" -D "$PGW/data" -m immediate -w stop >/dev/null 2>&1
+  rm -rf "$PGW"; PGW=""
+}
+pg_q() { PGPASSWORD=$PGPASS "$PG_BIN/psql" -h 127.0.0.1 -p "$PGPORT" -U hookd -d hookd -Atqc "$1"; }
+
+write_node_config() {  # FILE NODE PORT: the suite's e2e hook on the shared PostgreSQL spool
+  cat > "$MERGED$1" <<EOF
+# written by tests/e2e/run.sh (check 9)
+[server]
+listen = ["127.0.0.1:$3"]
+
+[spool]
+url_credential = "spool-url"
+node = "$2"
+
+[[hook]]
+name = "e2e"
+verify = { scheme = "github", secret_file = "/etc/hookd/e2e.secret" }
+dedup_header = "X-GitHub-Delivery"
+action = { forward = "http://127.0.0.1:$UPORT/deliver", timeout = "10s" }
+concurrency = 4
+retry = { max_attempts = 100, backoff = "100ms", max_backoff = "1s" }
+EOF
+  X chgrp hookd "$1"; X chmod 0640 "$1"
+}
+
+check_pg_two_nodes() {
+  local name="9 two nodes on one PostgreSQL (URL by LoadCredential=): restart and reload under load, nothing lost"
+  local why="" i old oldb nodes f bport unit=/etc/systemd/system
+  active hookd.service || { fail "$name" "precondition: hookd.service not active"; return; }
+  PGPASS=$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  if ! why=$(pg_host_start); then fail "$name" "$why"; pg_host_stop; return; fi
+  bport=$(first_free_port 18650) || { fail "$name" "no free port for node b"; pg_host_stop; return; }
+  install -m 0600 /dev/null "$MERGED/etc/hookd/spool-url"
+  printf 'postgres://hookd:%s@127.0.0.1:%s/hookd?sslmode=disable\n' "$PGPASS" "$PGPORT" > "$MERGED/etc/hookd/spool-url"
+  mkdir -p "$MERGED$unit/hookd.service.d"
+  printf '[Service]\nLoadCredential=spool-url:/etc/hookd/spool-url\n' > "$MERGED$unit/hookd.service.d/e2e-pg.conf"
+  # Node b: a second unit made from the packaged one (its own config, state and runtime
+  # dir; no socket unit: it binds its port itself and keeps it in the fd store).
+  sed -e 's|/etc/hookd/hookd.toml|/etc/hookd/b.toml|g' \
+      -e 's/^StateDirectory=hookd$/StateDirectory=hookd-b/' -e 's/^RuntimeDirectory=hookd$/RuntimeDirectory=hookd-b/' \
+      -e '/^Wants=hookd.socket/d' -e 's/^After=hookd.socket /After=/' -e '/^Also=/d' \
+      -e 's|^\[Service\]$|[Service]\nLoadCredential=spool-url:/etc/hookd/spool-url|' \
+      "$MERGED$(X systemctl show -p FragmentPath --value hookd.service)" > "$MERGED$unit/hookd-b.service"
+  write_node_config /etc/hookd/hookd.toml a "$PORT"
+  write_node_config /etc/hookd/b.toml b "$bport"
+  X systemctl daemon-reload
+  if ! CT_TIMEOUT=60 X systemctl restart hookd.service; then
+    why="node a does not start on PostgreSQL: $(X journalctl -u hookd.service -n 3 --no-pager -o cat | tr '\n' ' ')"
+  elif ! CT_TIMEOUT=60 X systemctl start hookd-b.service; then
+    why="node b does not start: $(X journalctl -u hookd-b.service -n 3 --no-pager -o cat | tr '\n' ' ')"
+  fi
+  if [ -z "$why" ]; then
+    load_start pga /hooks/e2e "http://127.0.0.1:$PORT"
+    load_start pgb /hooks/e2e "http://127.0.0.1:$bport"
+    for i in 1 2 3; do
+      old=$(mainpid)
+      CT_TIMEOUT=120 X systemctl restart hookd.service || { why="restart of node a #$i failed"; break; }
+      wait_for 15 pid_moved "$old" || { why="node a's MainPID still $old after restart #$i"; break; }
+      oldb=$(X systemctl show -p MainPID --value hookd-b.service)
+      CT_TIMEOUT=120 X systemctl reload hookd-b.service || { why="reload of node b #$i failed"; break; }
+      [ "$(X systemctl show -p MainPID --value hookd-b.service)" != "$oldb" ] || { why="node b's MainPID still $oldb after reload #$i"; break; }
+      sleep 0.5
+    done
+    sleep 1
+    load_stop pga; load_stop pgb
+    for f in pga pgb; do
+      [ -z "$why" ] && [ "$(kv "$STATE/load-$f.summary" failed)" != 0 ] && why="failed requests on $f: $(load_line "$f")"
+    done
+    [ -z "$why" ] && ! delivered pga pgb && why="acked webhooks not delivered: $DELIVERY"
+    nodes=$(pg_q "SELECT string_agg(DISTINCT node, ',' ORDER BY node) FROM depth_counts WHERE n <> 0" 2>&1)
+    [ -z "$why" ] && [ "$nodes" != "a,b" ] && why="depth rows by node: '$nodes' (want a,b)"
+    [ -z "$why" ] && [ -e "$MERGED/var/lib/hookd-b/spool.db" ] && why="node b wrote an SQLite spool"
+  fi
+  if [ -z "$why" ]; then
+    pass "$name" "a: $(load_line pga); b: $(load_line pgb); $DELIVERY; nodes $nodes"
+  else
+    fail "$name" "$why"
+  fi
+  # Back to one node on SQLite for the checks after this one.
+  CT_TIMEOUT=60 X systemctl stop hookd-b.service >/dev/null 2>&1
+  rm -f "$MERGED$unit/hookd-b.service" "$MERGED$unit/hookd.service.d/e2e-pg.conf" \
+    "$MERGED/etc/hookd/spool-url" "$MERGED/etc/hookd/b.toml"
+  X systemctl daemon-reload
+  write_config 5m
+  CT_TIMEOUT=60 X systemctl restart hookd.service
+  pg_host_stop
+}
+
 # The .deb of the old commit (tests/upgrade-from) for check 6, packed on the host before
 # the boot from the old release build (tests/build-old.sh makes it once per target dir).
 # Its version is the old Cargo.toml version with ~old1, below any build of this tree.
@@ -813,6 +927,7 @@ log "exec drain"; check_exec_drain
 log "kill9"; check_kill9
 log "watchdog"; check_watchdog
 log "tls"; check_tls
+log "pg two nodes"; check_pg_two_nodes
 log "upgrade"; check_upgrade
 log "remove_purge"; check_remove_purge
 
