@@ -26,7 +26,7 @@ use crate::ingress::routes::{Ingress, Route};
 use crate::ingress::server::{self, Traffic};
 use crate::metrics::Metrics;
 use crate::replies::Replies;
-use crate::spool::{PgTarget, Spool, SpoolOptions, Store};
+use crate::spool::{PgTarget, Spool, SpoolError, SpoolOptions, Store};
 use crate::systemd::{listen::Named, notify};
 
 /// How long a successor has to open the spool and report ready.
@@ -192,7 +192,7 @@ async fn start(cfg: Config, origin: Origin, succession: Succession) -> Result<Ru
     if let Some(t) = &tls {
         metrics.set_tls_cert_expiry(t.not_after);
     }
-    let spool = open_spool(&cfg, &metrics)?;
+    let spool = open_spool(&cfg, &metrics).await?;
     let d = Arc::new(Daemon {
         cfg,
         spool,
@@ -251,8 +251,13 @@ fn choose_listeners(
     Ok((chosen, passed))
 }
 
-fn open_spool(cfg: &Config, metrics: &Arc<Metrics>) -> Result<Spool, StartError> {
-    let observer_metrics = metrics.clone();
+/// How long a node keeps trying at start to reach a PostgreSQL spool that
+/// does not answer (after a power cut the database host may boot last).
+/// Under systemd's default `TimeoutStartSec=90s`, and long enough that
+/// `Restart=` after it never trips `StartLimitBurst` (30 starts a minute).
+const WAIT_FOR_DATABASE: Duration = Duration::from_secs(60);
+
+async fn open_spool(cfg: &Config, metrics: &Arc<Metrics>) -> Result<Spool, StartError> {
     let store = match cfg
         .spool_backend()
         .map_err(|e| StartError::new(exit::BAD_CONFIG, e.0))?
@@ -274,13 +279,42 @@ fn open_spool(cfg: &Config, metrics: &Arc<Metrics>) -> Result<Spool, StartError>
         }
     };
     let name = store.describe();
-    Spool::open(SpoolOptions {
-        store,
-        instance_id: format!("{}-{:016x}", std::process::id(), rand::random::<u64>()),
-        max_batch: cfg.spool.max_batch,
-        on_commit: Some(Arc::new(move |lat, n| observer_metrics.commit(lat, n))),
-    })
-    .map_err(|e| StartError::new(exit::SPOOL, format!("cannot open spool {name}: {e}")))
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let observer_metrics = metrics.clone();
+        let opened = Spool::open(SpoolOptions {
+            store: store.clone(),
+            instance_id: format!("{}-{:016x}", std::process::id(), rand::random::<u64>()),
+            max_batch: cfg.spool.max_batch,
+            on_commit: Some(Arc::new(move |lat, n| observer_metrics.commit(lat, n))),
+        });
+        match opened {
+            Ok(spool) => return Ok(spool),
+            // Only a database that does not answer is waited for: a file
+            // that cannot be opened, a refused login or a schema this hookd
+            // cannot use stays an error at once.
+            Err(e @ SpoolError::Unreachable(_))
+                if started.elapsed() + pause < WAIT_FOR_DATABASE =>
+            {
+                tracing::warn!(
+                    hookd_event = "spool_unreachable",
+                    error = %e,
+                    "cannot reach the spool {name}; trying again in {}",
+                    humantime::format_duration(pause)
+                );
+                notify::status(&format!("waiting for the spool's database: {e}"));
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                return Err(StartError::new(
+                    exit::SPOOL,
+                    format!("cannot open spool {name}: {e}"),
+                ))
+            }
+        }
+    }
 }
 
 /// Starts the accept loops; `/readyz` answers 200 once `ready` is set.

@@ -146,7 +146,9 @@ pub(crate) enum SpoolError {
     #[error("{0}")]
     Sqlite(#[from] rusqlite::Error),
     /// From the PostgreSQL spool: the server's message, or the connection's.
-    #[error("postgres: {0}")]
+    // tokio-postgres's own text is "db error"; the server's message is
+    // in its source.
+    #[error("postgres: {}", pg::with_causes(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// The PostgreSQL spool could not be reached within its deadline.
     #[error("postgres: {0}")]

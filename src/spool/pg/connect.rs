@@ -36,7 +36,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, Config, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::Connector;
+use super::{with_causes, Connector};
 use crate::spool::SpoolError;
 
 /// The system's CA bundle (Debian's ca-certificates), for `sslrootcert=system`.
@@ -167,6 +167,14 @@ impl Target {
         };
         match tokio::time::timeout(limit, attempt).await {
             Ok(Ok(client)) => Ok(client),
+            // The server's own refusal (a wrong password, no such
+            // database) is its answer, not an outage; "starting up" is one.
+            Ok(Err(e))
+                if e.as_db_error().is_some()
+                    && e.code() != Some(&tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW) =>
+            {
+                Err(SpoolError::Postgres(e))
+            }
             // Callers name the database (`Target::name`) themselves.
             Ok(Err(e)) => Err(SpoolError::Unreachable(with_causes(&e))),
             Err(_) => Err(SpoolError::Unreachable(format!(
@@ -248,23 +256,6 @@ fn load_roots(path: &str) -> Result<RootCertStore, String> {
         return Err(format!("sslrootcert {path}: no certificate in it"));
     }
     Ok(roots)
-}
-
-/// An error and what caused it: tokio-postgres says "error performing TLS
-/// handshake" and keeps the why (rustls's "invalid peer certificate:
-/// UnknownIssuer") in its source.
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let more = c.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        cause = c.source();
-    }
-    text
 }
 
 /// `user@host:port/db` from a parsed config.

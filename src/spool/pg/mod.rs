@@ -50,3 +50,20 @@ pub(crate) struct PgOptions {
     /// outcome found out on a new one.
     pub commit_limit: Duration,
 }
+
+/// An error and what caused it: tokio-postgres says "error performing TLS
+/// handshake" and keeps the why (rustls's "invalid peer certificate:
+/// UnknownIssuer") in its source.
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
