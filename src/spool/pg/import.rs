@@ -58,7 +58,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use tokio::runtime::Runtime;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::Client;
 
 use super::admin::STALE_AFTER;
 use super::schema;
@@ -210,12 +210,14 @@ pub(crate) fn copy_sqlite_to_postgres(
             .into());
         }
         let result = copy(&mut source, client, opts).await;
+        // A chunk cut off by its time limit leaves its transaction open.
+        let rollback = if result.is_err() { "ROLLBACK; " } else { "" };
         // Bounded: after a stalled chunk this connection may never answer
         // (the server ends its session on its own, see `copy`).
         let _ = tokio::time::timeout(
             opts.chunk_limit,
             client.batch_execute(&format!(
-                "SELECT pg_advisory_unlock({IMPORT_LOCK}); \
+                "{rollback}SELECT pg_advisory_unlock({IMPORT_LOCK}); \
                  RESET idle_in_transaction_session_timeout; RESET idle_session_timeout"
             )),
         )
@@ -773,9 +775,24 @@ struct Written {
 }
 
 /// One transaction: the chunk's rows, their depth, the ordered routes'
-/// heads, and the marker moved past the chunk.
-async fn write_chunk(client: &mut Client, c: &Chunk) -> Result<Written, SpoolError> {
-    let txn = client.transaction().await?;
+/// heads, and the marker moved past the chunk. Explicit BEGIN and COMMIT
+/// rather than a `Transaction`, so the marker's UPDATE and the COMMIT go
+/// out together, one round trip: once the server has the UPDATE it has the
+/// COMMIT too, and whether the chunk is in is only ever the marker's to
+/// say (the rerun reads it), never a guess from a reply that got lost.
+async fn write_chunk(client: &Client, c: &Chunk) -> Result<Written, SpoolError> {
+    client.batch_execute("BEGIN").await?;
+    let written = chunk_statements(client, c).await;
+    if written.is_err() {
+        // Best effort: a connection that failed is dropped by the caller,
+        // which ends the transaction too.
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    written
+}
+
+/// The chunk's statements on `txn`, a client inside the chunk's transaction.
+async fn chunk_statements(txn: &Client, c: &Chunk) -> Result<Written, SpoolError> {
     let mut depth: BTreeMap<(String, String, String), i64> = BTreeMap::new();
     let requests = txn
         .query(
@@ -830,7 +847,7 @@ async fn write_chunk(client: &mut Client, c: &Chunk) -> Result<Written, SpoolErr
             .entry((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
             .or_insert(0) += 1;
     }
-    add_depth(&txn, depth).await?;
+    add_depth(txn, depth).await?;
     if !c.heads.is_empty() {
         let (hooks, routes): (Vec<&str>, Vec<&str>) = c
             .heads
@@ -849,13 +866,19 @@ async fn write_chunk(client: &mut Client, c: &Chunk) -> Result<Written, SpoolErr
     }
     let (n_req, n_del) = (requests.len() as u64, deliveries.len() as u64);
     let skipped = i64::try_from(c.skipped_done).unwrap_or(i64::MAX);
-    txn.execute(
-        "UPDATE hookd_import SET last_id = $1, requests = requests + $2, \
-         deliveries = deliveries + $3, skipped_done = skipped_done + $4, updated_at = now()",
-        &[&c.last_id, &(n_req as i64), &(n_del as i64), &skipped],
+    let (marked, committed) = futures_util::future::join(
+        txn.execute(
+            "UPDATE hookd_import SET last_id = $1, requests = requests + $2, \
+             deliveries = deliveries + $3, skipped_done = skipped_done + $4, updated_at = now()",
+            &[&c.last_id, &(n_req as i64), &(n_del as i64), &skipped],
+        ),
+        txn.batch_execute("COMMIT"),
     )
-    .await?;
-    txn.commit().await?;
+    .await;
+    // First: after a failed UPDATE the server takes the COMMIT for a
+    // ROLLBACK, and answers it without an error.
+    marked?;
+    committed?;
     let meant = (c.r_ids.len() + c.d_ids.len()) as u64;
     Ok(Written {
         requests: n_req,
@@ -866,7 +889,7 @@ async fn write_chunk(client: &mut Client, c: &Chunk) -> Result<Written, SpoolErr
 
 /// Node [`NODE`]'s share of a chunk's depth.
 async fn add_depth(
-    txn: &Transaction<'_>,
+    txn: &Client,
     depth: BTreeMap<(String, String, String), i64>,
 ) -> Result<(), tokio_postgres::Error> {
     if depth.is_empty() {

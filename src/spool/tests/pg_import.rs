@@ -755,28 +755,30 @@ fn a_non_empty_target_is_refused_and_left_as_it_was() {
     );
 }
 
-#[test]
-fn a_copy_cut_off_midway_completes_on_the_rerun_with_every_request_once() {
-    let dir = tempfile::tempdir().unwrap();
-    // 45 items in chunks of 5: the fault hits the fifth chunk (ids 21..25).
-    let ids = small_spool(dir.path(), 45, Some(22));
-    let t = Target::new();
-    let proxy = TcpProxy::start(t.pg.addr());
-    proxy.drop_replies_after(FAULT);
-    let opts = CopyOptions {
+/// Copy options of the fault tests: chunks of 5, a short time limit.
+fn fault_opts(t: &Target) -> CopyOptions {
+    CopyOptions {
         chunk: 5,
         chunk_limit: Duration::from_secs(2),
-        ..opts(&t, HOUR)
-    };
+        ..opts(t, HOUR)
+    }
+}
+
+/// Runs the copy of `dir` through `proxy`, armed to swallow every answer
+/// from the first client message holding `pattern` on: the copy must stop
+/// at its chunk time limit. Then the network drops the connection for
+/// good, and this waits until the server has ended that session.
+fn copy_cut_off(t: &Target, dir: &Path, pattern: &[u8]) {
+    let proxy = TcpProxy::start(t.pg.addr());
+    proxy.drop_replies_after(pattern);
     let err = t
-        .copy_via(&url_at(&t.pg, proxy.addr, &t.db), dir.path(), &opts)
+        .copy_via(&url_at(&t.pg, proxy.addr, &t.db), dir, &fault_opts(t))
         .unwrap_err();
     assert!(
         matches!(err, SpoolError::Import(ImportError::ChunkTimedOut(_))),
         "{err}"
     );
     assert_eq!(proxy.mode(), Mode::DropReplies, "the fault fired");
-    // The network gives up on the connection for good.
     proxy.set_mode(Mode::Reset);
     let deadline = Instant::now() + Duration::from_secs(20);
     while t.i64(&format!(
@@ -787,22 +789,31 @@ fn a_copy_cut_off_midway_completes_on_the_rerun_with_every_request_once() {
         assert!(Instant::now() < deadline, "the cut session lingers");
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Four chunks are in, each whole, the marker past the fourth.
+}
+
+/// The rerun after a cut-off copy whose marker is past request
+/// `ids[committed - 1]`: it resumes there and leaves every request of
+/// [`small_spool`]`(45)` in the target exactly once, each with its
+/// deliveries once, counted once.
+fn rerun_completes(t: &Target, dir: &Path, ids: &[i64], committed: usize) {
+    // Whole chunks only, the marker at the last one.
     assert_eq!(
         t.ids("SELECT id FROM requests ORDER BY id"),
-        ids[..20].to_vec()
+        ids[..committed].to_vec()
     );
-    assert_eq!(t.i64("SELECT last_id FROM hookd_import"), ids[19]);
+    assert_eq!(
+        t.i64("SELECT last_id FROM hookd_import"),
+        ids[committed - 1]
+    );
     t.assert_counts_match_rows();
 
-    let report = t.copy(dir.path(), &opts).unwrap();
-    assert_eq!(report.resumed_from, Some(ids[19]), "{report:?}");
+    let report = t.copy(dir, &fault_opts(t)).unwrap();
+    assert_eq!(report.resumed_from, Some(ids[committed - 1]), "{report:?}");
     assert_eq!(
         (report.requests, report.already_present),
-        (25, 0),
+        ((ids.len() - committed) as u64, 0),
         "{report:?}"
     );
-    // Every request exactly once, each with its deliveries once.
     assert_eq!(t.ids("SELECT id FROM requests ORDER BY id"), ids);
     let per_request = t.ids(
         "SELECT count(d.id) FROM requests r LEFT JOIN deliveries d ON d.request_id = r.id \
@@ -810,19 +821,27 @@ fn a_copy_cut_off_midway_completes_on_the_rerun_with_every_request_once() {
     );
     let want: Vec<i64> = (0..45).map(|i| if i % 5 == 4 { 2 } else { 1 }).collect();
     assert_eq!(per_request, want);
-    assert_eq!(
-        t.i64("SELECT count(*) FROM deliveries"),
-        t.i64("SELECT count(DISTINCT (request_id, route)) FROM deliveries")
-    );
     t.assert_counts_match_rows();
     assert_eq!(
         t.i64("SELECT sum(n)::bigint FROM depth_counts WHERE state = 'pending'"),
-        54
+        54,
+        "36 plain deliveries and 9 routed requests' two"
     );
     assert_eq!(
         t.i64("SELECT (completed_at IS NOT NULL)::int::bigint FROM hookd_import"),
         1
     );
+}
+
+#[test]
+fn a_copy_cut_off_midway_completes_on_the_rerun_with_every_request_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // 45 items in chunks of 5: the fault hits the fifth chunk (ids 21..25)
+    // as its rows go out; the server never gets its COMMIT.
+    let ids = small_spool(dir.path(), 45, Some(22));
+    let t = Target::new();
+    copy_cut_off(&t, dir.path(), FAULT);
+    rerun_completes(&t, dir.path(), &ids, 20);
     let body: Vec<u8> =
         t.rt.block_on(
             t.client
@@ -843,6 +862,24 @@ fn a_copy_cut_off_midway_completes_on_the_rerun_with_every_request_once() {
         headers,
         encode_headers(&[("content-type".into(), b"application/json".to_vec())])
     );
+}
+
+#[test]
+fn a_copy_whose_commit_answer_is_lost_resumes_after_the_chunk_that_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = small_spool(dir.path(), 45, None);
+    let t = Target::new();
+    // The fifth chunk's marker UPDATE, by its first two parameters as the
+    // Bind message carries them (length, then big-endian int8): last id,
+    // requests written. Its COMMIT goes out with it, so the server commits
+    // the chunk and the copy never hears.
+    let mut pattern = Vec::new();
+    for v in [ids[24], 5] {
+        pattern.extend(8i32.to_be_bytes());
+        pattern.extend(v.to_be_bytes());
+    }
+    copy_cut_off(&t, dir.path(), &pattern);
+    rerun_completes(&t, dir.path(), &ids, 25);
 }
 
 #[test]
