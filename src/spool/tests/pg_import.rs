@@ -903,3 +903,44 @@ fn a_spool_a_running_hookd_has_open_is_refused_before_the_target_is_touched() {
     let report = t.copy(dir.path(), &opts(&t, HOUR)).unwrap();
     assert_eq!(report.requests, 3);
 }
+
+#[test]
+fn a_rerun_after_the_source_changed_is_refused_and_a_target_with_a_live_node_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = small_spool(dir.path(), 45, Some(22));
+    let t = Target::new();
+
+    // A node running on the (still empty) target: refused, nothing copied.
+    let rt = async_rt();
+    let node = t.node("n1", "n1-a");
+    let err = t.copy(dir.path(), &fault_opts(&t)).unwrap_err();
+    assert!(
+        matches!(&err, SpoolError::Import(ImportError::TargetInUse { nodes, .. }) if nodes.contains("n1")),
+        "{err}"
+    );
+    assert_eq!(t.i64("SELECT count(*) FROM requests"), 0);
+    rt.block_on(node.close());
+
+    copy_cut_off(&t, dir.path(), FAULT);
+    // The daemon ran on the file again before the rerun.
+    let spool = open(dir.path(), "b");
+    rt.block_on(new_id(&spool, item("plain", None, b"late")));
+    rt.block_on(spool.close());
+    let err = t.copy(dir.path(), &fault_opts(&t)).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            SpoolError::Import(ImportError::OtherSource {
+                what: "a partial",
+                ..
+            })
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("new database"), "{err}");
+    assert_eq!(
+        t.ids("SELECT id FROM requests ORDER BY id"),
+        ids[..20].to_vec(),
+        "the partial copy stays as it was"
+    );
+}
