@@ -155,6 +155,9 @@ pub(crate) enum SpoolError {
     Unreachable(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// `hookd spool migrate`: the copy to PostgreSQL refused or stopped.
+    #[error("{0}")]
+    Import(#[from] pg::import::ImportError),
 }
 
 /// Why a file is not a spool this hookd can use.

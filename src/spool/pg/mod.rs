@@ -9,10 +9,12 @@
 //! Files: `schema.sql` + `schema.rs` (layout, migrations under an advisory
 //! lock), `writer.rs` (the node's group-commit writer: one connection, one
 //! pipelined transaction per batch), `sql.rs` (its statements), `admin.rs`
-//! (the admin CLI's side).
+//! (the admin CLI's side), `import.rs` (`hookd spool migrate`: an SQLite
+//! spool copied into an empty PostgreSQL one).
 
 pub(crate) mod admin;
 pub(crate) mod connect;
+pub(crate) mod import;
 pub(crate) mod schema;
 mod sql;
 pub(crate) mod writer;

@@ -5,6 +5,7 @@ mod group_commit;
 mod open;
 mod pg;
 mod pg_admin;
+mod pg_import;
 mod pg_tls;
 mod queue;
 mod routes;
