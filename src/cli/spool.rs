@@ -9,7 +9,7 @@ use clap::{Subcommand, ValueEnum};
 
 use crate::config::{Config, SpoolBackend};
 use crate::lifecycle::exit;
-use crate::spool::{Admin, ItemState, ListFilter, PgTarget};
+use crate::spool::{copy_to_postgres, Admin, CopyOptions, ItemState, ListFilter, PgTarget};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub(crate) enum StateArg {
@@ -91,6 +91,21 @@ pub(crate) enum SpoolCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Copy this config's SQLite spool into an empty PostgreSQL spool (the
+    /// daemon stopped): pending, leased (as pending), dead, filtered, and
+    /// done within retain_done, with ids, attempts and dedup keys. Run it
+    /// again after an interruption: it resumes, nothing is copied twice.
+    Migrate {
+        /// The PostgreSQL URL (postgres://user:password@host/db?sslmode=…).
+        #[arg(long, required_unless_present = "to_file", conflicts_with = "to_file")]
+        to: Option<String>,
+        /// A file holding the URL (keeps the password off the command line).
+        #[arg(long)]
+        to_file: Option<std::path::PathBuf>,
+        /// Requests per transaction (default 5000).
+        #[arg(long)]
+        chunk: Option<usize>,
+    },
 }
 
 pub(crate) fn run(config: &Path, cmd: SpoolCommand) -> ExitCode {
@@ -101,6 +116,15 @@ pub(crate) fn run(config: &Path, cmd: SpoolCommand) -> ExitCode {
             return ExitCode::from(exit::BAD_CONFIG);
         }
     };
+    if let SpoolCommand::Migrate { to, to_file, chunk } = cmd {
+        return match migrate(&cfg, to, to_file, chunk) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("hookd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let admin = match open_admin(&cfg) {
         Ok(a) => a,
         Err(e) => {
@@ -115,6 +139,71 @@ pub(crate) fn run(config: &Path, cmd: SpoolCommand) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `spool migrate`: the config's SQLite file into the PostgreSQL spool at
+/// the URL given (or in the file given).
+fn migrate(
+    cfg: &Config,
+    to: Option<String>,
+    to_file: Option<std::path::PathBuf>,
+    chunk: Option<usize>,
+) -> Result<(), String> {
+    let SpoolBackend::Sqlite(path) = cfg.spool_backend().map_err(|e| e.0)? else {
+        return Err(format!(
+            "{}: the spool here is PostgreSQL already; run migrate with the config that names the SQLite file",
+            cfg.source.display()
+        ));
+    };
+    let url = match (to, to_file) {
+        (Some(u), _) => u,
+        (None, Some(f)) => {
+            let bytes = crate::config::read_secret(&crate::config::SecretSource::File(f.clone()))
+                .map_err(|e| format!("--to-file: {e}"))?;
+            String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8", f.display()))?
+        }
+        (None, None) => return Err("give --to URL or --to-file FILE".into()),
+    };
+    let target = PgTarget::parse(&url).map_err(|e| format!("--to: {e}"))?;
+    let mut opts = CopyOptions::new(target.name(), cfg.spool.retain_done);
+    if let Some(n) = chunk {
+        opts.chunk = n.max(1);
+    }
+    opts.ordered = cfg
+        .hooks
+        .iter()
+        .flat_map(|h| {
+            let h = h.get_ref();
+            (h.routes.iter())
+                .filter(|r| r.ordered)
+                .map(|r| (h.name.clone(), r.name.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let report = copy_to_postgres(&path, &target, cfg.spool.connect_timeout, &opts)
+        .map_err(|e| format!("spool {}: {e}", path.display()))?;
+    if report.already_complete {
+        println!(
+            "{} already holds a complete copy of {}; nothing to do",
+            target.name(),
+            path.display()
+        );
+        return Ok(());
+    }
+    let resumed = match report.resumed_from {
+        Some(id) => format!(" (resumed after request {id})"),
+        None => String::new(),
+    };
+    println!(
+        "copied {} requests and {} deliveries from {} into {}{resumed}; {} done deliveries older than retain_done left out",
+        report.requests,
+        report.deliveries,
+        path.display(),
+        target.name(),
+        report.skipped_done
+    );
+    println!("now set [spool] url (or url_file / url_credential) in the config and start hookd");
+    Ok(())
 }
 
 /// The spool the config names, SQLite file or PostgreSQL database; the
@@ -135,6 +224,8 @@ pub(crate) fn open_admin(cfg: &Config) -> Result<Admin, String> {
 fn execute(cfg: &Config, admin: &Admin, cmd: SpoolCommand) -> Result<(), String> {
     let s = |e: crate::spool::SpoolError| e.to_string();
     match cmd {
+        // Handled in `run`: it opens no Admin.
+        SpoolCommand::Migrate { .. } => return Err("spool migrate runs on its own".into()),
         SpoolCommand::Ls {
             state,
             hook,

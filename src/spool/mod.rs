@@ -29,6 +29,7 @@ pub(crate) use admin::{Admin, ListFilter};
 pub(crate) use codec::now;
 pub(crate) use handle::Spool;
 pub(crate) use pg::connect::Target as PgTarget;
+pub(crate) use pg::import::{copy_file_to as copy_to_postgres, CopyOptions};
 pub(crate) use schema::SCHEMA_VERSION;
 
 use std::path::PathBuf;

@@ -107,8 +107,6 @@ pub(crate) struct CopyOptions {
 
 impl CopyOptions {
     /// Defaults for `target`: [`DEFAULT_CHUNK`], a minute per chunk.
-    // Used by the CLI (`hookd spool migrate`, wired by the lead).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn new(target: impl Into<String>, retain_done: Duration) -> CopyOptions {
         CopyOptions {
             target: target.into(),
@@ -185,12 +183,23 @@ pub(crate) enum ImportError {
     BadItem { id: i64, what: String },
 }
 
+/// [`copy_sqlite_to_postgres`] on a connection of its own to `target`
+/// (made within `connect_timeout`), for `hookd spool migrate`.
+pub(crate) fn copy_file_to(
+    sqlite_path: &Path,
+    target: &super::connect::Target,
+    connect_timeout: Duration,
+    opts: &CopyOptions,
+) -> Result<CopyReport, SpoolError> {
+    let rt = super::admin::runtime()?;
+    let mut client = rt.block_on(target.connect(connect_timeout, "hookd spool migrate"))?;
+    copy_sqlite_to_postgres(sqlite_path, &rt, &mut client, opts)
+}
+
 /// Copies the SQLite spool at `sqlite_path` into the PostgreSQL database
 /// behind `client` (whose connection task runs on `rt`, see
 /// [`runtime`](super::admin::runtime)); creates the schema there if absent.
 /// Blocks on `rt`: not to be called from inside another runtime.
-// Called by `hookd spool migrate --to URL` (cli/spool.rs, wired by the lead).
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn copy_sqlite_to_postgres(
     sqlite_path: &Path,
     rt: &Runtime,
