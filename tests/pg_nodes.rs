@@ -416,7 +416,7 @@ fn an_ordered_hook_fed_from_every_node_is_delivered_in_strict_order_never_two_at
 
 #[test]
 fn sigkill_of_a_node_holding_leases_loses_nothing_and_the_others_deliver_within_lease_plus_2s() {
-    const N: usize = 30;
+    const N: usize = 20;
     let pg = Pg::start_new();
     let tmp = tempfile::tempdir().expect("tempdir");
     let names = ["a", "b", "c"];
@@ -426,15 +426,15 @@ fn sigkill_of_a_node_holding_leases_loses_nothing_and_the_others_deliver_within_
         .collect();
     // Node a's attempts are held at its upstream: it is killed holding them.
     ups[0].gate.hold_all.store(true, Ordering::SeqCst);
-    // The lease of a's claims is a's timeout plus the margin; the shortest
-    // a test can have without a's own timeout ending its held attempts first.
-    let a_timeout = Duration::from_secs(3);
+    // The lease of a's claims is a's timeout plus the margin; a's timeout
+    // short, but long enough that its held attempts do not time out first.
+    let a_timeout = Duration::from_secs(5);
     let lease = a_timeout + LEASE_MARGIN;
     let mut nodes: Vec<Hookd> = names
         .iter()
         .zip(&ups)
         .map(|(n, up)| {
-            let timeout = if *n == "a" { "3s" } else { "10s" };
+            let timeout = if *n == "a" { "5s" } else { "10s" };
             node_with(
                 tmp.path(),
                 &pg.url(),
@@ -452,17 +452,26 @@ fn sigkill_of_a_node_holding_leases_loses_nothing_and_the_others_deliver_within_
     let a_instance = instances_of(&pg, "a");
     assert_eq!(a_instance.len(), 1, "{a_instance:?}");
 
-    // Four to each node: a claims its own four at once (its arrivals wake
-    // it; the others see them only at their next poll) and holds them.
+    // Posts to a until it holds as many attempts as its concurrency allows
+    // (its arrivals wake it at once; b and c may still take one at a poll
+    // and deliver it), then some to b and c, which a has no slot left for.
     let mut acked = HashSet::new();
-    for i in 0..12 {
-        let id = post_cid(&nodes[i % nodes.len()], &format!("kill-{i}"))
-            .unwrap_or_else(|e| panic!("post {i}: {e}"));
-        acked.insert(id);
+    let mut n = 0;
+    for _ in 0..40 {
+        if ups[0].gate.held().len() >= 4 {
+            break;
+        }
+        acked.insert(post_cid(&nodes[0], &format!("kill-{n}")).expect("post to a"));
+        n += 1;
+        std::thread::sleep(Duration::from_millis(20));
     }
     wait_for(WAIT, "node a to hold 4 attempts", || {
         (ups[0].gate.held().len() == 4).then_some(())
     });
+    for i in 0..8 {
+        acked.insert(post_cid(&nodes[1 + i % 2], &format!("kill-{n}")).expect("post to b, c"));
+        n += 1;
+    }
 
     nodes[0].signal(Signal::SIGKILL);
     let killed = Instant::now();
@@ -480,10 +489,11 @@ fn sigkill_of_a_node_holding_leases_loses_nothing_and_the_others_deliver_within_
     ups[0].gate.hold_all.store(false, Ordering::SeqCst);
     assert_eq!(held_leases, 4, "a's leases at the kill");
     // b and c go on acknowledging.
-    for i in 12..N {
-        let id = post_cid(&nodes[1 + i % 2], &format!("kill-{i}"))
-            .unwrap_or_else(|e| panic!("post {i} after the kill: {e}"));
+    for i in 0..N {
+        let id = post_cid(&nodes[1 + i % 2], &format!("kill-{n}"))
+            .unwrap_or_else(|e| panic!("post {n} after the kill: {e}"));
         acked.insert(id);
+        n += 1;
     }
 
     // Everything acked is delivered by b and c, a's leased items once the
