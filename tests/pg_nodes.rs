@@ -357,11 +357,16 @@ fn an_ordered_hook_fed_from_every_node_is_delivered_in_strict_order_never_two_at
     // Round-robin over the nodes, each 202 before the next post: the
     // acknowledgement order is the order hookd promised. The first half
     // waits behind a held first attempt, so a backlog fed by every node is
-    // there when the gate opens; the second half comes while it drains.
+    // there when the gate opens. Then the node holding that attempt is
+    // stopped (it finishes the attempt in its drain and claims nothing
+    // more), so the rest of the backlog passes to the other nodes; the
+    // second half is posted to those while they drain it.
     for up in &ups {
         up.gate.hold_all.store(true, Ordering::SeqCst);
     }
     let mut acked = Vec::new();
+    let mut feeding: Vec<usize> = (0..nodes.len()).collect();
+    let mut stopped = None;
     for i in 0..N {
         if i == N / 2 {
             let held = || ups.iter().map(|u| u.gate.held().len()).sum::<usize>();
@@ -369,14 +374,28 @@ fn an_ordered_hook_fed_from_every_node_is_delivered_in_strict_order_never_two_at
                 (held() > 0).then_some(())
             });
             assert_eq!(held(), 1, "an ordered hook runs one attempt at a time");
+            let k = (0..ups.len())
+                .find(|&k| !ups[k].gate.held().is_empty())
+                .expect("a node holds the head");
+            nodes[k].signal(Signal::SIGTERM);
+            nodes[k].notify.wait_line("STOPPING=1", WAIT);
+            feeding.retain(|&n| n != k);
+            stopped = Some(k);
             for up in &ups {
                 up.gate.hold_all.store(false, Ordering::SeqCst);
             }
         }
-        let id = post_cid(&nodes[i % nodes.len()], &format!("ordered-{i}"))
+        let to = feeding[i % feeding.len()];
+        let id = post_cid(&nodes[to], &format!("ordered-{i}"))
             .unwrap_or_else(|e| panic!("post {i}: {e}"));
         acked.push(id);
     }
+    let stopped = stopped.expect("a node was stopped");
+    assert!(
+        nodes[stopped].wait_exit(WAIT).success(),
+        "{}",
+        nodes[stopped].log_text()
+    );
     let named: Vec<(&str, &checker::Upstream)> = names.iter().copied().zip(&ups).collect();
     wait_for(Duration::from_secs(60), "every acked id delivered", || {
         let got: HashSet<i64> = attempts(&named).iter().map(|a| a.id).collect();
@@ -408,9 +427,16 @@ fn an_ordered_hook_fed_from_every_node_is_delivered_in_strict_order_never_two_at
         all.len(),
         &acked[..6]
     );
-    for h in &mut nodes {
-        h.signal(Signal::SIGTERM);
-        assert!(h.wait_exit(WAIT).success(), "{}", h.log_text());
+    let by_others = all.iter().filter(|a| a.node != names[stopped]).count();
+    assert!(
+        by_others > 0,
+        "nothing passed to the other nodes: {per_node:?}"
+    );
+    for (k, h) in nodes.iter_mut().enumerate() {
+        if k != stopped {
+            h.signal(Signal::SIGTERM);
+            assert!(h.wait_exit(WAIT).success(), "{}", h.log_text());
+        }
     }
 }
 
