@@ -221,6 +221,10 @@ fn print_status(r: &StatusReport) {
         "state:    {}\npid:      {}\nspool:    {}",
         r.state, r.pid, r.spool
     );
+    // Only a PostgreSQL spool has nodes; a file spool's output is unchanged.
+    if let Some(node) = &r.node {
+        println!("node:     {node}");
+    }
     println!("requests in flight: {}", r.requests_in_flight);
     for h in &r.in_flight {
         println!("in flight  {:<20} {}", h.hook, h.count);

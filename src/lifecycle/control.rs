@@ -48,6 +48,10 @@ pub(crate) struct StatusReport {
     /// The instance id this process leases items under.
     pub instance: String,
     pub spool: String,
+    /// This node's name on a PostgreSQL spool (`[spool] node`); absent
+    /// for a file spool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     pub in_flight: Vec<HookCount>,
     /// HTTP requests being received or answered.
     pub requests_in_flight: u64,
@@ -288,6 +292,7 @@ mod tests {
             state: "ready".into(),
             instance: "42-00000000000000ff".into(),
             spool: "/var/lib/hookd/spool.db".into(),
+            node: None,
             in_flight: vec![HookCount {
                 hook: "deploy".into(),
                 count: 1,

@@ -125,6 +125,7 @@ pub(crate) async fn report(d: &Daemon) -> StatusReport {
         state: d.phase.get().as_str().to_string(),
         instance: d.spool.instance_id().to_string(),
         spool: d.spool.describe().to_string(),
+        node: d.spool.node().map(str::to_string),
         in_flight: d
             .in_flight
             .by_hook()

@@ -43,6 +43,8 @@ struct Inner {
     tx: Sender<Cmd>,
     /// The file's path or the database's redacted URL, for messages.
     name: String,
+    /// The node's name on a PostgreSQL spool; None for a file.
+    node: Option<String>,
     instance_id: String,
     arrivals: Arc<Notify>,
     /// False while the PostgreSQL spool's last commit or heartbeat found
@@ -74,6 +76,10 @@ impl Spool {
         let arrivals = Arc::new(Notify::new());
         let reachable = Arc::new(AtomicBool::new(true));
         let name = opts.store.describe();
+        let node = match &opts.store {
+            Store::File(_) => None,
+            Store::Postgres(pg) => Some(pg.node.clone()),
+        };
         let (tx, thread) = match &opts.store {
             Store::File(path) => open_file(path.clone(), &opts, arrivals.clone())?,
             Store::Postgres(pg) => {
@@ -84,6 +90,7 @@ impl Spool {
             inner: Arc::new(Inner {
                 tx,
                 name,
+                node,
                 instance_id: opts.instance_id,
                 arrivals,
                 reachable,
@@ -256,6 +263,12 @@ impl Spool {
     /// balancer sends webhooks to a node that can store them.
     pub(crate) fn reachable(&self) -> bool {
         self.inner.reachable.load(Ordering::Acquire)
+    }
+
+    /// This node's name on a PostgreSQL spool (`[spool] node`); None for
+    /// a file, which has one node only.
+    pub(crate) fn node(&self) -> Option<&str> {
+        self.inner.node.as_deref()
     }
 
     /// This process's lease owner id.
