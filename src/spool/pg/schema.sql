@@ -11,8 +11,10 @@ CREATE TABLE hookd_schema (
     applied_at     timestamptz NOT NULL DEFAULT now()
 );
 
--- One row per running hookd process. Leases name `id`; a process whose
--- heartbeat is older than `stale_after` is gone and its leases go back.
+-- One row per running hookd process. Leases name `id`. A killed process's
+-- leases run out (lease_expiry, the database clock) and other nodes claim
+-- them then; a new process on the same node frees them at once (its pid is
+-- gone there). `hookd spool stats` calls a heartbeat older than 30 s not alive.
 CREATE TABLE instances (
     id           text        PRIMARY KEY,
     node         text        NOT NULL,
