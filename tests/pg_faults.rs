@@ -708,3 +708,190 @@ fn an_ambiguous_commit_through_the_real_binary_is_resolved_never_guessed() {
          silence -> 503 in {took_silence:?} (commit_timeout 3 s)"
     );
 }
+
+// ---- a snapshot held for minutes ---------------------------------------
+
+/// `n_dead_tup` and `n_live_tup` of the spool's tables that take updates.
+fn table_stats(pg: &Pg) -> BTreeMap<String, (i64, i64)> {
+    pg.psql(
+        "SELECT relname, n_dead_tup, n_live_tup FROM pg_stat_user_tables \
+         WHERE relname IN ('requests', 'deliveries', 'instances', 'depth_counts') ORDER BY relname",
+    )
+    .lines()
+    .map(|l| {
+        let f: Vec<&str> = l.split('|').collect();
+        (
+            f[0].to_string(),
+            (
+                f[1].parse().expect("n_dead_tup"),
+                f[2].parse().expect("n_live_tup"),
+            ),
+        )
+    })
+    .collect()
+}
+
+/// How long the snapshot is held, and how often the figures are taken.
+const HOLD: Duration = Duration::from_secs(180);
+const SAMPLE: Duration = Duration::from_secs(30);
+
+#[test]
+fn a_snapshot_held_three_minutes_slows_nothing_acked_and_recovers() {
+    if std::env::var("HOOKD_PG_SNAPSHOT").as_deref() != Ok("1") {
+        eprintln!(
+            "skipped: takes over 3 minutes; HOOKD_PG_SNAPSHOT=1 runs it (bench/pg_snapshot.sh)"
+        );
+        return;
+    }
+    let pg = Pg::start_new();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let up = Upstream::ok();
+    let mut a = node(tmp.path(), &pg.url(), "a", &up.url(), "concurrency = 8", "");
+    a.start();
+
+    // The holder: a session of its own (not hookd's, so no
+    // idle_in_transaction_session_timeout) whose snapshot pins the xmin
+    // horizon, as a forgotten report query or a stuck client would.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let holder = rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect the holder");
+        let task = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        (client, task)
+    });
+    let load = Load::start(&[("a", a.addr())], 2);
+    let t0 = Instant::now();
+    wait_for(WAIT, "load under way", || {
+        (load.answers().iter().filter(|x| x.status == 202).count() >= 20).then_some(())
+    });
+    rt.block_on(
+        holder
+            .0
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1"),
+    )
+    .expect("take the snapshot");
+    let held = Instant::now();
+    let pinned = pg.psql(
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_xmin IS NOT NULL AND state = 'idle in transaction'",
+    );
+    assert_eq!(pinned, "1", "the holder pins a snapshot");
+
+    let mut lines = vec![format!(
+        "| t (s) | acked/s | delivered/s | 503s | p99 ms | dead requests | dead deliveries | dead instances | dead depth_counts |"
+    )];
+    lines.push("|---|---|---|---|---|---|---|---|---|".into());
+    let row = |label: String, load: &Load, from: Instant, to: Instant, pg: &Pg, up: &Upstream| {
+        let answers = load.answers();
+        let window: Vec<&Answer> = answers
+            .iter()
+            .filter(|x| x.sent >= from && x.sent < to)
+            .collect();
+        let secs = to.duration_since(from).as_secs_f64().max(0.001);
+        let acked = window.iter().filter(|x| x.status == 202).count() as f64 / secs;
+        let refused = window.iter().filter(|x| x.status != 202).count();
+        let mut took: Vec<Duration> = window.iter().map(|x| x.took).collect();
+        let delivered = up
+            .received()
+            .iter()
+            .filter(|r| r.at >= from && r.at < to)
+            .count() as f64
+            / secs;
+        let s = table_stats(pg);
+        let dead = |t: &str| s.get(t).map_or(-1, |v| v.0);
+        format!(
+            "| {label} | {acked:.0} | {delivered:.0} | {refused} | {:.1} | {} | {} | {} | {} |",
+            quantile(&mut took, 0.99).as_secs_f64() * 1000.0,
+            dead("requests"),
+            dead("deliveries"),
+            dead("instances"),
+            dead("depth_counts"),
+        )
+    };
+    lines.push(row("before".into(), &load, t0, held, &pg, &up));
+    let mut from = held;
+    let mut k = 1u32;
+    while held.elapsed() < HOLD {
+        let until = held + SAMPLE * k;
+        wait_for(SAMPLE * 2, "the next sample time", || {
+            (Instant::now() >= until).then_some(())
+        });
+        let to = Instant::now();
+        lines.push(row(
+            format!("{} held", to.duration_since(held).as_secs()),
+            &load,
+            from,
+            to,
+            &pg,
+            &up,
+        ));
+        eprintln!("{}", lines.last().expect("a line"));
+        from = to;
+        k += 1;
+    }
+    let peak = table_stats(&pg);
+    rt.block_on(holder.0.batch_execute("COMMIT"))
+        .expect("release the snapshot");
+    drop(holder.0);
+    rt.block_on(holder.1).expect("holder's connection task");
+    let released = Instant::now();
+    pg.psql("VACUUM requests, deliveries, instances, depth_counts");
+    // pg_stat_user_tables catches up with VACUUM within a moment.
+    let after = wait_for(WAIT, "dead tuples to fall after VACUUM", || {
+        let s = table_stats(&pg);
+        let fell = ["deliveries", "instances", "depth_counts"].iter().all(|t| {
+            let (p, n) = (
+                peak.get(*t).map_or(0, |v| v.0),
+                s.get(*t).map_or(0, |v| v.0),
+            );
+            p < 100 || n * 4 < p
+        });
+        fell.then_some(s)
+    });
+    wait_for(WAIT, "30 s after the release", || {
+        (released.elapsed() >= SAMPLE).then_some(())
+    });
+    lines.push(row(
+        "30 after release+VACUUM".into(),
+        &load,
+        released,
+        Instant::now(),
+        &pg,
+        &up,
+    ));
+    let answers = load.finish();
+
+    // Nothing refused, nothing acked lost.
+    let refused: Vec<&Answer> = answers.iter().filter(|x| x.status != 202).collect();
+    assert!(
+        refused.is_empty(),
+        "{} refused, e.g. {:?}",
+        refused.len(),
+        refused.first()
+    );
+    let acked: BTreeSet<i64> = answers.iter().filter_map(|x| x.id).collect();
+    wait_for(
+        Duration::from_secs(120),
+        "every acknowledged id delivered",
+        || {
+            let got: BTreeSet<i64> = up.ids().into_iter().collect();
+            acked.is_subset(&got).then_some(())
+        },
+    );
+    let report = format!(
+        "Snapshot held {HOLD:?} (REPEATABLE READ, SELECT 1) under 2 paced clients (10 ms) on one node; \
+         {} requests, {} acked.\n\n{}\n\nn_dead_tup (dead, live) at release: {peak:?}\nafter VACUUM: {after:?}\n",
+        answers.len(),
+        acked.len(),
+        lines.join("\n")
+    );
+    eprintln!("{report}");
+    if let Ok(path) = std::env::var("HOOKD_PG_SNAPSHOT_REPORT") {
+        std::fs::write(&path, &report).unwrap_or_else(|e| panic!("write {path}: {e}"));
+    }
+}
