@@ -364,8 +364,9 @@ fn a_partitioned_node_fails_readiness_starts_no_attempt_past_its_lease_and_its_s
     let proxy = TcpProxy::start(pg.addr());
     // Each node has its own upstream, so the upstream's log says which
     // node made an attempt. B's answers take a second: its attempts are
-    // running when the partition begins.
-    let ua = Upstream::ok();
+    // running when the partition begins. A's take 1.5 s: its attempts of
+    // B's items are still running when the partition heals.
+    let ua = Upstream::start(Arc::new(|_, _| (200, Duration::from_millis(1500))));
     let ub = Upstream::start(Arc::new(|_, _| (200, Duration::from_secs(1))));
     let spool = "commit_timeout = \"2s\"\nconnect_timeout = \"1s\"";
     let hook = format!("concurrency = 4\ndedup_header = \"{DEDUP}\"");
@@ -469,7 +470,7 @@ fn a_partitioned_node_fails_readiness_starts_no_attempt_past_its_lease_and_its_s
 
     // A delivers B's items once their leases ran out, not before.
     let limit = LEASE + Duration::from_secs(30);
-    wait_for(limit, "A to deliver B's four items", || {
+    wait_for(limit, "A to attempt B's four items", || {
         let got: BTreeSet<i64> = ua.ids().into_iter().collect();
         held_ids.is_subset(&got).then_some(())
     });
@@ -506,8 +507,9 @@ fn a_partitioned_node_fails_readiness_starts_no_attempt_past_its_lease_and_its_s
     assert_eq!(b_log.len(), before_cut, "B attempted while cut off");
     assert!(b_log.iter().all(|r| r.at < first_expiry));
 
-    // Heal. B's late writes (its completes of the four were lost in the
-    // partition; its writer reconnects) must not touch A's attempts.
+    // Heal while A's attempts of B's items run. B's late writes (its
+    // completes of the four were lost in the partition; its writer
+    // reconnects, its loops claim again) must not touch A's leases.
     proxy.set_mode(Mode::Pass);
     let healed = Instant::now();
     wait_for(WAIT, "B ready again", || {
@@ -544,12 +546,17 @@ fn a_partitioned_node_fails_readiness_starts_no_attempt_past_its_lease_and_its_s
             h.gen
         );
     }
-    let a_got = ua.ids();
+    let (a_got, b_got) = (ua.ids(), ub.ids());
     for id in &held_ids {
         assert_eq!(
             a_got.iter().filter(|x| *x == id).count(),
             1,
             "A delivered {id} once"
+        );
+        assert_eq!(
+            b_got.iter().filter(|x| *x == id).count(),
+            1,
+            "B attempted {id} once, before the cut, never after the heal"
         );
     }
     // A refused webhook may have been committed after all (B's batch
@@ -654,14 +661,15 @@ fn an_ambiguous_commit_through_the_real_binary_is_resolved_never_guessed() {
     let after = post(a.addr(), b"{\"after\":2}", &[]).expect("post");
     assert_eq!(after.status, 202);
     assert!(ids_with(&pg, &marker).is_empty(), "never committed");
-    assert_eq!(
-        count(
+    // The server ends the cut session: nothing of it left open.
+    wait_for(WAIT, "no transaction left open", || {
+        (count(
             &pg,
-            "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'"
-        ),
-        0,
-        "no transaction left open"
-    );
+            "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'",
+        ) == 0)
+            .then_some(())
+    });
+    assert!(ids_with(&pg, &marker).is_empty(), "never committed");
 
     // 3. The COMMIT is applied and nothing at all comes back: the sender's
     // wait ends at commit_timeout with a 503 (not a guessed 202); its
