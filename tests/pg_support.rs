@@ -15,7 +15,7 @@ mod tcp_proxy;
 use std::time::{Duration, Instant};
 
 use pg::Pg;
-use tcp_proxy::{Mode, TcpProxy};
+use tcp_proxy::{Mode, TcpProxy, Trap};
 use tokio::time::timeout;
 
 /// Longer than any step here should take: a step that runs into it hung.
@@ -278,4 +278,78 @@ async fn blackhole_makes_a_client_with_a_timeout_time_out_and_pass_resumes_it() 
         .await
         .expect("the connection stayed stalled after the heal");
     assert!(rows.is_ok(), "the open connection survived: {rows:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_catches_only_the_connection_that_sent_its_marker_then_its_pattern() {
+    let pg = Pg::start_new();
+    pg.psql("CREATE TABLE acked (id int PRIMARY KEY)");
+    let proxy = TcpProxy::start(pg.addr());
+    let bystander = connected(&pg.url_via(proxy.addr)).await;
+    let c = connected(&pg.url_via(proxy.addr)).await;
+
+    // Answer lost: a COMMIT of another connection, and one of this
+    // connection before its marker, pass; the one after it is applied
+    // unheard, while the other connections (and new ones) go on.
+    proxy.trap(b"VALUES (9)", b"COMMIT", Trap::AnswerLost);
+    bystander
+        .batch_execute("BEGIN; INSERT INTO acked VALUES (1); COMMIT")
+        .await
+        .unwrap();
+    c.batch_execute("BEGIN; INSERT INTO acked VALUES (2); COMMIT")
+        .await
+        .unwrap();
+    assert!(!proxy.trapped());
+    c.batch_execute("BEGIN; INSERT INTO acked VALUES (9)")
+        .await
+        .unwrap();
+    let commit = timeout(Duration::from_secs(1), c.batch_execute("COMMIT")).await;
+    assert!(commit.is_err(), "the answer is swallowed: {commit:?}");
+    assert!(proxy.trapped());
+    common::wait_for(HANG, "the COMMIT to be applied", || {
+        (pg.psql("SELECT count(*) FROM acked WHERE id = 9") == "1").then_some(())
+    });
+    bystander.simple_query("SELECT 1").await.unwrap();
+    connected(&pg.url_via(proxy.addr))
+        .await
+        .simple_query("SELECT 1")
+        .await
+        .unwrap();
+    // The cut resets the caught connection: its client hears of it.
+    proxy.cut_trapped();
+    let dead = timeout(HANG, async {
+        for _ in 0..50 {
+            if c.is_closed() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        dead.is_ok() && c.is_closed(),
+        "the caught connection was cut"
+    );
+    bystander.simple_query("SELECT 2").await.unwrap();
+
+    // Request lost: the COMMIT never reaches the server.
+    let c = connected(&pg.url_via(proxy.addr)).await;
+    proxy.trap(b"VALUES (10)", b"COMMIT", Trap::RequestLost);
+    c.batch_execute("BEGIN; INSERT INTO acked VALUES (10)")
+        .await
+        .unwrap();
+    let commit = timeout(Duration::from_secs(1), c.batch_execute("COMMIT")).await;
+    assert!(commit.is_err(), "nothing comes back: {commit:?}");
+    assert!(proxy.trapped());
+    proxy.cut_trapped();
+    common::wait_for(HANG, "the server to end the cut session", || {
+        (pg.psql("SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'")
+            == "0")
+            .then_some(())
+    });
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM acked WHERE id = 10"),
+        "0",
+        "never committed"
+    );
 }

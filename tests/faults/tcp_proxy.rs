@@ -29,6 +29,24 @@ pub enum Mode {
     DropReplies,
 }
 
+/// What a [`TcpProxy::trap`] does to the one connection it catches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trap {
+    /// The caught bytes reach the target; its answers to them, and to
+    /// anything after, are swallowed: a COMMIT that commits unheard.
+    AnswerLost,
+    /// The caught bytes never reach the target, and nothing moves either
+    /// way after: a COMMIT lost on the way, never applied.
+    RequestLost,
+}
+
+/// An armed [`TcpProxy::trap`].
+struct TrapSpec {
+    after: Vec<u8>,
+    at: Vec<u8>,
+    how: Trap,
+}
+
 impl Mode {
     fn from_u8(v: u8) -> Mode {
         match v {
@@ -68,6 +86,12 @@ struct Shared {
     /// Armed by [`TcpProxy::drop_replies_after`]: the client bytes that
     /// switch the mode to `DropReplies` before they are relayed.
     trigger: std::sync::Mutex<Option<Vec<u8>>>,
+    /// Armed by [`TcpProxy::trap`]; taken by the connection it catches.
+    trap: std::sync::Mutex<Option<TrapSpec>>,
+    /// A connection has been caught by the trap.
+    trapped: AtomicBool,
+    /// Set by [`TcpProxy::cut_trapped`]: the caught connection is reset.
+    cut: AtomicBool,
     stop: AtomicBool,
     accepted: AtomicUsize,
     open: AtomicUsize,
@@ -88,6 +112,9 @@ impl TcpProxy {
         let shared = Arc::new(Shared {
             mode: AtomicU8::new(Mode::Pass.as_u8()),
             trigger: std::sync::Mutex::new(None),
+            trap: std::sync::Mutex::new(None),
+            trapped: AtomicBool::new(false),
+            cut: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             accepted: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
@@ -109,6 +136,37 @@ impl TcpProxy {
         if let Ok(mut t) = self.shared.trigger.lock() {
             *t = Some(pattern.to_vec());
         }
+    }
+
+    /// Catches the first connection whose client sends `after` and then
+    /// (in the same read, past it, or in a later one) `at`: that one
+    /// connection is then treated as `how` says, whatever the mode, while
+    /// every other connection, new ones included, goes on as before. So
+    /// `trap(marker, b"COMMIT\0", ..)` hits the COMMIT of the one
+    /// transaction that wrote `marker`, and the reconnect that follows
+    /// passes. Fires once.
+    pub fn trap(&self, after: &[u8], at: &[u8], how: Trap) {
+        if let Ok(mut t) = self.shared.trap.lock() {
+            self.shared.trapped.store(false, Ordering::SeqCst);
+            self.shared.cut.store(false, Ordering::SeqCst);
+            *t = Some(TrapSpec {
+                after: after.to_vec(),
+                at: at.to_vec(),
+                how,
+            });
+        }
+    }
+
+    /// Whether the trap has caught its connection.
+    pub fn trapped(&self) -> bool {
+        self.shared.trapped.load(Ordering::SeqCst)
+    }
+
+    /// Resets (RST, both sides) the connection the trap caught, within a
+    /// tick: its client learns the connection broke, not how its last
+    /// request ended.
+    pub fn cut_trapped(&self) {
+        self.shared.cut.store(true, Ordering::SeqCst);
     }
 
     pub fn mode(&self) -> Mode {
@@ -191,8 +249,21 @@ fn relay(mut client: TcpStream, target: SocketAddr, sh: &Shared) {
     }
     let born = Instant::now();
     let mut buf = vec![0u8; 64 * 1024];
+    // This connection's part in a trap: has it sent the trap's `after`
+    // yet, and has the trap caught it.
+    let mut seen_after = false;
+    let mut caught: Option<Trap> = None;
     while !sh.stop.load(Ordering::SeqCst) && born.elapsed() < RELAY_LIFETIME {
-        let mode = Mode::from_u8(sh.mode.load(Ordering::SeqCst));
+        if caught.is_some() && sh.cut.load(Ordering::SeqCst) {
+            reset(client);
+            reset(server);
+            return;
+        }
+        let mode = match caught {
+            None => Mode::from_u8(sh.mode.load(Ordering::SeqCst)),
+            Some(Trap::AnswerLost) => Mode::DropReplies,
+            Some(Trap::RequestLost) => Mode::Blackhole,
+        };
         match mode {
             Mode::Reset => {
                 reset(client);
@@ -230,7 +301,10 @@ fn relay(mut client: TcpStream, target: SocketAddr, sh: &Shared) {
         // The mode again: a switch during the poll must apply to the bytes
         // it woke for (a COMMIT sent just after `DropReplies` is set would
         // otherwise have its answer relayed).
-        let mode = Mode::from_u8(sh.mode.load(Ordering::SeqCst));
+        let mode = match caught {
+            None => Mode::from_u8(sh.mode.load(Ordering::SeqCst)),
+            Some(_) => mode,
+        };
         if !matches!(mode, Mode::Pass | Mode::DropReplies) {
             continue;
         }
@@ -239,6 +313,12 @@ fn relay(mut client: TcpStream, target: SocketAddr, sh: &Shared) {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
                     fire_trigger(sh, &buf[..n]);
+                    if caught.is_none() {
+                        caught = spring_trap(sh, &buf[..n], &mut seen_after);
+                    }
+                    if caught == Some(Trap::RequestLost) {
+                        continue;
+                    }
                     if server.write_all(&buf[..n]).is_err() {
                         return;
                     }
@@ -246,7 +326,10 @@ fn relay(mut client: TcpStream, target: SocketAddr, sh: &Shared) {
             }
         }
         // A trigger fired by the bytes just relayed applies to their answer.
-        let mode = Mode::from_u8(sh.mode.load(Ordering::SeqCst));
+        let mode = match caught {
+            None => Mode::from_u8(sh.mode.load(Ordering::SeqCst)),
+            Some(_) => Mode::DropReplies,
+        };
         if from_server {
             match server.read(&mut buf) {
                 Ok(0) | Err(_) => return,
@@ -258,6 +341,35 @@ fn relay(mut client: TcpStream, target: SocketAddr, sh: &Shared) {
             }
         }
     }
+}
+
+/// Where `pat` first occurs in `bytes`.
+fn find(bytes: &[u8], pat: &[u8]) -> Option<usize> {
+    if pat.is_empty() {
+        return None;
+    }
+    bytes.windows(pat.len()).position(|w| w == pat)
+}
+
+/// Whether the armed trap catches the connection that sent `bytes` (having
+/// sent the trap's `after` already if `seen_after`); takes the trap if so.
+fn spring_trap(sh: &Shared, bytes: &[u8], seen_after: &mut bool) -> Option<Trap> {
+    let Ok(mut t) = sh.trap.lock() else {
+        return None;
+    };
+    let spec = t.as_ref()?;
+    let rest = if *seen_after {
+        bytes
+    } else {
+        let at = find(bytes, &spec.after)?;
+        *seen_after = true;
+        &bytes[at + spec.after.len()..]
+    };
+    find(rest, &spec.at)?;
+    let how = spec.how;
+    *t = None;
+    sh.trapped.store(true, Ordering::SeqCst);
+    Some(how)
 }
 
 /// Switches to `DropReplies` if the armed pattern is in `bytes`.
