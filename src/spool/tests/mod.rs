@@ -112,3 +112,38 @@ fn assert_counts_match_rows(dir: &Path) {
         query("SELECT hook, state, count(*) FROM items GROUP BY hook, state ORDER BY hook, state");
     assert_eq!(counters, rows);
 }
+
+/// A connector to `url` through the production connect path
+/// (`PgTarget`), with no TLS unless the URL asks for it.
+pub(crate) fn pg_connector(url: &str) -> crate::spool::pg::Connector {
+    let target = crate::spool::PgTarget::parse(url).expect("a test URL parses");
+    std::sync::Arc::new(target).connector("hookd test".into())
+}
+
+/// Depth rows of a PostgreSQL spool, summed over nodes, and the same counted
+/// from the rows themselves (deliveries by hook, route, state; filtered
+/// requests under route ''), both sorted: a test asserts they are equal.
+pub(crate) type DepthRows = Vec<(String, String, String, i64)>;
+pub(crate) async fn pg_depth_vs_rows(client: &tokio_postgres::Client) -> (DepthRows, DepthRows) {
+    let rows = |sql: &'static str| async move {
+        client
+            .query(sql, &[])
+            .await
+            .expect("depth query")
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect::<DepthRows>()
+    };
+    let counted = rows(
+        "SELECT hook, route, state, sum(n)::bigint FROM depth_counts \
+         GROUP BY hook, route, state HAVING sum(n) <> 0 ORDER BY 1, 2, 3",
+    )
+    .await;
+    let actual = rows(
+        "SELECT hook, route, state, count(*) FROM deliveries GROUP BY 1, 2, 3 \
+         UNION ALL SELECT hook, '', 'filtered', count(*) FROM requests \
+         WHERE state = 'filtered' GROUP BY 1 ORDER BY 1, 2, 3",
+    )
+    .await;
+    (counted, actual)
+}

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::pg_cluster::Pg;
 use super::tcp_proxy::{Mode, TcpProxy};
 use super::{claim_req, item};
-use crate::spool::pg::{Connector, PgOptions};
+use crate::spool::pg::PgOptions;
 use crate::spool::{
     DepthRow, Enqueued, ItemState, NewItem, Spool, SpoolError, SpoolOptions, Store,
 };
@@ -22,29 +22,9 @@ const LONG: Duration = Duration::from_secs(300);
 /// Every wait in these tests ends by this deadline.
 const WAIT: Duration = Duration::from_secs(20);
 
-/// A connector with no TLS to `url`, the whole connect under the limit.
-fn connector(url: String) -> Connector {
-    Arc::new(move |limit| {
-        let url = url.clone();
-        Box::pin(async move {
-            let connect = tokio_postgres::connect(&url, tokio_postgres::NoTls);
-            match tokio::time::timeout(limit, connect).await {
-                Ok(Ok((client, conn))) => {
-                    tokio::spawn(async move {
-                        let _ = conn.await;
-                    });
-                    Ok(client)
-                }
-                Ok(Err(e)) => Err(SpoolError::Postgres(e)),
-                Err(_) => Err(SpoolError::Unreachable("connect timed out".into())),
-            }
-        })
-    })
-}
-
 fn pg_options(url: String, node: &str) -> PgOptions {
     PgOptions {
-        connect: connector(url),
+        connect: super::pg_connector(&url),
         name: "test database".into(),
         node: node.into(),
         connect_timeout: Duration::from_secs(2),

@@ -23,7 +23,7 @@ use super::{claim_req, item, open, spool_path};
 use crate::spool::codec::encode_headers;
 use crate::spool::pg::admin::runtime;
 use crate::spool::pg::import::{copy_sqlite_to_postgres, CopyOptions, CopyReport, ImportError};
-use crate::spool::pg::{Connector, PgOptions};
+use crate::spool::pg::PgOptions;
 use crate::spool::{
     ClaimRequest, Enqueued, NewItem, ReplayKey, Spool, SpoolError, SpoolOptions, Store,
 };
@@ -122,18 +122,9 @@ impl Target {
             .collect()
     }
 
-    /// The depth counters summed over nodes agree with the rows
-    /// (deliveries by hook, route, state; filtered requests under route '').
+    /// The depth counters summed over nodes agree with the rows.
     fn assert_counts_match_rows(&self) {
-        let counted = self.rows4(
-            "SELECT hook, route, state, sum(n)::bigint FROM depth_counts \
-             GROUP BY hook, route, state HAVING sum(n) <> 0 ORDER BY 1, 2, 3",
-        );
-        let rows = self.rows4(
-            "SELECT hook, route, state, count(*) FROM deliveries GROUP BY 1, 2, 3 \
-             UNION ALL SELECT hook, '', 'filtered', count(*) FROM requests \
-             WHERE state = 'filtered' GROUP BY 1 ORDER BY 1, 2, 3",
-        );
+        let (counted, rows) = self.rt.block_on(super::pg_depth_vs_rows(&self.client));
         assert_eq!(
             counted, rows,
             "depth_counts (left) against the rows (right)"
@@ -162,7 +153,7 @@ impl Target {
     fn node(&self, node: &str, instance: &str) -> Spool {
         Spool::open(SpoolOptions {
             store: Store::Postgres(PgOptions {
-                connect: connector(self.url()),
+                connect: super::pg_connector(&self.url()),
                 name: "test database".into(),
                 node: node.into(),
                 connect_timeout: Duration::from_secs(2),
@@ -178,25 +169,6 @@ impl Target {
 
 fn url_at(pg: &Pg, addr: std::net::SocketAddr, db: &str) -> String {
     format!("postgres://{ROLE}:{}@{addr}/{db}", pg.password())
-}
-
-/// A connector with no TLS to `url` (the node spool's).
-fn connector(url: String) -> Connector {
-    Arc::new(move |limit| {
-        let url = url.clone();
-        Box::pin(async move {
-            match tokio::time::timeout(limit, tokio_postgres::connect(&url, NoTls)).await {
-                Ok(Ok((client, conn))) => {
-                    tokio::spawn(async move {
-                        let _ = conn.await;
-                    });
-                    Ok(client)
-                }
-                Ok(Err(e)) => Err(SpoolError::Postgres(e)),
-                Err(_) => Err(SpoolError::Unreachable("connect timed out".into())),
-            }
-        })
-    })
 }
 
 fn opts(target: &Target, retain_done: Duration) -> CopyOptions {
