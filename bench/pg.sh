@@ -563,7 +563,7 @@ ia() { allc "$WORK/ingest.tsv" "$1" "$2" "$3"; }
   echo "Machine: $MACHINE. Load average (1, 5, 15 min) before: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg) (other work shares the 2 cores and the disk)."
   echo "PostgreSQL $PG_VERSION, a fresh cluster (initdb + start: ${CLUSTER_START}s): fsync=on, synchronous_commit=on, full_page_writes=on, shared_buffers=256MB, max_wal_size=4GB, pg_stat_statements, track_wal_io_timing; hookd connects over TCP to 127.0.0.1, sslmode=disable."
   echo "wrk ($THREADS threads, ${SECS}s per run, post.lua: the 1 KiB signed body) and pgbench (-M prepared, -j $THREADS) run on the same cores as hookd and PostgreSQL. $RUNS runs per cell, interleaved round by round; medians, every run in brackets."
-  echo "CPU columns: seconds of CPU used during the run by hookd, by PostgreSQL (every backend) and by the whole machine (everything, other sessions' work included), against the 2 cores' capacity (2 × wall time)."
+  echo "CPU columns: seconds of CPU used during the run by hookd, by PostgreSQL (every backend) and by the whole machine (everything, other sessions' work included), against the 2 cores' capacity (2 × wall time). WAL fsyncs are PostgreSQL's (pg_stat_wal); in a hookd-sqlite run they are the idle hookd-pg's heartbeats."
   echo
   if part ingest; then
     echo "### Ingest"
