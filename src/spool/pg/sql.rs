@@ -62,6 +62,27 @@ pub(crate) const INSERT_DELIVERIES: &str = "INSERT INTO deliveries \
      SELECT d.*, now() FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[], $5::int8[]) \
      AS d(id, request_id, hook, route, seq)";
 
+/// A batch of new requests and nothing else (no repeat keys, no ordered
+/// route, no claim or finish), whole in one statement: the requests, their
+/// deliveries, this instance's `commit_seq` and the node's depth changes.
+/// With BEGIN and COMMIT pipelined around it, one round trip and three
+/// statements per group commit. The deliveries' foreign key is checked at
+/// the end of the statement, when the requests are there. Returns how many
+/// instance rows it marked (0: this instance's row is gone).
+pub(crate) const INGEST: &str = "WITH r AS (INSERT INTO requests \
+     (id, hook, received_at, headers, body, dedup_id, replay_key, state, purge_after) \
+     SELECT * FROM unnest($1::int8[], $2::text[], $3::timestamptz[], $4::bytea[], $5::bytea[], \
+     $6::text[], $7::bytea[], $8::text[], $9::timestamptz[])), \
+     d AS (INSERT INTO deliveries (id, request_id, hook, route, seq, next_attempt) \
+     SELECT x.*, now() FROM unnest($10::int8[], $11::int8[], $12::text[], $13::text[], $14::int8[]) \
+     AS x(id, request_id, hook, route, seq)), \
+     m AS (UPDATE instances SET heartbeat_at = now(), commit_seq = $16 WHERE id = $15 RETURNING 1), \
+     c AS (INSERT INTO depth_counts (node, hook, route, state, n) \
+     SELECT $17, h, r, s, n FROM unnest($18::text[], $19::text[], $20::text[], $21::int8[]) \
+     AS k(h, r, s, n) ORDER BY h, r, s \
+     ON CONFLICT (node, hook, route, state) DO UPDATE SET n = depth_counts.n + excluded.n) \
+     SELECT count(*) FROM m";
+
 /// What a claim returns, the delivery's columns then the request's.
 macro_rules! leased_columns {
     () => {
