@@ -178,6 +178,9 @@ pub(crate) enum NotASpool {
     /// The v5 migration found an items table whose SQL is not the one v4 wrote.
     #[error("its items table is not the one hookd's schema v4 made; cannot add state 'routed'")]
     UnexpectedItemsTable,
+    /// A PostgreSQL server older than the spool needs.
+    #[error("PostgreSQL {0} is too old: the spool needs 15 or later")]
+    ServerTooOld(String),
 }
 
 impl SpoolError {

@@ -22,6 +22,25 @@ const V1: &str = include_str!("schema.sql");
 /// ("hookd" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0068_6f6f_6b64;
 
+/// The oldest server the layout and statements are tested on (Debian 12's).
+const MIN_SERVER_VERSION_NUM: i32 = 150_000;
+
+/// Refuses a server older than [`MIN_SERVER_VERSION_NUM`], by name, before
+/// anything is created on it.
+async fn check_server(client: &Client) -> Result<(), SpoolError> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version_num')::int, current_setting('server_version')",
+            &[],
+        )
+        .await?;
+    let (num, name): (i32, String) = (row.try_get(0)?, row.try_get(1)?);
+    if num < MIN_SERVER_VERSION_NUM {
+        return Err(SpoolError::NotASpool(NotASpool::ServerTooOld(name)));
+    }
+    Ok(())
+}
+
 /// What [`migrate`] found before it ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Found {
@@ -33,6 +52,7 @@ pub(crate) struct Found {
 /// [`VERSION`]. Refuses a database used by something else (tables of ours
 /// by name, no `hookd_schema`) and one whose `min_compatible` is above us.
 pub(crate) async fn migrate(client: &mut Client) -> Result<Found, SpoolError> {
+    check_server(client).await?;
     let txn = client.transaction().await?;
     txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
