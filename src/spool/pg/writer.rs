@@ -598,17 +598,7 @@ impl PgWriter {
             // Results and depth changes.
             let revived_requests = count_revived(&revived, &mut depth);
             written.enqueued = plan.answers(&revived_requests);
-            for new in &plan.new {
-                let (item, _) = &batch.enqueues[new.index];
-                if item.filtered_until.is_some() {
-                    depth.add(&item.hook, "", "filtered", 1);
-                } else {
-                    for (_, route) in &new.deliveries {
-                        depth.add(&item.hook, route, "pending", 1);
-                    }
-                    written.wake = true;
-                }
-            }
+            written.wake |= count_new(&batch.enqueues, &plan.new, &mut depth);
             written.wake |= !revived.is_empty();
             for row in &finished {
                 let (hook, route, state): (String, String, String) =
@@ -675,20 +665,32 @@ impl PgWriter {
             },
             async { client.batch_execute("COMMIT").await },
         );
-        let outcome = counted.and(committed);
+        let outcome = counted.and(committed).map(|_| ());
+        self.settle(conn, phase, outcome).await
+    }
+
+    /// What a batch whose COMMIT went out comes to: committed (its results,
+    /// kept in `pending_result`), refused by the server (a failed statement
+    /// or COMMIT ends the transaction as a ROLLBACK: nothing kept, the
+    /// connection still good), or unknown (the connection broke: the caller
+    /// looks the outcome up on a new one).
+    async fn settle(
+        &mut self,
+        conn: Conn,
+        phase: &mut Phase,
+        outcome: Result<(), tokio_postgres::Error>,
+    ) -> Result<(Written, bool), SpoolError> {
         match outcome {
-            Ok(_) => {
+            Ok(()) => {
                 self.conn = Some(conn);
                 self.pending_result
                     .take()
                     .ok_or_else(|| SpoolError::Unreachable("lost the batch's results".into()))
             }
             Err(e) if e.as_db_error().is_some() => {
-                // The server answered: it rolled back (a failed COMMIT
-                // is a ROLLBACK in PostgreSQL).
                 self.pending_result = None;
                 *phase = Phase::Before;
-                let _ = client.batch_execute("ROLLBACK").await;
+                let _ = conn.client.batch_execute("ROLLBACK").await;
                 self.conn = Some(conn);
                 Err(e.into())
             }
@@ -719,17 +721,7 @@ impl PgWriter {
             enqueued: plan.answers(&std::collections::HashSet::new()),
             ..Written::default()
         };
-        for new in &plan.new {
-            let (item, _) = &batch.enqueues[new.index];
-            if item.filtered_until.is_some() {
-                depth.add(&item.hook, "", "filtered", 1);
-            } else {
-                for (_, route) in &new.deliveries {
-                    depth.add(&item.hook, route, "pending", 1);
-                }
-                written.wake = true;
-            }
-        }
+        written.wake = count_new(&batch.enqueues, &plan.new, &mut depth);
         let (hooks, routes, states, ns) = depth.columns();
         let conn = self.take_conn().await?;
         let (client, st) = (&conn.client, &conn.st);
@@ -768,35 +760,29 @@ impl PgWriter {
             client.batch_execute("COMMIT"),
         );
         let outcome = begun.and(marked).and_then(|row| committed.map(|()| row));
-        match outcome {
-            Ok(row) => {
-                if row.get::<_, i64>(0) == 0 {
-                    // Committed, but our row went (taken for dead by a
-                    // peer's clean-up): back, so the next batch can be
-                    // looked up by its commit_seq.
-                    tracing::warn!("spool: this instance's row was gone; registering again");
-                    let pid = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
-                    let again = client.execute(sql::REGISTER, &[&owner, &node, &pid]).await;
-                    if let Err(e) = again {
-                        tracing::error!(error = %e, "spool: cannot register this instance again");
-                    }
+        let outcome = outcome.map(|row| {
+            if row.get::<_, i64>(0) == 0 {
+                // Committed, but our row went (taken for dead by a peer's
+                // clean-up): back, so the next batch can be looked up by
+                // its commit_seq.
+                tracing::warn!("spool: this instance's row was gone; registering again");
+                Some(i32::try_from(std::process::id()).unwrap_or(i32::MAX))
+            } else {
+                None
+            }
+        });
+        let outcome = match outcome {
+            Ok(Some(pid)) => {
+                let again = client.execute(sql::REGISTER, &[&owner, &node, &pid]).await;
+                if let Err(e) = again {
+                    tracing::error!(error = %e, "spool: cannot register this instance again");
                 }
-                self.conn = Some(conn);
-                self.pending_result
-                    .take()
-                    .ok_or_else(|| SpoolError::Unreachable("lost the batch's results".into()))
+                Ok(())
             }
-            Err(e) if e.as_db_error().is_some() => {
-                // The server answered: the transaction failed, and the
-                // COMMIT sent after it ended it as a ROLLBACK.
-                self.pending_result = None;
-                *phase = Phase::Before;
-                let _ = client.batch_execute("ROLLBACK").await;
-                self.conn = Some(conn);
-                Err(e.into())
-            }
-            Err(e) => Err(e.into()),
-        }
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        self.settle(conn, phase, outcome).await
     }
 
     /// Depth and next-due reads, after the batch's writes.
@@ -847,6 +833,25 @@ impl PgWriter {
         }
         self.conn = Some(conn);
     }
+}
+
+/// Counts the batch's new requests into `depth` (filtered ones under
+/// route `""`, the others' deliveries as pending); true when any of them is
+/// claimable (the delivery loops should look).
+fn count_new(enqueues: &[(NewItem, Reply<Enqueued>)], new: &[NewRow], depth: &mut Depth) -> bool {
+    let mut claimable = false;
+    for row in new {
+        let (item, _) = &enqueues[row.index];
+        if item.filtered_until.is_some() {
+            depth.add(&item.hook, "", "filtered", 1);
+        } else {
+            for (_, route) in &row.deliveries {
+                depth.add(&item.hook, route, "pending", 1);
+            }
+            claimable = true;
+        }
+    }
+    claimable
 }
 
 /// The names stored for a delivery's states.
