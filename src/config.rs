@@ -233,24 +233,17 @@ impl std::fmt::Debug for InlineUrl {
 #[derive(Debug, Clone)]
 pub(crate) enum SpoolBackend {
     Sqlite(PathBuf),
-    Postgres(PgSettings),
+    // Boxed: a parsed URL is ~340 bytes, made once per start.
+    Postgres(Box<PgSettings>),
 }
 
-/// A PostgreSQL spool: the URL (read from its file or credential), this
-/// node's name, the connect deadline.
-#[derive(Clone)]
+/// A PostgreSQL spool: the parsed URL (read from its file or credential;
+/// its Debug shows no password), this node's name, the connect deadline.
+#[derive(Clone, Debug)]
 pub(crate) struct PgSettings {
-    pub url: String,
+    pub target: crate::spool::PgTarget,
     pub node: String,
     pub connect_timeout: Duration,
-}
-
-impl std::fmt::Debug for PgSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgSettings")
-            .field("node", &self.node)
-            .finish_non_exhaustive()
-    }
 }
 
 /// A node name: what `hookd status` shows and the leases of a dead process
@@ -1834,19 +1827,20 @@ impl Config {
     pub(crate) fn spool_backend(&self) -> Result<SpoolBackend, ConfigError> {
         let s = &self.spool;
         let err = |e: String| ConfigError(format!("{}: {e}", self.source.display()));
-        let url = if let Some(u) = &s.url {
-            u.0.clone()
-        } else if let Some(p) = &s.url_file {
-            let bytes = read_secret(&SecretSource::File(p.clone()))
-                .map_err(|e| err(format!("spool.url_file: {e}")))?;
-            String::from_utf8(bytes).map_err(|_| err("spool.url_file: not UTF-8".into()))?
-        } else if let Some(n) = &s.url_credential {
-            let bytes = read_secret(&SecretSource::Credential(n.clone()))
-                .map_err(|e| err(format!("spool.url_credential: {e}")))?;
-            String::from_utf8(bytes).map_err(|_| err("spool.url_credential: not UTF-8".into()))?
+        let (field, url) = if let Some(u) = &s.url {
+            ("spool.url", u.0.clone())
         } else {
-            return Ok(SpoolBackend::Sqlite(self.spool_path()));
+            let (field, src) = match (&s.url_file, &s.url_credential) {
+                (Some(p), _) => ("spool.url_file", SecretSource::File(p.clone())),
+                (None, Some(n)) => ("spool.url_credential", SecretSource::Credential(n.clone())),
+                (None, None) => return Ok(SpoolBackend::Sqlite(self.spool_path())),
+            };
+            let bytes = read_secret(&src).map_err(|e| err(format!("{field}: {e}")))?;
+            let url = String::from_utf8(bytes).map_err(|_| err(format!("{field}: not UTF-8")))?;
+            (field, url)
         };
+        let target =
+            crate::spool::PgTarget::parse(&url).map_err(|e| err(format!("{field}: {e}")))?;
         let node = match &s.node {
             Some(n) => n.clone(),
             None => {
@@ -1866,11 +1860,11 @@ impl Config {
                 short
             }
         };
-        Ok(SpoolBackend::Postgres(PgSettings {
-            url,
+        Ok(SpoolBackend::Postgres(Box::new(PgSettings {
+            target,
             node,
             connect_timeout: s.connect_timeout,
-        }))
+        })))
     }
 
     /// What `check-config` calls the spool without reading any secret.

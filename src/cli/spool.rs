@@ -213,11 +213,8 @@ pub(crate) fn open_admin(cfg: &Config) -> Result<Admin, String> {
         SpoolBackend::Sqlite(path) => {
             Admin::open(&path).map_err(|e| format!("cannot open spool {}: {e}", path.display()))
         }
-        SpoolBackend::Postgres(pg) => {
-            let target = PgTarget::parse(&pg.url).map_err(|e| format!("spool url: {e}"))?;
-            Admin::connect_postgres(&target, pg.connect_timeout)
-                .map_err(|e| format!("cannot open spool {}: {e}", target.name()))
-        }
+        SpoolBackend::Postgres(pg) => Admin::connect_postgres(&pg.target, pg.connect_timeout)
+            .map_err(|e| format!("cannot open spool {}: {e}", pg.target.name())),
     }
 }
 

@@ -26,7 +26,7 @@ use crate::ingress::routes::{Ingress, Route};
 use crate::ingress::server::{self, Traffic};
 use crate::metrics::Metrics;
 use crate::replies::Replies;
-use crate::spool::{PgTarget, Spool, SpoolError, SpoolOptions, Store};
+use crate::spool::{Spool, SpoolError, SpoolOptions, Store};
 use crate::systemd::{listen::Named, notify};
 
 /// How long a successor has to open the spool and report ready.
@@ -263,20 +263,12 @@ async fn open_spool(cfg: &Config, metrics: &Arc<Metrics>) -> Result<Spool, Start
         .map_err(|e| StartError::new(exit::BAD_CONFIG, e.0))?
     {
         SpoolBackend::Sqlite(path) => Store::File(path),
-        SpoolBackend::Postgres(pg) => {
-            let target = PgTarget::parse(&pg.url).map_err(|e| {
-                StartError::new(
-                    exit::BAD_CONFIG,
-                    format!("{}: spool url: {e}", cfg.source.display()),
-                )
-            })?;
-            Store::postgres(
-                target,
-                pg.node,
-                pg.connect_timeout,
-                cfg.spool.commit_timeout,
-            )
-        }
+        SpoolBackend::Postgres(pg) => Store::postgres(
+            pg.target,
+            pg.node,
+            pg.connect_timeout,
+            cfg.spool.commit_timeout,
+        ),
     };
     let name = store.describe();
     let started = std::time::Instant::now();

@@ -29,7 +29,8 @@ use tokio::runtime::Runtime;
 use tokio_postgres::types::{FromSql, ToSql, Type};
 use tokio_postgres::{Client, GenericClient, Row, Transaction};
 
-use super::schema;
+use super::sql::{BLOCK, ID_BLOCKS};
+use super::{schema, FILTERED_ROUTE};
 use crate::spool::admin::{InstanceInfo, ItemSummary, ListFilter, Stats};
 use crate::spool::codec::decode_headers;
 use crate::spool::writer::PURGE_CHUNK;
@@ -37,13 +38,6 @@ use crate::spool::{DepthRow, Item, ItemState, RouteDelivery, SpoolError, DEFAULT
 
 /// The node name the admin CLI's depth changes are counted under.
 pub(crate) const NODE: &str = "admin";
-
-/// The `depth_counts` route of filtered requests (they have no delivery).
-const FILTERED_ROUTE: &str = "";
-
-/// Ids per block of the `id_blocks` sequence: block b gives b * 1024 …
-/// b * 1024 + 1023.
-const ID_BLOCK: i64 = 1024;
 
 /// A process whose heartbeat is older than this is gone or cut off.
 pub(crate) const STALE_AFTER: Duration = Duration::from_secs(30);
@@ -732,18 +726,16 @@ async fn insert_deliveries(
         return Ok(());
     }
     let n = i64::try_from(requests.len()).unwrap_or(i64::MAX);
+    let wanted = i32::try_from((n + BLOCK - 1) / BLOCK).unwrap_or(i32::MAX);
     let blocks: Vec<i64> = txn
-        .query(
-            "SELECT nextval('id_blocks') FROM generate_series(1, $1::bigint)",
-            &[&((n + ID_BLOCK - 1) / ID_BLOCK)],
-        )
+        .query(ID_BLOCKS, &[&wanted])
         .await?
         .iter()
         .map(|r| r.try_get(0))
         .collect::<Result<_, _>>()?;
     let ids: Vec<i64> = blocks
         .iter()
-        .flat_map(|b| (0..ID_BLOCK).map(move |i| b * ID_BLOCK + i))
+        .flat_map(|b| (0..BLOCK).map(move |i| b * BLOCK + i))
         .take(requests.len())
         .collect();
     let first_seq: Option<i64> = txn

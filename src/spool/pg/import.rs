@@ -61,8 +61,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 use super::admin::STALE_AFTER;
-use super::schema;
 use super::sql::{ADD_DEPTH, BLOCK};
+use super::{schema, FILTERED_ROUTE};
 use crate::spool::codec::{from_ms, ms_ago};
 use crate::spool::instances::is_alive;
 use crate::spool::{schema as sqlite_schema, SpoolError, DEFAULT_ROUTE};
@@ -82,9 +82,6 @@ const CHUNK_BYTES: usize = 64 << 20;
 /// Session advisory lock every import holds for its whole run, so two
 /// imports into one database never interleave ("hookdi" in ASCII).
 const IMPORT_LOCK: i64 = 0x0000_686f_6f6b_6469;
-
-/// Route of filtered requests in `depth_counts`, as everywhere.
-const FILTERED_ROUTE: &str = "";
 
 /// What to copy and how.
 #[derive(Debug, Clone)]

@@ -17,6 +17,9 @@ pub(crate) mod connect;
 pub(crate) mod import;
 pub(crate) mod schema;
 mod sql;
+
+/// The `depth_counts` route of filtered requests (they have no delivery).
+pub(crate) const FILTERED_ROUTE: &str = "";
 pub(crate) mod writer;
 
 use std::sync::Arc;

@@ -43,7 +43,7 @@ use futures_util::future::join_all;
 use tokio::sync::{oneshot, Notify};
 use tokio_postgres::{Client, Row, Statement};
 
-use super::{schema, sql, PgOptions};
+use super::{schema, sql, PgOptions, FILTERED_ROUTE};
 use crate::spool::codec::{decode_headers, encode_headers};
 use crate::spool::instances;
 use crate::spool::writer::{Cmd, Finish, Reply};
@@ -627,7 +627,7 @@ impl PgWriter {
                 }
                 for row in &filtered {
                     let hook: String = row.get(0);
-                    depth.add(&hook, "", "filtered", -1);
+                    depth.add(&hook, FILTERED_ROUTE, "filtered", -1);
                 }
                 written.purged.push((done.len() + filtered.len()) as u64);
             }
@@ -843,7 +843,7 @@ fn count_new(enqueues: &[(NewItem, Reply<Enqueued>)], new: &[NewRow], depth: &mu
     for row in new {
         let (item, _) = &enqueues[row.index];
         if item.filtered_until.is_some() {
-            depth.add(&item.hook, "", "filtered", 1);
+            depth.add(&item.hook, FILTERED_ROUTE, "filtered", 1);
         } else {
             for (_, route) in &row.deliveries {
                 depth.add(&item.hook, route, "pending", 1);
